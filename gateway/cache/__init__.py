@@ -1,0 +1,1 @@
+"""Response cache: Redis-backed or in-memory (embedded default)."""

@@ -1,0 +1,266 @@
+"""Load `policies/*.yaml` into a validated `GatewayConfig`, once, at start-up."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from gateway.config.reader import ConfigError, Section
+from gateway.config.schema import (
+    AdminConfig,
+    ClaimMapping,
+    EndpointConfig,
+    GatewayConfig,
+    HealthConfig,
+    IssuerConfig,
+    OutlierConfig,
+    PluginBinding,
+    PoolConfig,
+    RetryConfig,
+    RouteConfig,
+    ServerConfig,
+    TimeoutConfig,
+)
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+              "ES256", "ES384", "ES512", "EdDSA")
+PHASES = ("auth", "routing", "preprocess", "response")
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read, substitute `${VAR}` / `${VAR:-default}` and validate a gateway config file."""
+    file = str(path)
+    try:
+        text = Path(file).read_text()
+    except OSError as exc:
+        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(_substitute(text, file))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(file)"
+        raise ConfigError(file, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(data, file, base_dir=Path(file).resolve().parent)
+
+
+def _substitute(text: str, file: str) -> str:
+    def repl(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is None:
+                line = text.count("\n", 0, match.start()) + 1
+                raise ConfigError(file, f"line {line}", f"environment variable {name} is not set")
+            return default
+        return value
+
+    # Comments may mention ${VAR} syntax; substitute only outside them.
+    return "\n".join(_VAR.sub(repl, line) if not line.lstrip().startswith("#") else line
+                     for line in text.split("\n"))
+
+
+def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayConfig:
+    base_dir = base_dir or Path.cwd()
+    top = Section(data, file, "")
+    server = _server(top.section("server"))
+    admin_sec = top.section("admin")
+    admin = AdminConfig(issuer=admin_sec.str("issuer", None), scope=admin_sec.str("scope", "admin"))
+    admin_sec.done()
+    issuers = tuple(_issuer(s, base_dir) for s in top.sections("issuers"))
+    _unique(top, "issuers", [i.name for i in issuers])
+    if admin.issuer and admin.issuer not in {i.name for i in issuers}:
+        raise admin_sec.error("issuer", f"no issuer named {admin.issuer!r}")
+    pools = tuple(_pool(s) for s in top.sections("pools", required=True))
+    _unique(top, "pools", [p.name for p in pools])
+    if not pools:
+        raise top.error("pools", "at least one pool is required")
+
+    from gateway.ratelimit.config import parse_redis, parse_route_limits
+    from gateway.cache.config import parse_cache_rule
+    from wasm_plugins.config import parse_plugins
+
+    redis = parse_redis(top.section("redis"))
+    plugins = parse_plugins(top.sections("plugins"), base_dir)
+    plugin_dir = top.str("plugin_dir", None)
+    if plugin_dir:
+        plugin_dir = str((base_dir / plugin_dir).resolve())
+    route_secs = top.sections("routes", required=True)
+    routes = []
+    for sec in route_secs:
+        routes.append(_route(sec, pools, issuers, {p.name for p in plugins},
+                             parse_route_limits, parse_cache_rule))
+    _unique(top, "routes", [r.name for r in routes])
+    top.done()
+    return GatewayConfig(source=file, server=server, admin=admin, issuers=issuers, pools=pools,
+                         routes=tuple(routes), redis=redis, plugins=tuple(plugins), plugin_dir=plugin_dir)
+
+
+def _unique(sec: Section, key: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise sec.error(f"{key}[{i}].name", f"duplicate name {name!r}")
+        seen.add(name)
+
+
+def _server(sec: Section) -> ServerConfig:
+    cfg = ServerConfig(
+        host=sec.str("host", "127.0.0.1"),
+        port=sec.int("port", 8080, min=0, max=65535),
+        workers=sec.int("workers", 1, min=1, max=256),
+        max_body_bytes=sec.int("max_body_bytes", 1 << 20, min=1024),
+        max_token_bytes=sec.int("max_token_bytes", 8192, min=256),
+        access_log=sec.str("access_log", "stdout"),
+        trust_forwarded_for=sec.bool("trust_forwarded_for", False),
+    )
+    sec.done()
+    return cfg
+
+
+def _issuer(sec: Section, base_dir: Path) -> IssuerConfig:
+    name = sec.str("name")
+    algorithms = tuple(sec.str_list("algorithms"))
+    for alg in algorithms:
+        if alg not in ALGORITHMS:
+            raise sec.error("algorithms", f"unsupported algorithm {alg!r} (allowed: {', '.join(ALGORITHMS)})")
+    if not algorithms:
+        raise sec.error("algorithms", "at least one algorithm is required")
+    secret_env = sec.str("secret_env", None)
+    secret = None
+    if secret_env:
+        secret = os.environ.get(secret_env)
+        if not secret:
+            raise sec.error("secret_env", f"environment variable {secret_env} is not set")
+    jwks_file = _path(sec, "jwks_file", base_dir)
+    public_key_file = _path(sec, "public_key_file", base_dir)
+    jwks_url = sec.str("jwks_url", None)
+    if jwks_url and urlsplit(jwks_url).scheme not in ("http", "https"):
+        raise sec.error("jwks_url", "must be an http(s) URL")
+    has_hs = any(a.startswith("HS") for a in algorithms)
+    has_asym = any(not a.startswith("HS") for a in algorithms)
+    if has_hs and has_asym:
+        # One key source per issuer; mixing families is how algorithm confusion happens.
+        raise sec.error("algorithms", "do not mix HS* with asymmetric algorithms in one issuer")
+    if has_hs and not secret:
+        raise sec.error("secret_env", "HS* algorithms need a secret from the environment")
+    if has_asym and not (jwks_file or jwks_url or public_key_file):
+        raise sec.error("jwks_file", "asymmetric algorithms need jwks_file, jwks_url or public_key_file")
+    claims_sec = sec.section("claims")
+    claims = ClaimMapping(**{k: claims_sec.str(k, getattr(ClaimMapping, k))
+                             for k in ("models", "routes", "tier", "tenant", "scope")})
+    claims_sec.done()
+    cfg = IssuerConfig(
+        name=name,
+        issuer=sec.str("issuer"),
+        algorithms=algorithms,
+        audience=sec.str("audience", None),
+        jwks_file=jwks_file,
+        jwks_url=jwks_url,
+        jwks_refresh_s=sec.float("jwks_refresh_s", 300.0, min=1.0),
+        public_key_file=public_key_file,
+        secret=secret,
+        secret_env=secret_env,
+        required_claims=tuple(sec.str_list("required_claims", [])),
+        leeway_s=sec.float("leeway_s", 30.0, min=0.0, max=3600.0),
+        max_lifetime_s=sec.float("max_lifetime_s", None, min=1.0),
+        claims=claims,
+        default_tier=sec.str("default_tier", "default"),
+    )
+    sec.done()
+    return cfg
+
+
+def _path(sec: Section, key: str, base_dir: Path) -> str | None:
+    value = sec.str(key, None)
+    if value is None:
+        return None
+    path = (base_dir / value).resolve()
+    if not path.is_file():
+        raise sec.error(key, f"file not found: {path}")
+    return str(path)
+
+
+def _pool(sec: Section) -> PoolConfig:
+    name = sec.str("name")
+    endpoints = []
+    for ep in sec.sections("endpoints"):
+        url = ep.str("url")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ep.error("url", f"expected http(s)://host:port, got {url!r}")
+        endpoints.append(EndpointConfig(url=url.rstrip("/"), weight=ep.int("weight", 1, min=0),
+                                        group=ep.str("group", "default")))
+        ep.done()
+    from gateway.upstream.discovery import parse_dns
+
+    dns = parse_dns(sec.section("dns")) if sec.has("dns") else None
+    if not endpoints and dns is None:
+        raise sec.error("endpoints", "a pool needs endpoints or dns discovery")
+    t, h, o, r = (sec.section(k) for k in ("timeouts", "health", "outlier", "retries"))
+    cfg = PoolConfig(
+        name=name,
+        endpoints=tuple(endpoints),
+        models=tuple(sec.str_list("models", [])),
+        balancer=sec.str("balancer", "least_outstanding",
+                         choices=("least_outstanding", "round_robin", "weighted")),
+        max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
+        timeouts=TimeoutConfig(t.float("connect_s", 2.0, min=0.01), t.float("first_byte_s", 60.0, min=0.01),
+                               t.float("total_s", 600.0, min=0.01)),
+        health=HealthConfig(h.str("path", "/healthz"), h.float("interval_s", 2.0, min=0.05),
+                            h.float("timeout_s", 1.0, min=0.01)),
+        outlier=OutlierConfig(o.int("consecutive_failures", 3, min=1), o.float("base_ejection_s", 2.0, min=0.01),
+                              o.float("max_ejection_s", 60.0, min=0.01)),
+        retries=RetryConfig(r.int("attempts", 2, min=0, max=10), r.float("budget_ratio", 0.2, min=0.0, max=1.0),
+                            r.float("min_retries_per_s", 5.0, min=0.0)),
+        dns=dns,
+    )
+    for s in (t, h, o, r):
+        s.done()
+    sec.done()
+    return cfg
+
+
+def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerConfig, ...],
+           plugin_names: set[str], parse_limits: Any, parse_cache: Any) -> RouteConfig:
+    name = sec.str("name")
+    paths = tuple(sec.str_list("paths"))
+    for p in paths:
+        if not p.startswith("/"):
+            raise sec.error("paths", f"paths start with '/', got {p!r}")
+    pool = sec.str("pool", None)
+    if pool is not None and pool not in {p.name for p in pools}:
+        raise sec.error("pool", f"no pool named {pool!r}")
+    route_issuers = tuple(sec.str_list("issuers", []))
+    for iss in route_issuers:
+        if iss not in {i.name for i in issuers}:
+            raise sec.error("issuers", f"no issuer named {iss!r}")
+    auth = sec.str("auth", "jwt", choices=("jwt", "none", "plugin"))
+    if auth == "jwt" and not issuers:
+        raise sec.error("auth", "auth: jwt needs at least one issuer (or auth: none)")
+    bindings = []
+    for b in sec.sections("plugins"):
+        pname = b.str("name")
+        if pname not in plugin_names:
+            raise b.error("name", f"no plugin named {pname!r} in the top-level plugins list")
+        bindings.append(PluginBinding(name=pname, phase=b.str("phase", choices=PHASES),
+                                      config=b.raw("config", None)))
+        b.done()
+    cfg = RouteConfig(
+        name=name,
+        paths=paths,
+        pool=pool,
+        models=tuple(sec.str_list("models", [])),
+        auth=auth,
+        issuers=route_issuers,
+        plugins=tuple(bindings),
+        rate_limits=tuple(parse_limits(sec.sections("rate_limits"))),
+        cache=parse_cache(sec.section("cache")) if sec.has("cache") else None,
+    )
+    sec.done()
+    return cfg

@@ -1,0 +1,144 @@
+"""Typed configuration objects. Built once at start-up by `gateway.config.loader`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 1 << 20
+    max_token_bytes: int = 8192
+    access_log: str = "stdout"  # stdout | off | a file path
+    trust_forwarded_for: bool = False
+
+
+@dataclass(frozen=True)
+class ClaimMapping:
+    """Which JWT claims carry a partner's permissions."""
+
+    models: str = "models"
+    routes: str = "routes"
+    tier: str = "tier"
+    tenant: str = "tenant"
+    scope: str = "scope"
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    name: str
+    issuer: str
+    algorithms: tuple[str, ...]
+    audience: str | None = None
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    jwks_refresh_s: float = 300.0
+    public_key_file: str | None = None
+    secret: str | None = field(default=None, repr=False)  # resolved from secret_env at load time
+    secret_env: str | None = None
+    required_claims: tuple[str, ...] = ()
+    leeway_s: float = 30.0
+    max_lifetime_s: float | None = None
+    claims: ClaimMapping = ClaimMapping()
+    default_tier: str = "default"
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    url: str
+    weight: int = 1
+    group: str = "default"
+
+
+@dataclass(frozen=True)
+class TimeoutConfig:
+    connect_s: float = 2.0
+    first_byte_s: float = 60.0
+    total_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    path: str = "/healthz"
+    interval_s: float = 2.0
+    timeout_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class OutlierConfig:
+    consecutive_failures: int = 3
+    base_ejection_s: float = 2.0
+    max_ejection_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    attempts: int = 2  # extra tries after the first
+    budget_ratio: float = 0.2  # retries may add at most this share of requests...
+    min_retries_per_s: float = 5.0  # ...but always allow this many
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    endpoints: tuple[EndpointConfig, ...]
+    models: tuple[str, ...] = ()
+    balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted
+    max_inflight_per_endpoint: int = 256
+    timeouts: TimeoutConfig = TimeoutConfig()
+    health: HealthConfig = HealthConfig()
+    outlier: OutlierConfig = OutlierConfig()
+    retries: RetryConfig = RetryConfig()
+    dns: Any = None  # endpoint discovery by DNS, see gateway.upstream.discovery
+
+
+@dataclass(frozen=True)
+class PluginBinding:
+    """A plugin from the top-level `plugins` list, bound to a route at one phase."""
+
+    name: str
+    phase: str  # auth | routing | preprocess | response
+    config: Any = None  # overrides the plugin's default configuration for this route
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    paths: tuple[str, ...]
+    pool: str | None = None  # None: the pool that serves the requested model
+    models: tuple[str, ...] = ()  # empty: any model its pool serves
+    auth: str = "jwt"  # jwt | none
+    issuers: tuple[str, ...] = ()  # empty: every configured issuer
+    plugins: tuple[PluginBinding, ...] = ()
+    rate_limits: tuple[Any, ...] = ()  # gateway.ratelimit.config.LimitConfig
+    cache: Any = None  # gateway.cache.config.CacheRule
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    issuer: str | None = None  # issuer whose tokens may carry the admin scope; None: any issuer
+    scope: str = "admin"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    source: str
+    server: ServerConfig
+    admin: AdminConfig
+    issuers: tuple[IssuerConfig, ...]
+    pools: tuple[PoolConfig, ...]
+    routes: tuple[RouteConfig, ...]
+    redis: Any = None  # gateway.ratelimit.config.RedisConfig
+    plugins: tuple[Any, ...] = ()  # wasm_plugins.config.PluginConfig
+    plugin_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def pool(self, name: str) -> PoolConfig | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+    def issuer(self, name: str) -> IssuerConfig | None:
+        return next((i for i in self.issuers if i.name == name), None)

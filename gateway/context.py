@@ -1,0 +1,82 @@
+"""The per-request state that every pipeline stage reads and writes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.config.schema import RouteConfig
+    from gateway.upstream.pool import Endpoint, Pool
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything known about one request as it walks the pipeline.
+
+    Stages communicate only through this object: auth fills `claims`/`subject`, routing fills
+    `pool`, preprocessing may replace `body_json`, the forwarder fills `endpoint`, `status`,
+    `usage` and (when `collect_response` is set) `response_body`.
+    """
+
+    request_id: str
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names; the last value wins
+    client_ip: str
+    body: bytes = b""
+    body_json: dict[str, Any] | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    route: RouteConfig | None = None
+    model: str | None = None
+    stream: bool = False
+
+    # identity (JWT or an auth plugin)
+    subject: str | None = None
+    tenant: str | None = None
+    tier: str | None = None
+    api_key: str | None = None
+    claims: dict[str, Any] | None = None
+    scopes: frozenset[str] = frozenset()
+
+    # routing and upstream
+    pool: Pool | None = None
+    pool_override: str | None = None  # set by a routing plugin
+    endpoint: Endpoint | None = None
+    attempts: int = 0
+    upstream_s: float = 0.0  # time spent waiting on the upstream, excluded from overhead
+
+    # response
+    status: int = 0
+    usage: Usage | None = None
+    cache_status: str | None = None
+    collect_response: bool = False  # set by a stage that needs the full body (e.g. the cache)
+    response_body: bytes | None = None  # full body, or the assembled SSE stream when collected
+    response_headers: dict[str, str] = field(default_factory=dict)  # extra headers for the client
+    error: str | None = None  # error code when the request failed
+    body_dirty: bool = False  # body_json changed; the forwarder re-serialises it
+
+    # free-form per-stage scratch (e.g. rate-limit reservations), keyed by stage name
+    scratch: dict[str, Any] = field(default_factory=dict)
+    finalizers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def overhead_ms(self) -> float:
+        return max(0.0, (time.perf_counter() - self.started - self.upstream_s) * 1000.0)
+
+    def set_body_json(self, value: dict[str, Any]) -> None:
+        """Replace the request JSON (preprocessing); the forwarder sends the new body."""
+        self.body_json = value
+        self.body_dirty = True

@@ -1,0 +1,1 @@
+"""Rate limiting: Redis-backed (exact across replicas) or in-memory (embedded default)."""

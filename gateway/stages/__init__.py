@@ -1,0 +1,1 @@
+"""Pipeline stages. `gateway.pipeline` lists them in order."""

@@ -1,0 +1,1 @@
+"""An OpenAI-compatible torch + transformers model server with continuous batching."""

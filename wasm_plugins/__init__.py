@@ -1,0 +1,1 @@
+"""Sandboxed proxy-wasm plugins for the gateway, hosted on wasmtime."""
