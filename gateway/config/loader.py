@@ -81,8 +81,8 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
     if not pools:
         raise top.error("pools", "at least one pool is required")
 
-    from gateway.ratelimit.config import parse_redis, parse_route_limits
     from gateway.cache.config import parse_cache_rule
+    from gateway.ratelimit.config import parse_redis, parse_route_limits
     from wasm_plugins.config import parse_plugins
 
     redis = parse_redis(top.section("redis"))

@@ -1,0 +1,1 @@
+"""Partner authentication: JWT verification with per-issuer key sources and a verified-token cache."""

@@ -1,0 +1,38 @@
+"""Prometheus metrics of the gateway. Every subsystem registers on `registry`."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+registry = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1)
+
+requests_total = Counter("edgegw_requests_total", "Requests by route, pool and status",
+                         ["route", "pool", "status"], registry=registry)
+request_seconds = Histogram("edgegw_request_duration_seconds", "End-to-end request latency",
+                            ["route"], buckets=_LATENCY_BUCKETS, registry=registry)
+overhead_seconds = Histogram("edgegw_overhead_seconds", "Time spent in the gateway, upstream excluded",
+                             ["route"], buckets=_OVERHEAD_BUCKETS, registry=registry)
+upstream_seconds = Histogram("edgegw_upstream_duration_seconds", "Upstream latency by pool",
+                             ["pool"], buckets=_LATENCY_BUCKETS, registry=registry)
+in_flight = Gauge("edgegw_in_flight_requests", "Requests being processed", registry=registry)
+endpoint_healthy = Gauge("edgegw_endpoint_healthy", "1 when the endpoint takes traffic",
+                         ["pool", "endpoint"], registry=registry)
+endpoint_in_flight = Gauge("edgegw_endpoint_in_flight", "Requests outstanding on the endpoint",
+                           ["pool", "endpoint"], registry=registry)
+retries_total = Counter("edgegw_upstream_retries_total", "Retries to another endpoint",
+                        ["pool", "reason"], registry=registry)
+ejections_total = Counter("edgegw_endpoint_ejections_total", "Outlier ejections",
+                          ["pool", "endpoint"], registry=registry)
+readmissions_total = Counter("edgegw_endpoint_readmissions_total", "Endpoints returned to service",
+                             ["pool", "endpoint"], registry=registry)
+upstream_errors_total = Counter("edgegw_upstream_errors_total", "Upstream failures by kind",
+                                ["pool", "kind"], registry=registry)
+auth_failures_total = Counter("edgegw_auth_failures_total", "Rejected credentials by reason",
+                              ["reason"], registry=registry)
+
+
+def render() -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,168 @@
+"""The ASGI endpoint for inference requests: parse, run the pipeline, send, then complete and log.
+
+Written against raw ASGI rather than Starlette's Request/Response: this is the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from gateway import metrics
+from gateway.accesslog import AccessLog
+from gateway.api import GENERATE, SPECS, generate_to_completions, validate
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, bad_request
+from gateway.pipeline import Pipeline, Reply
+from gateway.routing import RouteTable
+
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
+
+
+class ClientGone(Exception):
+    """The client disconnected before the response was complete."""
+
+
+class ProxyEndpoint:
+    """One instance serves every inference path (`gateway.api.SPECS`)."""
+
+    def __init__(self, table: RouteTable, pipeline: Pipeline, access_log: AccessLog, max_body: int,
+                 trust_forwarded_for: bool = False) -> None:
+        self.table = table
+        self.pipeline = pipeline
+        self.access_log = access_log
+        self.max_body = max_body
+        self.trust_forwarded_for = trust_forwarded_for
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        ctx = self._context(scope)
+        metrics.in_flight.inc()
+        reply: Reply | None = None
+        task = asyncio.current_task()
+        watcher: asyncio.Task[None] | None = None
+        try:
+            try:
+                if scope["method"] != "POST":
+                    raise GatewayError(405, f"method {scope['method']} not allowed on {ctx.path}; use POST",
+                                       "method_not_allowed", headers={"allow": "POST"})
+                ctx.body = await self._read_body(ctx, receive)
+                self._parse(ctx)
+                watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task, ctx))
+                reply = await self.pipeline.process(ctx)
+            except GatewayError as exc:
+                ctx.status = exc.status
+                ctx.error = exc.code
+                reply = Reply(exc.status, dict(exc.headers), body=orjson.dumps(exc.body()))
+                reply.headers["content-type"] = "application/json"
+                reply.headers.update(ctx.response_headers)
+            await self._send(ctx, reply, send)
+        except asyncio.CancelledError:
+            if not ctx.scratch.get("_client_gone"):
+                raise
+            ctx.status, ctx.error = 499, "client_disconnected"
+            if task is not None:
+                task.uncancel()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            metrics.in_flight.dec()
+            await self.pipeline.complete(ctx)
+            self._record(ctx)
+
+    def _context(self, scope: dict[str, Any]) -> RequestContext:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        if len(request_id) > 128 or not request_id.isprintable():
+            request_id = uuid.uuid4().hex
+        client = scope.get("client") or ("", 0)
+        client_ip = client[0]
+        if self.trust_forwarded_for and "x-forwarded-for" in headers:
+            client_ip = headers["x-forwarded-for"].split(",")[0].strip()
+        return RequestContext(request_id=request_id, method=scope["method"], path=scope["path"],
+                              headers=headers, client_ip=client_ip)
+
+    async def _read_body(self, ctx: RequestContext, receive: Any) -> bytes:
+        declared = ctx.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise GatewayError(413, f"request body exceeds {self.max_body} bytes", "body_too_large")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                ctx.scratch["_client_gone"] = True
+                raise asyncio.CancelledError
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise GatewayError(413, f"request body exceeds {self.max_body} bytes", "body_too_large")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _parse(self, ctx: RequestContext) -> None:
+        spec = SPECS[ctx.path]
+        if not ctx.body:
+            raise bad_request("request body is empty; expected a JSON object", code="invalid_json")
+        try:
+            body = orjson.loads(ctx.body)
+        except orjson.JSONDecodeError as exc:
+            raise bad_request(f"request body is not valid JSON: {exc.args[0]}", code="invalid_json") from None
+        ctx.body_json = validate(spec, body)
+        ctx.model = body.get("model")
+        ctx.stream = bool(body.get("stream"))
+        ctx.route = self.table.match(ctx.path, ctx.model)
+        if spec is GENERATE:
+            if ctx.model is None:
+                models = sorted(self.table.models_for(ctx.route))
+                if not models:
+                    raise bad_request("'model' is required on this route", param="model", code="missing_field")
+                ctx.model = models[0]
+            ctx.set_body_json(generate_to_completions(body, ctx.model))
+
+    async def _send(self, ctx: RequestContext, reply: Reply, send: Any) -> None:
+        if reply.stream is not None:
+            headers = list(_SSE_HEADERS)
+        else:
+            headers = [(b"content-type", reply.headers.pop("content-type", "application/json").encode()),
+                       (b"content-length", str(len(reply.body or b"")).encode())]
+        for k, v in reply.headers.items():
+            if k != "content-type":
+                headers.append((k.encode("latin-1"), v.encode("latin-1")))
+        headers.append((b"x-request-id", ctx.request_id.encode()))
+        headers.append((b"x-edgegw-overhead-ms", f"{ctx.overhead_ms():.3f}".encode()))
+        ctx.status = reply.status
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        if reply.stream is not None:
+            async for chunk in reply.stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        # From here on a disconnect is the normal end of the exchange, not a client going away.
+        ctx.scratch["_sent"] = True
+        await send({"type": "http.response.body", "body": reply.body or b""})
+
+    def _record(self, ctx: RequestContext) -> None:
+        route = ctx.route.name if ctx.route else "none"
+        pool = ctx.pool.name if ctx.pool else "none"
+        elapsed = time.perf_counter() - ctx.started
+        metrics.requests_total.labels(route, pool, str(ctx.status)).inc()
+        metrics.request_seconds.labels(route).observe(elapsed)
+        metrics.overhead_seconds.labels(route).observe(ctx.overhead_ms() / 1000.0)
+        self.access_log.write(ctx, route, pool, elapsed)
+
+
+async def _watch_disconnect(receive: Any, task: asyncio.Task[Any] | None, ctx: RequestContext) -> None:
+    """Cancel the request's task when the client goes away, which closes the upstream request too."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if ctx.scratch.get("_sent"):
+                return
+            ctx.scratch["_client_gone"] = True
+            if task is not None:
+                task.cancel()
+            return

@@ -1,0 +1,61 @@
+"""Match a request's path and model to a route, and a route to the pool that will serve it."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from gateway.config.schema import GatewayConfig, RouteConfig
+from gateway.errors import GatewayError
+
+
+class RouteTable:
+    """Routes in config order; the first whose path and model match wins (as Envoy's route table)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.pool_models = {p.name: p.models for p in config.pools}
+        self.by_path: dict[str, list[RouteConfig]] = {}
+        for route in config.routes:
+            for path in route.paths:
+                self.by_path.setdefault(path, []).append(route)
+
+    def paths(self) -> list[str]:
+        return list(self.by_path)
+
+    def match(self, path: str, model: str | None) -> RouteConfig:
+        routes = self.by_path.get(path)
+        if not routes:
+            raise GatewayError(404, f"no route for {path}", "route_not_found")
+        for route in routes:
+            if model is None or self.route_serves(route, model):
+                return route
+        raise GatewayError(404, f"model {model!r} does not exist or is not served here", "model_not_found",
+                           param="model")
+
+    def route_serves(self, route: RouteConfig, model: str) -> bool:
+        if route.models:
+            return any(fnmatchcase(model, pattern) for pattern in route.models)
+        return self.pool_for_model(route, model) is not None
+
+    def pool_for_model(self, route: RouteConfig, model: str | None) -> str | None:
+        """The pool name for `model` on `route`: the route's pool, else the first pool serving it."""
+        if route.pool is not None:
+            served = self.pool_models[route.pool]
+            if model is None or not served or any(fnmatchcase(model, m) for m in served):
+                return route.pool
+            return None if not route.models else route.pool
+        for name, served in self.pool_models.items():
+            if model is not None and any(fnmatchcase(model, m) for m in served):
+                return name
+        return None
+
+    def models_for(self, route: RouteConfig) -> set[str]:
+        """Concrete model names reachable through a route (patterns are not listed)."""
+        names: set[str] = set()
+        pools = [route.pool] if route.pool else list(self.pool_models)
+        for pool in pools:
+            names.update(m for m in self.pool_models[pool] if not any(c in m for c in "*?["))
+        if route.models:
+            names = {m for m in names if any(fnmatchcase(m, p) for p in route.models)} | {
+                m for m in route.models if not any(c in m for c in "*?[")}
+        return names

@@ -1,0 +1,41 @@
+"""Run the gateway under uvicorn: one or more worker processes sharing a port."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import uvicorn
+
+from gateway.config import load_config
+
+_CONFIG_ENV = "EDGEGW_CONFIG"
+
+
+def app_factory():  # noqa: ANN201 - uvicorn's factory hook
+    """Each worker process loads and validates the config itself (uvicorn imports this by name)."""
+    from gateway.app import create_app
+
+    return create_app(load_config(os.environ[_CONFIG_ENV]))
+
+
+def serve(config_path: str, host: str | None = None, port: int | None = None, workers: int | None = None) -> int:
+    config = load_config(config_path)  # fail fast, in the parent, with a clear error
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ[_CONFIG_ENV] = os.path.abspath(config_path)
+    uvicorn.run(
+        "gateway.server:app_factory",
+        factory=True,
+        host=host or config.server.host,
+        port=port if port is not None else config.server.port,
+        workers=workers or config.server.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+        backlog=4096,
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Backend pools: endpoints, load balancing, health, outlier ejection and the forwarding client."""

@@ -1,0 +1,223 @@
+"""Send a request to a pool: pick an endpoint, retry safely, report outcomes, stream the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from gateway import metrics
+from gateway.config.schema import PoolConfig
+from gateway.context import RequestContext
+from gateway.errors import GatewayError
+from gateway.upstream.health import HealthChecker
+from gateway.upstream.pool import Endpoint, Pool
+
+log = logging.getLogger("edgegw.upstream")
+
+# Never forwarded: hop-by-hop headers, and the partner's credentials (the backend trusts the gateway).
+_DROP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+                   "transfer-encoding", "upgrade", "host", "content-length", "authorization", "cookie",
+                   "expect", "x-api-key"})
+_PASS_BACK = ("content-type", "retry-after", "x-request-id")
+_RETRY_STATUS = frozenset({502, 503})
+_CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
+                   aiohttp.ConnectionTimeoutError, ConnectionResetError)
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes | None  # None when streaming
+    raw: aiohttp.ClientResponse | None = None
+    endpoint: Endpoint | None = None
+
+
+class Upstreams:
+    """Every pool with its one keep-alive HTTP client and its health checker."""
+
+    def __init__(self, configs: tuple[PoolConfig, ...]) -> None:
+        self.pools: dict[str, Pool] = {c.name: Pool(c) for c in configs}
+        self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self.checkers: list[HealthChecker] = []
+        self._timeouts = {c.name: aiohttp.ClientTimeout(total=c.timeouts.total_s, sock_connect=c.timeouts.connect_s,
+                                                        sock_read=c.timeouts.first_byte_s) for c in configs}
+
+    async def start(self) -> None:
+        for name, pool in self.pools.items():
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=30)
+            session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                            skip_auto_headers=("User-Agent", "Accept-Encoding"))
+            self.sessions[name] = session
+            checker = HealthChecker(pool, session)
+            self.checkers.append(checker)
+        # One synchronous round first, so /readyz is truthful from the first request.
+        await asyncio.gather(*(c.check_all() for c in self.checkers))
+        for checker in self.checkers:
+            checker.start()
+
+    async def stop(self) -> None:
+        for checker in self.checkers:
+            await checker.stop()
+        for session in self.sessions.values():
+            await session.close()
+
+    def ready(self) -> bool:
+        return all(p.has_healthy() for p in self.pools.values())
+
+    async def send(self, ctx: RequestContext, path: str, body: bytes) -> UpstreamResponse:
+        """Forward to `ctx.pool`, retrying connect failures, 502 and 503 on another endpoint."""
+        pool = ctx.pool
+        assert pool is not None
+        session = self.sessions[pool.name]
+        timeout = self._timeouts[pool.name]
+        headers = {k: v for k, v in ctx.headers.items() if k not in _DROP}
+        headers["x-request-id"] = ctx.request_id
+        headers["x-forwarded-for"] = ctx.client_ip
+        headers["content-type"] = "application/json"
+        pool.retry_budget.record_request()
+        tried: set[Endpoint] = set()
+        last_error: GatewayError | None = None
+        for attempt in range(pool.config.retries.attempts + 1):
+            if attempt:
+                if not pool.retry_budget.try_acquire():
+                    break
+                metrics.retries_total.labels(pool.name, last_error.code if last_error else "error").inc()
+            try:
+                endpoint = pool.pick(tried)
+            except GatewayError as exc:
+                if last_error is None:
+                    raise
+                if exc.code == "pool_saturated":
+                    last_error = exc
+                break
+            tried.add(endpoint)
+            ctx.endpoint = endpoint
+            ctx.attempts = attempt + 1
+            result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
+            if isinstance(result, UpstreamResponse):
+                return result
+            last_error = result
+        assert last_error is not None
+        raise last_error
+
+    async def _attempt(self, ctx: RequestContext, pool: Pool, endpoint: Endpoint,
+                       session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout, path: str,
+                       body: bytes, headers: dict[str, str]) -> UpstreamResponse | GatewayError:
+        """One try. Returns a retryable GatewayError, or the response; raises what must not be retried."""
+        started = time.perf_counter()
+        endpoint.in_flight += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                endpoint.in_flight -= 1
+
+        try:
+            resp = await session.post(endpoint.url + path, data=body, headers=headers, timeout=timeout)
+        except _CONNECT_ERRORS as exc:
+            release()
+            ctx.upstream_s += time.perf_counter() - started
+            pool.on_failure(endpoint)
+            metrics.upstream_errors_total.labels(pool.name, "connect").inc()
+            log.info("upstream %s connect failure: %s", endpoint.url, type(exc).__name__)
+            return GatewayError(502, f"upstream {endpoint.host} unreachable", "upstream_connect_error")
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            release()
+            ctx.upstream_s += time.perf_counter() - started
+            pool.on_failure(endpoint)
+            metrics.upstream_errors_total.labels(pool.name, "timeout").inc()
+            raise GatewayError(504, "upstream did not answer in time", "upstream_timeout") from None
+        except BaseException:
+            release()
+            raise
+        if resp.status in _RETRY_STATUS:
+            try:
+                payload = await resp.read()
+            except aiohttp.ClientError:
+                payload = b""
+            finally:
+                release()
+                resp.release()
+            ctx.upstream_s += time.perf_counter() - started
+            pool.on_failure(endpoint)
+            metrics.upstream_errors_total.labels(pool.name, f"http_{resp.status}").inc()
+            err = GatewayError(resp.status, _upstream_message(payload, resp.status), f"upstream_{resp.status}")
+            if "retry-after" in resp.headers:
+                err.headers["retry-after"] = resp.headers["retry-after"]
+            return err
+        out_headers = {k: resp.headers[k] for k in _PASS_BACK if k in resp.headers}
+        if resp.status >= 500:
+            pool.on_failure(endpoint)
+        streaming = ctx.stream and resp.status == 200 and out_headers.get("content-type", "").startswith(
+            "text/event-stream")
+        if streaming:
+            ctx.upstream_s += time.perf_counter() - started
+            ctx.scratch["_release"] = release
+            ctx.scratch["_started"] = started
+            return UpstreamResponse(resp.status, out_headers, None, raw=resp, endpoint=endpoint)
+        try:
+            payload = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            pool.on_failure(endpoint)
+            metrics.upstream_errors_total.labels(pool.name, "read").inc()
+            raise GatewayError(502, f"upstream failed while answering: {type(exc).__name__}",
+                               "upstream_read_error") from None
+        finally:
+            release()
+            resp.release()
+            elapsed = time.perf_counter() - started
+            ctx.upstream_s += elapsed
+            metrics.upstream_seconds.labels(pool.name).observe(elapsed)
+        if resp.status < 500:
+            pool.on_success(endpoint, elapsed)
+        return UpstreamResponse(resp.status, out_headers, payload, endpoint=endpoint)
+
+    async def iter_stream(self, ctx: RequestContext, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
+        """Yield SSE bytes as they arrive. An upstream failure mid-stream ends with an SSE error event."""
+        raw = upstream.raw
+        assert raw is not None and ctx.pool is not None and upstream.endpoint is not None
+        pool, endpoint = ctx.pool, upstream.endpoint
+        failed = False
+        try:
+            async for chunk in raw.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            failed = True
+            pool.on_failure(endpoint)
+            metrics.upstream_errors_total.labels(pool.name, "stream").inc()
+            ctx.error = "upstream_stream_error"
+            log.info("upstream %s died mid-stream: %s", endpoint.url, type(exc).__name__)
+            yield sse_error("upstream connection lost mid-stream; the response is incomplete",
+                            "upstream_stream_error")
+        finally:
+            raw.release() if not failed else raw.close()
+            ctx.scratch.pop("_release", lambda: None)()
+            elapsed = time.perf_counter() - ctx.scratch.pop("_started", time.perf_counter())
+            metrics.upstream_seconds.labels(pool.name).observe(elapsed)
+            if not failed:
+                pool.on_success(endpoint, elapsed)
+
+
+def sse_error(message: str, code: str) -> bytes:
+    """An SSE error event in OpenAI's in-stream error shape, then the terminator clients wait for."""
+    payload = orjson.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
+    return b"event: error\ndata: " + payload + b"\n\ndata: [DONE]\n\n"
+
+
+def _upstream_message(payload: bytes, status: int) -> str:
+    try:
+        message = orjson.loads(payload)["error"]["message"]
+        if isinstance(message, str):
+            return f"upstream: {message}"[:500]
+    except Exception:
+        pass
+    return f"upstream answered {status}"

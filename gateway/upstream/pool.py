@@ -1,0 +1,170 @@
+"""A pool of OpenAI-compatible endpoints and how one is picked for a request."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from gateway import metrics
+from gateway.config.schema import EndpointConfig, PoolConfig
+from gateway.errors import unavailable
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """One backend replica and its live state."""
+
+    pool: str
+    url: str
+    weight: int = 1
+    group: str = "default"
+    healthy: bool = True  # last active health check
+    in_flight: int = 0
+    consecutive_failures: int = 0
+    ejected_until: float = 0.0  # monotonic time; 0 when not ejected
+    ejections: int = 0  # consecutive ejections, for exponential back-off
+    draining: bool = False  # removed by discovery; finishes in-flight work, takes no new
+    latency_ewma_s: float = 0.0
+    current_weight: int = 0  # smooth weighted round-robin state
+    host: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.host = urlsplit(self.url).netloc
+
+    @property
+    def ejected(self) -> bool:
+        return self.ejected_until > 0.0
+
+    def available(self, max_in_flight: int) -> bool:
+        return self.healthy and not self.ejected and not self.draining and self.in_flight < max_in_flight
+
+    def label(self) -> tuple[str, str]:
+        return (self.pool, self.host)
+
+
+class RetryBudget:
+    """Retries may add at most `ratio` of recent requests (but always `min_per_s`): no retry storms."""
+
+    WINDOW_S = 10.0
+
+    def __init__(self, ratio: float, min_per_s: float) -> None:
+        self.ratio = ratio
+        self.min_per_s = min_per_s
+        self._window_start = time.monotonic()
+        self._requests = 0
+        self._retries = 0
+
+    def _roll(self) -> None:
+        now = time.monotonic()
+        if now - self._window_start > self.WINDOW_S:
+            self._window_start, self._requests, self._retries = now, 0, 0
+
+    def record_request(self) -> None:
+        self._roll()
+        self._requests += 1
+
+    def try_acquire(self) -> bool:
+        self._roll()
+        allowed = max(self.min_per_s * self.WINDOW_S, self.ratio * self._requests)
+        if self._retries < allowed:
+            self._retries += 1
+            return True
+        return False
+
+
+class Pool:
+    """Named endpoints serving a set of models, with the configured balancer."""
+
+    def __init__(self, config: PoolConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.models = frozenset(config.models)
+        self.endpoints: list[Endpoint] = []
+        self.retry_budget = RetryBudget(config.retries.budget_ratio, config.retries.min_retries_per_s)
+        self._rr = 0
+        pick = {"least_outstanding": self._pick_p2c, "round_robin": self._pick_rr,
+                "weighted": self._pick_weighted}
+        self._pick = pick[config.balancer]
+        for ep in config.endpoints:
+            self.add_endpoint(ep)
+
+    def add_endpoint(self, ep: EndpointConfig) -> Endpoint:
+        endpoint = Endpoint(self.name, ep.url, ep.weight, ep.group)
+        self.endpoints.append(endpoint)
+        metrics.endpoint_healthy.labels(*endpoint.label()).set(1)
+        metrics.endpoint_in_flight.labels(*endpoint.label()).set(0)
+        return endpoint
+
+    def remove_endpoint(self, endpoint: Endpoint) -> None:
+        if endpoint in self.endpoints:
+            self.endpoints.remove(endpoint)
+            metrics.endpoint_healthy.labels(*endpoint.label()).set(0)
+
+    def has_healthy(self) -> bool:
+        return any(e.healthy and not e.ejected and not e.draining for e in self.endpoints)
+
+    def pick(self, exclude: set[Endpoint] | None = None) -> Endpoint:
+        """Choose an endpoint for one attempt or raise a fast 503 (never queue without bound)."""
+        limit = self.config.max_inflight_per_endpoint
+        candidates = [e for e in self.endpoints if e.available(limit) and (not exclude or e not in exclude)]
+        if not candidates:
+            up = [e for e in self.endpoints if e.healthy and not e.ejected and not e.draining]
+            if up and all(e.in_flight >= limit for e in up):
+                raise unavailable(f"pool {self.name!r} is saturated; retry shortly", 1, "pool_saturated")
+            raise unavailable(f"pool {self.name!r} has no healthy endpoint", 2, "no_healthy_upstream")
+        if len(candidates) == 1:
+            return candidates[0]
+        return self._pick(candidates)
+
+    def _pick_p2c(self, candidates: list[Endpoint]) -> Endpoint:
+        a, b = random.sample(candidates, 2)
+        if a.in_flight != b.in_flight:
+            return a if a.in_flight < b.in_flight else b
+        return a if a.latency_ewma_s <= b.latency_ewma_s else b
+
+    def _pick_rr(self, candidates: list[Endpoint]) -> Endpoint:
+        self._rr += 1
+        return candidates[self._rr % len(candidates)]
+
+    def _pick_weighted(self, candidates: list[Endpoint]) -> Endpoint:
+        # Smooth weighted round-robin (as nginx): exact shares, evenly interleaved.
+        total = 0
+        best: Endpoint | None = None
+        for e in candidates:
+            e.current_weight += e.weight
+            total += e.weight
+            if best is None or e.current_weight > best.current_weight:
+                best = e
+        if best is None or total == 0:
+            return candidates[0]
+        best.current_weight -= total
+        return best
+
+    # --- outcomes, reported by the forwarder -------------------------------------------------
+
+    def on_success(self, endpoint: Endpoint, latency_s: float) -> None:
+        endpoint.consecutive_failures = 0
+        endpoint.ejections = 0
+        endpoint.latency_ewma_s = latency_s if endpoint.latency_ewma_s == 0 else (
+            0.8 * endpoint.latency_ewma_s + 0.2 * latency_s)
+
+    def on_failure(self, endpoint: Endpoint) -> None:
+        endpoint.consecutive_failures += 1
+        if endpoint.consecutive_failures >= self.config.outlier.consecutive_failures and not endpoint.ejected:
+            self.eject(endpoint)
+
+    def eject(self, endpoint: Endpoint) -> None:
+        o = self.config.outlier
+        backoff = min(o.max_ejection_s, o.base_ejection_s * (2 ** endpoint.ejections))
+        endpoint.ejections += 1
+        endpoint.ejected_until = time.monotonic() + backoff
+        metrics.ejections_total.labels(*endpoint.label()).inc()
+        metrics.endpoint_healthy.labels(*endpoint.label()).set(0)
+
+    def readmit(self, endpoint: Endpoint) -> None:
+        endpoint.ejected_until = 0.0
+        endpoint.consecutive_failures = 0
+        metrics.readmissions_total.labels(*endpoint.label()).inc()
+        metrics.endpoint_healthy.labels(*endpoint.label()).set(1)

@@ -1,0 +1,168 @@
+"""A small OpenAI-compatible backend for fault injection: slow, 5xx, stalls, dies mid-stream, crashes.
+
+Faults come from the `x-fake-fault` request header or `POST /_control {"fault": ..., "health": ...}`:
+  500 | 503 | slow:SECONDS | stall | die-mid-stream:N | exit
+`GET /_stats` reports what it saw (requests by path, cancelled streams, requests in flight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from typing import Any
+
+import orjson
+import uvicorn
+
+
+class FakeBackend:
+    def __init__(self, name: str, models: list[str], token_delay_s: float = 0.0) -> None:
+        self.name = name
+        self.models = models
+        self.token_delay_s = token_delay_s
+        self.fault: str | None = None
+        self.health = 200
+        self.stats: dict[str, Any] = {"requests": 0, "by_path": {}, "cancelled": 0, "in_flight": 0,
+                                      "completed_streams": 0, "last_headers": {}}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        path = scope["path"]
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        if path == "/healthz":
+            return await _json(send, self.health, {"status": "ok" if self.health == 200 else "down"})
+        if path == "/_stats":
+            return await _json(send, 200, self.stats)
+        if path == "/_control":
+            ctl = orjson.loads(body or b"{}")
+            self.fault = ctl.get("fault", self.fault)
+            self.health = ctl.get("health", self.health)
+            if ctl.get("reset"):
+                self.stats.update(requests=0, by_path={}, cancelled=0, completed_streams=0)
+            return await _json(send, 200, {"fault": self.fault, "health": self.health})
+        if path == "/v1/models":
+            return await _json(send, 200, {"object": "list", "data": [{"id": m, "object": "model"}
+                                                                       for m in self.models]})
+        self.stats["requests"] += 1
+        self.stats["by_path"][path] = self.stats["by_path"].get(path, 0) + 1
+        self.stats["last_headers"] = {k: v for k, v in headers.items() if k != "host"}
+        fault = headers.get("x-fake-fault") or self.fault or ""
+        self.stats["in_flight"] += 1
+        try:
+            await self._serve(path, body, fault, receive, send)
+        finally:
+            self.stats["in_flight"] -= 1
+
+    async def _serve(self, path: str, body: bytes, fault: str, receive: Any, send: Any) -> None:
+        if fault == "exit":
+            os._exit(1)
+        if fault in ("500", "503"):
+            return await _json(send, int(fault), {"error": {"message": f"injected {fault}",
+                                                            "type": "server_error", "code": "injected"}})
+        if fault == "stall":
+            await asyncio.sleep(3600)
+        if fault.startswith("slow:"):
+            await asyncio.sleep(float(fault[5:]))
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return await _json(send, 400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
+        model = req.get("model", self.models[0])
+        if path == "/v1/embeddings":
+            inputs = req["input"] if isinstance(req["input"], list) else [req["input"]]
+            data = [{"object": "embedding", "index": i, "embedding": [float(len(str(t))), 1.0, 0.0]}
+                    for i, t in enumerate(inputs)]
+            return await _json(send, 200, {"object": "list", "data": data, "model": model,
+                                           "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}})
+        n = int(req.get("max_tokens") or 8)
+        words = [f"tok{i}" for i in range(n)]
+        chat = path == "/v1/chat/completions"
+        prompt_tokens = len(orjson.dumps(req.get("messages") or req.get("prompt"))) // 4 + 1
+        if req.get("stream"):
+            die_after = int(fault.split(":")[1]) if fault.startswith("die-mid-stream:") else None
+            return await self._stream(send, receive, chat, model, words, die_after, prompt_tokens,
+                                      bool((req.get("stream_options") or {}).get("include_usage")))
+        text = " ".join(words)
+        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+                  if chat else {"index": 0, "text": text, "finish_reason": "length"})
+        await _json(send, 200, {
+            "id": f"cmpl-{time.time_ns()}", "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": model, "system_fingerprint": self.name, "choices": [choice],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}})
+
+    async def _stream(self, send: Any, receive: Any, chat: bool, model: str, words: list[str],
+                      die_after: int | None, prompt_tokens: int, include_usage: bool) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        disconnected = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            for i, word in enumerate(words):
+                if die_after is not None and i >= die_after:
+                    raise ConnectionAbortedError("injected mid-stream death")
+                if disconnected.is_set():
+                    self.stats["cancelled"] += 1
+                    return
+                delta = {"index": 0, "delta": {"content": word + " "}, "finish_reason": None} if chat else \
+                    {"index": 0, "text": word + " ", "finish_reason": None}
+                chunk = {"id": "c1", "object": "chat.completion.chunk" if chat else "text_completion",
+                         "created": 0, "model": model, "choices": [delta]}
+                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+                            "more_body": True})
+                if self.token_delay_s:
+                    try:
+                        await asyncio.wait_for(disconnected.wait(), self.token_delay_s)
+                    except TimeoutError:
+                        pass
+            if include_usage:
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                         "total_tokens": prompt_tokens + len(words)}
+                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": model,
+                         "choices": [], "usage": usage}
+                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+                            "more_body": True})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+            self.stats["completed_streams"] += 1
+        finally:
+            watcher.cancel()
+
+
+async def _json(send: Any, status: int, payload: Any) -> None:
+    body = orjson.dumps(payload)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", default="fake")
+    parser.add_argument("--models", default="fake-model")
+    parser.add_argument("--token-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    app = FakeBackend(args.name, args.models.split(","), args.token_delay)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
+                access_log=False, log_level="error", backlog=4096)
+
+
+if __name__ == "__main__":
+    main()
