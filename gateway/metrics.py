@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 registry = CollectorRegistry(auto_describe=True)
@@ -34,5 +37,35 @@ auth_failures_total = Counter("edgegw_auth_failures_total", "Rejected credential
                               ["reason"], registry=registry)
 
 
+_before_scrape: list[Callable[[], None]] = []
+
+
+def on_scrape(hook: Callable[[], None]) -> None:
+    """Run `hook` before each scrape: for gauges cheaper to read on demand than to keep current."""
+    _before_scrape.append(hook)
+
+
 def render() -> bytes:
+    for hook in _before_scrape:
+        hook()
     return generate_latest(registry)
+
+
+class ChildCache:
+    """Memoises `metric.labels(...)`: the label lookup costs more than the observation itself."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def get(self, *labels: str) -> Any:
+        child = self.children.get(labels)
+        if child is None:
+            child = self.children[labels] = self.metric.labels(*labels)
+        return child
+
+
+requests_by = ChildCache(requests_total)
+request_seconds_by = ChildCache(request_seconds)
+overhead_seconds_by = ChildCache(overhead_seconds)
+upstream_seconds_by = ChildCache(upstream_seconds)

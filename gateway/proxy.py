@@ -6,6 +6,7 @@ Written against raw ASGI rather than Starlette's Request/Response: this is the h
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
@@ -19,6 +20,8 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request
 from gateway.pipeline import Pipeline, Reply
 from gateway.routing import RouteTable
+
+log = logging.getLogger("edgegw.proxy")
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
@@ -43,8 +46,7 @@ class ProxyEndpoint:
         ctx = self._context(scope)
         metrics.in_flight.inc()
         reply: Reply | None = None
-        task = asyncio.current_task()
-        watcher: asyncio.Task[None] | None = None
+        watcher = _DisconnectWatcher(receive, ctx)
         try:
             try:
                 if scope["method"] != "POST":
@@ -52,7 +54,7 @@ class ProxyEndpoint:
                                        "method_not_allowed", headers={"allow": "POST"})
                 ctx.body = await self._read_body(ctx, receive)
                 self._parse(ctx)
-                watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task, ctx))
+                watcher.arm()
                 reply = await self.pipeline.process(ctx)
             except GatewayError as exc:
                 ctx.status = exc.status
@@ -60,16 +62,19 @@ class ProxyEndpoint:
                 reply = Reply(exc.status, dict(exc.headers), body=orjson.dumps(exc.body()))
                 reply.headers["content-type"] = "application/json"
                 reply.headers.update(ctx.response_headers)
+            except Exception:
+                log.exception("unhandled error on %s (request %s)", ctx.path, ctx.request_id)
+                reply = _internal_error(ctx)
             await self._send(ctx, reply, send)
         except asyncio.CancelledError:
             if not ctx.scratch.get("_client_gone"):
                 raise
             ctx.status, ctx.error = 499, "client_disconnected"
+            task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            watcher.disarm()
             metrics.in_flight.dec()
             await self.pipeline.complete(ctx)
             self._record(ctx)
@@ -149,20 +154,55 @@ class ProxyEndpoint:
         route = ctx.route.name if ctx.route else "none"
         pool = ctx.pool.name if ctx.pool else "none"
         elapsed = time.perf_counter() - ctx.started
-        metrics.requests_total.labels(route, pool, str(ctx.status)).inc()
-        metrics.request_seconds.labels(route).observe(elapsed)
-        metrics.overhead_seconds.labels(route).observe(ctx.overhead_ms() / 1000.0)
+        metrics.requests_by.get(route, pool, str(ctx.status)).inc()
+        metrics.request_seconds_by.get(route).observe(elapsed)
+        metrics.overhead_seconds_by.get(route).observe(ctx.overhead_ms() / 1000.0)
         self.access_log.write(ctx, route, pool, elapsed)
 
 
-async def _watch_disconnect(receive: Any, task: asyncio.Task[Any] | None, ctx: RequestContext) -> None:
-    """Cancel the request's task when the client goes away, which closes the upstream request too."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            if ctx.scratch.get("_sent"):
+def _internal_error(ctx: RequestContext) -> Reply:
+    ctx.status, ctx.error = 500, "internal_error"
+    body = {"error": {"message": "internal gateway error", "type": "server_error", "param": None,
+                      "code": "internal_error"}}
+    return Reply(500, {"content-type": "application/json"}, body=orjson.dumps(body))
+
+
+class _DisconnectWatcher:
+    """Cancels the request's task when the client goes away, which closes the upstream request too.
+
+    The watching task starts only once a request has been in flight for a while: most requests
+    finish sooner, and for them a task per request would cost more than everything else we do.
+    """
+
+    DELAY_S = 0.05
+
+    def __init__(self, receive: Any, ctx: RequestContext) -> None:
+        self.receive = receive
+        self.ctx = ctx
+        self.task: asyncio.Task[Any] | None = None
+        self.watch: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        self.task = asyncio.current_task()
+        self.timer = asyncio.get_running_loop().call_later(self.DELAY_S, self._start)
+
+    def _start(self) -> None:
+        self.watch = asyncio.get_running_loop().create_task(self._run())
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.watch is not None:
+            self.watch.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                if self.ctx.scratch.get("_sent"):
+                    return
+                self.ctx.scratch["_client_gone"] = True
+                if self.task is not None:
+                    self.task.cancel()
                 return
-            ctx.scratch["_client_gone"] = True
-            if task is not None:
-                task.cancel()
-            return

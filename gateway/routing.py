@@ -15,6 +15,7 @@ class RouteTable:
         self.config = config
         self.pool_models = {p.name: p.models for p in config.pools}
         self.by_path: dict[str, list[RouteConfig]] = {}
+        self._pool_cache: dict[tuple[str, str | None], str | None] = {}
         for route in config.routes:
             for path in route.paths:
                 self.by_path.setdefault(path, []).append(route)
@@ -39,6 +40,17 @@ class RouteTable:
 
     def pool_for_model(self, route: RouteConfig, model: str | None) -> str | None:
         """The pool name for `model` on `route`: the route's pool, else the first pool serving it."""
+        key = (route.name, model)
+        try:
+            return self._pool_cache[key]
+        except KeyError:
+            pass
+        found = self._pool_for_model(route, model)
+        if len(self._pool_cache) < 4096:  # model names come from clients: bound the memo
+            self._pool_cache[key] = found
+        return found
+
+    def _pool_for_model(self, route: RouteConfig, model: str | None) -> str | None:
         if route.pool is not None:
             served = self.pool_models[route.pool]
             if model is None or not served or any(fnmatchcase(model, m) for m in served):

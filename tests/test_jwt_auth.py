@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from tests.conftest import DEMO_SECRET, gateway_config, start_fake_backend, start_gateway, issuer_config
+from tests.conftest import DEMO_SECRET, gateway_config, issuer_config, start_fake_backend, start_gateway
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import gateway_config, start_fake_backend
+from tests.conftest import gateway_config
 
 BODY = {"model": "fake-model", "prompt": "hello", "max_tokens": 2}
 

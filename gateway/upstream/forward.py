@@ -46,6 +46,7 @@ class Upstreams:
         self.pools: dict[str, Pool] = {c.name: Pool(c) for c in configs}
         self.sessions: dict[str, aiohttp.ClientSession] = {}
         self.checkers: list[HealthChecker] = []
+        metrics.on_scrape(self._export_in_flight)
         self._timeouts = {c.name: aiohttp.ClientTimeout(total=c.timeouts.total_s, sock_connect=c.timeouts.connect_s,
                                                         sock_read=c.timeouts.first_byte_s) for c in configs}
 
@@ -53,6 +54,7 @@ class Upstreams:
         for name, pool in self.pools.items():
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=30)
             session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                            cookie_jar=aiohttp.DummyCookieJar(),
                                             skip_auto_headers=("User-Agent", "Accept-Encoding"))
             self.sessions[name] = session
             checker = HealthChecker(pool, session)
@@ -67,6 +69,11 @@ class Upstreams:
             await checker.stop()
         for session in self.sessions.values():
             await session.close()
+
+    def _export_in_flight(self) -> None:
+        for pool in self.pools.values():
+            for endpoint in pool.endpoints:
+                metrics.endpoint_in_flight.labels(*endpoint.label()).set(endpoint.in_flight)
 
     def ready(self) -> bool:
         return all(p.has_healthy() for p in self.pools.values())
@@ -176,7 +183,7 @@ class Upstreams:
             resp.release()
             elapsed = time.perf_counter() - started
             ctx.upstream_s += elapsed
-            metrics.upstream_seconds.labels(pool.name).observe(elapsed)
+            metrics.upstream_seconds_by.get(pool.name).observe(elapsed)
         if resp.status < 500:
             pool.on_success(endpoint, elapsed)
         return UpstreamResponse(resp.status, out_headers, payload, endpoint=endpoint)
@@ -202,7 +209,7 @@ class Upstreams:
             raw.release() if not failed else raw.close()
             ctx.scratch.pop("_release", lambda: None)()
             elapsed = time.perf_counter() - ctx.scratch.pop("_started", time.perf_counter())
-            metrics.upstream_seconds.labels(pool.name).observe(elapsed)
+            metrics.upstream_seconds_by.get(pool.name).observe(elapsed)
             if not failed:
                 pool.on_success(endpoint, elapsed)
 

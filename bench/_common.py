@@ -1,0 +1,92 @@
+"""Shared helpers for the bench scripts: processes on loopback and a wrk-driven load run."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.harness import EDGEGW, Proc, free_port, start_server  # noqa: E402
+
+__all__ = ["EDGEGW", "ROOT", "LoadResult", "Proc", "free_port", "start_server", "wrk", "print_table"]
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%(body)s]]
+wrk.headers["content-type"] = "application/json"
+%(headers)s
+overheads = {}
+n = 0
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+response = function(status, headers, body)
+  local v = headers["x-edgegw-overhead-ms"]
+  if v ~= nil and n < 100000 then n = n + 1; overheads[n] = tonumber(v) end
+end
+done = function(summary, latency, requests)
+  local p50, p99 = -1, -1
+  overheads = {}
+  n = 0
+  for _, t in ipairs(threads) do
+    for _, v in ipairs(t:get("overheads")) do n = n + 1; overheads[n] = v end
+  end
+  if n > 0 then
+    table.sort(overheads)
+    p50 = overheads[math.max(1, math.floor(n * 0.50))]
+    p99 = overheads[math.max(1, math.floor(n * 0.99))]
+  end
+  io.write(string.format("RESULT %%d %%d %%f %%f %%f %%f %%d\\n", summary.requests, summary.duration,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, p50, p99,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout))
+end
+"""
+
+
+@dataclass
+class LoadResult:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    overhead_p50_ms: float | None
+    overhead_p99_ms: float | None
+    errors: int
+
+
+def wrk(name: str, url: str, body: dict, headers: dict[str, str] | None = None, *, seconds: int = 8,
+        connections: int = 32, threads: int = 1) -> LoadResult:
+    """Run wrk against `url` with a POST body; needs Debian's wrk (apt-get install wrk)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    hdrs = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
+    script = _WRK_SCRIPT % {"body": json.dumps(body), "headers": hdrs}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "-s", f.name,
+                          url], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) ([-\d.]+) ([-\d.]+) (\d+)", out)
+    if not match:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    reqs, dur_us, p50, p99, o50, o99, errors = match.groups()
+    return LoadResult(name, int(reqs) / (int(dur_us) / 1e6), float(p50), float(p99),
+                      float(o50) if float(o50) >= 0 else None, float(o99) if float(o99) >= 0 else None,
+                      int(errors))
+
+
+def print_table(title: str, rows: list[LoadResult], baseline: LoadResult) -> None:
+    print(f"\n{title}")
+    print(f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs base':>9}"
+          f"{'ovh p50':>10}{'ovh p99':>10}{'errors':>8}")
+    for r in rows:
+        o50 = f"{r.overhead_p50_ms:.3f}" if r.overhead_p50_ms is not None else "-"
+        o99 = f"{r.overhead_p99_ms:.3f}" if r.overhead_p99_ms is not None else "-"
+        print(f"{r.name:<34}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.rps / baseline.rps:>9.2f}"
+              f"{o50:>10}{o99:>10}{r.errors:>8}")
