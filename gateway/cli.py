@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def _register_optional(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=int, default=3600)
     p.set_defaults(func=_token)
 
+    p = sub.add_parser("demo", help="run a backend pool and the gateway on embedded defaults")
+    p.add_argument("--port", type=int, default=int(os.environ.get("EDGEGW_PORT", "8080")))
+    p.add_argument("--backend-port", type=int, default=int(os.environ.get("EDGEGW_DEMO_BACKEND_PORT", "9101")))
+    p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--config", default=None, help="policy file (default: policies/gateway.yaml)")
+    p.set_defaults(func=_demo)
+
     _register_optional(sub)
     return parser
 
@@ -50,6 +59,13 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     return serve(args.config, host=args.host, port=args.port, workers=args.workers)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import ROOT, run_demo
+
+    config = Path(args.config) if args.config else ROOT / "policies" / "gateway.yaml"
+    return run_demo(args.port, args.backend_port, args.replicas, config)
 
 
 def _check_config(args: argparse.Namespace) -> int:

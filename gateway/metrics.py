@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 registry = CollectorRegistry(auto_describe=True)
 
@@ -20,11 +21,12 @@ overhead_seconds = Histogram("edgegw_overhead_seconds", "Time spent in the gatew
                              ["route"], buckets=_OVERHEAD_BUCKETS, registry=registry)
 upstream_seconds = Histogram("edgegw_upstream_duration_seconds", "Upstream latency by pool",
                              ["pool"], buckets=_LATENCY_BUCKETS, registry=registry)
-in_flight = Gauge("edgegw_in_flight_requests", "Requests being processed", registry=registry)
+in_flight = Gauge("edgegw_in_flight_requests", "Requests being processed", registry=registry,
+                  multiprocess_mode="livesum")
 endpoint_healthy = Gauge("edgegw_endpoint_healthy", "1 when the endpoint takes traffic",
-                         ["pool", "endpoint"], registry=registry)
+                         ["pool", "endpoint"], registry=registry, multiprocess_mode="livemin")
 endpoint_in_flight = Gauge("edgegw_endpoint_in_flight", "Requests outstanding on the endpoint",
-                           ["pool", "endpoint"], registry=registry)
+                           ["pool", "endpoint"], registry=registry, multiprocess_mode="livesum")
 retries_total = Counter("edgegw_upstream_retries_total", "Retries to another endpoint",
                         ["pool", "reason"], registry=registry)
 ejections_total = Counter("edgegw_endpoint_ejections_total", "Outlier ejections",
@@ -46,8 +48,13 @@ def on_scrape(hook: Callable[[], None]) -> None:
 
 
 def render() -> bytes:
+    """Prometheus text. With several workers (PROMETHEUS_MULTIPROC_DIR set), every worker's values."""
     for hook in _before_scrape:
         hook()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged)
     return generate_latest(registry)
 
 

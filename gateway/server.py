@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 
 import uvicorn
 
@@ -25,12 +26,16 @@ def serve(config_path: str, host: str | None = None, port: int | None = None, wo
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ[_CONFIG_ENV] = os.path.abspath(config_path)
+    workers = workers or config.server.workers
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics to files here, so any worker's /metrics reports them all.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="edgegw-metrics-")
     uvicorn.run(
         "gateway.server:app_factory",
         factory=True,
         host=host or config.server.host,
         port=port if port is not None else config.server.port,
-        workers=workers or config.server.workers,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         access_log=False,

@@ -68,3 +68,23 @@ def test_metrics_and_access_log(client: Any) -> None:
     log = gw.proc.log()
     line = next(ln for ln in log.splitlines() if '"path":"/v1/completions"' in ln)
     assert '"subject":"alice"' in line and '"completion_tokens":2' in line and '"status":200' in line
+
+
+def test_several_workers_share_the_port_and_report_metrics_together(tmp_path: Any) -> None:
+    from tests.conftest import start_gateway
+
+    backend = start_fake_backend()
+    gw = start_gateway(tmp_path, gateway_config([backend]), workers=2)
+    try:
+        headers = {"authorization": f"Bearer {gw.token()}"}
+        with httpx.Client(base_url=gw.url, headers=headers) as client:
+            for _ in range(30):  # a fresh connection each time spreads requests over both workers
+                resp = httpx.post(gw.url + "/v1/completions", json={"model": "fake-model", "prompt": "x"},
+                                  headers=headers)
+                assert resp.status_code == 200
+            assert client.get("/readyz").status_code == 200
+        assert gw.metric("edgegw_requests_total", route="inference", status="200") == 30
+        assert gw.metric("edgegw_endpoint_healthy", pool="default") == 1
+    finally:
+        gw.proc.stop()
+        backend.proc.stop()

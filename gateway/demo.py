@@ -1,0 +1,111 @@
+"""`edgegw demo`: a backend pool and the gateway on embedded defaults, with a summary of what runs where."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from gateway.auth.mint import mint_token
+from gateway.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> int:
+    import subprocess
+
+    console = Console()
+    os.environ.setdefault("EDGEGW_DEMO_SECRET", secrets.token_urlsafe(32))
+    os.environ["EDGEGW_PORT"] = str(port)
+    backend_urls = [f"http://127.0.0.1:{backend_port + i}" for i in range(replicas)]
+    for i, url in enumerate(backend_urls[:2], start=1):
+        os.environ[f"EDGEGW_BACKEND_{i}"] = url
+    config = load_config(config_path)
+
+    from gpu_backend.models import demo_model_dir, embedding_model_dir
+
+    with console.status("[bold]Preparing the demo model[/] (the first run converts SmolLM2's GGUF to safetensors)"):
+        model_dir = demo_model_dir()
+        embedding_dir = embedding_model_dir()
+    console.print(f"[green]✓[/] model: {model_dir}")
+    children: list[subprocess.Popen[bytes]] = []
+
+    def stop_all(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    try:
+        children.append(subprocess.Popen([
+            sys.executable, "-m", "gateway.cli", "backend", "--model", str(model_dir),
+            "--served-model-name", "smollm2", "--embedding-model", str(embedding_dir),
+            "--replicas", str(replicas), "--port", str(backend_port), "--host", "127.0.0.1"]))
+        with console.status(f"[bold]Starting {replicas} backend replicas[/] (loading and warming up the model)"):
+            for url in backend_urls:
+                _wait(url + "/healthz", children, 600)
+        console.print(f"[green]✓[/] backend pool: {', '.join(backend_urls)}")
+        children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config",
+                                          str(config_path), "--port", str(port)]))
+        gateway_url = f"http://127.0.0.1:{port}"
+        with console.status("[bold]Starting the gateway[/]"):
+            _wait(gateway_url + "/readyz", children, 60)
+        issuer = config.issuer(config.admin.issuer or config.issuers[0].name) or config.issuers[0]
+        token = mint_token(issuer, "demo-operator", scopes=["admin"], ttl_s=24 * 3600)
+        _summary(console, gateway_url, backend_urls, token)
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        console.print("[red]a demo process exited; stopping[/]")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all()
+
+
+def _wait(url: str, children: list, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise SystemExit(f"edgegw demo: a process exited while waiting for {url}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"edgegw demo: {url} not ready after {timeout:.0f}s")
+
+
+def _summary(console: Console, gateway_url: str, backend_urls: list[str], token: str) -> None:
+    table = Table(title="edgegw demo", show_header=True, header_style="bold")
+    table.add_column("what")
+    table.add_column("where")
+    table.add_row("gateway (OpenAI API)", f"{gateway_url}/v1")
+    for i, url in enumerate(backend_urls):
+        table.add_row(f"backend replica {i + 1} (smollm2, all-minilm-l6-v2)", url)
+    table.add_row("metrics", f"{gateway_url}/metrics")
+    table.add_row("status page (admin)", f"{gateway_url}/admin")
+    table.add_row("rate limits and cache", "in memory (no Redis configured)")
+    console.print(table)
+    console.print(f"GATEWAY_URL={gateway_url}")
+    console.print(f"TOKEN={token}", soft_wrap=True)
+    curl = (f"curl -s {gateway_url}/v1/chat/completions -H 'authorization: Bearer {token}' "
+            "-H 'content-type: application/json' -d '{\"model\": \"smollm2\", \"messages\": "
+            "[{\"role\": \"user\", \"content\": \"What is the capital of France?\"}], \"max_tokens\": 32}'")
+    console.print(Panel(curl, title="try it", expand=False), soft_wrap=True)
+    console.print("Ctrl-C stops everything.")
