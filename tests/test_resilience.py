@@ -160,3 +160,14 @@ def test_client_disconnect_cancels_upstream(make_backend: Any, make_gateway: Any
     assert backend.stats()["completed_streams"] == 0
     assert gw.metric("edgegw_in_flight_requests") == 0
     assert '"status":499' in gw.proc.log()
+
+
+async def test_least_outstanding_prefers_the_faster_endpoint(make_backend: Any, make_gateway: Any) -> None:
+    slow, fast = make_backend(name="slow"), make_backend(name="fast")
+    gw = make_gateway(gateway_config([slow, fast]))
+    slow.control(fault="slow:0.2")
+    statuses = await _burst(gw, 120, 8)
+    assert statuses.count(200) == 120
+    served_slow, served_fast = slow.stats()["requests"], fast.stats()["requests"]
+    assert served_slow + served_fast == 120
+    assert served_fast > 3 * served_slow, (served_slow, served_fast)
