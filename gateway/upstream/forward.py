@@ -129,7 +129,7 @@ class Upstreams:
                 endpoint.in_flight -= 1
 
         try:
-            resp = await session.post(endpoint.url + path, data=body, headers=headers, timeout=timeout)
+            resp = await session.post(endpoint.target(path), data=body, headers=headers, timeout=timeout)
         except _CONNECT_ERRORS as exc:
             release()
             ctx.upstream_s += time.perf_counter() - started

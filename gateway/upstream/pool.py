@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 from gateway import metrics
 from gateway.config.schema import EndpointConfig, PoolConfig
 from gateway.errors import unavailable
@@ -29,9 +31,17 @@ class Endpoint:
     latency_ewma_s: float = 0.0
     current_weight: int = 0  # smooth weighted round-robin state
     host: str = field(init=False)
+    _targets: dict[str, URL] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.host = urlsplit(self.url).netloc
+
+    def target(self, path: str) -> URL:
+        """The parsed URL for `path` on this endpoint, parsed once (parsing per request adds up)."""
+        url = self._targets.get(path)
+        if url is None:
+            url = self._targets[path] = URL(self.url + path)
+        return url
 
     @property
     def ejected(self) -> bool:
