@@ -36,10 +36,14 @@ async def _burst(gw: Any, n: int, concurrency: int, during: Any = None, body: di
 
 async def test_backend_killed_during_traffic_no_client_errors(make_backend: Any, make_gateway: Any) -> None:
     a, b = make_backend(name="a"), make_backend(name="b")
-    gw = make_gateway(gateway_config([a, b]))
+    cfg = gateway_config([a, b])
+    # Slow active checks, so the passive outlier detector is what notices the dead replica first.
+    cfg["pools"][0]["health"]["interval_s"] = 1.0
+    gw = make_gateway(cfg)
     statuses = await _burst(gw, 400, 16, during=b.proc.kill)
     assert statuses.count(200) == 400, {s: statuses.count(s) for s in set(statuses)}
-    assert gw.metric("edgegw_endpoint_ejections_total", endpoint=f"127.0.0.1:{b.port}") >= 1
+    diag = "\n".join(ln for ln in httpx.get(gw.url + "/metrics").text.splitlines() if "upstream" in ln)
+    assert gw.metric("edgegw_endpoint_ejections_total", endpoint=f"127.0.0.1:{b.port}") >= 1, diag
     assert gw.metric("edgegw_endpoint_healthy", endpoint=f"127.0.0.1:{b.port}") == 0
     # The replica comes back on its port: active health checks re-admit it.
     b2 = make_backend(name="b", port=b.port)
@@ -56,6 +60,9 @@ async def test_503_is_retried_on_another_endpoint_500_is_not(make_backend: Any, 
     a, b = make_backend(name="a"), make_backend(name="b")
     cfg = gateway_config([a, b])
     cfg["pools"][0]["outlier"]["consecutive_failures"] = 1000  # keep both in rotation for this test
+    # Round robin sends exactly half the first attempts to the failing replica, so the retries stay
+    # inside the retry budget (a fast-failing replica would attract least-outstanding traffic).
+    cfg["pools"][0]["balancer"] = "round_robin"
     gw = make_gateway(cfg)
     b.control(fault="503")
     statuses = await _burst(gw, 60, 4)

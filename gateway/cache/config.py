@@ -1,11 +1,34 @@
-"""Config for per-route response caching. (Extended by the response-cache work.)"""
+"""Config for per-route response caching: `routes[].cache`."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from gateway.config.reader import Section
 
+WHEN = ("deterministic", "always", "header")
 
-def parse_cache_rule(sec: Section) -> Any:
-    raise sec.error("", "cache rules are not supported yet")
+
+@dataclass(frozen=True)
+class CacheRule:
+    ttl_s: float = 300.0
+    # deterministic: temperature 0 (and embeddings), or the request opts in with `x-edgegw-cache: on`;
+    # header: only requests that opt in; always: every request (the policy opts in).
+    when: str = "deterministic"
+    max_bytes: int = 1 << 20  # larger responses are not stored
+    lock_s: float = 30.0  # single-flight lock lease: how long the first miss may take before others go
+    wait_s: float = 5.0  # how long identical misses wait for the first one, then go to the backend
+
+
+def parse_cache_rule(sec: Section) -> CacheRule:
+    rule = CacheRule(
+        ttl_s=sec.float("ttl_s", 300.0, min=1.0, max=30 * 86400.0),
+        when=sec.str("when", "deterministic", choices=WHEN),
+        max_bytes=sec.int("max_bytes", 1 << 20, min=256, max=64 << 20),
+        lock_s=sec.float("lock_s", 30.0, min=0.1, max=3600.0),
+        wait_s=sec.float("wait_s", 5.0, min=0.0, max=600.0),
+    )
+    if rule.wait_s > rule.lock_s:
+        raise sec.error("wait_s", f"must not exceed lock_s ({rule.lock_s})")
+    sec.done()
+    return rule

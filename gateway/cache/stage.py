@@ -1,11 +1,172 @@
-"""The response-cache stage. (Replaced by the response-cache work.)"""
+"""The response-cache stage: answer repeated requests from the cache, one backend call per miss.
+
+on_request: BYPASS (not cacheable, `no-store`, `no-cache`, cache unreachable), HIT (answer now; SSE
+replay for streams), or MISS. The first miss of a key takes a lock and goes to the backend; identical
+misses wait for its entry (an in-process event, or polling Redis for other replicas) at most `wait_s`.
+on_complete stores a complete 200 answer (streams assembled to JSON) and releases the lock.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from starlette.responses import Response, StreamingResponse
+
+from gateway.cache.config import CacheRule
+from gateway.cache.keys import cache_directives, cache_key, cacheable
+from gateway.cache.sse import assemble, replay, replay_chunks
+from gateway.cache.store import CacheStore, MemoryCacheStore, RedisCacheStore, decode, encode
 from gateway.config.schema import GatewayConfig
+from gateway.context import RequestContext
+from gateway.ratelimit.metrics import cache_requests_by
+from gateway.ratelimit.redis_client import RedisUnavailable, shared_link
 from gateway.stages.base import Stage
+
+HEADER = "x-edgegw-cache"
+
+
+@dataclass(slots=True)
+class Flight:
+    """A miss this process is fetching; identical local misses wait on `done`."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    entry: bytes | None = None
+
+
+@dataclass(slots=True)
+class Pending:
+    key: str
+    rule: CacheRule
+    token: str | None  # set when this request holds the single-flight lock
+
+
+class CacheStage(Stage):
+    name = "cache"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.link = shared_link(config.redis) if config.redis is not None else None
+        self.store: CacheStore = (RedisCacheStore(self.link, config.redis.key_prefix)
+                                  if self.link is not None and config.redis is not None else MemoryCacheStore())
+        self.flights: dict[str, Flight] = {}
+        self._replica = uuid.uuid4().hex[:12]
+        self._ids = itertools.count()
+
+    async def start(self) -> None:
+        if self.link is not None:
+            await self.link.start()
+
+    async def stop(self) -> None:
+        if self.link is not None:
+            await self.link.stop()
+
+    def enabled_for(self, ctx: RequestContext) -> bool:
+        return ctx.route is not None and ctx.route.cache is not None
+
+    async def on_request(self, ctx: RequestContext) -> Response | None:
+        assert ctx.route is not None
+        rule: CacheRule = ctx.route.cache
+        read, write = cache_directives(ctx)
+        if not write or not cacheable(ctx, rule):
+            return self._status(ctx, "BYPASS")
+        key = cache_key(ctx)
+        if not read:  # no-cache: a fresh answer, which refreshes the entry
+            self._pending(ctx, Pending(key, rule, None))
+            return self._status(ctx, "BYPASS")
+        token = f"{self._replica}:{next(self._ids)}"
+        try:
+            entry, leader = await self.store.lookup(key, token, int(rule.lock_s * 1000))
+        except RedisUnavailable:
+            return self._status(ctx, "BYPASS")
+        if entry is None and leader:
+            self.flights[key] = Flight()
+            self._pending(ctx, Pending(key, rule, token))
+            return self._status(ctx, "MISS")
+        if entry is None:
+            entry = await self._wait(key, rule)
+        if entry is not None:
+            hit = self._hit(ctx, entry)
+            if hit is not None:
+                return hit
+        # The first miss failed or is too slow: go to the backend ourselves (and store what we get).
+        self._pending(ctx, Pending(key, rule, None))
+        return self._status(ctx, "MISS")
+
+    async def _wait(self, key: str, rule: CacheRule) -> bytes | None:
+        flight = self.flights.get(key)
+        if flight is not None:
+            try:
+                await asyncio.wait_for(flight.done.wait(), rule.wait_s)
+            except TimeoutError:
+                return None
+            return flight.entry
+        deadline = time.monotonic() + rule.wait_s
+        delay = 0.005
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+            try:
+                entry, locked = await self.store.peek(key)
+            except RedisUnavailable:
+                return None
+            if entry is not None or not locked:
+                return entry
+        return None
+
+    def _hit(self, ctx: RequestContext, entry: bytes) -> Response | None:
+        decoded = decode(entry)
+        if decoded is None:
+            return None
+        body, age = decoded
+        self._status(ctx, "HIT")
+        headers = {HEADER: "HIT", "age": str(int(age))}
+        if ctx.stream:
+            options = (ctx.body_json or {}).get("stream_options") or {}
+            chunks = replay_chunks(ctx.path, body, bool(options.get("include_usage")))
+            return StreamingResponse(replay(chunks), media_type="text/event-stream", headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
+
+    @staticmethod
+    def _pending(ctx: RequestContext, pending: Pending) -> None:
+        ctx.scratch["cache"] = pending
+        ctx.collect_response = True
+
+    @staticmethod
+    def _status(ctx: RequestContext, status: str) -> None:
+        assert ctx.route is not None
+        ctx.cache_status = status
+        ctx.response_headers[HEADER] = status
+        cache_requests_by.get(ctx.route.name, status).inc()
+
+    async def on_complete(self, ctx: RequestContext) -> None:
+        pending: Pending | None = ctx.scratch.pop("cache", None)
+        if pending is None:
+            return
+        entry = None
+        try:
+            body = ctx.response_body if ctx.status == 200 and ctx.error is None else None
+            if body is not None and ctx.stream:
+                body = assemble(ctx.path, body)
+            if body is not None and body[:1] == b"{" and len(body) <= pending.rule.max_bytes:
+                entry = encode(body)
+                await self.store.put(pending.key, entry, int(pending.rule.ttl_s * 1000), pending.token)
+            elif pending.token is not None:
+                await self.store.unlock(pending.key, pending.token)
+        except RedisUnavailable:
+            pass  # the lock's lease ends it; waiters go to the backend
+        finally:
+            if pending.token is not None:
+                flight = self.flights.pop(pending.key, None)
+                if flight is not None:
+                    flight.entry = entry
+                    flight.done.set()
 
 
 def build_cache_stage(config: GatewayConfig) -> list[Stage]:
     """The stage (in a list) when any route caches, else nothing."""
-    return []
+    if not any(route.cache is not None for route in config.routes):
+        return []
+    return [CacheStage(config)]

@@ -1,19 +1,176 @@
-"""Config for rate limits and the Redis connection. (Extended by the Redis rate-limit work.)"""
+"""Config for rate limits (per route) and the Redis connection (top level), validated at start-up."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from gateway.config.reader import Section
 
+KEY_PARTS = ("subject", "tenant", "api_key", "client_ip", "route", "model")
+ON_REDIS_ERROR = ("allow", "deny", "local")
+HEADER_STYLES = ("draft", "ietf", "none")
 
-def parse_redis(sec: Section) -> Any:
-    if sec.data:
-        raise sec.error(next(iter(sec.data)), "redis is not supported yet")
-    return None
+# config key -> (kind, window in seconds); kind is requests | tokens | concurrent
+QUOTA_KEYS: dict[str, tuple[str, float]] = {
+    "requests_per_second": ("requests", 1.0),
+    "requests_per_minute": ("requests", 60.0),
+    "requests_per_hour": ("requests", 3600.0),
+    "requests_per_day": ("requests", 86400.0),
+    "tokens_per_minute": ("tokens", 60.0),
+    "tokens_per_day": ("tokens", 86400.0),
+    "concurrent": ("concurrent", 0.0),
+}
+# A sliding window is counted in this many buckets: memory and script work stay small, and a
+# request is forgotten at most one bucket (1/20 of the window) late, never early.
+BUCKETS_PER_WINDOW = 20
 
 
-def parse_route_limits(secs: list[Section]) -> list[Any]:
-    if secs:
-        raise secs[0].error("", "rate_limits are not supported yet")
-    return []
+@dataclass(frozen=True)
+class RedisConfig:
+    """The top-level `redis:` section. Absent: limits and the cache run in memory (one process)."""
+
+    url: str
+    timeout_ms: int = 50
+    key_prefix: str = "edgegw"
+    cluster: bool = False
+    max_connections: int = 128
+    retry_interval_s: float = 0.5  # while degraded, how often a request may probe Redis again
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """One number to enforce, e.g. 50 requests per minute."""
+
+    label: str  # the config key, e.g. "requests_per_minute"; part of the Redis key
+    kind: str  # requests | tokens | concurrent
+    limit: int
+    window_ms: int  # 0 for concurrent
+    width_ms: int  # bucket width; 0 for concurrent
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    """One entry of a route's `rate_limits` list."""
+
+    name: str
+    key: tuple[str, ...]
+    quotas: tuple[Quota, ...]  # for callers whose tier has no override
+    tiers: dict[str, tuple[Quota, ...]] = field(default_factory=dict)
+    on_redis_error: str = "local"
+    token_estimate: int = 256  # output tokens reserved when the request names no max_tokens
+    lease_s: float = 30.0  # a concurrency slot held by a dead gateway frees itself after this
+    headers: str = "draft"
+
+    def quotas_for(self, tier: str | None) -> tuple[Quota, ...]:
+        if tier is not None:
+            found = self.tiers.get(tier)
+            if found is not None:
+                return found
+        return self.quotas
+
+
+def parse_redis(sec: Section) -> RedisConfig | None:
+    """`redis: {url, timeout_ms, key_prefix, cluster, max_connections, retry_interval_s}`."""
+    if not sec.data:
+        return None
+    url = sec.str("url")
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise sec.error("url", f"expected redis://, rediss:// or unix:// URL, got {_redact(url)!r}")
+    prefix = sec.str("key_prefix", "edgegw")
+    if not prefix or any(c in prefix for c in "{} "):
+        raise sec.error("key_prefix", "must be non-empty without braces or spaces (braces are hash tags)")
+    cfg = RedisConfig(
+        url=url,
+        timeout_ms=sec.int("timeout_ms", 50, min=1, max=10_000),
+        key_prefix=prefix,
+        cluster=sec.bool("cluster", False),
+        max_connections=sec.int("max_connections", 128, min=1, max=10_000),
+        retry_interval_s=sec.float("retry_interval_s", 0.5, min=0.01, max=60.0),
+    )
+    if cfg.cluster and urlsplit(url).scheme == "unix":
+        raise sec.error("cluster", "a Redis Cluster is reached over TCP, not a unix socket")
+    sec.done()
+    return cfg
+
+
+def parse_route_limits(secs: list[Section]) -> list[LimitConfig]:
+    """A route's `rate_limits` list; names are unique within the route."""
+    limits = [_limit(sec, i) for i, sec in enumerate(secs)]
+    seen: set[str] = set()
+    for sec, limit in zip(secs, limits, strict=True):
+        if limit.name in seen:
+            raise sec.error("name", f"duplicate limit name {limit.name!r}")
+        seen.add(limit.name)
+    return limits
+
+
+def _limit(sec: Section, index: int) -> LimitConfig:
+    name = sec.str("name", f"limit{index}")
+    if not name or any(c in name for c in "{}: "):
+        raise sec.error("name", "must be non-empty without braces, colons or spaces")
+    key = tuple(sec.str_list("key", ["subject"]))
+    if not key:
+        raise sec.error("key", "at least one key part is required")
+    for part in key:
+        if part not in KEY_PARTS:
+            raise sec.error("key", f"unknown key part {part!r} (allowed: {', '.join(KEY_PARTS)})")
+    base = _quotas(sec)
+    tiers: dict[str, tuple[Quota, ...]] = {}
+    tiers_sec = sec.section("tiers")
+    for tier in list(tiers_sec.data):
+        tier_sec = tiers_sec.section(str(tier), required=True)
+        merged = {q.label: q for q in base}
+        for label, quota in _quota_overrides(tier_sec).items():
+            if quota is None:
+                merged.pop(label, None)
+            else:
+                merged[label] = quota
+        tier_sec.done()
+        tiers[str(tier)] = tuple(merged.values())
+    tiers_sec.done()
+    if not base and not any(tiers.values()):
+        raise sec.error("requests_per_minute", "a limit needs at least one of " + ", ".join(QUOTA_KEYS))
+    cfg = LimitConfig(
+        name=name,
+        key=key,
+        quotas=base,
+        tiers=tiers,
+        on_redis_error=sec.str("on_redis_error", "local", choices=ON_REDIS_ERROR),
+        token_estimate=sec.int("token_estimate", 256, min=0),
+        lease_s=sec.float("lease_s", 30.0, min=1.0, max=86400.0),
+        headers=sec.str("headers", "draft", choices=HEADER_STYLES),
+    )
+    sec.done()
+    return cfg
+
+
+def _quotas(sec: Section) -> tuple[Quota, ...]:
+    found = _quota_overrides(sec)
+    for label, quota in found.items():
+        if quota is None:
+            raise sec.error(label, "'unlimited' is only meaningful inside tiers")
+    return tuple(q for q in found.values() if q is not None)
+
+
+def _quota_overrides(sec: Section) -> dict[str, Quota | None]:
+    """The quota keys present in a section; `unlimited` maps to None (a tier lifting a limit)."""
+    out: dict[str, Quota | None] = {}
+    for label, (kind, window_s) in QUOTA_KEYS.items():
+        if not sec.has(label):
+            continue
+        if sec.data[label] == "unlimited":
+            sec.raw(label)
+            out[label] = None
+            continue
+        limit = sec.int(label, min=1 if kind == "concurrent" else 0)
+        window_ms = int(window_s * 1000)
+        out[label] = Quota(label, kind, limit, window_ms, window_ms // BUCKETS_PER_WINDOW)
+    return out
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(parts.password, "***")
+    return url

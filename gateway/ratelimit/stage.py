@@ -1,11 +1,152 @@
-"""The rate-limit stage. (Replaced by the Redis rate-limit work.)"""
+"""The rate-limit stage: one limiter decision before forwarding, one settlement after the response."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
 from gateway.config.schema import GatewayConfig
+from gateway.context import RequestContext
+from gateway.errors import GatewayError
+from gateway.ratelimit.headers import limit_headers, rejection
+from gateway.ratelimit.memory import MemoryLimiter
+from gateway.ratelimit.metrics import fallbacks_total, rejections_by
+from gateway.ratelimit.redis_client import RedisUnavailable, shared_link
+from gateway.ratelimit.redis_limiter import RedisLimiter
+from gateway.ratelimit.rules import Decision, Limiter, Planner, Rule, Settlement
 from gateway.stages.base import Stage
+
+log = logging.getLogger("edgegw.ratelimit")
+
+
+@dataclass(slots=True)
+class Held:
+    """What an admitted request holds until it completes: reservations and concurrency slots."""
+
+    limiter: Limiter
+    rules: list[Rule]
+    member: str
+
+
+class RateLimitStage(Stage):
+    name = "ratelimit"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.planner = Planner(config.redis.key_prefix if config.redis else "edgegw")
+        self.local = MemoryLimiter()
+        self.link = shared_link(config.redis) if config.redis is not None else None
+        self.remote = RedisLimiter(self.link) if self.link is not None else None
+        self._replica = uuid.uuid4().hex[:12]
+        self._ids = itertools.count()
+        self._held: dict[str, Held] = {}  # in flight with concurrency slots: their leases are renewed
+        leases = [lim.lease_s for route in config.routes for lim in route.rate_limits
+                  if any(q.kind == "concurrent" for qs in (lim.quotas, *lim.tiers.values()) for q in qs)]
+        self._renew_every_s = min(leases) / 3 if leases else None
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.link is not None:
+            await self.link.start()
+        if self._renew_every_s is not None:
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
+
+    async def stop(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+        if self.link is not None:
+            await self.link.stop()
+
+    def enabled_for(self, ctx: RequestContext) -> bool:
+        return ctx.route is not None and bool(ctx.route.rate_limits)
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        rules = self.planner.rules(ctx)
+        if not rules:
+            return None  # the caller's tier lifts every limit of this route
+        member = f"{self._replica}:{next(self._ids)}"
+        limiter: Limiter
+        if self.remote is None:
+            limiter = self.local
+            decision = self.local.acquire_now(rules, member, time.time() * 1000.0)
+        else:
+            try:
+                limiter = self.remote
+                decision = await self.remote.acquire(rules, member)
+            except RedisUnavailable:
+                limiter = self.local
+                rules = self._fallback_rules(rules)
+                decision = await self.local.acquire(rules, member) if rules else Decision(True)
+        ctx.response_headers.update(limit_headers(rules, decision))
+        if not decision.admitted:
+            assert decision.denied is not None
+            assert ctx.route is not None
+            rejections_by.get(ctx.route.name, decision.denied.limit.name).inc()
+            raise rejection(decision)
+        ctx.scratch["ratelimit"] = held = Held(limiter, rules, member)
+        if any(r.quota.kind == "concurrent" for r in rules):
+            self._held[member] = held
+        return None
+
+    def _fallback_rules(self, rules: list[Rule]) -> list[Rule]:
+        """Redis is unavailable: each limit applies its `on_redis_error` mode."""
+        if any(r.limit.on_redis_error == "deny" for r in rules):
+            fallbacks_total.labels("deny").inc()
+            raise GatewayError(503, "rate limiter unavailable; retry shortly", "rate_limiter_unavailable",
+                               headers={"retry-after": "1"})
+        local = [r for r in rules if r.limit.on_redis_error == "local"]
+        fallbacks_total.labels("local" if local else "allow").inc()
+        return local
+
+    async def on_complete(self, ctx: RequestContext) -> None:
+        held: Held | None = ctx.scratch.pop("ratelimit", None)
+        if held is None:
+            return
+        self._held.pop(held.member, None)
+        items: list[Settlement] = []
+        for rule in held.rules:
+            if rule.quota.kind == "concurrent":
+                items.append(Settlement(rule, 0))
+            elif rule.quota.kind == "tokens":
+                delta = _used_tokens(ctx, rule.cost) - rule.cost
+                if delta:
+                    items.append(Settlement(rule, delta))
+        if not items:
+            return
+        try:
+            await held.limiter.settle(items, held.member)
+        except RedisUnavailable:
+            pass  # the lease expires, and an unsettled reservation only errs on the safe side
+
+    async def _renew_loop(self) -> None:
+        assert self._renew_every_s is not None
+        while True:
+            await asyncio.sleep(self._renew_every_s)
+            for member, held in list(self._held.items()):
+                try:
+                    await held.limiter.renew([r for r in held.rules if r.quota.kind == "concurrent"], member)
+                except RedisUnavailable:
+                    continue
+                except Exception:
+                    log.exception("renewing concurrency leases failed")
+
+
+def _used_tokens(ctx: RequestContext, reserved: int) -> int:
+    """Settle to the real usage; without one keep the reservation on success, release it on failure."""
+    if ctx.cache_status == "HIT":
+        return 0  # answered from the cache: no backend tokens spent
+    if ctx.usage is not None:
+        return ctx.usage.total_tokens
+    if ctx.error is None and 200 <= ctx.status < 300:
+        return reserved
+    return 0
 
 
 def build_ratelimit_stage(config: GatewayConfig) -> list[Stage]:
     """The stage (in a list) when any route has limits, else nothing."""
-    return []
+    if not any(route.rate_limits for route in config.routes):
+        return []
+    return [RateLimitStage(config)]

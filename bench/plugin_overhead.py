@@ -1,0 +1,181 @@
+"""Added latency per wasm plugin per request, and cold load from the module cache vs a fresh compile.
+
+    python bench/plugin_overhead.py [--requests N]
+
+1. In process: the plugin stage's `on_request` for one request, for a header-only plugin (router)
+   and a body-rewriting one (redact), against the same route with no plugins, in the same run.
+2. Through a real gateway: the gateway's own `x-edgegw-overhead-ms` (upstream time excluded) for
+   routes with and without the plugin, sequential requests over keep-alive.
+3. Cold load: compile from bytes vs deserialize from the on-disk cache, plus instantiate+configure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("EDGEGW_PLUGIN_CACHE_DIR", tempfile.mkdtemp(prefix="edgegw-bench-cache-"))
+
+from tests.harness import free_port  # noqa: E402
+
+ROUTER = {"rules": ["header:x-partner-tier=premium->premium", "tenant=acme->premium"], "default": "default"}
+REDACT = {"max_tokens": 64}
+PROMPT = "Summarise: contact jane.doe@example.com or +1 415 555 0132 about order 42. " * 4
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def row(name: str, samples: list[float], base: list[float] | None = None) -> str:
+    p50, p99 = pct(samples, 0.5), pct(samples, 0.99)
+    extra = ""
+    if base is not None:
+        extra = f"  added p50 {p50 - pct(base, 0.5):8.1f} us  added p99 {p99 - pct(base, 0.99):8.1f} us"
+    return f"  {name:28s} p50 {p50:8.1f} us  p99 {p99:8.1f} us{extra}"
+
+
+async def in_process(built: dict[str, Path], n: int) -> None:
+    from gateway.config.schema import PluginBinding, RouteConfig
+    from gateway.context import RequestContext
+    from wasm_plugins.config import Limits, PluginConfig, encode_config
+    from wasm_plugins.manager import PluginManager
+    from wasm_plugins.stage import PluginPhaseStage
+
+    relaxed = Limits(deadline_ms=100)  # wall-clock: keep a busy benchmark machine from tripping it
+    specs = (PluginConfig("router", str(built["router"]), config=encode_config(ROUTER), config_value=ROUTER,
+                          limits=relaxed),
+             PluginConfig("redact", str(built["redact"]), config=encode_config(REDACT), config_value=REDACT,
+                          limits=relaxed))
+    manager = PluginManager(specs, None)
+    await manager.start()
+    body = b'{"model":"m","prompt":"%s","max_tokens":500}' % PROMPT.encode()
+    routes = {
+        "no plugins": (RouteConfig("none", ("/v1/completions",)), "routing"),
+        "header-only (router)": (RouteConfig("r", ("/v1/completions",),
+                                             plugins=(PluginBinding("router", "routing"),)), "routing"),
+        "body rewrite (redact)": (RouteConfig("p", ("/v1/completions",),
+                                              plugins=(PluginBinding("redact", "preprocess"),)), "preprocess"),
+    }
+    stages = {phase: PluginPhaseStage(manager, phase) for phase in ("routing", "preprocess")}
+    results: dict[str, list[float]] = {name: [] for name in routes}
+    for i in range(n + 200):  # interleaved, so drift hits every variant alike; the first 200 warm up
+        for name, (route, phase) in routes.items():
+            ctx = RequestContext("bench", "POST", "/v1/completions",
+                                 {"host": "gw", "content-type": "application/json", "x-partner-tier": "premium"},
+                                 "127.0.0.1", body=body)
+            ctx.route = route
+            stage = stages[phase]
+            started = time.perf_counter()
+            if stage.enabled_for(ctx):
+                await stage.on_request(ctx)
+            if i >= 200:
+                results[name].append((time.perf_counter() - started) * 1e6)
+    base = results["no plugins"]
+    print(f"in process, {n} requests each (the plugin stage alone):")
+    for name, samples in results.items():
+        print(row(name, samples, None if samples is base else base))
+    await manager.stop()
+
+
+def through_gateway(built: dict[str, Path], n: int) -> None:
+    import httpx
+    import yaml
+
+    from tests.harness import EDGEGW, start_server
+
+    os.environ.setdefault("EDGEGW_TEST_SECRET", "bench-secret-0123456789-abcdefghijklmnop")
+    bport, gport = free_port(), free_port()
+    backend = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(bport)],
+                           f"http://127.0.0.1:{bport}/healthz", name="bench-backend")
+    paths = ["/v1/completions"]
+    cfg: dict[str, Any] = {
+        "server": {"access_log": "off"},
+        "pools": [{"name": "default", "models": ["fake-model", "m-*"], "endpoints": [{"url": f"http://127.0.0.1:{bport}"}]}],
+        "plugins": [{"name": "router", "file": str(built["router"]), "config": ROUTER,
+                     "limits": {"deadline_ms": 100}},
+                    {"name": "redact", "file": str(built["redact"]), "config": REDACT,
+                     "limits": {"deadline_ms": 100}}],
+        "routes": [{"name": "plain", "paths": paths, "models": ["m-plain"], "auth": "none"},
+                   {"name": "router", "paths": paths, "models": ["m-router"], "auth": "none",
+                    "plugins": [{"name": "router", "phase": "routing"}]},
+                   {"name": "redact", "paths": paths, "models": ["m-redact"], "auth": "none",
+                    "plugins": [{"name": "redact", "phase": "preprocess"}]}],
+    }
+    path = Path(tempfile.mkdtemp()) / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    gw = start_server([*EDGEGW, "serve", "--config", str(path), "--port", str(gport)],
+                      f"http://127.0.0.1:{gport}/healthz", name="bench-gateway")
+    try:
+        results: dict[str, list[float]] = {"m-plain": [], "m-router": [], "m-redact": []}
+        with httpx.Client(base_url=f"http://127.0.0.1:{gport}", timeout=10) as client:
+            for i in range(n + 100):
+                for model, samples in results.items():
+                    resp = client.post("/v1/completions",
+                                       json={"model": model, "prompt": PROMPT, "max_tokens": 2})
+                    assert resp.status_code == 200, resp.text
+                    if i >= 100:
+                        samples.append(float(resp.headers["x-edgegw-overhead-ms"]) * 1000)
+        base = results["m-plain"]
+        print(f"through the gateway, {n} requests each (x-edgegw-overhead-ms, upstream excluded):")
+        print(row("no plugins", base))
+        print(row("header-only (router)", results["m-router"], base))
+        print(row("body rewrite (redact)", results["m-redact"], base))
+    finally:
+        gw.stop()
+        backend.stop()
+
+
+def cold_load(built: dict[str, Path]) -> None:
+    from wasm_plugins.config import Limits
+    from wasm_plugins.engine import compile_module
+    from wasm_plugins.module import inspect
+    from wasm_plugins.services import Services
+    from wasm_plugins.version import PluginVersion, VersionMeta
+
+    print("cold load (median of 20):")
+    for name in ("router", "auth"):
+        data = built[name].read_bytes()
+        compile_module(data)  # fill the cache
+        fresh = [compile_module(data, use_cache=False).seconds for _ in range(20)]
+        cached = [compile_module(data).seconds for _ in range(20)]
+        compiled = compile_module(data)
+        config = ROUTER if name == "router" else {"keys": ["k|s|t|x"]}
+        starts = []
+        for _ in range(20):
+            v = PluginVersion(name, 1, compiled, inspect(compiled.module), Limits(), b"", {}, config,
+                              VersionMeta("bench"), Services())
+            t = time.perf_counter()
+            v.prepare({v.config_for(None)})
+            starts.append(time.perf_counter() - t)
+        print(f"  {name:8s} ({len(data):6d} bytes): compile {statistics.median(fresh) * 1000:7.2f} ms   "
+              f"from cache {statistics.median(cached) * 1000:7.2f} ms   "
+              f"instantiate+configure {statistics.median(starts) * 1000:6.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--skip-gateway", action="store_true")
+    args = parser.parse_args()
+    from wasm_plugins.build import build_all
+
+    built = build_all(ROOT / "build" / "plugins")
+    asyncio.run(in_process(built, args.requests))
+    if not args.skip_gateway:
+        through_gateway(built, max(200, args.requests // 3))
+    cold_load(built)
+
+
+if __name__ == "__main__":
+    main()

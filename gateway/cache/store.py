@@ -1,0 +1,159 @@
+"""Where cached answers live: Redis (shared by all replicas) or memory (the embedded default).
+
+Both stores hold compressed entries and a per-key single-flight lock with a lease: the first miss
+takes the lock and goes to the backend; identical misses see the lock and wait for its entry.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from collections import OrderedDict
+from typing import Protocol
+
+from gateway.ratelimit.redis_client import LuaScript, RedisLink
+
+_MAGIC = b"E1"
+_HEADER = struct.Struct(">2sd")
+
+
+def encode(body: bytes) -> bytes:
+    """Entry = magic, creation time, zlib-compressed JSON body."""
+    return _HEADER.pack(_MAGIC, time.time()) + zlib.compress(body, 1)
+
+
+def decode(entry: bytes) -> tuple[bytes, float] | None:
+    """(JSON body, age in seconds), or None for an entry this version cannot read."""
+    if len(entry) < _HEADER.size:
+        return None
+    magic, created = _HEADER.unpack_from(entry)
+    if magic != _MAGIC:
+        return None
+    try:
+        return zlib.decompress(entry[_HEADER.size:]), max(0.0, time.time() - created)
+    except zlib.error:
+        return None
+
+
+class CacheStore(Protocol):
+    async def lookup(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
+        """The entry, or (None, True) when this caller took the single-flight lock."""
+        ...
+
+    async def peek(self, key: str) -> tuple[bytes | None, bool]:
+        """The entry, and whether someone still holds the lock."""
+        ...
+
+    async def put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
+        """Store, and release the lock if `token` holds it."""
+        ...
+
+    async def unlock(self, key: str, token: str) -> None: ...
+
+
+_LOOKUP = LuaScript("cache_lookup", """
+local v = redis.call('GET', KEYS[1])
+if v then return {v, 0} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'', 1} end
+return {'', 0}
+""")
+_PEEK = LuaScript("cache_peek", """
+return {redis.call('GET', KEYS[1]) or '', redis.call('EXISTS', KEYS[2])}
+""")
+_PUT = LuaScript("cache_put", """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+""")
+_UNLOCK = LuaScript("cache_unlock", """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+""")
+
+
+class RedisCacheStore:
+    """Raises `RedisUnavailable` on failures; the stage then bypasses the cache."""
+
+    def __init__(self, link: RedisLink, prefix: str) -> None:
+        self.link = link
+        self.prefix = prefix
+        for script in (_LOOKUP, _PEEK, _PUT, _UNLOCK):
+            link.register(script)
+
+    def _keys(self, key: str) -> list[str]:
+        # The hash tag keeps an entry and its lock in one Redis Cluster slot.
+        base = f"{self.prefix}:c:{{{key}}}"
+        return [base, base + ":lock"]
+
+    async def lookup(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
+        value, locked = await self.link.run(_LOOKUP, self._keys(key), [token, lock_ms], op="cache")
+        return (value or None), bool(locked)
+
+    async def peek(self, key: str) -> tuple[bytes | None, bool]:
+        value, locked = await self.link.run(_PEEK, self._keys(key), [], op="cache")
+        return (value or None), bool(locked)
+
+    async def put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
+        await self.link.run(_PUT, self._keys(key), [entry, ttl_ms, token or ""], op="cache")
+
+    async def unlock(self, key: str, token: str) -> None:
+        await self.link.run(_UNLOCK, self._keys(key)[1:], [token], op="cache")
+
+
+class MemoryCacheStore:
+    """LRU by bytes with per-entry expiry; locks are process-local (as is everything here)."""
+
+    def __init__(self, max_total_bytes: int = 64 << 20) -> None:
+        self.max_total_bytes = max_total_bytes
+        self.entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self.locks: dict[str, tuple[str, float]] = {}
+        self.total = 0
+
+    def _get(self, key: str) -> bytes | None:
+        hit = self.entries.get(key)
+        if hit is None:
+            return None
+        if hit[1] <= time.monotonic():
+            self._drop(key)
+            return None
+        self.entries.move_to_end(key)
+        return hit[0]
+
+    def _locked(self, key: str) -> bool:
+        lock = self.locks.get(key)
+        if lock is not None and lock[1] <= time.monotonic():
+            del self.locks[key]
+            return False
+        return lock is not None
+
+    async def lookup(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
+        value = self._get(key)
+        if value is not None:
+            return value, False
+        if self._locked(key):
+            return None, False
+        self.locks[key] = (token, time.monotonic() + lock_ms / 1000.0)
+        return None, True
+
+    async def peek(self, key: str) -> tuple[bytes | None, bool]:
+        return self._get(key), self._locked(key)
+
+    async def put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
+        self._drop(key)
+        self.entries[key] = (entry, time.monotonic() + ttl_ms / 1000.0)
+        self.total += len(entry)
+        while self.total > self.max_total_bytes and self.entries:
+            self._drop(next(iter(self.entries)))
+        if token is not None:
+            await self.unlock(key, token)
+
+    async def unlock(self, key: str, token: str) -> None:
+        lock = self.locks.get(key)
+        if lock is not None and lock[0] == token:
+            del self.locks[key]
+
+    def _drop(self, key: str) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.total -= len(old[0])

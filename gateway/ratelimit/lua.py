@@ -1,0 +1,126 @@
+"""The rate limiter's Lua scripts. `gateway/ratelimit/memory.py` implements the same algorithm in Python.
+
+Sliding windows are hashes of bucket index -> count (bucket = Redis `TIME` in ms // width). A
+request is admitted when the buckets overlapping the last window plus its cost stay within the
+limit; the extra partial bucket makes the count conservative, so no window ever admits more than
+the limit. Concurrency slots are sorted sets of request id -> lease expiry (ms).
+
+Redis time is used so replicas with skewed clocks agree.
+"""
+
+from __future__ import annotations
+
+from gateway.ratelimit.redis_client import LuaScript
+
+# KEYS[i]: one per rule. ARGV[1]: the request id (member of concurrency sets).
+# Then 5 values per rule: kind ('w' window | 'c' concurrent), limit, span_ms (window or lease),
+# width_ms (bucket width; 0 for 'c'), cost.
+# Returns {admitted (0/1), denied rule (1-based, 0 = none), retry_ms, then per rule: remaining, reset_ms, bucket}.
+CHECK = LuaScript("ratelimit_check", """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local member = ARGV[1]
+local n = #KEYS
+local admitted, denied, retry = 1, 0, 0
+local used, cur, minb, nbs = {}, {}, {}, {}
+for i = 1, n do
+  local a = 2 + (i - 1) * 5
+  local kind, limit = ARGV[a], tonumber(ARGV[a + 1])
+  local span, width, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local key = KEYS[i]
+  if kind == 'c' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    used[i] = redis.call('ZCARD', key)
+    if used[i] + cost > limit and denied == 0 then
+      admitted, denied, retry = 0, i, 1000
+    end
+  else
+    local c = math.floor(now / width)
+    local nb = math.floor(span / width)
+    local first = c - nb
+    local h = redis.call('HGETALL', key)
+    local u, stale, live, counts = 0, {}, {}, {}
+    for j = 1, #h, 2 do
+      local b = tonumber(h[j])
+      if b < first then
+        stale[#stale + 1] = h[j]
+      else
+        local v = tonumber(h[j + 1])
+        u = u + v
+        live[#live + 1] = b
+        counts[b] = v
+      end
+    end
+    if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+    table.sort(live)
+    used[i], cur[i], nbs[i] = u, c, nb
+    minb[i] = live[1]
+    if u + cost > limit and denied == 0 then
+      admitted, denied, retry = 0, i, span
+      local need, freed = u + cost - limit, 0
+      for _, b in ipairs(live) do
+        freed = freed + counts[b]
+        if freed >= need then
+          retry = (b + nb + 1) * width - now
+          break
+        end
+      end
+    end
+  end
+end
+local out = {admitted, denied, retry}
+for i = 1, n do
+  local a = 2 + (i - 1) * 5
+  local kind, limit = ARGV[a], tonumber(ARGV[a + 1])
+  local span, width, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local key = KEYS[i]
+  local spent = used[i]
+  if admitted == 1 then
+    spent = spent + cost
+    if kind == 'c' then
+      redis.call('ZADD', key, now + span, member)
+      redis.call('PEXPIRE', key, span * 2)
+    elseif cost > 0 then
+      redis.call('HINCRBY', key, cur[i], cost)
+      redis.call('PEXPIRE', key, span + width * 2)
+      if minb[i] == nil then minb[i] = cur[i] end
+    end
+  end
+  local remaining = limit - spent
+  if remaining < 0 then remaining = 0 end
+  local reset = 0
+  if kind ~= 'c' and spent > 0 and minb[i] ~= nil then
+    reset = (minb[i] + nbs[i] + 1) * width - now
+  end
+  out[#out + 1] = remaining
+  out[#out + 1] = reset
+  out[#out + 1] = cur[i] or 0
+end
+return out
+""")
+
+# After the response. KEYS[i] with 3 values per key: op, a, b.
+#   't' bucket delta: settle a token reservation to the real usage (only while the bucket lives)
+#   'c' member -:     release a concurrency slot
+#   'r' member lease: renew a concurrency lease of a request still in flight
+SETTLE = LuaScript("ratelimit_settle", """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  local a = (i - 1) * 3 + 1
+  local op, x, y = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local key = KEYS[i]
+  if op == 't' then
+    if redis.call('HEXISTS', key, x) == 1 then
+      if redis.call('HINCRBY', key, x, y) <= 0 then redis.call('HDEL', key, x) end
+    end
+  elseif op == 'c' then
+    redis.call('ZREM', key, x)
+  elseif op == 'r' then
+    if redis.call('ZADD', key, 'XX', 'CH', now + tonumber(y), x) == 1 then
+      redis.call('PEXPIRE', key, tonumber(y) * 2)
+    end
+  end
+end
+return 1
+""")

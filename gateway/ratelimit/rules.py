@@ -1,0 +1,128 @@
+"""What one request is checked against: a `Rule` per (limit, quota), built from the context.
+
+Both limiter backends (Redis and in-memory) take a list of rules and answer with a `Decision`;
+they fill each rule's `remaining`, `reset_ms` and `bucket` (where a token reservation landed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.context import RequestContext
+from gateway.ratelimit.config import LimitConfig, Quota
+
+_MISSING = "_"  # a key part the request does not have (e.g. no tenant claim): one shared bucket
+
+
+@dataclass(slots=True)
+class Rule:
+    limit: LimitConfig
+    quota: Quota
+    key: str
+    cost: int
+    remaining: int = 0
+    reset_ms: int = 0
+    bucket: int = 0
+
+    @property
+    def span_ms(self) -> int:
+        """The window, or for a concurrency slot its lease."""
+        return self.quota.window_ms or int(self.limit.lease_s * 1000)
+
+
+@dataclass(slots=True)
+class Decision:
+    admitted: bool
+    denied: Rule | None = None
+    retry_ms: int = 0
+
+
+@dataclass(slots=True)
+class Settlement:
+    """After the response: how a rule's reservation ends."""
+
+    rule: Rule
+    delta: int  # tokens: real usage minus reservation; unused for concurrency
+
+
+class Limiter(Protocol):
+    async def acquire(self, rules: list[Rule], member: str) -> Decision: ...
+
+    async def settle(self, items: list[Settlement], member: str) -> None: ...
+
+    async def renew(self, rules: list[Rule], member: str) -> None: ...
+
+
+def key_value(ctx: RequestContext, part: str) -> str:
+    if part == "subject":
+        value = ctx.subject
+    elif part == "tenant":
+        value = ctx.tenant
+    elif part == "api_key":
+        value = ctx.api_key
+    elif part == "client_ip":
+        value = ctx.client_ip
+    elif part == "route":
+        value = ctx.route.name if ctx.route else None
+    else:
+        value = ctx.model
+    return value or _MISSING
+
+
+def estimate_tokens(body: dict[str, Any] | None, output_estimate: int) -> int:
+    """Tokens to reserve before forwarding: the prompt (about 4 characters a token) plus the output
+    the request may produce (`max_tokens` x `n`, or the configured estimate)."""
+    if not body:
+        return output_estimate
+    chars = _chars(body.get("messages")) + _chars(body.get("prompt")) + _chars(body.get("input"))
+    prompt = (chars + 3) // 4
+    if "input" in body and "messages" not in body and "prompt" not in body:
+        return prompt  # embeddings produce no tokens
+    out = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(out, int):
+        out = output_estimate
+    n = body.get("n")
+    return prompt + out * (n if isinstance(n, int) and n > 0 else 1)
+
+
+def _chars(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_chars(v) for v in value)
+    if isinstance(value, dict):
+        return _chars(value.get("content")) + _chars(value.get("text"))
+    return 0
+
+
+class Planner:
+    """Turns a route's limits and a request into rules. Key prefixes are computed once per route."""
+
+    def __init__(self, key_prefix: str) -> None:
+        self.key_prefix = key_prefix
+        self._prefixes: dict[tuple[str, str, str], str] = {}
+
+    def rules(self, ctx: RequestContext) -> list[Rule]:
+        route = ctx.route
+        assert route is not None
+        rules: list[Rule] = []
+        for limit in route.rate_limits:
+            ident = "|".join(key_value(ctx, p) for p in limit.key)
+            for quota in limit.quotas_for(ctx.tier):
+                cost = 1
+                if quota.kind == "tokens":
+                    # A request bigger than the whole budget still runs, when the window is empty.
+                    cost = min(estimate_tokens(ctx.body_json, limit.token_estimate), quota.limit)
+                rules.append(Rule(limit, quota, self._prefix(route.name, limit.name, quota.label) + ident, cost))
+        return rules
+
+    def _prefix(self, route: str, limit: str, label: str) -> str:
+        cached = self._prefixes.get((route, limit, label))
+        if cached is None:
+            # The route is the Redis Cluster hash tag: every key of one request shares a slot.
+            tag = route.replace("{", "").replace("}", "")
+            cached = self._prefixes[(route, limit, label)] = f"{self.key_prefix}:rl:{{{tag}}}:{limit}:{label}:"
+        return cached

@@ -1,0 +1,33 @@
+;; Sandbox-abuse test plugin (proxy-wasm ABI 0.2.1, hand-written WAT): hands the host garbage: a malformed header map ('m') or an out-of-bounds pointer ('p')
+;; Misbehaves only when the request has an `x-abuse` header, so the same route also serves normal
+;; requests; tests bind it and check the gateway stays healthy.
+(module
+  (import "env" "proxy_get_header_map_value" (func $get_header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 16) "x-abuse")
+  (func (export "proxy_abi_version_0_2_1"))
+  ;; bump allocator, reset per request (values the host hands over are small)
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (local.get $p) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  ;; the first byte of the x-abuse header's value, or 0 when absent
+  (func $abuse (result i32)
+    (global.set $heap (i32.const 4096))
+    (if (result i32) (i32.eqz (call $get_header (i32.const 0) (i32.const 16) (i32.const 7) (i32.const 32) (i32.const 36)))
+      (then (i32.load8_u (i32.load (i32.const 32))))
+      (else (i32.const 0))))
+  ;; a "map" claiming 1000 pairs in 12 bytes
+  (data (i32.const 64) "\e8\03\00\00\05\00\00\00\05\00\00\00")
+
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (call $abuse) (then (if (i32.eq (call $abuse) (i32.const 109))
+      (then (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 64) (i32.const 12) (i32.const -1))))
+      (else (drop (call $log (i32.const 2) (i32.const -256) (i32.const 4096)))))))
+    (i32.const 0))
+)

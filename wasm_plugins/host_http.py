@@ -1,0 +1,270 @@
+"""Host functions for HTTP streams: header maps, buffers, properties, local responses, stream control
+and `proxy_http_call`. Mixed into PluginInstance; `self.current` is the context being called."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from wasm_plugins import abi
+from wasm_plugins.abi import deserialize_map, serialize_map
+from wasm_plugins.properties import get_property, set_property, split_path
+from wasm_plugins.raw import HostTrap
+from wasm_plugins.state import CallResult, ContextState, LocalResponse, RootState, StreamState
+
+
+class HttpHost:
+    mem: Any
+    current: ContextState | None
+    contexts: dict[int, ContextState]
+    version: Any
+    services: Any
+    configuring: bytes | None
+
+    # helpers implemented by PluginInstance
+    def copy_out(self, data: bytes, ptr_ptr: int, size_ptr: int) -> None: ...
+    def read_str(self, ptr: int, size: int) -> str: ...
+
+    # --- header maps --------------------------------------------------------------------------
+
+    def _map(self, map_type: int) -> list[tuple[str, str]] | None:
+        st = self.current
+        if isinstance(st, StreamState):
+            if map_type == abi.HTTP_REQUEST_HEADERS:
+                return st.request_headers
+            if map_type == abi.HTTP_RESPONSE_HEADERS:
+                return st.response_headers
+        if map_type == abi.HTTP_CALL_RESPONSE_HEADERS and st is not None and st.call is not None:
+            return st.call.headers
+        if map_type in (abi.HTTP_REQUEST_TRAILERS, abi.HTTP_RESPONSE_TRAILERS, abi.HTTP_CALL_RESPONSE_TRAILERS):
+            return []
+        return None
+
+    def _changed(self, map_type: int) -> None:
+        st = self.current
+        if isinstance(st, StreamState):
+            if map_type == abi.HTTP_REQUEST_HEADERS:
+                st.request_headers_changed = True
+            elif map_type == abi.HTTP_RESPONSE_HEADERS:
+                st.response_headers_changed = True
+
+    def proxy_get_header_map_size(self, map_type: int, ret_size: int) -> int:
+        pairs = self._map(map_type)
+        if pairs is None:
+            return abi.NOT_FOUND
+        self.mem.write_u32(ret_size, len(serialize_map(pairs)))
+        return abi.OK
+
+    def proxy_get_header_map_pairs(self, map_type: int, ret_ptr: int, ret_size: int) -> int:
+        pairs = self._map(map_type)
+        if pairs is None:
+            return abi.NOT_FOUND
+        self.copy_out(serialize_map(pairs), ret_ptr, ret_size)
+        return abi.OK
+
+    def proxy_set_header_map_pairs(self, map_type: int, ptr: int, size: int) -> int:
+        pairs = self._map(map_type)
+        new = [(k.lower(), v) for k, v in deserialize_map(self.mem.read(ptr, size))]
+        if pairs is None:
+            return abi.NOT_FOUND
+        pairs[:] = new
+        self._changed(map_type)
+        return abi.OK
+
+    def proxy_get_header_map_value(self, map_type: int, kptr: int, ksize: int, ret_ptr: int, ret_size: int) -> int:
+        pairs = self._map(map_type)
+        key = self.read_str(kptr, ksize).lower()
+        if pairs is None:
+            return abi.NOT_FOUND
+        for k, v in pairs:
+            if k == key:
+                self.copy_out(v.encode("latin-1", "replace"), ret_ptr, ret_size)
+                return abi.OK
+        return abi.NOT_FOUND
+
+    def proxy_add_header_map_value(self, map_type: int, kptr: int, ksize: int, vptr: int, vsize: int) -> int:
+        pairs = self._map(map_type)
+        key, value = self.read_str(kptr, ksize).lower(), self.read_str(vptr, vsize)
+        if pairs is None:
+            return abi.NOT_FOUND
+        pairs.append((key, value))
+        self._changed(map_type)
+        return abi.OK
+
+    def proxy_replace_header_map_value(self, map_type: int, kptr: int, ksize: int, vptr: int, vsize: int) -> int:
+        pairs = self._map(map_type)
+        key, value = self.read_str(kptr, ksize).lower(), self.read_str(vptr, vsize)
+        if pairs is None:
+            return abi.NOT_FOUND
+        pairs[:] = [(k, v) for k, v in pairs if k != key]
+        pairs.append((key, value))
+        self._changed(map_type)
+        return abi.OK
+
+    def proxy_remove_header_map_value(self, map_type: int, kptr: int, ksize: int) -> int:
+        pairs = self._map(map_type)
+        key = self.read_str(kptr, ksize).lower()
+        if pairs is None:
+            return abi.NOT_FOUND
+        pairs[:] = [(k, v) for k, v in pairs if k != key]
+        self._changed(map_type)
+        return abi.OK
+
+    # --- buffers ------------------------------------------------------------------------------
+
+    def _buffer(self, buffer_type: int) -> bytes | None:
+        st = self.current
+        if buffer_type == abi.PLUGIN_CONFIGURATION:
+            if self.configuring is not None:
+                return self.configuring
+            root = self.contexts.get(st.root_id) if st is not None else None
+            return root.config if isinstance(root, RootState) else None
+        if buffer_type == abi.VM_CONFIGURATION:
+            return self.version.vm_config
+        if buffer_type == abi.HTTP_CALL_RESPONSE_BODY:
+            return st.call.body if st is not None and st.call is not None else None
+        if isinstance(st, StreamState):
+            if buffer_type == abi.HTTP_REQUEST_BODY:
+                return st.request_body
+            if buffer_type == abi.HTTP_RESPONSE_BODY:
+                return st.response_body
+        return None
+
+    def proxy_get_buffer_bytes(self, buffer_type: int, start: int, max_size: int, ret_ptr: int,
+                               ret_size: int) -> int:
+        data = self._buffer(buffer_type)
+        if data is None:
+            return abi.NOT_FOUND
+        self.copy_out(data[start:start + max_size], ret_ptr, ret_size)
+        return abi.OK
+
+    def proxy_get_buffer_status(self, buffer_type: int, ret_size: int, ret_flags: int) -> int:
+        data = self._buffer(buffer_type)
+        if data is None:
+            return abi.NOT_FOUND
+        self.mem.write_u32(ret_size, len(data))
+        self.mem.write_u32(ret_flags, 0)
+        return abi.OK
+
+    def proxy_set_buffer_bytes(self, buffer_type: int, start: int, size: int, ptr: int, value_size: int) -> int:
+        """Replace bytes [start, start+size) of the buffer: start=0,size=0 prepends, start>=len appends,
+        start=0 with size>=len replaces it all (Envoy's semantics)."""
+        value = self.mem.read(ptr, value_size)
+        st = self.current
+        if not isinstance(st, StreamState):
+            return abi.NOT_FOUND
+        if buffer_type == abi.HTTP_REQUEST_BODY and st.request_body is not None:
+            body = st.request_body
+            st.request_body = body[:start] + value + body[start + size:]
+            st.request_body_changed = True
+        elif buffer_type == abi.HTTP_RESPONSE_BODY and st.response_body is not None:
+            body = st.response_body
+            st.response_body = body[:start] + value + body[start + size:]
+        else:
+            return abi.NOT_FOUND
+        return abi.OK
+
+    # --- properties ---------------------------------------------------------------------------
+
+    def proxy_get_property(self, ptr: int, size: int, ret_ptr: int, ret_size: int) -> int:
+        path = split_path(self.mem.read(ptr, size))
+        st = self.current if isinstance(self.current, StreamState) else None
+        value = get_property(path, st, self.version.properties)
+        if value is None:
+            return abi.NOT_FOUND
+        self.copy_out(value, ret_ptr, ret_size)
+        return abi.OK
+
+    def proxy_set_property(self, ptr: int, size: int, vptr: int, vsize: int) -> int:
+        path = split_path(self.mem.read(ptr, size))
+        value = self.mem.read(vptr, vsize)
+        set_property(path, value, self.current if isinstance(self.current, StreamState) else None)
+        return abi.OK
+
+    # --- stream control -----------------------------------------------------------------------
+
+    def proxy_send_local_response(self, status: int, dptr: int, dsize: int, bptr: int, bsize: int,
+                                  hptr: int, hsize: int, grpc_status: int) -> int:
+        details = self.read_str(dptr, dsize)
+        body = self.mem.read(bptr, bsize)
+        headers = [(k.lower(), v) for k, v in deserialize_map(self.mem.read(hptr, hsize))]
+        st = self.current
+        if not isinstance(st, StreamState):
+            return abi.BAD_ARGUMENT
+        if not 200 <= status <= 599:
+            raise HostTrap("abi", f"proxy_send_local_response with status {status}")
+        st.local_response = LocalResponse(status, body, headers, details)
+        self._wake(st)
+        return abi.OK
+
+    def proxy_continue_stream(self, stream_type: int) -> int:
+        st = self.current
+        if isinstance(st, StreamState):
+            st.continued = True
+            self._wake(st)
+        return abi.OK
+
+    def proxy_close_stream(self, stream_type: int) -> int:
+        st = self.current
+        if isinstance(st, StreamState):
+            st.reset = True
+            self._wake(st)
+        return abi.OK
+
+    # 0.1.0 names
+    def proxy_continue_request(self) -> int:
+        return self.proxy_continue_stream(abi.STREAM_REQUEST)
+
+    def proxy_continue_response(self) -> int:
+        return self.proxy_continue_stream(abi.STREAM_RESPONSE)
+
+    def proxy_clear_route_cache(self) -> int:
+        return abi.OK
+
+    def proxy_get_configuration(self, ret_ptr: int, ret_size: int) -> int:
+        return self.proxy_get_buffer_bytes(abi.PLUGIN_CONFIGURATION, 0, 1 << 30, ret_ptr, ret_size)
+
+    @staticmethod
+    def _wake(st: StreamState) -> None:
+        if st.wakeup is not None:
+            st.wakeup.set()
+
+    # --- http calls ---------------------------------------------------------------------------
+
+    def proxy_http_call(self, uptr: int, usize: int, hptr: int, hsize: int, bptr: int, bsize: int,
+                        tptr: int, tsize: int, timeout_ms: int, ret_token: int) -> int:
+        upstream = self.read_str(uptr, usize)
+        headers = deserialize_map(self.mem.read(hptr, hsize))
+        body = self.mem.read(bptr, bsize)
+        deserialize_map(self.mem.read(tptr, tsize))  # validated, then ignored: HTTP/1.1 upstreams
+        st = self.current
+        base = self.version.upstreams.get(upstream)
+        names = {k.lower(): v for k, v in headers}
+        if base is None or st is None or ":path" not in names:
+            return abi.BAD_ARGUMENT
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return abi.INTERNAL_FAILURE
+        limit = self.version.limits.http_call_timeout_ms
+        timeout = min(timeout_ms or limit, limit) / 1000.0
+        token = self.services.next_token()
+        task = loop.create_task(self.services.http_call(base, names.get(":method", "GET"), names[":path"],
+                                                        [(k, v) for k, v in headers if not k.startswith(":")],
+                                                        body, timeout))
+        st.pending[token] = task
+        if st.is_root:
+            task.add_done_callback(lambda t, root=st, tok=token: self.deliver_root_call(root, tok, t))
+        self.mem.write_u32(ret_token, token)
+        return abi.OK
+
+    def proxy_get_status(self, ret_code: int, ret_msg_ptr: int, ret_msg_size: int) -> int:
+        st = self.current
+        code = st.call.status if st is not None and st.call is not None else 0
+        self.mem.write_u32(ret_code, code)
+        self.mem.write_u32(ret_msg_ptr, 0)
+        self.mem.write_u32(ret_msg_size, 0)
+        return abi.OK
+
+    def deliver_root_call(self, root: ContextState, token: int, task: asyncio.Task[CallResult]) -> None:
+        """Implemented by PluginInstance (root contexts get answers outside any request)."""

@@ -1,0 +1,294 @@
+"""One sandboxed instance of a plugin version: a wasmtime Store (fuel, epoch deadline, memory cap)
+with the module instantiated against our host functions, and the proxy-wasm contexts living in it.
+
+Like an Envoy worker's VM, one instance serves many requests: each request phase is a stream
+context; contexts interleave only while one waits for an http call. A trap poisons the instance
+(`broken` names the reason); the owning version replaces it."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import logging
+from typing import Any
+
+import wasmtime
+
+from wasm_plugins import abi
+from wasm_plugins.engine import deadline_ticks, engine
+from wasm_plugins.host_http import HttpHost
+from wasm_plugins.host_misc import MiscHost, unimplemented_stub
+from wasm_plugins.module import WASI_MODULES
+from wasm_plugins.raw import (
+    Callee,
+    HostTrap,
+    RawMemory,
+    WasmCallError,
+    get_fuel,
+    host_func,
+    set_deadline,
+    set_fuel,
+)
+from wasm_plugins.state import ContextState, RootState, StreamState
+from wasm_plugins.wasi import ProcExit, WasiHost, denied
+
+log = logging.getLogger("edgegw.plugins")
+
+_PAGE = 65536
+
+
+class PluginInstance(HttpHost, MiscHost, WasiHost):
+    def __init__(self, version: Any, services: Any) -> None:
+        self.version = version
+        self.services = services
+        self.log = logging.getLogger(f"edgegw.plugin.{version.name}")
+        self.limits = version.limits
+        self.memory_cap = version.limits.memory_mb << 20
+        self.ticks = deadline_ticks(version.limits.deadline_ms)
+        self.store = wasmtime.Store(engine())
+        self.store.set_limits(memory_size=self.memory_cap, instances=4, tables=4, memories=1)
+        self.cx = self.store._context()
+        self.pending_error: BaseException | None = None
+        self.current: ContextState | None = None
+        self.contexts: dict[int, ContextState] = {}
+        self.roots: dict[bytes, int] = {}
+        self.configuring: bytes | None = None
+        self.broken: str | None = None
+        self.retired = False
+        self.fuel_used = 0
+        self._ids = itertools.count(1)
+        self.fn: dict[str, Callee] = {}
+        self.mem: Any = None
+        module = version.module
+        externs = [self._import(i.module, i.name or "", i.type) for i in module.imports]
+        self._arm()
+        try:
+            instance = wasmtime.Instance(self.store, module, externs)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise self._failure(exc) from None
+        exports = instance.exports(self.store)
+        memory = exports["memory"]
+        assert isinstance(memory, wasmtime.Memory)
+        self.mem = RawMemory(self.store, memory)
+        for name in version.info.callbacks:
+            func = exports[name]
+            assert isinstance(func, wasmtime.Func)
+            self.fn[name] = Callee(self.store, func, self)
+        self.alloc = self.fn.get("proxy_on_memory_allocate") or self.fn.get("malloc")
+        start = "_initialize" if "_initialize" in self.fn else "_start" if "_start" in self.fn else None
+        if start is not None:
+            try:
+                self.call(start)
+            except WasmCallError as exc:
+                err = self.pending_error
+                if not (isinstance(err, ProcExit) and err.code == 0):  # main() returning through exit(0)
+                    raise exc
+                self.broken = None
+
+    # --- imports ------------------------------------------------------------------------------
+
+    def _import(self, module: str, name: str, ty: Any) -> wasmtime.Func:
+        fn: Any = None
+        if module == "env":
+            fn = getattr(self, name, None) if name.startswith("proxy_") else getattr(self, "as_" + name, None)
+            if fn is None and name.startswith("proxy_"):
+                fn = unimplemented_stub(str(ty.results[0]) if ty.results else None)
+        elif module in WASI_MODULES:
+            fn = getattr(self, "wasi_" + name, None) or denied(name)
+        if fn is None or not isinstance(ty, wasmtime.FuncType):
+            raise WasmCallError("link", f"unresolved import {module}.{name}")
+        return host_func(self.store, ty, fn, self)
+
+    # --- calling into the plugin ----------------------------------------------------------------
+
+    def _arm(self) -> None:
+        set_fuel(self.cx, self.limits.fuel)
+        set_deadline(self.cx, self.ticks)
+        self.pending_error = None
+
+    def call(self, name: str, *args: int) -> int | None:
+        """Run one callback under the sandbox: fresh fuel and deadline. A failure breaks the instance
+        and raises WasmCallError with the reason."""
+        f = self.fn.get(name)
+        if f is None:
+            return None
+        if self.broken:
+            raise WasmCallError("instance_lost", f"instance failed earlier ({self.broken})")
+        self._arm()
+        # The deadline is wall-clock and host functions run inside it: a collector pause in one of
+        # them must not be charged to the plugin, so collection waits until the callback returns.
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
+        try:
+            return f(*args)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise self._failure(exc) from None
+        finally:
+            if collecting:
+                gc.enable()
+            used = self.limits.fuel - get_fuel(self.cx)
+            self.fuel_used += used
+            if isinstance(self.current, StreamState):
+                self.current.fuel += used
+
+    def _failure(self, exc: Exception) -> WasmCallError:
+        reason = self._classify(exc)
+        err = self.pending_error
+        message = str(err) if isinstance(err, HostTrap) else str(exc).strip().splitlines()[0]
+        if err is not None and not isinstance(err, HostTrap):
+            log.error("plugin %s: host function failed", self.version.name, exc_info=err)
+        self.broken = reason
+        return WasmCallError(reason, message)
+
+    def _classify(self, exc: Exception) -> str:
+        err = self.pending_error
+        if isinstance(err, HostTrap):
+            return err.reason
+        if err is not None:
+            return "host_error"
+        code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
+        if code == wasmtime.TrapCode.INTERRUPT:
+            return "timeout"
+        if code == wasmtime.TrapCode.OUT_OF_FUEL:
+            return "fuel"
+        if code == wasmtime.TrapCode.STACK_OVERFLOW:
+            return "stack"
+        # wasmtime reports no "grow refused" event to Python: a trap with memory near the cap is
+        # counted as the memory limit (allocators trap or abort when growth fails).
+        if self.mem is not None and self.mem.size() + _PAGE > self.memory_cap * 0.75:
+            return "memory"
+        return "trap"
+
+    def copy_out(self, data: bytes, ptr_ptr: int, size_ptr: int) -> None:
+        """Give the plugin `data` in memory it allocated (it frees it), as proxy-wasm hosts do."""
+        n = len(data)
+        if n == 0:
+            self.mem.write_u32(ptr_ptr, 0)
+            self.mem.write_u32(size_ptr, 0)
+            return
+        if self.alloc is None:
+            raise HostTrap("abi", "no allocator export")
+        try:
+            ptr = self.alloc(n) or 0
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise HostTrap(self._classify(exc), f"allocator failed: {exc}") from None
+        if ptr == 0:
+            raise HostTrap("memory", f"plugin could not allocate {n} bytes")
+        self.mem.write(ptr, data)
+        self.mem.write_u32(ptr_ptr, ptr)
+        self.mem.write_u32(size_ptr, n)
+
+    def read_str(self, ptr: int, size: int) -> str:
+        return self.mem.read(ptr, size).decode("utf-8", "replace")
+
+    # --- contexts -----------------------------------------------------------------------------
+
+    def root_for(self, config: bytes) -> int:
+        """The root context configured with `config`, created (vm_start, configure) on first use."""
+        rid = self.roots.get(config)
+        if rid is not None:
+            return rid
+        root = RootState(id=next(self._ids), root_id=0, config=config)
+        root.root_id = root.id
+        self.contexts[root.id] = root
+        self.current = root
+        self.call("proxy_on_context_create", root.id, 0)
+        if self.call("proxy_on_vm_start", root.id, len(self.version.vm_config)) == 0:
+            raise WasmCallError("vm_start", "proxy_on_vm_start returned false")
+        self.configuring = config
+        try:
+            ok = self.call("proxy_on_configure", root.id, len(config))
+        finally:
+            self.configuring = None
+        if ok == 0:
+            self.contexts.pop(root.id, None)
+            raise WasmCallError("configure", "proxy_on_configure returned false (configuration rejected)")
+        self.roots[config] = root.id
+        return root.id
+
+    def open_stream(self, root_id: int, ctx: Any) -> StreamState:
+        st = StreamState(id=next(self._ids), root_id=root_id, ctx=ctx, plugin_name=self.version.name)
+        self.contexts[st.id] = st
+        self.current = st
+        self.call("proxy_on_context_create", st.id, root_id)
+        return st
+
+    def callback(self, st: StreamState, name: str, *args: int) -> int:
+        self.current = st
+        return self.call(name, *args) or abi.CONTINUE
+
+    def close_stream(self, st: StreamState) -> WasmCallError | None:
+        """on_done, on_log, on_delete; returns (does not raise) a failure so the caller decides."""
+        for task in st.pending.values():
+            task.cancel()
+        st.pending.clear()
+        try:
+            if not self.broken:
+                self.current = st
+                self.call("proxy_on_done", st.id)
+                self.call("proxy_on_log", st.id)
+                self.call("proxy_on_delete", st.id)
+            return None
+        except WasmCallError as exc:
+            return exc
+        finally:
+            self.contexts.pop(st.id, None)
+            self.current = None
+
+    # --- root-context events: ticks, queues, http calls made outside a request -------------------
+
+    def start_tick(self, root: RootState) -> None:
+        if root.tick_task is not None:
+            root.tick_task.cancel()
+            root.tick_task = None
+        if root.tick_ms <= 0:
+            return
+        try:
+            root.tick_task = asyncio.get_running_loop().create_task(self._tick_loop(root))
+        except RuntimeError:
+            pass  # no event loop (e.g. `edgegw plugin check`): nothing to tick
+
+    async def _tick_loop(self, root: RootState) -> None:
+        while not self.broken and not self.retired:
+            await asyncio.sleep(root.tick_ms / 1000.0)
+            self._root_event(root, "proxy_on_tick", root.id)
+
+    def queue_ready(self, root_id: int, qid: int) -> None:
+        root = self.contexts.get(root_id)
+        if isinstance(root, RootState):
+            self._root_event(root, "proxy_on_queue_ready", root_id, qid)
+
+    def deliver_root_call(self, root: ContextState, token: int, task: asyncio.Task[Any]) -> None:
+        root.pending.pop(token, None)
+        if task.cancelled() or not isinstance(root, RootState):
+            return
+        root.call = task.result()
+        try:
+            self._root_event(root, "proxy_on_http_call_response", root.id, token, len(root.call.headers),
+                             len(root.call.body), 0)
+        finally:
+            root.call = None
+
+    def _root_event(self, root: RootState, name: str, *args: int) -> None:
+        if self.broken or self.retired:
+            return
+        self.current = root
+        try:
+            self.call(name, *args)
+        except WasmCallError as exc:
+            log.warning("plugin %s failed in %s: %s (%s)", self.version.name, name, exc, exc.reason)
+            self.version.instance_failed(self, exc.reason)
+        finally:
+            self.current = None
+
+    def retire(self) -> None:
+        """Stop timers and background calls; streams still running finish on this instance."""
+        self.retired = True
+        for st in list(self.contexts.values()):
+            if isinstance(st, RootState):
+                if st.tick_task is not None:
+                    st.tick_task.cancel()
+                for task in st.pending.values():
+                    task.cancel()

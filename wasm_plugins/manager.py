@@ -1,0 +1,181 @@
+"""The plugin manager of one gateway worker: loads versions (policy files, the watched directory,
+the admin API), keeps them serving, and runs a route's plugin binding for a request phase."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.responses import Response
+
+from wasm_plugins import pmetrics
+from wasm_plugins.config import CanaryConfig, PluginConfig
+from wasm_plugins.engine import CompileError, compile_module
+from wasm_plugins.module import inspect
+from wasm_plugins.plugin import Plugin
+from wasm_plugins.raw import WasmCallError
+from wasm_plugins.replies import failure_error, local_reply
+from wasm_plugins.runner import run_request, run_response
+from wasm_plugins.services import Services
+from wasm_plugins.version import PluginVersion, VersionMeta
+
+log = logging.getLogger("edgegw.plugins")
+
+_UNSET: Any = object()
+_UNAVAILABLE = ("not_loaded", "backoff")
+
+
+class PluginLoadError(Exception):
+    """A version was rejected; the message says why. The previous version keeps serving."""
+
+
+class PluginManager:
+    """Constructed by the gateway as `PluginManager(config.plugins, config.plugin_dir)`."""
+
+    def __init__(self, plugins: tuple[PluginConfig, ...], plugin_dir: str | None) -> None:
+        self.plugins: dict[str, Plugin] = {p.name: Plugin(p) for p in plugins}
+        self.declared = frozenset(self.plugins)
+        self.plugin_dir = Path(plugin_dir) if plugin_dir else None
+        self.services = Services()
+        self.watcher: Any = None
+        self._lock: asyncio.Lock | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every plugin the policy names a file for (failing start-up on a bad one), then the
+        plugin directory, then start watching it."""
+        for plugin in list(self.plugins.values()):
+            if plugin.spec.file:
+                data = Path(plugin.spec.file).read_bytes()
+                try:
+                    await self.load(plugin.name, data, source="policy")
+                except PluginLoadError as exc:
+                    raise RuntimeError(f"plugin {plugin.name!r} ({plugin.spec.file}): {exc}") from None
+        if self.plugin_dir is not None:
+            from wasm_plugins.watcher import DirWatcher
+
+            self.watcher = DirWatcher(self, self.plugin_dir)
+            await self.watcher.scan()
+            self.watcher.start()
+
+    async def stop(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+        for plugin in self.plugins.values():
+            plugin.remove()
+        await self.services.close()
+
+    # --- loading ----------------------------------------------------------------------------------
+
+    async def load(self, name: str, data: bytes, *, source: str, sha256: str | None = None,
+                   canary: float | None = None, config: Any = _UNSET, description: str = "") -> PluginVersion:
+        """Compile, link, start and configure a new version, then put it into service (or into a canary
+        share of it). Raises PluginLoadError and leaves the serving version alone on any failure."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            plugin = self.plugins.get(name) or Plugin(PluginConfig(name=name))
+            try:
+                compiled = await asyncio.to_thread(compile_module, data)
+            except CompileError as exc:
+                raise self._rejected(plugin, source, f"does not compile: {exc}") from None
+            for pin, what in ((sha256, "the upload's sha256"), (plugin.spec.sha256, "the policy's sha256 pin")):
+                if pin and compiled.sha256 != pin.lower():
+                    raise self._rejected(plugin, source, f"sha256 {compiled.sha256} does not match {what} {pin}")
+            info = inspect(compiled.module)
+            if not info.ok:
+                raise self._rejected(plugin, source, "; ".join(info.problems))
+            spec = plugin.spec
+            version = PluginVersion(name, plugin.next_number(), compiled, info, spec.limits, spec.vm_config,
+                                    spec.upstreams, spec.config_value if config is _UNSET else config,
+                                    VersionMeta(source, description), self.services)
+            configs = {version.config_for(None)} | {version.config_for(o) for o in plugin.overrides.values()}
+            try:
+                version.prepare(configs)
+            except WasmCallError as exc:
+                raise self._rejected(plugin, source, f"failed its start-up checks ({exc.reason}): {exc}") from None
+            canary_cfg = None
+            if canary is not None and plugin.stable is not None:
+                canary_cfg = CanaryConfig(**{**plugin.spec.canary.__dict__, "weight": canary})
+            plugin.install(version, canary_cfg)
+            self.plugins[name] = plugin
+            pmetrics.loads_total.labels(name, source, "ok").inc()
+            log.info("plugin %s v%d loaded from %s (sha256 %s, abi %s, %s, %.1f ms)%s", name, version.number,
+                     source, version.sha256[:12], info.abi_version, "cached" if compiled.from_cache else "compiled",
+                     compiled.seconds * 1000, f" as a canary at {canary:.0%}" if canary_cfg else "")
+            return version
+
+    def _rejected(self, plugin: Plugin, source: str, why: str) -> PluginLoadError:
+        pmetrics.loads_total.labels(plugin.name, source, "error").inc()
+        log.error("plugin %s: new version rejected (%s): %s", plugin.name, source, why)
+        return PluginLoadError(why)
+
+    def rollback(self, name: str) -> PluginVersion | None:
+        return self._get(name).rollback("manual")
+
+    def promote(self, name: str) -> PluginVersion:
+        return self._get(name).promote()
+
+    def remove(self, name: str) -> None:
+        """Unload every version. A plugin the policy declares stays known: its routes then follow its
+        failure policy; one added at runtime is forgotten."""
+        self._get(name).remove()
+        if name not in self.declared:
+            del self.plugins[name]
+        log.info("plugin %s removed", name)
+
+    def _get(self, name: str) -> Plugin:
+        plugin = self.plugins.get(name)
+        if plugin is None:
+            raise LookupError(f"no plugin named {name!r}")
+        return plugin
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [p.describe() for p in self.plugins.values()]
+
+    # --- the request path ---------------------------------------------------------------------------
+
+    async def run(self, binding: Any, ctx: Any, phase: str) -> Response | None:
+        """Run one binding of a route for `phase`. Returns a response when the plugin answered locally;
+        raises GatewayError when it failed under fail_closed."""
+        name = binding.name
+        plugin = self.plugins.get(name)
+        version = plugin.pick() if plugin is not None else None
+        if plugin is None or version is None:
+            return self._failed(plugin, name, None, WasmCallError("not_loaded", "no version is loaded"))
+        started = time.perf_counter()
+        inst = None
+        try:
+            inst = version.acquire()
+            if binding.config is not None and id(binding.config) not in plugin.overrides:
+                plugin.overrides[id(binding.config)] = binding.config
+            root = version.root_for(inst, version.config_for(binding.config))
+            st = await (run_response(inst, root, ctx) if phase == "response" else run_request(inst, root, ctx))
+        except WasmCallError as exc:
+            if inst is not None and inst.broken:
+                version.instance_failed(inst, exc.reason)
+            plugin.record(version, False)
+            return self._failed(plugin, name, version, exc)
+        finally:
+            pmetrics.calls_by.get(name, phase).inc()
+            pmetrics.seconds_by.get(name).observe(time.perf_counter() - started)
+        if st.fuel:
+            pmetrics.fuel_by.get(name).inc(st.fuel)
+        plugin.record(version, True)
+        return local_reply(name, st, phase)
+
+    def _failed(self, plugin: Plugin | None, name: str, version: PluginVersion | None,
+                exc: WasmCallError) -> None:
+        pmetrics.failures_by.get(name, exc.reason).inc()
+        where = f" v{version.number}" if version is not None else ""
+        fail_open = plugin is not None and plugin.spec.failure_policy == "fail_open"
+        log.warning("plugin %s%s failed (%s): %s%s", name, where, exc.reason, exc,
+                    "; skipped (fail_open)" if fail_open else "")
+        if fail_open:
+            pmetrics.skipped_total.labels(name).inc()
+            return None
+        raise failure_error(name, exc.reason, exc.reason in _UNAVAILABLE)

@@ -1,0 +1,133 @@
+"""Properties (`proxy_get_property` / `proxy_set_property`): Envoy attribute names plus edgegw's own.
+
+Paths arrive as NUL-separated segments (Rust, Go, C++ SDKs) or dotted (some AssemblyScript users);
+both work. Values follow Envoy's encoding: strings as bytes, integers as 8-byte little-endian,
+maps in the header-map pairs serialization.
+
+Writable: `edgegw.pool` (routing plugins choose the backend pool), `edgegw.subject`, `edgegw.tenant`,
+`edgegw.tier`, `edgegw.api_key` (auth plugins set the caller's identity). Anything else a plugin sets
+is kept for the rest of that context and reads back (Envoy's filter state).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+import orjson
+
+from wasm_plugins.abi import serialize_map
+from wasm_plugins.state import StreamState
+
+WRITABLE = {"edgegw.pool": "pool_override", "edgegw.subject": "subject", "edgegw.tenant": "tenant",
+            "edgegw.tier": "tier", "edgegw.api_key": "api_key"}
+
+
+def _i64(v: int) -> bytes:
+    return struct.pack("<q", v)
+
+
+def split_path(raw: bytes) -> list[str]:
+    text = raw.decode("utf-8", "replace").rstrip("\0")
+    if "\0" in text:
+        return text.split("\0")
+    parts = text.split(".")
+    # request.headers.<name> and edgegw.claims.<name>: the rest may itself contain dots.
+    if len(parts) > 3 and parts[0] in ("request", "response", "edgegw"):
+        return [parts[0], parts[1], ".".join(parts[2:])]
+    return parts
+
+
+def get_property(path: list[str], st: StreamState | None, plugin: dict[str, str]) -> bytes | None:
+    """The value of `path`, or None when there is no such property (the plugin sees NOT_FOUND)."""
+    key = ".".join(path)
+    if key in plugin:
+        return plugin[key].encode()
+    if st is None or st.ctx is None:
+        return None
+    if key in st.properties:
+        return st.properties[key]
+    ctx = st.ctx
+    head = path[0]
+    if head == "request":
+        return _request(path[1:], st, ctx)
+    if head == "response":
+        return _response(path[1:], ctx)
+    if head == "source" and len(path) == 2:
+        return {"address": ctx.client_ip.encode(), "port": _i64(0)}.get(path[1])
+    if head == "edgegw":
+        return _edgegw(path[1:], ctx)
+    if key in ("route_name", "xds.route_name"):
+        return ctx.route.name.encode() if ctx.route else None
+    return None
+
+
+def set_property(path: list[str], value: bytes, st: StreamState | None) -> None:
+    key = ".".join(path)
+    if st is None or st.ctx is None:
+        return
+    attr = WRITABLE.get(key)
+    if attr is not None:
+        setattr(st.ctx, attr, value.decode("utf-8", "replace") or None)
+    st.properties[key] = value
+
+
+def _request(rest: list[str], st: StreamState, ctx: Any) -> bytes | None:
+    if not rest:
+        return None
+    name = rest[0]
+    if name == "headers":
+        headers = st.request_headers or []
+        if len(rest) == 1:
+            return serialize_map([(k, v) for k, v in headers if not k.startswith(":")])
+        wanted = rest[1].lower()
+        return next((v.encode("latin-1") for k, v in headers if k == wanted), None)
+    simple: dict[str, Any] = {
+        "path": ctx.path, "url_path": ctx.path, "method": ctx.method, "id": ctx.request_id,
+        "host": ctx.headers.get("host"), "scheme": "http", "protocol": "HTTP/1.1",
+        "useragent": ctx.headers.get("user-agent"), "referer": ctx.headers.get("referer"),
+    }
+    if name in simple:
+        value = simple[name]
+        return value.encode("latin-1") if value is not None else None
+    if name in ("size", "total_size"):
+        return _i64(len(st.request_body if st.request_body is not None else ctx.body))
+    if name == "time":
+        return _i64(time.time_ns())
+    return None
+
+
+def _response(rest: list[str], ctx: Any) -> bytes | None:
+    if rest == ["code"]:
+        return _i64(ctx.status) if ctx.status else None
+    if rest == ["size"] and ctx.response_body is not None:
+        return _i64(len(ctx.response_body))
+    return None
+
+
+def _edgegw(rest: list[str], ctx: Any) -> bytes | None:
+    if not rest:
+        return None
+    name = rest[0]
+    if name == "claims":
+        claims = ctx.claims or {}
+        if len(rest) == 1:
+            return orjson.dumps(claims)
+        value = claims.get(rest[1])
+        if value is None:
+            return None
+        return value.encode() if isinstance(value, str) else orjson.dumps(value)
+    if name == "pool":
+        pool = ctx.pool_override or (ctx.pool.name if ctx.pool is not None else None)
+        return pool.encode() if pool else None
+    if name == "route":
+        return ctx.route.name.encode() if ctx.route else None
+    if name == "scopes":
+        return " ".join(sorted(ctx.scopes)).encode()
+    if name in ("model", "subject", "tenant", "tier", "api_key", "request_id", "client_ip"):
+        value = getattr(ctx, name)
+        return value.encode() if value else None
+    if name == "stream":
+        return b"true" if ctx.stream else b"false"
+    return None

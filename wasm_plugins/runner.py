@@ -1,0 +1,118 @@
+"""Drive one plugin through one request phase: a stream context from create to delete.
+
+Request phases (auth, routing, preprocess): on_request_headers, on_request_body, then on_done,
+on_log, on_delete. The response phase: on_request_headers (so the plugin sees the request), then
+on_response_headers and on_response_body. A PAUSE waits for the plugin's http calls, delivering
+each answer to on_http_call_response until the plugin continues or answers locally."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from wasm_plugins import abi
+from wasm_plugins.instance import PluginInstance
+from wasm_plugins.raw import WasmCallError
+from wasm_plugins.state import StreamState
+
+
+def request_headers(ctx: Any) -> list[tuple[str, str]]:
+    return [(":method", ctx.method), (":path", ctx.path), (":authority", ctx.headers.get("host", "")),
+            (":scheme", "http"), *ctx.headers.items()]
+
+
+def request_body(ctx: Any) -> bytes:
+    if ctx.body_dirty and ctx.body_json is not None:
+        # an earlier stage rewrote the JSON: serialise once so this plugin sees the current body
+        ctx.body = orjson.dumps(ctx.body_json)
+        ctx.body_dirty = False
+    return ctx.body
+
+
+async def settle(inst: PluginInstance, st: StreamState, action: int) -> None:
+    """After a callback returned PAUSE: deliver http call answers until the plugin resumes."""
+    if action != abi.PAUSE:
+        return
+    while not st.ended and not st.continued and st.pending:
+        done, _ = await asyncio.wait(list(st.pending.values()), return_when=asyncio.FIRST_COMPLETED)
+        for token, task in list(st.pending.items()):
+            if task not in done:
+                continue
+            del st.pending[token]
+            st.call = task.result()
+            try:
+                inst.callback(st, "proxy_on_http_call_response", st.id, token, len(st.call.headers),
+                              len(st.call.body), 0)
+            finally:
+                st.call = None
+            if st.ended or st.continued:
+                break
+    # Nothing left that could resume the stream: continue (Envoy would hang until its timeout).
+    st.continued = False
+
+
+async def run_request(inst: PluginInstance, root_id: int, ctx: Any) -> StreamState:
+    st = inst.open_stream(root_id, ctx)
+    error: WasmCallError | None = None
+    try:
+        st.request_headers = request_headers(ctx)
+        body = request_body(ctx) if "proxy_on_request_body" in inst.fn else b""
+        action = inst.callback(st, "proxy_on_request_headers", st.id, len(st.request_headers), 0 if body else 1)
+        await settle(inst, st, action)
+        if not st.ended and body:
+            st.request_body = body
+            action = inst.callback(st, "proxy_on_request_body", st.id, len(body), 1)
+            await settle(inst, st, action)
+    finally:
+        error = inst.close_stream(st)
+    if error is not None:
+        raise error
+    if not st.ended:
+        apply_request(st, ctx)
+    return st
+
+
+async def run_response(inst: PluginInstance, root_id: int, ctx: Any) -> StreamState:
+    st = inst.open_stream(root_id, ctx)
+    try:
+        st.request_headers = request_headers(ctx)
+        st.request_body = ctx.body
+        action = inst.callback(st, "proxy_on_request_headers", st.id, len(st.request_headers), 1)
+        await settle(inst, st, action)
+        body = ctx.response_body
+        st.response_headers = [(":status", str(ctx.status)), *ctx.response_headers.items()]
+        if not st.ended:
+            action = inst.callback(st, "proxy_on_response_headers", st.id, len(st.response_headers),
+                                   0 if body else 1)
+            await settle(inst, st, action)
+        if not st.ended and body and "proxy_on_response_body" in inst.fn:
+            st.response_body = body
+            action = inst.callback(st, "proxy_on_response_body", st.id, len(body), 1)
+            await settle(inst, st, action)
+    finally:
+        error = inst.close_stream(st)
+    if error is not None:
+        raise error
+    if not st.ended and st.response_headers_changed:
+        ctx.response_headers = {k: v for k, v in st.response_headers or () if not k.startswith(":")}
+    return st
+
+
+def apply_request(st: StreamState, ctx: Any) -> None:
+    """Carry the plugin's header and body changes into the request the gateway forwards."""
+    if st.request_headers_changed and st.request_headers is not None:
+        ctx.headers = {k: v for k, v in st.request_headers if not k.startswith(":")}
+    if st.request_body_changed and st.request_body is not None:
+        try:
+            data = orjson.loads(st.request_body)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            raise WasmCallError("bad_body", "the plugin replaced the request body with something that is "
+                                            "not a JSON object")
+        ctx.set_body_json(data)
+        ctx.body = st.request_body
+        ctx.model = data.get("model", ctx.model)
+        ctx.stream = bool(data.get("stream"))

@@ -1,0 +1,54 @@
+"""The pipeline stage that runs a route's plugin chain at one phase (auth, routing, preprocess,
+response). Built by the gateway as `PluginPhaseStage(manager, phase)`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import Response
+
+from gateway.context import RequestContext
+from gateway.stages.base import Stage
+
+PHASES = ("auth", "routing", "preprocess", "response")
+
+
+class PluginPhaseStage(Stage):
+    def __init__(self, manager: Any, phase: str) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"unknown plugin phase {phase!r}")
+        self.manager = manager
+        self.phase = phase
+        self.name = f"wasm_{phase}"
+        # route.plugins tuple (by id, kept alive in the value) -> the bindings of this phase, in order
+        self._chains: dict[int, tuple[Any, tuple[Any, ...]]] = {}
+
+    def _chain(self, ctx: RequestContext) -> tuple[Any, ...]:
+        route = ctx.route
+        if route is None or not route.plugins:
+            return ()
+        hit = self._chains.get(id(route.plugins))
+        if hit is None or hit[0] is not route.plugins:
+            hit = (route.plugins, tuple(b for b in route.plugins if b.phase == self.phase))
+            self._chains[id(route.plugins)] = hit
+        return hit[1]
+
+    def enabled_for(self, ctx: RequestContext) -> bool:
+        return bool(self._chain(ctx))
+
+    async def on_request(self, ctx: RequestContext) -> Response | None:
+        if self.phase == "response":
+            # response plugins read the body: have the forwarder keep it (non-streaming responses)
+            ctx.collect_response = True
+            return None
+        for binding in self._chain(ctx):
+            reply = await self.manager.run(binding, ctx, self.phase)
+            if reply is not None:
+                return reply
+        return None
+
+    async def on_response(self, ctx: RequestContext) -> None:
+        if self.phase != "response":
+            return
+        for binding in self._chain(ctx):
+            await self.manager.run(binding, ctx, self.phase)
