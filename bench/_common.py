@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,7 +17,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.harness import EDGEGW, Proc, free_port, start_server  # noqa: E402
 
-__all__ = ["EDGEGW", "ROOT", "LoadResult", "Proc", "free_port", "start_server", "wrk", "print_table"]
+__all__ = ["EDGEGW", "ROOT", "LoadResult", "Proc", "cpu_seconds", "free_port", "print_table", "start_server",
+           "wrk"]
 
 _WRK_SCRIPT = """
 wrk.method = "POST"
@@ -50,6 +52,30 @@ end
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and its children (uvicorn workers), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    out = [int(k) for k in kids]
+    for k in list(out):
+        out += _children(k)
+    return out
+
+
 @dataclass
 class LoadResult:
     name: str
@@ -59,10 +85,11 @@ class LoadResult:
     overhead_p50_ms: float | None
     overhead_p99_ms: float | None
     errors: int
+    cpu_us_per_request: float | None = None
 
 
 def wrk(name: str, url: str, body: dict, headers: dict[str, str] | None = None, *, seconds: int = 8,
-        connections: int = 32, threads: int = 1) -> LoadResult:
+        connections: int = 32, threads: int = 1, cpu_pid: int | None = None) -> LoadResult:
     """Run wrk against `url` with a POST body; needs Debian's wrk (apt-get install wrk)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
@@ -70,23 +97,26 @@ def wrk(name: str, url: str, body: dict, headers: dict[str, str] | None = None, 
     script = _WRK_SCRIPT % {"body": json.dumps(body), "headers": hdrs}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
+    cpu_before = cpu_seconds(cpu_pid) if cpu_pid else 0.0
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "-s", f.name,
                           url], capture_output=True, text=True, check=True).stdout
     match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) ([-\d.]+) ([-\d.]+) (\d+)", out)
     if not match:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     reqs, dur_us, p50, p99, o50, o99, errors = match.groups()
+    cpu = (cpu_seconds(cpu_pid) - cpu_before) / int(reqs) * 1e6 if cpu_pid and int(reqs) else None
     return LoadResult(name, int(reqs) / (int(dur_us) / 1e6), float(p50), float(p99),
                       float(o50) if float(o50) >= 0 else None, float(o99) if float(o99) >= 0 else None,
-                      int(errors))
+                      int(errors), cpu)
 
 
 def print_table(title: str, rows: list[LoadResult], baseline: LoadResult) -> None:
     print(f"\n{title}")
     print(f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs base':>9}"
-          f"{'ovh p50':>10}{'ovh p99':>10}{'errors':>8}")
+          f"{'ovh p50':>10}{'ovh p99':>10}{'cpu us/req':>12}{'errors':>8}")
     for r in rows:
         o50 = f"{r.overhead_p50_ms:.3f}" if r.overhead_p50_ms is not None else "-"
         o99 = f"{r.overhead_p99_ms:.3f}" if r.overhead_p99_ms is not None else "-"
+        cpu = f"{r.cpu_us_per_request:.0f}" if r.cpu_us_per_request is not None else "-"
         print(f"{r.name:<34}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.rps / baseline.rps:>9.2f}"
-              f"{o50:>10}{o99:>10}{r.errors:>8}")
+              f"{o50:>10}{o99:>10}{cpu:>12}{r.errors:>8}")
