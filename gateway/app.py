@@ -25,6 +25,7 @@ from gateway.errors import GatewayError
 from gateway.pipeline import Pipeline, build_stages
 from gateway.proxy import ProxyEndpoint
 from gateway.routing import RouteTable
+from gateway.status import status_routes
 from gateway.upstream.forward import Upstreams
 
 log = logging.getLogger("edgegw")
@@ -129,6 +130,7 @@ class Gateway:
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/admin/pools", self.admin_pools, methods=["GET"]),
+            *status_routes(self),
         ]
         if self.plugins is not None:
             from wasm_plugins.admin import admin_routes

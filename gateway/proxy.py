@@ -20,6 +20,7 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request
 from gateway.pipeline import Pipeline, Reply
 from gateway.routing import RouteTable
+from gateway.status.activity import activity
 
 log = logging.getLogger("edgegw.proxy")
 
@@ -158,6 +159,7 @@ class ProxyEndpoint:
         metrics.request_seconds_by.get(route).observe(elapsed)
         metrics.overhead_seconds_by.get(route).observe(ctx.overhead_ms() / 1000.0)
         self.access_log.write(ctx, route, pool, elapsed)
+        activity.record(ctx, route, pool)
 
 
 def _internal_error(ctx: RequestContext) -> Reply:

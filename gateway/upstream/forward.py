@@ -15,6 +15,7 @@ from gateway import metrics
 from gateway.config.schema import PoolConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
+from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.pool import Endpoint, Pool
 
@@ -46,6 +47,7 @@ class Upstreams:
         self.pools: dict[str, Pool] = {c.name: Pool(c) for c in configs}
         self.sessions: dict[str, aiohttp.ClientSession] = {}
         self.checkers: list[HealthChecker] = []
+        self.discoveries: list[DnsDiscovery] = []
         metrics.on_scrape(self._export_in_flight)
         self._timeouts = {c.name: aiohttp.ClientTimeout(total=c.timeouts.total_s, sock_connect=c.timeouts.connect_s,
                                                         sock_read=c.timeouts.first_byte_s) for c in configs}
@@ -59,12 +61,20 @@ class Upstreams:
             self.sessions[name] = session
             checker = HealthChecker(pool, session)
             self.checkers.append(checker)
+            if pool.config.dns is not None:
+                self.discoveries.append(DnsDiscovery(pool, pool.config.dns, session))
+        # Discovered endpoints join before the first health round, so /readyz counts them.
+        await asyncio.gather(*(d.refresh() for d in self.discoveries))
         # One synchronous round first, so /readyz is truthful from the first request.
         await asyncio.gather(*(c.check_all() for c in self.checkers))
         for checker in self.checkers:
             checker.start()
+        for discovery in self.discoveries:
+            discovery.start()
 
     async def stop(self) -> None:
+        for discovery in self.discoveries:
+            await discovery.stop()
         for checker in self.checkers:
             await checker.stop()
         for session in self.sessions.values():

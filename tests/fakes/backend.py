@@ -155,12 +155,13 @@ async def _json(send: Any, status: int, payload: Any) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="any 127.0.0.x is loopback: DNS tests use several")
     parser.add_argument("--name", default="fake")
     parser.add_argument("--models", default="fake-model")
     parser.add_argument("--token-delay", type=float, default=0.0)
     args = parser.parse_args()
     app = FakeBackend(args.name, args.models.split(","), args.token_delay)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
+    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools",
                 access_log=False, log_level="error", backlog=4096)
 
 

@@ -1,0 +1,13 @@
+"""The operators' status page at /admin: `status_routes(gateway)` is mounted by `Gateway.routes()`.
+
+    GET  /admin               the page (or the sign-in form without a valid admin cookie)
+    POST /admin/login         form field `token`: an admin JWT, kept in the HttpOnly `edgegw_admin` cookie
+    POST /admin/logout        forget the cookie
+    GET  /admin/panel         the page's refreshing part, as HTML (what the page's script polls)
+    GET  /admin/status.json   the same data as JSON, for scripts
+    GET  /admin/static/NAME   status.css, status.js
+"""
+
+from gateway.status.routes import status_routes
+
+__all__ = ["status_routes"]

@@ -1,0 +1,119 @@
+"""HTTP handlers of the status page: sign-in with the admin JWT into a cookie, the page, its data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from gateway.auth.admin import ADMIN_COOKIE
+from gateway.errors import GatewayError
+from gateway.status import render
+from gateway.status.snapshot import snapshot
+
+_STATIC = {name: (Path(__file__).with_name("static") / name).read_bytes()
+           for name in ("status.css", "status.js")}
+_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8"}
+_MAX_FORM = 16384
+# The page loads nothing from elsewhere and runs no inline script: a strict policy costs nothing.
+_HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'",
+    "cache-control": "no-store",
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+}
+_COOKIE_MAX_AGE_S = 12 * 3600  # at most; shorter when the token expires sooner
+
+
+class StatusPages:
+    def __init__(self, gateway: Any) -> None:
+        self.gateway = gateway
+
+    async def _operator(self, request: Request) -> dict[str, Any] | None:
+        try:
+            return await self.gateway.require_admin(request)
+        except GatewayError:
+            return None
+
+    async def index(self, request: Request) -> Response:
+        claims = await self._operator(request)
+        if claims is None:
+            expired = ADMIN_COOKIE in request.cookies
+            resp = _html(render.login_page("Your session ended; sign in again." if expired else None))
+            if expired:
+                resp.delete_cookie(ADMIN_COOKIE, path="/admin")
+            return resp
+        return _html(render.status_page(snapshot(self.gateway), str(claims.get("sub", "operator"))))
+
+    async def login(self, request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+            return _html(render.login_page("Cross-site sign-in refused."), 403)
+        body = await request.body()
+        if len(body) > _MAX_FORM:
+            return _html(render.login_page("That is too long for a token."), 413)
+        token = "".join(parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0].split())
+        if token.lower().startswith("bearer"):
+            token = token[6:]
+        if not token:
+            return _html(render.login_page("Paste an admin token."), 400)
+        # The same check as every admin endpoint, on the token as a bearer credential.
+        probe = Request({"type": "http", "method": "GET", "path": "/admin", "query_string": b"",
+                         "headers": [(b"authorization", f"Bearer {token}".encode("latin-1", "replace"))]})
+        try:
+            claims = await self.gateway.require_admin(probe)
+        except GatewayError as exc:
+            return _html(render.login_page(f"Sign-in refused: {exc.message}"), exc.status)
+        resp = RedirectResponse("/admin", status_code=303)
+        exp = claims.get("exp")
+        max_age = _COOKIE_MAX_AGE_S
+        if isinstance(exp, int | float):
+            max_age = max(1, min(max_age, int(exp - time.time())))
+        resp.set_cookie(ADMIN_COOKIE, token, max_age=max_age, path="/admin", httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+        return resp
+
+    async def logout(self, request: Request) -> Response:
+        resp = RedirectResponse("/admin", status_code=303)
+        resp.delete_cookie(ADMIN_COOKIE, path="/admin")
+        return resp
+
+    async def panel(self, request: Request) -> Response:
+        await self.gateway.require_admin(request)
+        return _html(render.panel(snapshot(self.gateway)))
+
+    async def status_json(self, request: Request) -> Response:
+        await self.gateway.require_admin(request)
+        return JSONResponse(snapshot(self.gateway), headers={"cache-control": "no-store"})
+
+    async def static(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _STATIC:
+            raise GatewayError(404, f"no such endpoint: {request.url.path}", "not_found")
+        return Response(_STATIC[name], media_type=_TYPES[name.rsplit(".", 1)[1]],
+                        headers={"cache-control": "max-age=300", "x-content-type-options": "nosniff"})
+
+
+def _html(text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status_code=status, headers=_HEADERS)
+
+
+def status_routes(gateway: Any) -> list[Route]:
+    """The status page's routes, for `Gateway.routes()`."""
+    pages = StatusPages(gateway)
+    return [
+        Route("/admin", pages.index, methods=["GET"]),
+        Route("/admin/login", pages.login, methods=["POST"]),
+        Route("/admin/logout", pages.logout, methods=["POST"]),
+        Route("/admin/panel", pages.panel, methods=["GET"]),
+        Route("/admin/status.json", pages.status_json, methods=["GET"]),
+        Route("/admin/static/{name}", pages.static, methods=["GET"]),
+    ]
