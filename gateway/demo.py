@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.panel import Panel
 from rich.table import Table
 
 from gateway.auth.mint import mint_token
@@ -107,5 +106,6 @@ def _summary(console: Console, gateway_url: str, backend_urls: list[str], token:
     curl = (f"curl -s {gateway_url}/v1/chat/completions -H 'authorization: Bearer {token}' "
             "-H 'content-type: application/json' -d '{\"model\": \"smollm2\", \"messages\": "
             "[{\"role\": \"user\", \"content\": \"What is the capital of France?\"}], \"max_tokens\": 32}'")
-    console.print(Panel(curl, title="try it", expand=False), soft_wrap=True)
+    console.print("[bold]try it:[/]")
+    console.print(curl, soft_wrap=True, markup=False, highlight=False)
     console.print("Ctrl-C stops everything.")
