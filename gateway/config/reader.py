@@ -2,9 +2,66 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 _MISSING: Any = object()
+
+
+class Read(NamedTuple):
+    """One typed read seen while recording: the raw material of the generated configuration reference."""
+
+    path: str  # generic key path: list indices are `[]`, keys of free-form maps are `*`
+    kind: str  # the getter: str, int, float, bool, str_list, raw, section, sections
+    default: Any  # None when the default is None; REQUIRED when the key has no default
+    choices: tuple[str, ...] | None
+    min: float | None
+    max: float | None
+    required: bool
+    present: bool  # whether the file set the key (lets a test prove an example sets every key)
+    module: str  # the module of the code that called the getter (which parser owns the key)
+
+
+REQUIRED: Any = _MISSING  # the `default` of a required key in a `Read`
+_INDEX = re.compile(r"\[\d+\]")
+
+
+class _Recorder:
+    def __init__(self, maps: tuple[str, ...]) -> None:
+        self.maps = maps
+        self.reads: list[Read] = []
+
+    def generic(self, path: str) -> str:
+        path = _INDEX.sub("[]", path)
+        for prefix in self.maps:
+            # A free-form map's keys are data (tier names, upstream names), not schema: fold them.
+            if path.startswith(prefix + "."):
+                rest = path[len(prefix) + 1:]
+                tail = rest.partition(".")[2]
+                path = f"{prefix}.*" + (f".{tail}" if tail else "")
+        return path
+
+
+# Set only inside `recording()`; every getter tests it once, so capture costs nothing when off.
+_recorder: _Recorder | None = None
+
+
+@contextmanager
+def recording(maps: tuple[str, ...] = ()) -> Iterator[list[Read]]:
+    """Record every typed read of the `Section`s parsed inside the block (not thread-safe: one at a time).
+
+    `maps` names free-form mappings by generic path (e.g. `routes[].rate_limits[].tiers`); their
+    keys are recorded as `*`.
+    """
+    global _recorder
+    previous, _recorder = _recorder, _Recorder(maps)
+    try:
+        yield _recorder.reads
+    finally:
+        _recorder = previous
 
 
 class ConfigError(Exception):
@@ -39,7 +96,21 @@ class Section:
     def has(self, name: str) -> bool:
         return name in self.data
 
+    def _record(self, name: str, kind: str, default: Any, choices: tuple[str, ...] | None = None,
+                lo: float | None = None, hi: float | None = None, required: bool | None = None) -> None:
+        assert _recorder is not None
+        # Frame 0 is this method, 1 the getter, 2 the parser that asked for the key.
+        module = sys._getframe(2).f_globals.get("__name__", "?")
+        _recorder.reads.append(Read(
+            _recorder.generic(self.key(name)), kind, default, choices, lo, hi,
+            default is _MISSING if required is None else required, name in self.data, module))
+
     def raw(self, name: str, default: Any = _MISSING) -> Any:
+        if _recorder is not None:
+            self._record(name, "raw", default)
+        return self._get(name, default)
+
+    def _get(self, name: str, default: Any) -> Any:
         self._read.add(name)
         if name not in self.data or self.data[name] is None:
             if default is _MISSING:
@@ -48,7 +119,9 @@ class Section:
         return self.data[name]
 
     def str(self, name: str, default: Any = _MISSING, choices: tuple[str, ...] | None = None) -> Any:
-        value = self.raw(name, default)
+        if _recorder is not None:
+            self._record(name, "str", default, choices)
+        value = self._get(name, default)
         if value is default and default is not _MISSING:
             return value
         if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -59,7 +132,9 @@ class Section:
         return value
 
     def int(self, name: str, default: Any = _MISSING, min: int | None = None, max: int | None = None) -> Any:
-        value = self.raw(name, default)
+        if _recorder is not None:
+            self._record(name, "int", default, None, min, max)
+        value = self._get(name, default)
         if value is default and default is not _MISSING:
             return value
         if isinstance(value, bool) or not isinstance(value, int):
@@ -69,7 +144,9 @@ class Section:
 
     def float(self, name: str, default: Any = _MISSING, min: float | None = None,
               max: float | None = None) -> Any:
-        value = self.raw(name, default)
+        if _recorder is not None:
+            self._record(name, "float", default, None, min, max)
+        value = self._get(name, default)
         if value is default and default is not _MISSING:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -78,13 +155,17 @@ class Section:
         return float(value)
 
     def bool(self, name: str, default: Any = _MISSING) -> Any:
-        value = self.raw(name, default)
+        if _recorder is not None:
+            self._record(name, "bool", default)
+        value = self._get(name, default)
         if not isinstance(value, bool):
             raise self.error(name, f"expected true or false, got {_kind(value)}")
         return value
 
     def str_list(self, name: str, default: Any = _MISSING) -> Any:
-        value = self.raw(name, default)
+        if _recorder is not None:
+            self._record(name, "str_list", default)
+        value = self._get(name, default)
         if value is default and default is not _MISSING:
             return value
         if isinstance(value, str):
@@ -94,11 +175,15 @@ class Section:
         return list(value)
 
     def section(self, name: str, required: bool = False) -> Section:
-        value = self.raw(name, _MISSING if required else {})
+        if _recorder is not None:
+            self._record(name, "section", None, required=required)
+        value = self._get(name, _MISSING if required else {})
         return Section(value, self.file, self.key(name))
 
     def sections(self, name: str, required: bool = False) -> list[Section]:
-        value = self.raw(name, _MISSING if required else [])
+        if _recorder is not None:
+            self._record(name, "sections", None, required=required)
+        value = self._get(name, _MISSING if required else [])
         if not isinstance(value, list):
             raise self.error(name, f"expected a list, got {_kind(value)}")
         return [Section(item, self.file, f"{self.key(name)}[{i}]") for i, item in enumerate(value)]
