@@ -1,13 +1,18 @@
 """Build the example plugins from source: `python -m wasm_plugins.build OUTDIR` (`make plugins`).
 
 C plugins are compiled with zig's clang (`ziglang` from PyPI) for wasm32-freestanding against
-`examples/c/proxy_wasm.h`; WAT plugins are assembled with wasmtime. Outputs are rebuilt only when a
-source is newer. Prints one line per plugin; exits non-zero if any build failed.
+`examples/c/proxy_wasm.h`; WAT plugins are assembled with wasmtime; AssemblyScript plugins
+(`examples/as/assembly/*.ts`, one plugin per file) are compiled with `asc` against a real proxy-wasm
+SDK, both pinned by `examples/as/package-lock.json` (needs Node.js and npm; `npm ci` runs when
+`node_modules` is missing or older than the lock file). Outputs are rebuilt only when a source is
+newer. Prints one line per plugin; exits non-zero if any build failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +44,47 @@ def build_wat(src: Path, out: Path) -> None:
     out.write_bytes(bytes(wasmtime.wat2wasm(src.read_text())))
 
 
+AS_DIR = EXAMPLES / "as"
+
+
+def _as_tools() -> tuple[str, str]:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        missing = " and ".join(n for n, p in (("node", node), ("npm", npm)) if p is None)
+        raise RuntimeError(f"AssemblyScript plugins ({AS_DIR}) need Node.js 20+ (assemblyscript 0.28) and npm "
+                           f"on PATH; {missing} not found: install them (e.g. `apt-get install nodejs npm`)")
+    return node, npm
+
+
+def _as_deps(npm: str) -> None:
+    """`npm ci` when node_modules is missing or older than the lock file. npm writes
+    node_modules/.package-lock.json on every install, so its mtime says when deps were installed."""
+    installed = AS_DIR / "node_modules" / ".package-lock.json"
+    if not _stale(installed, [AS_DIR / "package.json", AS_DIR / "package-lock.json"]):
+        return
+    proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], capture_output=True, text=True, cwd=AS_DIR)
+    if proc.returncode != 0:
+        raise RuntimeError(f"npm ci in {AS_DIR} failed:\n{(proc.stderr or proc.stdout).strip()}")
+
+
+def build_as(src: Path, out: Path) -> None:
+    sources = [*(AS_DIR / "assembly").rglob("*.ts"), AS_DIR / "asconfig.json", AS_DIR / "package-lock.json"]
+    if not _stale(out, sources):
+        return
+    node, npm = _as_tools()
+    _as_deps(npm)
+    # Compile next to the output and rename: a failed or interrupted compile never leaves a
+    # fresh-looking partial module behind.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    cmd = [node, str(AS_DIR / "node_modules" / "assemblyscript" / "bin" / "asc.js"),
+           str(src.relative_to(AS_DIR)), "--config", "asconfig.json", "--target", "release", "-o", str(tmp)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=AS_DIR)
+    if proc.returncode != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"{src.name}: asc failed:\n{(proc.stderr or proc.stdout).strip()}")
+    tmp.replace(out)
+
+
 def build_all(outdir: str | Path) -> dict[str, Path]:
     """Build every example into `outdir`; returns name -> path. Raises RuntimeError on a failure."""
     out = Path(outdir).resolve()
@@ -47,6 +93,7 @@ def build_all(outdir: str | Path) -> dict[str, Path]:
     errors: list[str] = []
     jobs = [(p, build_c) for p in sorted((EXAMPLES / "c").glob("*.c"))]
     jobs += [(p, build_wat) for p in sorted((EXAMPLES / "wat").glob("*.wat"))]
+    jobs += [(p, build_as) for p in sorted((AS_DIR / "assembly").glob("*.ts"))]
     for src, builder in jobs:
         target = out / f"{src.stem}.wasm"
         try:
@@ -69,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plugin build failed:\n{exc}", file=sys.stderr)
         return 1
     for name, path in built.items():
-        print(f"{name:10s} {path} ({path.stat().st_size} bytes)")
+        print(f"{name:14s} {path} ({path.stat().st_size} bytes)")
     return 0
 
 

@@ -26,6 +26,11 @@ _DENIED = {
 }
 
 
+# The AssemblyScript SDK (@gcoredev/proxy-wasm-sdk-as) logs through WASI stdout, not proxy_log (its
+# platform lacks proxy_log), as "[LEVEL]: text". Keep that level, else a plugin's errors land as info.
+_SDK_LEVELS = {b"[TRACE]": 0, b"[DEBUG]": 1, b"[INFO]": 2, b"[WARN]": 3, b"[ERROR]": 4, b"[CRITICAL]": 5}
+
+
 class ProcExit(HostTrap):
     """`proc_exit` unwinds the plugin; exit code 0 from `_start` is a normal end of `main`."""
 
@@ -51,7 +56,10 @@ class WasiHost:
         data = b"".join(chunks)
         text = data.decode("utf-8", "replace").rstrip("\n")
         if text:
-            self.plugin_log(4 if fd == 2 else 2, text)
+            level = 4 if fd == 2 else 2
+            if data[:1] == b"[":
+                level = _SDK_LEVELS.get(data.split(b"]", 1)[0] + b"]", level)
+            self.plugin_log(level, text)
         self.mem.write_u32(nwritten, len(data))
         return ESUCCESS
 
