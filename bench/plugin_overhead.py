@@ -5,7 +5,9 @@
 1. In process: the plugin stage's `on_request` for one request, for a header-only plugin (router)
    and a body-rewriting one (redact), against the same route with no plugins, in the same run.
 2. Through a real gateway: the gateway's own `x-edgegw-overhead-ms` (upstream time excluded) for
-   routes with and without the plugin, sequential requests over keep-alive.
+   routes with and without the plugin, sequential requests over keep-alive; and the gateway
+   process's CPU time per request (all its threads, from /proc), which a busy machine does not inflate
+   the way it inflates wall-clock latency. Variants alternate in blocks so drift hits them alike.
 3. Cold load: compile from bytes vs deserialize from the on-disk cache, plus instantiate+configure.
 """
 
@@ -25,11 +27,31 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("EDGEGW_PLUGIN_CACHE_DIR", tempfile.mkdtemp(prefix="edgegw-bench-cache-"))
 
+from _common import cpu_seconds  # noqa: E402
+
 from tests.harness import free_port  # noqa: E402
 
 ROUTER = {"rules": ["header:x-partner-tier=premium->premium", "tenant=acme->premium"], "default": "default"}
 REDACT = {"max_tokens": 64}
 PROMPT = "Summarise: contact jane.doe@example.com or +1 415 555 0132 about order 42. " * 4
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of every thread of `pid`. /proc/PID/stat counts in 10 ms ticks, too coarse for
+    blocks of ~0.1 s; the scheduler's own sum_exec_runtime (ns, in /proc/PID/task/*/sched) is exact.
+    Falls back to the tick counts where the kernel does not expose it."""
+    total = 0.0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "sched").read_text().splitlines():
+                if line.startswith("se.sum_exec_runtime"):
+                    total += float(line.split(":")[1]) / 1000.0  # milliseconds
+                    break
+            else:
+                return cpu_seconds(pid)
+    except OSError:
+        return cpu_seconds(pid)
+    return total
 
 
 def pct(values: list[float], q: float) -> float:
@@ -88,7 +110,7 @@ async def in_process(built: dict[str, Path], n: int) -> None:
     await manager.stop()
 
 
-def through_gateway(built: dict[str, Path], n: int) -> None:
+def through_gateway(built: dict[str, Path], n: int, block: int) -> None:
     import httpx
     import yaml
 
@@ -117,20 +139,38 @@ def through_gateway(built: dict[str, Path], n: int) -> None:
     gw = start_server([*EDGEGW, "serve", "--config", str(path), "--port", str(gport)],
                       f"http://127.0.0.1:{gport}/healthz", name="bench-gateway")
     try:
-        results: dict[str, list[float]] = {"m-plain": [], "m-router": [], "m-redact": []}
+        models = {"m-plain": "no plugins", "m-router": "header-only (router)", "m-redact": "body rewrite (redact)"}
+        results: dict[str, list[float]] = {model: [] for model in models}
+        cpu: dict[str, float] = dict.fromkeys(models, 0.0)
+        pid = gw.popen.pid
         with httpx.Client(base_url=f"http://127.0.0.1:{gport}", timeout=10) as client:
-            for i in range(n + 100):
-                for model, samples in results.items():
-                    resp = client.post("/v1/completions",
-                                       json={"model": model, "prompt": PROMPT, "max_tokens": 2})
+
+            def send(model: str, count: int, samples: list[float] | None) -> None:
+                for _ in range(count):
+                    resp = client.post("/v1/completions", json={"model": model, "prompt": PROMPT, "max_tokens": 2})
                     assert resp.status_code == 200, resp.text
-                    if i >= 100:
+                    if samples is not None:
                         samples.append(float(resp.headers["x-edgegw-overhead-ms"]) * 1000)
+
+            for model in models:
+                send(model, 100, None)  # warm up
+            done = 0
+            while done < n:
+                count = min(block, n - done)
+                for model, samples in results.items():
+                    before = process_cpu_s(pid)
+                    send(model, count, samples)
+                    cpu[model] += process_cpu_s(pid) - before
+                done += count
         base = results["m-plain"]
         print(f"through the gateway, {n} requests each (x-edgegw-overhead-ms, upstream excluded):")
-        print(row("no plugins", base))
-        print(row("header-only (router)", results["m-router"], base))
-        print(row("body rewrite (redact)", results["m-redact"], base))
+        for model, name in models.items():
+            print(row(name, results[model], None if model == "m-plain" else base))
+        per_req = {model: cpu[model] / n * 1e6 for model in models}
+        print("gateway CPU us per request (all threads of the gateway process, whole request):")
+        for model, name in models.items():
+            extra = "" if model == "m-plain" else f"  plugin cost {per_req[model] - per_req['m-plain']:8.1f} us"
+            print(f"  {name:28s} {per_req[model]:8.1f} us{extra}")
     finally:
         gw.stop()
         backend.stop()
@@ -167,13 +207,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--skip-gateway", action="store_true")
+    parser.add_argument("--block", type=int, default=100, help="requests per variant before switching (CPU reads)")
     args = parser.parse_args()
     from wasm_plugins.build import build_all
 
     built = build_all(ROOT / "build" / "plugins")
     asyncio.run(in_process(built, args.requests))
     if not args.skip_gateway:
-        through_gateway(built, max(200, args.requests // 3))
+        through_gateway(built, max(200, args.requests // 3), args.block)
     cold_load(built)
 
 

@@ -20,16 +20,7 @@ from wasm_plugins.engine import deadline_ticks, engine
 from wasm_plugins.host_http import HttpHost
 from wasm_plugins.host_misc import MiscHost, unimplemented_stub
 from wasm_plugins.module import WASI_MODULES
-from wasm_plugins.raw import (
-    Callee,
-    HostTrap,
-    RawMemory,
-    WasmCallError,
-    get_fuel,
-    host_func,
-    set_deadline,
-    set_fuel,
-)
+from wasm_plugins.raw import Callee, Fuel, HostTrap, RawMemory, WasmCallError, host_func
 from wasm_plugins.state import ContextState, RootState, StreamState
 from wasm_plugins.wasi import ProcExit, WasiHost, denied
 
@@ -48,7 +39,7 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         self.ticks = deadline_ticks(version.limits.deadline_ms)
         self.store = wasmtime.Store(engine())
         self.store.set_limits(memory_size=self.memory_cap, instances=4, tables=4, memories=1)
-        self.cx = self.store._context()
+        self.fuel = Fuel(self.store)
         self.pending_error: BaseException | None = None
         self.current: ContextState | None = None
         self.contexts: dict[int, ContextState] = {}
@@ -74,7 +65,7 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         for name in version.info.callbacks:
             func = exports[name]
             assert isinstance(func, wasmtime.Func)
-            self.fn[name] = Callee(self.store, func, self)
+            self.fn[name] = Callee(self.store, func)
         self.alloc = self.fn.get("proxy_on_memory_allocate") or self.fn.get("malloc")
         start = "_initialize" if "_initialize" in self.fn else "_start" if "_start" in self.fn else None
         if start is not None:
@@ -103,8 +94,7 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
     # --- calling into the plugin ----------------------------------------------------------------
 
     def _arm(self) -> None:
-        set_fuel(self.cx, self.limits.fuel)
-        set_deadline(self.cx, self.ticks)
+        self.fuel.arm(self.limits.fuel, self.ticks)
         self.pending_error = None
 
     def call(self, name: str, *args: int) -> int | None:
@@ -128,7 +118,7 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         finally:
             if collecting:
                 gc.enable()
-            used = self.limits.fuel - get_fuel(self.cx)
+            used = self.limits.fuel - self.fuel.remaining()
             self.fuel_used += used
             if isinstance(self.current, StreamState):
                 self.current.fuel += used

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -73,6 +74,14 @@ def set_property(path: list[str], value: bytes, st: StreamState | None) -> None:
     st.properties[key] = value
 
 
+_REQUEST_STRINGS: dict[str, Callable[[Any], str | None]] = {
+    "path": lambda ctx: ctx.path, "url_path": lambda ctx: ctx.path, "method": lambda ctx: ctx.method,
+    "id": lambda ctx: ctx.request_id, "host": lambda ctx: ctx.headers.get("host"),
+    "scheme": lambda ctx: "http", "protocol": lambda ctx: "HTTP/1.1",
+    "useragent": lambda ctx: ctx.headers.get("user-agent"), "referer": lambda ctx: ctx.headers.get("referer"),
+}
+
+
 def _request(rest: list[str], st: StreamState, ctx: Any) -> bytes | None:
     if not rest:
         return None
@@ -83,13 +92,9 @@ def _request(rest: list[str], st: StreamState, ctx: Any) -> bytes | None:
             return serialize_map([(k, v) for k, v in headers if not k.startswith(":")])
         wanted = rest[1].lower()
         return next((v.encode("latin-1") for k, v in headers if k == wanted), None)
-    simple: dict[str, Any] = {
-        "path": ctx.path, "url_path": ctx.path, "method": ctx.method, "id": ctx.request_id,
-        "host": ctx.headers.get("host"), "scheme": "http", "protocol": "HTTP/1.1",
-        "useragent": ctx.headers.get("user-agent"), "referer": ctx.headers.get("referer"),
-    }
-    if name in simple:
-        value = simple[name]
+    getter = _REQUEST_STRINGS.get(name)
+    if getter is not None:  # only the asked-for value is computed
+        value = getter(ctx)
         return value.encode("latin-1") if value is not None else None
     if name in ("size", "total_size"):
         return _i64(len(st.request_body if st.request_body is not None else ctx.body))

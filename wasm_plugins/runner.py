@@ -31,10 +31,9 @@ def request_body(ctx: Any) -> bytes:
     return ctx.body
 
 
-async def settle(inst: PluginInstance, st: StreamState, action: int) -> None:
-    """After a callback returned PAUSE: deliver http call answers until the plugin resumes."""
-    if action != abi.PAUSE:
-        return
+async def settle(inst: PluginInstance, st: StreamState) -> None:
+    """After a callback returned PAUSE: deliver http call answers until the plugin resumes.
+    Callers await it only on PAUSE, so the common path creates no coroutine and never yields."""
     while not st.ended and not st.continued and st.pending:
         done, _ = await asyncio.wait(list(st.pending.values()), return_when=asyncio.FIRST_COMPLETED)
         for token, task in list(st.pending.items()):
@@ -60,11 +59,13 @@ async def run_request(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSta
         st.request_headers = request_headers(ctx)
         body = request_body(ctx) if "proxy_on_request_body" in inst.fn else b""
         action = inst.callback(st, "proxy_on_request_headers", st.id, len(st.request_headers), 0 if body else 1)
-        await settle(inst, st, action)
+        if action == abi.PAUSE:
+            await settle(inst, st)
         if not st.ended and body:
             st.request_body = body
             action = inst.callback(st, "proxy_on_request_body", st.id, len(body), 1)
-            await settle(inst, st, action)
+            if action == abi.PAUSE:
+                await settle(inst, st)
     finally:
         error = inst.close_stream(st)
     if error is not None:
@@ -80,17 +81,20 @@ async def run_response(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSt
         st.request_headers = request_headers(ctx)
         st.request_body = ctx.body
         action = inst.callback(st, "proxy_on_request_headers", st.id, len(st.request_headers), 1)
-        await settle(inst, st, action)
+        if action == abi.PAUSE:
+            await settle(inst, st)
         body = ctx.response_body
         st.response_headers = [(":status", str(ctx.status)), *ctx.response_headers.items()]
         if not st.ended:
             action = inst.callback(st, "proxy_on_response_headers", st.id, len(st.response_headers),
                                    0 if body else 1)
-            await settle(inst, st, action)
+            if action == abi.PAUSE:
+                await settle(inst, st)
         if not st.ended and body and "proxy_on_response_body" in inst.fn:
             st.response_body = body
             action = inst.callback(st, "proxy_on_response_body", st.id, len(body), 1)
-            await settle(inst, st, action)
+            if action == abi.PAUSE:
+                await settle(inst, st)
     finally:
         error = inst.close_stream(st)
     if error is not None:
