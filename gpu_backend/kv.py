@@ -1,0 +1,133 @@
+"""The running batch's KV cache: one right-aligned (left-padded) row per sequence, grown in place.
+
+Every row ends at the same column, so a decode step appends one column for the whole batch. Rows join
+(after their own prefill) and leave between steps; columns that are padding in every row are trimmed.
+Buffers have spare capacity so a decode step writes in place instead of re-concatenating the cache,
+which on a CPU would copy the whole cache on every token.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+class SlotLayer(DynamicLayer):
+    """A DynamicLayer whose keys/values live in a buffer with spare capacity along the sequence axis."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        super().__init__()
+        self.buf_k, self.buf_v, self.length = keys, values, length
+        self.device = keys.device
+        self.is_initialized = True
+        self._sync()
+
+    def _sync(self) -> None:
+        self.keys = self.buf_k[:, :, : self.length]
+        self.values = self.buf_v[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n = key_states.shape[-2]
+        if self.length + n > self.buf_k.shape[2]:
+            self.buf_k = _grow(self.buf_k, self.length + n)
+            self.buf_v = _grow(self.buf_v, self.length + n)
+        self.buf_k[:, :, self.length : self.length + n] = key_states
+        self.buf_v[:, :, self.length : self.length + n] = value_states
+        self.length += n
+        self._sync()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
+def _grow(buf: torch.Tensor, need: int) -> torch.Tensor:
+    cap = max(need, buf.shape[2] * 2, 16)
+    out = buf.new_zeros(buf.shape[0], buf.shape[1], cap, buf.shape[3])
+    out[:, :, : buf.shape[2]] = buf
+    return out
+
+
+class BatchKV:
+    """KV cache + attention mask + next positions for the rows of the running batch."""
+
+    def __init__(self) -> None:
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None  # [rows, length] 1 = real token
+        self.positions: torch.Tensor | None = None  # [rows] position of each row's next token
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[0]
+
+    @property
+    def length(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[1]
+
+    def tokens(self) -> int:
+        """Allocated KV slots (rows x columns, padding included): what memory the cache holds."""
+        return self.rows * self.length
+
+    def add(self, cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Append rows prefilled together (their own left-padded cache and 2-D mask) to the batch."""
+        new_k = [layer.keys for layer in cache.layers]
+        new_v = [layer.values for layer in cache.layers]
+        new_len = mask.shape[1]
+        if self.cache is None or self.rows == 0:
+            length, old_rows = new_len, 0
+        else:
+            length, old_rows = max(self.length, new_len), self.rows
+        rows = old_rows + mask.shape[0]
+        layers = []
+        for i, (k, v) in enumerate(zip(new_k, new_v, strict=True)):
+            cap = length + 32
+            bk = k.new_zeros(rows, k.shape[1], cap, k.shape[3])
+            bv = v.new_zeros(rows, v.shape[1], cap, v.shape[3])
+            if old_rows:
+                old = self.cache.layers[i]
+                bk[:old_rows, :, length - self.length : length] = old.keys
+                bv[:old_rows, :, length - self.length : length] = old.values
+            bk[old_rows:, :, length - new_len : length] = k
+            bv[old_rows:, :, length - new_len : length] = v
+            layers.append(SlotLayer(bk, bv, length))
+        full_mask = mask.new_zeros(rows, length)
+        if old_rows:
+            full_mask[:old_rows, length - self.length :] = self.mask
+        full_mask[old_rows:, length - new_len :] = mask
+        new_pos = mask.sum(dim=1)
+        self.positions = new_pos if not old_rows else torch.cat([self.positions, new_pos])
+        self.mask = full_mask
+        self.cache = _cache_of(layers)
+
+    def keep(self, indices: list[int]) -> None:
+        """Keep only these rows (in this order), then trim columns that are padding in every row."""
+        if not indices:
+            self.cache, self.mask, self.positions = None, None, None
+            return
+        idx = torch.tensor(indices, device=self.mask.device)
+        self.mask = self.mask.index_select(0, idx)
+        self.positions = self.positions.index_select(0, idx)
+        real = self.mask.any(dim=0).nonzero()
+        start = int(real[0]) if real.numel() else 0
+        layers = []
+        for layer in self.cache.layers:
+            k = layer.buf_k.index_select(0, idx)[:, :, start:]
+            v = layer.buf_v.index_select(0, idx)[:, :, start:]
+            layers.append(SlotLayer(k.contiguous(), v.contiguous(), layer.length - start))
+        self.mask = self.mask[:, start:]
+        self.cache = _cache_of(layers)
+
+    def step_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention mask and position ids for one decode step (one new token per row)."""
+        ones = self.mask.new_ones(self.rows, 1)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        pos = self.positions.unsqueeze(1)
+        self.positions = self.positions + 1
+        return self.mask, pos
+
+
+def _cache_of(layers: list[SlotLayer]) -> DynamicCache:
+    cache = DynamicCache()
+    cache.layers = list(layers)
+    return cache

@@ -1,0 +1,72 @@
+"""One generation request as the engine sees it, and the events it sends back to the API."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from gpu_backend.detok import TextState
+
+_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Validated per-request sampling parameters (see gpu_backend.validation)."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (benchmarks, tests)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Event:
+    """New text for a sequence; `finish_reason` is set on its last event ("stop", "length", "abort")."""
+
+    text: str
+    completion_tokens: int
+    finish_reason: str | None = None
+    index: int = 0  # which choice of its request (several sequences may share one queue)
+
+
+@dataclass(eq=False)
+class Sequence:
+    """Owned by the engine thread once submitted, except `cancelled` (set by the API on disconnect)
+    and `events` (read by the API's coroutine; the engine puts into it via the event loop)."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    text: TextState
+    events: asyncio.Queue[Event]
+    index: int = 0
+    id: int = field(default_factory=lambda: next(_ids))
+    output_ids: list[int] = field(default_factory=list)
+    cancelled: bool = False
+    finish_reason: str | None = None
+    arrival: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if not self.params.greedy:
+            # Sampling happens on the CPU so a seed gives the same tokens on any device.
+            self.generator = torch.Generator(device="cpu")
+            seed = self.params.seed if self.params.seed is not None else int.from_bytes(os.urandom(8), "little")
+            self.generator.manual_seed(seed & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def cancel(self) -> None:
+        """Ask the engine to drop this sequence at its next step (thread-safe: a plain flag)."""
+        self.cancelled = True

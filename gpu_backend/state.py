@@ -1,0 +1,114 @@
+"""Everything one backend process serves, loaded in the background so /healthz can say 503 meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpu_backend.metrics import BackendMetrics
+
+log = logging.getLogger("edgegw.backend")
+
+
+@dataclass
+class BackendOptions:
+    """Parsed `edgegw backend` options for one process."""
+
+    model: str
+    served_model_name: str | None = None
+    embedding_model: str | None = None
+    embedding_served_model_name: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    max_batch_size: int = 32
+    max_queue: int = 256
+    max_model_len: int | None = None
+    prefill_tokens: int = 2048
+    default_max_tokens: int = 16  # /v1/completions without max_tokens, as OpenAI's legacy API
+    threads: int | None = None
+    drain_timeout_s: float = 30.0
+
+
+@dataclass
+class BackendState:
+    """Shared by the HTTP handlers; `status` moves loading -> ready -> draining (or failed)."""
+
+    options: BackendOptions
+    status: str = "loading"
+    error: str | None = None
+    model_name: str = ""
+    embedding_name: str | None = None
+    engine: Any = None
+    embedder: Any = None
+    tokenizer: Any = None
+    context_len: int = 0
+    device: str = ""
+    inflight: int = 0
+    started: float = field(default_factory=time.time)
+    metrics: BackendMetrics = field(default_factory=lambda: BackendMetrics("model"))
+    on_failed: Callable[[], None] | None = None  # the server exits: a supervisor should see the failure
+
+    @property
+    def served(self) -> list[str]:
+        return [self.model_name] + ([self.embedding_name] if self.embedding_name else [])
+
+    async def load(self) -> None:
+        """Load models off the event loop, start the engine, warm up, then report ready."""
+        try:
+            await asyncio.to_thread(self._load_sync)
+            self.engine.start(asyncio.get_running_loop())
+            await self._warm_up()
+            self.status = "ready"
+            log.warning("backend ready: %s on %s (context %d, max batch %d)", self.model_name, self.device,
+                        self.context_len, self.options.max_batch_size)
+        except Exception as exc:
+            log.exception("backend failed to load")
+            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            if self.on_failed is not None:
+                self.on_failed()
+
+    def _load_sync(self) -> None:
+        from gpu_backend.device import configure_threads, resolve_device, resolve_dtype
+        from gpu_backend.engine import Engine
+        from gpu_backend.models import load_causal_lm, resolve_embedding_model, resolve_model
+
+        opts = self.options
+        configure_threads(opts.threads)
+        device = resolve_device(opts.device)
+        dtype = resolve_dtype(opts.dtype, device)
+        self.device = f"{device} ({str(dtype).removeprefix('torch.')})"
+        model_dir, default_name = resolve_model(opts.model)
+        self.model_name = opts.served_model_name or default_name
+        self.metrics = BackendMetrics(self.model_name)
+        model, self.tokenizer = load_causal_lm(Path(model_dir), device, dtype)
+        ctx = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+        self.context_len = min(ctx, opts.max_model_len) if opts.max_model_len else ctx
+        self.engine = Engine(model, self.tokenizer, context_len=self.context_len,
+                             max_batch_size=opts.max_batch_size, max_queue=opts.max_queue,
+                             prefill_tokens=opts.prefill_tokens, metrics=self.metrics)
+        if opts.embedding_model:
+            from gpu_backend.embeddings import Embedder
+
+            emb_dir, emb_name = resolve_embedding_model(opts.embedding_model)
+            self.embedding_name = opts.embedding_served_model_name or emb_name
+            self.embedder = Embedder(emb_dir, device, dtype)
+
+    async def _warm_up(self) -> None:
+        """One short generation (and one embedding) so the first real request pays no one-time costs."""
+        from gpu_backend.sequence import SamplingParams
+
+        ids = self.tokenizer("warm up", add_special_tokens=False)["input_ids"] or [0]
+        seq = self.engine.submit(ids, SamplingParams(max_tokens=2, temperature=0.0))
+        while (await seq.events.get()).finish_reason is None:
+            pass
+        if self.embedder is not None:
+            await asyncio.to_thread(self.embedder.embed, ["warm up"])
+
+    def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
