@@ -16,11 +16,12 @@ from gateway.ratelimit.redis_client import LuaScript
 # Then 5 values per rule: kind ('w' window | 'c' concurrent), limit, span_ms (window or lease),
 # width_ms (bucket width; 0 for 'c'), cost.
 # Returns {admitted (0/1), denied rule (1-based, 0 = none), retry_ms, then per rule: remaining, reset_ms, bucket}.
-CHECK = LuaScript("ratelimit_check", """
+# The last `extra` keys are not rules': they belong to what follows the check (CHECK_LOOKUP).
+_CHECK_BODY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local member = ARGV[1]
-local n = #KEYS
+local n = #KEYS - %(extra)d
 local admitted, denied, retry = 1, 0, 0
 local used, cur, minb, nbs = {}, {}, {}, {}
 for i = 1, n do
@@ -96,16 +97,39 @@ for i = 1, n do
   out[#out + 1] = reset
   out[#out + 1] = cur[i] or 0
 end
+"""
+CHECK = LuaScript("ratelimit_check", _CHECK_BODY % {"extra": 0} + "return out\n")
+
+# The check, then (only if admitted) the response cache's lookup of the same request: one round trip
+# instead of two (single Redis node only: under Redis Cluster the cache key lives in another slot).
+# KEYS: the rules' keys, then the cache entry and its single-flight lock. ARGV: CHECK's, then the lock
+# token and lease (ms). Returns CHECK's reply plus, when admitted, the entry ('' if none) and 1 when
+# this request took the lock (it goes to the backend) or 0 (someone else holds it: wait for them).
+CHECK_LOOKUP = LuaScript("ratelimit_check_cache_lookup", _CHECK_BODY % {"extra": 2} + """
+if admitted == 1 then
+  local v = redis.call('GET', KEYS[n + 1])
+  if v then
+    out[#out + 1] = v
+    out[#out + 1] = 0
+  else
+    local a = 2 + n * 5
+    out[#out + 1] = ''
+    out[#out + 1] = redis.call('SET', KEYS[n + 2], ARGV[a], 'NX', 'PX', ARGV[a + 1]) and 1 or 0
+  end
+end
 return out
 """)
 
-# After the response. KEYS[i] with 3 values per key: op, a, b.
+# After the response, everything a request still has to write, in one call: the limiter's settlement
+# and the response cache's store (single node: keys of any slot; under Redis Cluster one call per slot).
+# KEYS[i] with 3 values per key: op, a, b.
 #   't' bucket delta: settle a token reservation to the real usage (only while the bucket lives)
 #   'c' member -:     release a concurrency slot
 #   'r' member lease: renew a concurrency lease of a request still in flight
+#   'p' value ttl_ms: store a cache entry
+#   'u' token -:      release a single-flight lock, if this token still holds it
 SETTLE = LuaScript("ratelimit_settle", """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now
 for i = 1, #KEYS do
   local a = (i - 1) * 3 + 1
   local op, x, y = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -117,9 +141,17 @@ for i = 1, #KEYS do
   elseif op == 'c' then
     redis.call('ZREM', key, x)
   elseif op == 'r' then
+    if now == nil then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
     if redis.call('ZADD', key, 'XX', 'CH', now + tonumber(y), x) == 1 then
       redis.call('PEXPIRE', key, tonumber(y) * 2)
     end
+  elseif op == 'p' then
+    redis.call('SET', key, x, 'PX', y)
+  elseif op == 'u' then
+    if redis.call('GET', key) == x then redis.call('DEL', key) end
   end
 end
 return 1

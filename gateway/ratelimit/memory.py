@@ -29,38 +29,51 @@ class MemoryLimiter:
         for rule in rules:
             q = rule.quota
             if q.kind == "concurrent":
-                slots = self.slots.setdefault(rule.key, {})
-                for m in [m for m, exp in slots.items() if exp <= now]:
-                    del slots[m]
+                slots = self.slots.get(rule.key)
+                if slots is None:
+                    slots = self.slots[rule.key] = {}
+                # Expired leases (a request that never completed) only matter when the slots look
+                # full: scanning every slot of every request would cost O(in flight) each time.
+                if len(slots) + rule.cost > q.limit:
+                    for m in [m for m, exp in slots.items() if exp <= now]:
+                        del slots[m]
                 u = len(slots)
                 used.append(u)
                 oldest.append(None)
                 if u + rule.cost > q.limit and decision.admitted:
                     decision = Decision(False, rule, 1000)
                 continue
-            cur = int(now // q.width_ms)
-            nb = q.window_ms // q.width_ms
-            buckets = self.windows.setdefault(rule.key, {})
-            for b in [b for b in buckets if b < cur - nb]:
-                del buckets[b]
+            width = q.width_ms
+            cur = int(now // width)
+            nb = q.window_ms // width
+            buckets = self.windows.get(rule.key)
+            if buckets is None:
+                buckets = self.windows[rule.key] = {}
+            first: int | None = None
+            if buckets:
+                first = min(buckets)
+                if first < cur - nb:
+                    for b in [b for b in buckets if b < cur - nb]:
+                        del buckets[b]
+                    first = min(buckets) if buckets else None
             rule.bucket = cur
             u = sum(buckets.values())
             used.append(u)
-            live = sorted(buckets)
-            oldest.append(live[0] if live else None)
+            oldest.append(first)
             if u + rule.cost > q.limit and decision.admitted:
                 retry = q.window_ms
                 need, freed = u + rule.cost - q.limit, 0
-                for b in live:
+                for b in sorted(buckets):
                     freed += buckets[b]
                     if freed >= need:
-                        retry = int((b + nb + 1) * q.width_ms - now)
+                        retry = int((b + nb + 1) * width - now)
                         break
                 decision = Decision(False, rule, retry)
+        admitted = decision.admitted
         for rule, u, first in zip(rules, used, oldest, strict=True):
             q = rule.quota
             spent = u
-            if decision.admitted:
+            if admitted:
                 spent += rule.cost
                 if q.kind == "concurrent":
                     self.slots[rule.key][member] = now + rule.span_ms
@@ -70,11 +83,11 @@ class MemoryLimiter:
                     self.expires[rule.key] = now + q.window_ms + 2 * q.width_ms
                     if first is None:
                         first = rule.bucket
-            rule.remaining = max(0, q.limit - spent)
-            rule.reset_ms = 0
+            rule.remaining = q.limit - spent if spent < q.limit else 0
             if q.kind != "concurrent" and spent > 0 and first is not None:
-                nb = q.window_ms // q.width_ms
-                rule.reset_ms = int((first + nb + 1) * q.width_ms - now)
+                rule.reset_ms = int((first + q.window_ms // q.width_ms + 1) * q.width_ms - now)
+            else:
+                rule.reset_ms = 0
         return decision
 
     async def settle(self, items: list[Settlement], member: str) -> None:

@@ -1,11 +1,16 @@
 """The one Redis connection of a gateway worker, shared by the rate limiter and the response cache.
 
-Script calls made in the same event-loop iteration (many concurrent requests) go out as one
-pipeline: one write, one connection, and much less redis-py overhead per call than one command each.
+Script calls are the hot path (one or two per request), so on a single Redis node they bypass
+redis-py's per-command machinery (argument encoding in Python, a pool checkout, a task and a timeout
+per call, which cost more CPU than everything else a limited request does): every `EVALSHA` is packed
+by hiredis in C and written to one pipelined connection, calls made in the same event-loop iteration
+in one write, and replies are parsed by hiredis as they arrive and matched to callers in order (Redis
+answers a connection's commands in order). redis-py still opens that connection (URL options, TLS,
+AUTH, SELECT) and serves everything else: loading scripts, the Redis Cluster client.
 
-Every call is bounded by `timeout_ms` (a dead Redis must not hold requests) and never retried by
-redis-py. After a failure the link is *degraded*: callers get `RedisUnavailable` at once, without
-touching the network, until `retry_interval_s` has passed; then the next call probes Redis again.
+Every call is bounded by `timeout_ms` (a dead Redis must not hold requests) and never retried. After a
+failure the link is *degraded*: callers get `RedisUnavailable` at once, without touching the network,
+until `retry_interval_s` has passed; then the next call probes Redis again.
 """
 
 from __future__ import annotations
@@ -14,18 +19,29 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.ratelimit.config import RedisConfig
 from gateway.ratelimit.metrics import redis_degraded, redis_errors_total
 
 log = logging.getLogger("edgegw.redis")
+
+_NOT_YET = object()  # hiredis: no complete reply buffered yet
+
+# Writes gathered for one SETTLE call (`gateway/ratelimit/lua.py`): its keys and their (op, a, b) values.
+# Several stages add to one, so a request's writes after the response take one round trip.
+Ops = tuple[list[str], list[Any]]
 
 
 class RedisUnavailable(Exception):
@@ -41,6 +57,84 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
+class _Channel(asyncio.Protocol):
+    """One connection carrying all script calls of a worker, pipelined.
+
+    It is the protocol of the connection's transport, so replies are parsed and handed to their
+    callers in the I/O callback itself (no reader task). A watchdog enforces the deadline: when the
+    oldest unanswered call is `timeout_s` old, Redis is not answering (replies come in order, so
+    every later call is stuck behind it): all pending calls fail and the connection is closed, so
+    the next probe starts on a fresh one rather than behind a frozen socket.
+    """
+
+    def __init__(self, conn: Any, timeout_s: float, on_close: Callable[[_Channel], None]) -> None:
+        self.conn = conn
+        self.timeout_s = timeout_s
+        self.on_close = on_close
+        self.loop = asyncio.get_running_loop()
+        self.reader = hiredis.Reader(notEnoughData=_NOT_YET, replyError=ResponseError)
+        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()  # (caller, when sent)
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.closed = False
+        # redis-py connected and authenticated it; from now on its bytes are ours. The attribute is
+        # private, but has been the asyncio connection's stream writer since redis-py 4.2.
+        self.transport: asyncio.WriteTransport = conn._writer.transport
+        self.transport.set_protocol(self)
+
+    def send(self, data: bytes, futures: list[asyncio.Future[Any]]) -> None:
+        self.transport.write(data)
+        now = self.loop.time()
+        self.pending.extend((f, now) for f in futures)
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_at(now + self.timeout_s, self._check)
+
+    def data_received(self, data: bytes) -> None:
+        reader, pending = self.reader, self.pending
+        try:
+            reader.feed(data)
+            while (reply := reader.gets()) is not _NOT_YET:
+                future = pending.popleft()[0]
+                if future.done():
+                    continue  # its caller gave up
+                if isinstance(reply, ResponseError):
+                    message = str(reply)
+                    future.set_exception(NoScriptError(message) if message.startswith("NOSCRIPT") else reply)
+                else:
+                    future.set_result(reply)
+        except Exception as exc:  # noqa: BLE001 - a protocol error or an unexpected reply: the stream is lost
+            self.close(RedisConnectionError(f"bad reply from redis: {exc!r}"))
+
+    def eof_received(self) -> bool:
+        self.close(RedisConnectionError("redis closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close(RedisConnectionError(f"connection to redis lost: {exc or 'closed'}"))
+
+    def _check(self) -> None:
+        self.watchdog = None
+        if not self.pending:
+            return
+        oldest = self.pending[0][1]
+        if self.loop.time() - oldest >= self.timeout_s:
+            self.close(RedisTimeoutError(f"no reply from redis within {self.timeout_s * 1000:.0f} ms"))
+        else:
+            self.watchdog = self.loop.call_at(oldest + self.timeout_s, self._check)
+
+    def close(self, exc: Exception) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.conn._close()  # closes the transport; redis-py's own (sync) way to drop a connection
+        while self.pending:
+            future = self.pending.popleft()[0]
+            if not future.done():
+                future.set_exception(exc)
+        self.on_close(self)
+
+
 class RedisLink:
     """A redis-py asyncio client (single node or cluster) with a deadline and a circuit breaker."""
 
@@ -49,10 +143,21 @@ class RedisLink:
         self.timeout_s = config.timeout_ms / 1000.0
         self.client: Any = None
         self.scripts: list[LuaScript] = []
+        # The response cache, when it shares this link: the limiter then looks a request's entry up
+        # in its own script call (see `gateway/cache/stage.py`, `prefetch`).
+        self.cache: Any = None
         self._down_until = 0.0
         self._degraded = False
         self._users = 0
-        self._batch: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] | None = None
+        self._channel: _Channel | None = None
+        self._opening: asyncio.Task[_Channel] | None = None
+        self._batch: list[bytes] = []
+        self._batch_futures: list[asyncio.Future[Any]] = []
+
+    @property
+    def pipelined(self) -> bool:
+        """Single node: calls share one connection, and one script may touch keys of any hash tag."""
+        return not self.config.cluster
 
     def register(self, script: LuaScript) -> LuaScript:
         """Scripts registered before `start` are loaded then (best effort: Redis may be down)."""
@@ -70,8 +175,8 @@ class RedisLink:
         if cfg.cluster:
             self.client = RedisCluster.from_url(cfg.url, max_connections=cfg.max_connections, **common)
         else:
-            # Blocking pool: a burst waits (bounded by the deadline) for a free connection
-            # instead of failing with "too many connections".
+            # Blocking pool (for the slow path: script loads): a burst waits, bounded by the deadline,
+            # for a free connection instead of failing with "too many connections".
             pool = BlockingConnectionPool.from_url(cfg.url, max_connections=cfg.max_connections,
                                                    timeout=self.timeout_s, **common)
             self.client = Redis(connection_pool=pool)
@@ -81,6 +186,8 @@ class RedisLink:
                     await self.client.initialize()
                 for script in self.scripts:
                     await self.client.script_load(script.source)
+                if not cfg.cluster:
+                    await self._open()
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("start", exc)
 
@@ -88,6 +195,10 @@ class RedisLink:
         self._users -= 1
         if self._users > 0 or self.client is None:
             return
+        if self._opening is not None:
+            self._opening.cancel()
+        if self._channel is not None:
+            self._channel.close(RedisConnectionError("gateway stopping"))
         client, self.client = self.client, None
         try:
             await client.aclose()
@@ -105,13 +216,11 @@ class RedisLink:
         if self.client is None:
             raise RedisUnavailable("redis client not started")
         try:
-            async with asyncio.timeout(self.timeout_s):
-                try:
-                    result = await self._evalsha(script.sha, keys, args)
-                except NoScriptError:
-                    # Redis restarted (or failed over) and lost its script cache.
-                    await self.client.script_load(script.source)
-                    result = await self._evalsha(script.sha, keys, args)
+            try:
+                result = await self._eval(script, keys, args)
+            except NoScriptError:
+                # Redis restarted (or failed over) and lost its script cache.
+                result = await self._eval(script, keys, args, reload=True)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(op, exc)
             raise RedisUnavailable(str(exc) or type(exc).__name__) from None
@@ -119,40 +228,59 @@ class RedisLink:
             self._recovered()
         return result
 
-    def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+    async def _eval(self, script: LuaScript, keys: list[str], args: list[Any], reload: bool = False) -> Any:
         if self.config.cluster:
-            return asyncio.ensure_future(self.client.evalsha(sha, len(keys), *keys, *args))
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if self._batch is None:
-            self._batch = []
-            loop.call_soon(self._flush)
-        self._batch.append((sha, keys, args, future))
+            async with asyncio.timeout(self.timeout_s):
+                if reload:
+                    await self.client.script_load(script.source)
+                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+        # EVAL with the source caches the script again, in the same round trip, on the same connection
+        # (a pooled one may still be the dead one from before the restart).
+        command = hiredis.pack_command(("EVAL", script.source, len(keys), *keys, *args) if reload else
+                                       ("EVALSHA", script.sha, len(keys), *keys, *args))
+        if self._channel is not None:
+            return await self._queue(command)  # the channel's watchdog bounds the wait
+        async with asyncio.timeout(self.timeout_s):  # (re)connecting, then the call
+            if self._opening is None:
+                self._opening = asyncio.get_running_loop().create_task(self._open())
+                self._opening.add_done_callback(_retrieve)
+            # Shielded: one caller's deadline must not abort a connection other callers wait for.
+            await asyncio.shield(self._opening)
+            return await self._queue(command)
+
+    def _queue(self, command: bytes) -> asyncio.Future[Any]:
+        """Calls of one event-loop iteration leave in one write, at the end of the iteration."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._batch.append(command)
+        self._batch_futures.append(future)
         return future
 
     def _flush(self) -> None:
-        batch, self._batch = self._batch, None
-        if batch:
-            asyncio.get_running_loop().create_task(self._send(batch))
-
-    async def _send(self, batch: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for sha, keys, args, _ in batch:
-            pipe.evalsha(sha, len(keys), *keys, *args)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # noqa: BLE001 - every waiter gets the failure
-            for *_, future in batch:
+        batch, futures = self._batch, self._batch_futures
+        self._batch, self._batch_futures = [], []
+        channel = self._channel
+        if channel is None:  # lost since these calls were queued
+            error = RedisConnectionError("connection to redis lost")
+            for future in futures:
                 if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else RedisError("cancelled"))
+                    future.set_exception(error)
             return
-        for (*_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue  # its caller gave up (deadline)
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        channel.send(b"".join(batch), futures)
+
+    async def _open(self) -> _Channel:
+        try:
+            conn = self.client.connection_pool.make_connection()
+            await conn.connect()
+            self._channel = _Channel(conn, self.timeout_s, self._channel_closed)
+            return self._channel
+        finally:
+            self._opening = None
+
+    def _channel_closed(self, channel: _Channel) -> None:
+        if self._channel is channel:
+            self._channel = None
 
     def _failed(self, op: str, exc: BaseException) -> None:
         redis_errors_total.labels(op).inc()
@@ -168,6 +296,12 @@ class RedisLink:
         self._degraded = False
         redis_degraded.set(0)
         log.warning("redis recovered: limits and the cache use Redis again")
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A failed connect nobody waits for any more (their deadlines passed) is not an error to log."""
+    if not task.cancelled():
+        task.exception()
 
 
 _links: dict[int, RedisLink] = {}

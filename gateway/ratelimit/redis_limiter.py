@@ -5,9 +5,14 @@ from __future__ import annotations
 from itertools import groupby
 from typing import Any
 
-from gateway.ratelimit.lua import CHECK, SETTLE
+from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP, SETTLE
 from gateway.ratelimit.redis_client import RedisLink
 from gateway.ratelimit.rules import Decision, Rule, Settlement
+
+# A cache lookup made by the limit check's script: (entry key, lock key, lock token, lock lease ms).
+Lookup = tuple[str, str, str, int]
+# Its answer: (the entry or None, whether this request took the single-flight lock).
+Found = tuple[bytes | None, bool]
 
 
 class RedisLimiter:
@@ -17,30 +22,50 @@ class RedisLimiter:
         self.link = link
         link.register(CHECK)
         link.register(SETTLE)
+        if link.pipelined:
+            link.register(CHECK_LOOKUP)
 
     async def acquire(self, rules: list[Rule], member: str) -> Decision:
+        return (await self.acquire_and_lookup(rules, member, None))[0]
+
+    async def acquire_and_lookup(self, rules: list[Rule], member: str,
+                                 lookup: Lookup | None) -> tuple[Decision, Found | None]:
+        """The limit check and, if admitted and `lookup` is given, the cache lookup, in one call
+        (single node only: `link.pipelined`)."""
         keys: list[str] = []
         args: list[Any] = [member]
         for rule in rules:
             q = rule.quota
             keys.append(rule.key)
             args += ("c" if q.kind == "concurrent" else "w", q.limit, rule.span_ms, q.width_ms, rule.cost)
-        out = await self.link.run(CHECK, keys, args, op="ratelimit")
+        if lookup is None:
+            out = await self.link.run(CHECK, keys, args, op="ratelimit")
+        else:
+            keys += lookup[:2]
+            args += lookup[2:]
+            out = await self.link.run(CHECK_LOOKUP, keys, args, op="ratelimit")
         for i, rule in enumerate(rules):
             rule.remaining, rule.reset_ms, rule.bucket = int(out[3 + 3 * i]), int(out[4 + 3 * i]), int(out[5 + 3 * i])
-        if out[0]:
-            return Decision(True)
-        return Decision(False, rules[int(out[1]) - 1], int(out[2]))
+        if not out[0]:
+            return Decision(False, rules[int(out[1]) - 1], int(out[2])), None
+        found: Found | None = None
+        if lookup is not None:
+            found = (out[-2] or None), bool(out[-1])
+        return Decision(True), found
 
-    async def settle(self, items: list[Settlement], member: str) -> None:
-        keys: list[str] = []
-        args: list[Any] = []
+    def settle_ops(self, items: list[Settlement], member: str, keys: list[str], args: list[Any]) -> None:
+        """Append the settlement to a SETTLE call under construction (it may carry cache writes too)."""
         for item in items:
             keys.append(item.rule.key)
             if item.rule.quota.kind == "concurrent":
                 args += ("c", member, 0)
             else:
                 args += ("t", item.rule.bucket, item.delta)
+
+    async def settle(self, items: list[Settlement], member: str) -> None:
+        keys: list[str] = []
+        args: list[Any] = []
+        self.settle_ops(items, member, keys, args)
         await self.link.run(SETTLE, keys, args, op="settle")
 
     async def renew(self, rules: list[Rule], member: str) -> None:

@@ -99,30 +99,37 @@ def _chars(value: Any) -> int:
 
 
 class Planner:
-    """Turns a route's limits and a request into rules. Key prefixes are computed once per route."""
+    """Turns a route's limits and a request into rules. What depends only on the route and the tier
+    (quotas, key prefixes) is worked out once and kept."""
 
     def __init__(self, key_prefix: str) -> None:
         self.key_prefix = key_prefix
-        self._prefixes: dict[tuple[str, str, str], str] = {}
+        self._plans: dict[tuple[str, str | None], list[tuple[LimitConfig, list[tuple[Quota, str]]]]] = {}
 
     def rules(self, ctx: RequestContext) -> list[Rule]:
         route = ctx.route
         assert route is not None
+        plan = self._plans.get((route.name, ctx.tier))
+        if plan is None:
+            plan = self._plans[(route.name, ctx.tier)] = self._plan(route.name, route.rate_limits, ctx.tier)
         rules: list[Rule] = []
-        for limit in route.rate_limits:
-            ident = "|".join(key_value(ctx, p) for p in limit.key)
-            for quota in limit.quotas_for(ctx.tier):
+        for limit, quotas in plan:
+            parts = limit.key
+            ident = key_value(ctx, parts[0]) if len(parts) == 1 else "|".join([key_value(ctx, p) for p in parts])
+            tokens = -1  # this limit's token estimate of the request, computed on first use
+            for quota, prefix in quotas:
                 cost = 1
                 if quota.kind == "tokens":
+                    if tokens < 0:
+                        tokens = estimate_tokens(ctx.body_json, limit.token_estimate)
                     # A request bigger than the whole budget still runs, when the window is empty.
-                    cost = min(estimate_tokens(ctx.body_json, limit.token_estimate), quota.limit)
-                rules.append(Rule(limit, quota, self._prefix(route.name, limit.name, quota.label) + ident, cost))
+                    cost = min(tokens, quota.limit)
+                rules.append(Rule(limit, quota, prefix + ident, cost))
         return rules
 
-    def _prefix(self, route: str, limit: str, label: str) -> str:
-        cached = self._prefixes.get((route, limit, label))
-        if cached is None:
-            # The route is the Redis Cluster hash tag: every key of one request shares a slot.
-            tag = route.replace("{", "").replace("}", "")
-            cached = self._prefixes[(route, limit, label)] = f"{self.key_prefix}:rl:{{{tag}}}:{limit}:{label}:"
-        return cached
+    def _plan(self, route: str, limits: list[LimitConfig],
+              tier: str | None) -> list[tuple[LimitConfig, list[tuple[Quota, str]]]]:
+        # The route is the Redis Cluster hash tag: every key of one request shares a slot.
+        tag = route.replace("{", "").replace("}", "")
+        return [(limit, [(q, f"{self.key_prefix}:rl:{{{tag}}}:{limit.name}:{q.label}:") for q in limit.quotas_for(tier)])
+                for limit in limits]

@@ -1,4 +1,9 @@
-"""The rate-limit stage: one limiter decision before forwarding, one settlement after the response."""
+"""The rate-limit stage: one limiter decision before forwarding, one settlement after the response.
+
+With Redis (single node), both calls also carry the response cache's work for the same request when
+its route caches: the check looks the entry up (`CacheStage.prefetch`), and the settlement stores the
+answer (`ctx.scratch["redis_ops"]`, filled by the cache stage, which completes before this one).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,27 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.ratelimit.headers import limit_headers, rejection
+from gateway.ratelimit.lua import SETTLE
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.metrics import fallbacks_total, rejections_by
 from gateway.ratelimit.redis_client import RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.rules import Decision, Limiter, Planner, Rule, Settlement
 from gateway.stages.base import Stage
+
+if TYPE_CHECKING:
+    from gateway.cache.stage import Prefetch
+
+# ctx.scratch keys shared with the cache stage: the cache lookup this stage made for it (a `Prefetch`),
+# and this stage's pending SETTLE call, to which the cache stage adds its writes (`Ops`).
+PREFETCH = "cache_prefetch"
+OPS = "redis_ops"
 
 log = logging.getLogger("edgegw.ratelimit")
 
@@ -75,7 +90,15 @@ class RateLimitStage(Stage):
         else:
             try:
                 limiter = self.remote
-                decision = await self.remote.acquire(rules, member)
+                cache = self.remote.link.cache
+                planned = cache.prefetch(ctx) if cache is not None else None
+                if planned is None:
+                    decision = await self.remote.acquire(rules, member)
+                else:
+                    decision, found = await self.remote.acquire_and_lookup(rules, member, planned[1])
+                    if found is not None:
+                        planned[0].found = found
+                        ctx.scratch[PREFETCH] = planned[0]
             except RedisUnavailable:
                 limiter = self.local
                 rules = self._fallback_rules(rules)
@@ -87,6 +110,9 @@ class RateLimitStage(Stage):
             rejections_by.get(ctx.route.name, decision.denied.limit.name).inc()
             raise rejection(decision)
         ctx.scratch["ratelimit"] = held = Held(limiter, rules, member)
+        if limiter is self.remote and self.remote.link.pipelined:
+            # The cache stage (completing before us) adds its writes to our settlement call.
+            ctx.scratch[OPS] = ([], [])
         if any(r.quota.kind == "concurrent" for r in rules):
             self._held[member] = held
         return None
@@ -106,6 +132,8 @@ class RateLimitStage(Stage):
         if held is None:
             return
         self._held.pop(held.member, None)
+        # From here on a stage completing after us must write on its own.
+        ops = ctx.scratch.pop(OPS, None)
         items: list[Settlement] = []
         for rule in held.rules:
             if rule.quota.kind == "concurrent":
@@ -114,12 +142,24 @@ class RateLimitStage(Stage):
                 delta = _used_tokens(ctx, rule.cost) - rule.cost
                 if delta:
                     items.append(Settlement(rule, delta))
-        if not items:
+        if ops is None or self.remote is None or held.limiter is not self.remote:
+            if items:
+                try:
+                    await held.limiter.settle(items, held.member)
+                except RedisUnavailable:
+                    pass  # the lease expires, and an unsettled reservation only errs on the safe side
+            return
+        pre: Prefetch | None = ctx.scratch.pop(PREFETCH, None)
+        if pre is not None and self.remote.link.cache is not None:
+            # The cache stage never ran (the request failed before it): release the lock we took for it.
+            self.remote.link.cache.release_ops(pre, ops)
+        self.remote.settle_ops(items, held.member, *ops)
+        if not ops[0]:
             return
         try:
-            await held.limiter.settle(items, held.member)
+            await self.remote.link.run(SETTLE, *ops, op="settle")
         except RedisUnavailable:
-            pass  # the lease expires, and an unsettled reservation only errs on the safe side
+            pass  # leases and lock leases expire; an unsettled reservation only errs on the safe side
 
     async def _renew_loop(self) -> None:
         assert self._renew_every_s is not None
