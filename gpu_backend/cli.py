@@ -6,8 +6,8 @@ import argparse
 
 # Options forwarded verbatim to each replica by `--replicas N` (everything but --port/--replicas).
 _FORWARDED = ("model", "served_model_name", "embedding_model", "embedding_served_model_name", "host", "device",
-              "dtype", "max_batch_size", "max_queue", "max_model_len", "prefill_tokens", "default_max_tokens",
-              "threads", "drain_timeout", "log_level")
+              "dtype", "max_batch_size", "max_queue", "max_model_len", "prefill_tokens", "max_waiting_steps",
+              "default_max_tokens", "threads", "drain_timeout", "log_level", "engine")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,11 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-model-len", type=int, default=None, help="cap the context length")
     p.add_argument("--prefill-tokens", type=int, default=2048,
                    help="padded prompt tokens prefilled in one step (bounds the stall for running sequences)")
+    p.add_argument("--max-waiting-steps", type=int, default=4,
+                   help="while a batch runs, gather arrivals for up to N decode steps and prefill them together")
     p.add_argument("--default-max-tokens", type=int, default=16,
                    help="/v1/completions max_tokens when the request gives none (chat: rest of the context)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: available cores)")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to drain on SIGTERM")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--engine", default="process", choices=["process", "thread"],
+                   help="run the model in a child process (default; no GIL contention with HTTP) or a thread")
     p.set_defaults(func=_backend)
 
     p = sub.add_parser("make-tiny-model", help="write a random-weight Llama + byte-level tokenizer (offline)")
@@ -81,8 +85,9 @@ def _backend(args: argparse.Namespace) -> int:
         model=args.model, served_model_name=args.served_model_name, embedding_model=args.embedding_model,
         embedding_served_model_name=args.embedding_served_model_name, device=args.device, dtype=args.dtype,
         max_batch_size=args.max_batch_size, max_queue=args.max_queue, max_model_len=args.max_model_len,
-        prefill_tokens=args.prefill_tokens, default_max_tokens=args.default_max_tokens, threads=args.threads,
-        drain_timeout_s=args.drain_timeout)
+        prefill_tokens=args.prefill_tokens, max_waiting_steps=args.max_waiting_steps,
+        default_max_tokens=args.default_max_tokens, threads=args.threads,
+        drain_timeout_s=args.drain_timeout, engine=args.engine)
     return serve(options, args.host, args.port, args.log_level)
 
 

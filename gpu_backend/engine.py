@@ -36,7 +36,8 @@ class Engine:
     """Owns the model on a background thread; `submit` and `Sequence.cancel` are safe from any thread."""
 
     def __init__(self, model: Any, tokenizer: Any, *, context_len: int, max_batch_size: int = 32,
-                 max_queue: int = 256, prefill_tokens: int = 2048, metrics: BackendMetrics | None = None) -> None:
+                 max_queue: int = 256, prefill_tokens: int = 2048, max_waiting_steps: int = 4,
+                 metrics: BackendMetrics | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
@@ -44,6 +45,8 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.prefill_tokens = prefill_tokens
+        self.max_waiting_steps = max_waiting_steps
+        self._steps = 0  # decode steps so far (for admission deferral)
         self.metrics = metrics or BackendMetrics("model")
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
@@ -96,6 +99,7 @@ class Engine:
         seq = Sequence(prompt_ids, params, text, events if events is not None else asyncio.Queue(), index=index)
         if seq_id is not None:
             seq.id = seq_id
+        seq.queued_step = self._steps
         with self._cond:
             if self._outstanding >= self.max_batch_size + self.max_queue:
                 raise QueueFull
@@ -158,6 +162,8 @@ class Engine:
         """Prefill as many waiting sequences as fit (batch slots and a padded-token budget)."""
         group: list[Sequence] = []
         with self._cond:
+            if not self._admit_now():
+                return
             while self._waiting and len(self._running) + len(group) < self.max_batch_size:
                 nxt = self._waiting[0]
                 longest = max([len(nxt.prompt_ids), *(len(s.prompt_ids) for s in group)])
@@ -188,8 +194,21 @@ class Engine:
         self._running.extend(group)
         self._accept(group, len(self._running) - len(group), out.logits[:, -1, :])
 
+    def _admit_now(self) -> bool:
+        """Whether to prefill now. Each prefill is an extra forward pass that stalls every running
+        sequence, so while a batch runs, arrivals are gathered for up to `max_waiting_steps` decode steps
+        (or until they are half as many as the running ones) and prefilled together, as TGI does with
+        max_waiting_tokens."""
+        if not self._waiting:
+            return False
+        if not self._running:
+            return True
+        waited = self._steps - self._waiting[0].queued_step
+        return waited >= self.max_waiting_steps or 2 * len(self._waiting) >= len(self._running)
+
     def _decode(self) -> None:
         self.metrics.batch_size.observe(len(self._running))
+        self._steps += 1
         last = torch.tensor([[s.output_ids[-1]] for s in self._running], device=self.device)
         mask, positions = self._kv.step_inputs()
         if self._bool_mask:

@@ -59,6 +59,7 @@ class Sequence:
     first_token_at: float | None = None
     last_token_at: float | None = None
     generator: torch.Generator | None = None
+    queued_step: int = 0  # the engine's decode-step count when it was submitted
 
     def __post_init__(self) -> None:
         if not self.params.greedy:

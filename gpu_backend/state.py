@@ -29,9 +29,11 @@ class BackendOptions:
     max_queue: int = 256
     max_model_len: int | None = None
     prefill_tokens: int = 2048
+    max_waiting_steps: int = 4
     default_max_tokens: int = 16  # /v1/completions without max_tokens, as OpenAI's legacy API
     threads: int | None = None
     drain_timeout_s: float = 30.0
+    engine: str = "process"  # "process": the model runs in a child process (remote.py); "thread": in this one
 
 
 @dataclass
@@ -78,25 +80,55 @@ class BackendState:
         from gpu_backend.models import load_causal_lm, resolve_embedding_model, resolve_model
 
         opts = self.options
-        configure_threads(opts.threads)
         device = resolve_device(opts.device)
+        # With the engine in its own process, this one only embeds (and tokenizes): one torch thread keeps
+        # it from stalling the engine's OpenMP workers on a CPU (see gpu_backend.device).
+        configure_threads(1 if opts.engine == "process" and device.type == "cpu" else opts.threads)
         dtype = resolve_dtype(opts.dtype, device)
         self.device = f"{device} ({str(dtype).removeprefix('torch.')})"
         model_dir, default_name = resolve_model(opts.model)
         self.model_name = opts.served_model_name or default_name
         self.metrics = BackendMetrics(self.model_name)
-        model, self.tokenizer = load_causal_lm(Path(model_dir), device, dtype)
-        ctx = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-        self.context_len = min(ctx, opts.max_model_len) if opts.max_model_len else ctx
-        self.engine = Engine(model, self.tokenizer, context_len=self.context_len,
-                             max_batch_size=opts.max_batch_size, max_queue=opts.max_queue,
-                             prefill_tokens=opts.prefill_tokens, metrics=self.metrics)
+        if opts.engine == "process":
+            self._launch_engine_process(Path(model_dir))
+        else:
+            model, self.tokenizer = load_causal_lm(Path(model_dir), device, dtype)
+            self.context_len = self._context(model.config)
+            self.engine = Engine(model, self.tokenizer, context_len=self.context_len,
+                                 max_batch_size=opts.max_batch_size, max_queue=opts.max_queue,
+                                 prefill_tokens=opts.prefill_tokens, max_waiting_steps=opts.max_waiting_steps,
+                                 metrics=self.metrics)
         if opts.embedding_model:
             from gpu_backend.embeddings import Embedder
 
             emb_dir, emb_name = resolve_embedding_model(opts.embedding_model)
             self.embedding_name = opts.embedding_served_model_name or emb_name
             self.embedder = Embedder(emb_dir, device, dtype)
+
+    def _context(self, config: Any) -> int:
+        ctx = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+        return min(ctx, self.options.max_model_len) if self.options.max_model_len else ctx
+
+    def _launch_engine_process(self, model_dir: Path) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from gpu_backend.remote import EngineSpec, RemoteEngine
+
+        opts = self.options
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        self.context_len = self._context(AutoConfig.from_pretrained(model_dir, local_files_only=True))
+        spec = EngineSpec(str(model_dir), opts.device, opts.dtype, opts.threads, self.context_len,
+                          opts.max_batch_size, opts.prefill_tokens, opts.max_waiting_steps)
+        self.engine = RemoteEngine(spec, self.metrics, opts.max_queue)
+        self.engine.on_exit = self._engine_died
+        self.device = self.engine.launch()["device"]
+
+    def _engine_died(self) -> None:
+        if self.status in ("loading", "ready"):
+            log.error("the engine process exited")
+            self.status, self.error = "failed", "the engine process exited"
+            if self.on_failed is not None:
+                self.on_failed()
 
     async def _warm_up(self) -> None:
         """One short generation (and one embedding) so the first real request pays no one-time costs."""

@@ -7,7 +7,6 @@ import json
 import httpx
 import openai
 import pytest
-from transformers import AutoTokenizer
 
 from tests.backend.conftest import BackendProc
 
@@ -16,6 +15,8 @@ MODEL = "tiny-llama"
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model):
+    from transformers import AutoTokenizer  # here, not at import: collecting the suite stays fast
+
     return AutoTokenizer.from_pretrained(tiny_model)
 
 

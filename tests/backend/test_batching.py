@@ -60,3 +60,20 @@ def test_late_request_joins_running_batch(tiny_backend: BackendProc) -> None:
             return order
 
     assert asyncio.run(run()) == ["short", "long"]
+
+
+def test_thread_engine_matches_process_engine(tiny_model, tiny_backend: BackendProc) -> None:
+    """`--engine thread` (model in the HTTP process) serves the same greedy tokens as the default."""
+    from tests.backend.conftest import start_backend
+
+    threaded = start_backend(tiny_model, "--engine", "thread", name="thread-engine")
+    try:
+        prompts = ["alpha", "a much longer prompt " * 3, "z"]
+
+        async def run(backend: BackendProc) -> list[str]:
+            async with backend.async_client() as client:
+                return list(await asyncio.gather(*(_complete(client, p, 12) for p in prompts)))
+
+        assert asyncio.run(run(threaded)) == asyncio.run(run(tiny_backend))
+    finally:
+        threaded.stop()

@@ -112,3 +112,21 @@ def _status(backend: BackendProc) -> int:
         return httpx.get(backend.url + "/healthz", timeout=1).status_code
     except httpx.HTTPError:
         return 0
+
+
+def test_engine_process_death_fails_requests_and_exits(tiny_model: Path) -> None:
+    """If the model process dies, in-flight requests get an error and the backend exits non-zero, so its
+    supervisor (--replicas, Kubernetes) restarts it instead of keeping a server that cannot generate."""
+    import psutil
+
+    backend = start_backend(tiny_model, name="doomed-backend")
+    try:
+        stream = Stream(backend)
+        engine = max(psutil.Process(backend.proc.popen.pid).children(), key=lambda p: p.memory_info().rss)
+        engine.kill()
+        rest = list(stream.lines)  # the same iterator: the stream goes on where the test left it
+        assert any('"engine_error"' in line for line in rest)
+        stream.close()
+        assert backend.proc.popen.wait(30) == 1
+    finally:
+        backend.stop()
