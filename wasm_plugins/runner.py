@@ -52,20 +52,23 @@ async def settle(inst: PluginInstance, st: StreamState) -> None:
     st.continued = False
 
 
+async def _callback(inst: PluginInstance, st: StreamState, name: str, size: int, end_of_stream: int) -> None:
+    """One stream callback; a PAUSE waits for the plugin's http calls to settle (the common path never
+    awaits anything)."""
+    if inst.callback(st, name, st.id, size, end_of_stream) == abi.PAUSE:
+        await settle(inst, st)
+
+
 async def run_request(inst: PluginInstance, root_id: int, ctx: Any) -> StreamState:
     st = inst.open_stream(root_id, ctx)
     error: WasmCallError | None = None
     try:
         st.request_headers = request_headers(ctx)
         body = request_body(ctx) if "proxy_on_request_body" in inst.fn else b""
-        action = inst.callback(st, "proxy_on_request_headers", st.id, len(st.request_headers), 0 if body else 1)
-        if action == abi.PAUSE:
-            await settle(inst, st)
+        await _callback(inst, st, "proxy_on_request_headers", len(st.request_headers), 0 if body else 1)
         if not st.ended and body:
             st.request_body = body
-            action = inst.callback(st, "proxy_on_request_body", st.id, len(body), 1)
-            if action == abi.PAUSE:
-                await settle(inst, st)
+            await _callback(inst, st, "proxy_on_request_body", len(body), 1)
     finally:
         error = inst.close_stream(st)
     if error is not None:
@@ -80,21 +83,14 @@ async def run_response(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSt
     try:
         st.request_headers = request_headers(ctx)
         st.request_body = ctx.body
-        action = inst.callback(st, "proxy_on_request_headers", st.id, len(st.request_headers), 1)
-        if action == abi.PAUSE:
-            await settle(inst, st)
+        await _callback(inst, st, "proxy_on_request_headers", len(st.request_headers), 1)
         body = ctx.response_body
         st.response_headers = [(":status", str(ctx.status)), *ctx.response_headers.items()]
         if not st.ended:
-            action = inst.callback(st, "proxy_on_response_headers", st.id, len(st.response_headers),
-                                   0 if body else 1)
-            if action == abi.PAUSE:
-                await settle(inst, st)
+            await _callback(inst, st, "proxy_on_response_headers", len(st.response_headers), 0 if body else 1)
         if not st.ended and body and "proxy_on_response_body" in inst.fn:
             st.response_body = body
-            action = inst.callback(st, "proxy_on_response_body", st.id, len(body), 1)
-            if action == abi.PAUSE:
-                await settle(inst, st)
+            await _callback(inst, st, "proxy_on_response_body", len(body), 1)
     finally:
         error = inst.close_stream(st)
     if error is not None:
