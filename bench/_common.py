@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway.progress import step  # noqa: E402
 from tests.harness import EDGEGW, Proc, free_port, start_server  # noqa: E402
 
 __all__ = ["EDGEGW", "ROOT", "LoadResult", "Proc", "cpu_seconds", "free_port", "print_table", "start_server",
@@ -98,8 +99,9 @@ def wrk(name: str, url: str, body: dict, headers: dict[str, str] | None = None, 
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     cpu_before = cpu_seconds(cpu_pid) if cpu_pid else 0.0
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "-s", f.name,
-                          url], capture_output=True, text=True, check=True).stdout
+    with step(f"measuring {name} ({seconds}s, {connections} connections)"):
+        out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "-s",
+                              f.name, url], capture_output=True, text=True, check=True).stdout
     match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) ([-\d.]+) ([-\d.]+) (\d+)", out)
     if not match:
         raise RuntimeError(f"unexpected wrk output:\n{out}")

@@ -72,6 +72,13 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     Uses transformers' GGUF reader directly: `from_pretrained(gguf_file=...)` would also work but
     requires `accelerate`, which the backend does not otherwise need.
     """
+    from gateway.progress import step
+
+    with step(f"converting {gguf.name} to safetensors (once; cached in {out_dir.parent})"):
+        return _convert_gguf(gguf, out_dir)
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway.progress import step
+
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 C_FLAGS = ["--target=wasm32-freestanding", "-nostdlib", "-O2", "-mbulk-memory", "-Wall", "-Werror",
            "-Wl,--no-entry", "-Wl,-z,stack-size=65536", "-s"]
@@ -97,7 +99,8 @@ def build_all(outdir: str | Path) -> dict[str, Path]:
     for src, builder in jobs:
         target = out / f"{src.stem}.wasm"
         try:
-            builder(src, target)
+            with step(f"plugin {src.relative_to(EXAMPLES)}"):
+                builder(src, target)
             built[src.stem] = target
         except (RuntimeError, OSError) as exc:
             errors.append(str(exc))
