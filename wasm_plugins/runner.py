@@ -52,11 +52,10 @@ async def settle(inst: PluginInstance, st: StreamState) -> None:
     st.continued = False
 
 
-async def _callback(inst: PluginInstance, st: StreamState, name: str, size: int, end_of_stream: int) -> None:
-    """One stream callback; a PAUSE waits for the plugin's http calls to settle (the common path never
-    awaits anything)."""
-    if inst.callback(st, name, st.id, size, end_of_stream) == abi.PAUSE:
-        await settle(inst, st)
+def _paused(inst: PluginInstance, st: StreamState, name: str, size: int, end_of_stream: int) -> bool:
+    """Run one stream callback; True when the plugin paused (the caller then awaits `settle`).
+    Synchronous on purpose: the common path must not create a coroutine per callback."""
+    return inst.callback(st, name, st.id, size, end_of_stream) == abi.PAUSE
 
 
 async def run_request(inst: PluginInstance, root_id: int, ctx: Any) -> StreamState:
@@ -65,10 +64,12 @@ async def run_request(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSta
     try:
         st.request_headers = request_headers(ctx)
         body = request_body(ctx) if "proxy_on_request_body" in inst.fn else b""
-        await _callback(inst, st, "proxy_on_request_headers", len(st.request_headers), 0 if body else 1)
+        if _paused(inst, st, "proxy_on_request_headers", len(st.request_headers), 0 if body else 1):
+            await settle(inst, st)
         if not st.ended and body:
             st.request_body = body
-            await _callback(inst, st, "proxy_on_request_body", len(body), 1)
+            if _paused(inst, st, "proxy_on_request_body", len(body), 1):
+                await settle(inst, st)
     finally:
         error = inst.close_stream(st)
     if error is not None:
@@ -83,14 +84,17 @@ async def run_response(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSt
     try:
         st.request_headers = request_headers(ctx)
         st.request_body = ctx.body
-        await _callback(inst, st, "proxy_on_request_headers", len(st.request_headers), 1)
+        if _paused(inst, st, "proxy_on_request_headers", len(st.request_headers), 1):
+            await settle(inst, st)
         body = ctx.response_body
         st.response_headers = [(":status", str(ctx.status)), *ctx.response_headers.items()]
-        if not st.ended:
-            await _callback(inst, st, "proxy_on_response_headers", len(st.response_headers), 0 if body else 1)
+        if not st.ended and _paused(inst, st, "proxy_on_response_headers", len(st.response_headers),
+                                    0 if body else 1):
+            await settle(inst, st)
         if not st.ended and body and "proxy_on_response_body" in inst.fn:
             st.response_body = body
-            await _callback(inst, st, "proxy_on_response_body", len(body), 1)
+            if _paused(inst, st, "proxy_on_response_body", len(body), 1):
+                await settle(inst, st)
     finally:
         error = inst.close_stream(st)
     if error is not None:

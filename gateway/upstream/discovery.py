@@ -115,7 +115,7 @@ class DnsDiscovery:
                 log.warning("pool %s: endpoint %s is back, no longer draining", self.pool.name, url)
         vanished = [e for url, e in self.discovered.items() if url not in wanted and not e.draining]
         others = [e for e in self.pool.endpoints if e not in vanished]
-        if vanished and not any(e.healthy and not e.ejected and not e.draining for e in others):
+        if vanished and not any(e.usable for e in others):
             # Draining now would leave nothing to serve (say the replacements are still loading):
             # keep serving from the old ones and try again next round.
             discovery_events.labels(self.pool.name, "drain_postponed").inc()

@@ -47,8 +47,13 @@ class Endpoint:
     def ejected(self) -> bool:
         return self.ejected_until > 0.0
 
+    @property
+    def usable(self) -> bool:
+        """Healthy, not ejected and not draining: it may take new requests when it has room."""
+        return self.healthy and not self.ejected and not self.draining
+
     def available(self, max_in_flight: int) -> bool:
-        return self.healthy and not self.ejected and not self.draining and self.in_flight < max_in_flight
+        return self.usable and self.in_flight < max_in_flight
 
     def label(self) -> tuple[str, str]:
         return (self.pool, self.host)
@@ -113,14 +118,14 @@ class Pool:
             metrics.endpoint_healthy.labels(*endpoint.label()).set(0)
 
     def has_healthy(self) -> bool:
-        return any(e.healthy and not e.ejected and not e.draining for e in self.endpoints)
+        return any(e.usable for e in self.endpoints)
 
     def pick(self, exclude: set[Endpoint] | None = None) -> Endpoint:
         """Choose an endpoint for one attempt or raise a fast 503 (never queue without bound)."""
         limit = self.config.max_inflight_per_endpoint
         candidates = [e for e in self.endpoints if e.available(limit) and (not exclude or e not in exclude)]
         if not candidates:
-            up = [e for e in self.endpoints if e.healthy and not e.ejected and not e.draining]
+            up = [e for e in self.endpoints if e.usable]
             if up and all(e.in_flight >= limit for e in up):
                 raise unavailable(f"pool {self.name!r} is saturated; retry shortly", 1, "pool_saturated")
             raise unavailable(f"pool {self.name!r} has no healthy endpoint", 2, "no_healthy_upstream")
