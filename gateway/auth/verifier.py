@@ -51,7 +51,6 @@ class JwtVerifier:
     def __init__(self, issuers: tuple[IssuerConfig, ...], max_token_bytes: int = 8192,
                  cache_size: int = 50_000) -> None:
         self.issuers = {i.issuer: i for i in issuers}
-        self.by_name = {i.name: i for i in issuers}
         self.keys = {i.name: KeySource(i) for i in issuers}
         self.max_token_bytes = max_token_bytes
         self.cache_size = cache_size
@@ -69,10 +68,10 @@ class JwtVerifier:
         hit = self._cache.get(key)
         if hit is not None:
             identity, expires = hit
-            if time.time() < expires and (not allowed or self.by_name[identity.issuer].name in allowed):
-                return identity
             if time.time() >= expires:
                 del self._cache[key]
+            elif not allowed or identity.issuer in allowed:
+                return identity
         identity, expires = await self._verify_uncached(token, allowed)
         if len(self._cache) >= self.cache_size:
             # Drop the oldest tenth in one go: cheaper than LRU bookkeeping on every hit.
