@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +70,6 @@ class RequestContext:
 
     # free-form per-stage scratch (e.g. rate-limit reservations), keyed by stage name
     scratch: dict[str, Any] = field(default_factory=dict)
-    finalizers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.upstream_s) * 1000.0)

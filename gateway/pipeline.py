@@ -98,11 +98,6 @@ class Pipeline:
                 await stage.on_complete(ctx)
             except Exception:
                 log.exception("stage %s failed in on_complete", stage.name)
-        for finalizer in ctx.finalizers:
-            try:
-                await finalizer()
-            except Exception:
-                log.exception("finalizer failed")
 
     async def _forward(self, ctx: RequestContext) -> Reply:
         spec = SPECS[ctx.path]
