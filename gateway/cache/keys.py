@@ -57,10 +57,9 @@ def partner(ctx: RequestContext) -> str:
 
 def cache_key(ctx: RequestContext) -> str:
     """A hash of partner, route, path, model and the canonical body (sorted keys, ignored fields dropped)."""
-    body = {k: v for k, v in (ctx.body_json or {}).items() if k not in _IGNORED}
-    h = hashlib.blake2b(digest_size=20)
-    for part in (partner(ctx), ctx.route.name if ctx.route else "", ctx.path, ctx.model or ""):
-        h.update(part.encode())
-        h.update(b"\0")
-    h.update(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
-    return h.hexdigest()
+    body = ctx.body_json or {}
+    if not _IGNORED.isdisjoint(body):
+        body = {k: v for k, v in body.items() if k not in _IGNORED}
+    head = "\0".join((partner(ctx), ctx.route.name if ctx.route else "", ctx.path, ctx.model or "", ""))
+    return hashlib.blake2b(head.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
+                           digest_size=20).hexdigest()

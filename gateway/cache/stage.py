@@ -49,6 +49,7 @@ class Prefetch:
 
     key: str
     token: str
+    ran: int  # stages that had run when it was made (-1: unknown); a later one that rewrites the request voids it
     found: tuple[bytes | None, bool] = (None, False)  # (entry, this request took the lock)
 
 
@@ -91,32 +92,40 @@ class CacheStage(Stage):
             return None
         key = cache_key(ctx)
         token = f"{self._replica}:{next(self._ids)}"
-        return Prefetch(key, token), (*self._redis.keys(key), token, int(rule.lock_s * 1000))
+        ran = ctx.scratch.get("_ran")
+        return (Prefetch(key, token, -1 if ran is None else len(ran)),
+                (*self._redis.keys(key), token, int(rule.lock_s * 1000)))
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         assert ctx.route is not None
         rule: CacheRule = ctx.route.cache
         pre: Prefetch | None = ctx.scratch.pop(PREFETCH, None)
+        if pre is not None and pre.ran >= 0 and not any(s.rewrites_request for s in ctx.scratch["_ran"][pre.ran:-1]):
+            # The request is as the prefetch saw it: cacheable, readable, and under the same key.
+            return await self._answer(ctx, rule, pre.key, pre.token, *pre.found)
         read, write = cache_directives(ctx)
         if not write or not cacheable(ctx, rule):
             await self._drop(pre)
             return self._status(ctx, "BYPASS")
-        # Recomputed even after a prefetch: a plugin between the two stages may have changed the request.
+        # A stage since the prefetch (a plugin) may have changed the request: recompute its key.
         key = cache_key(ctx)
         if not read:  # no-cache: a fresh answer, which refreshes the entry
             await self._drop(pre)
             self._pending(ctx, Pending(key, rule, None))
             return self._status(ctx, "BYPASS")
         if pre is not None and pre.key == key:
-            token = pre.token
-            entry, leader = pre.found
-        else:
-            await self._drop(pre)
-            token = f"{self._replica}:{next(self._ids)}"
-            try:
-                entry, leader = await self.store.lookup(key, token, int(rule.lock_s * 1000))
-            except RedisUnavailable:
-                return self._status(ctx, "BYPASS")
+            return await self._answer(ctx, rule, key, pre.token, *pre.found)
+        await self._drop(pre)
+        token = f"{self._replica}:{next(self._ids)}"
+        try:
+            entry, leader = await self.store.lookup(key, token, int(rule.lock_s * 1000))
+        except RedisUnavailable:
+            return self._status(ctx, "BYPASS")
+        return await self._answer(ctx, rule, key, token, entry, leader)
+
+    async def _answer(self, ctx: RequestContext, rule: CacheRule, key: str, token: str, entry: bytes | None,
+                      leader: bool) -> Response | None:
+        """After the lookup: a HIT, or a MISS that this request (the leader) or a waiter fetches."""
         if entry is None and leader:
             self.flights[key] = Flight()
             self._pending(ctx, Pending(key, rule, token))

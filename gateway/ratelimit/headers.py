@@ -17,11 +17,16 @@ def limit_headers(rules: list[Rule], decision: Decision) -> dict[str, str]:
 
     `draft`: RateLimit-Limit / -Remaining / -Reset. `ietf`: RateLimit-Policy and RateLimit.
     """
-    shown = [r for r in rules if r.limit.headers != "none"]
-    if not shown:
-        return {}
-    rule = decision.denied if decision.denied is not None and decision.denied in shown else \
-        min(shown, key=lambda r: r.remaining / r.quota.limit if r.quota.limit else 0.0)
+    rule = decision.denied
+    if rule is None or rule.limit.headers == "none":
+        rule, lowest = None, 2.0
+        for r in rules:
+            if r.limit.headers != "none":
+                share = r.remaining / r.quota.limit if r.quota.limit else 0.0
+                if share < lowest:
+                    rule, lowest = r, share
+        if rule is None:
+            return {}
     remaining = 0 if rule is decision.denied else rule.remaining
     reset = _seconds(decision.retry_ms if rule is decision.denied else rule.reset_ms)
     if rule.limit.headers == "ietf":

@@ -13,8 +13,9 @@ from __future__ import annotations
 from gateway.ratelimit.redis_client import LuaScript
 
 # KEYS[i]: one per rule. ARGV[1]: the request id (member of concurrency sets).
-# Then 5 values per rule: kind ('w' window | 'c' concurrent), limit, span_ms (window or lease),
-# width_ms (bucket width; 0 for 'c'), cost.
+# Then 2 values per rule: its spec "<kind> <limit> <span_ms> <width_ms>" (kind 'w' window | 'c'
+# concurrent; span = window or lease; width = bucket width, 0 for 'c'), fixed per quota and so built
+# once by the gateway (fewer arguments to encode per request), and the request's cost.
 # Returns {admitted (0/1), denied rule (1-based, 0 = none), retry_ms, then per rule: remaining, reset_ms, bucket}.
 # The last `extra` keys are not rules': they belong to what follows the check (CHECK_LOOKUP).
 _CHECK_BODY = """
@@ -24,10 +25,12 @@ local member = ARGV[1]
 local n = #KEYS - %(extra)d
 local admitted, denied, retry = 1, 0, 0
 local used, cur, minb, nbs = {}, {}, {}, {}
+local kinds, limits, spans, widths, costs = {}, {}, {}, {}, {}
 for i = 1, n do
-  local a = 2 + (i - 1) * 5
-  local kind, limit = ARGV[a], tonumber(ARGV[a + 1])
-  local span, width, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local kind, limit, span, width = string.match(ARGV[i * 2], '^(%%a) (%%d+) (%%d+) (%%d+)$')
+  limit, span, width = tonumber(limit), tonumber(span), tonumber(width)
+  local cost = tonumber(ARGV[i * 2 + 1])
+  kinds[i], limits[i], spans[i], widths[i], costs[i] = kind, limit, span, width, cost
   local key = KEYS[i]
   if kind == 'c' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
@@ -71,9 +74,7 @@ for i = 1, n do
 end
 local out = {admitted, denied, retry}
 for i = 1, n do
-  local a = 2 + (i - 1) * 5
-  local kind, limit = ARGV[a], tonumber(ARGV[a + 1])
-  local span, width, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local kind, limit, span, width, cost = kinds[i], limits[i], spans[i], widths[i], costs[i]
   local key = KEYS[i]
   local spent = used[i]
   if admitted == 1 then
@@ -112,7 +113,7 @@ if admitted == 1 then
     out[#out + 1] = v
     out[#out + 1] = 0
   else
-    local a = 2 + n * 5
+    local a = 2 + n * 2
     out[#out + 1] = ''
     out[#out + 1] = redis.call('SET', KEYS[n + 2], ARGV[a], 'NX', 'PX', ARGV[a + 1]) and 1 or 0
   end

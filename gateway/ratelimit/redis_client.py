@@ -8,6 +8,10 @@ in one write, and replies are parsed by hiredis as they arrive and matched to ca
 answers a connection's commands in order). redis-py still opens that connection (URL options, TLS,
 AUTH, SELECT) and serves everything else: loading scripts, the Redis Cluster client.
 
+Writes nobody waits for (a request's settlement and cache store, after its response) are *posted*:
+all posts of one event-loop iteration are merged into a single script call whose reply is read and
+dropped, so a request pays for one awaited round trip (its limit check), not two.
+
 Every call is bounded by `timeout_ms` (a dead Redis must not hold requests) and never retried. After a
 failure the link is *degraded*: callers get `RedisUnavailable` at once, without touching the network,
 until `retry_interval_s` has passed; then the next call probes Redis again.
@@ -42,6 +46,8 @@ _NOT_YET = object()  # hiredis: no complete reply buffered yet
 # Writes gathered for one SETTLE call (`gateway/ratelimit/lua.py`): its keys and their (op, a, b) values.
 # Several stages add to one, so a request's writes after the response take one round trip.
 Ops = tuple[list[str], list[Any]]
+# A posted call in flight: what to send again as EVAL if Redis lost the script.
+_Post = tuple["LuaScript", list[str], list[Any]]
 
 
 class RedisUnavailable(Exception):
@@ -67,13 +73,16 @@ class _Channel(asyncio.Protocol):
     the next probe starts on a fresh one rather than behind a frozen socket.
     """
 
-    def __init__(self, conn: Any, timeout_s: float, on_close: Callable[[_Channel], None]) -> None:
+    def __init__(self, conn: Any, timeout_s: float, on_close: Callable[[_Channel], None],
+                 on_post_error: Callable[[_Post, ResponseError], None]) -> None:
         self.conn = conn
         self.timeout_s = timeout_s
         self.on_close = on_close
+        self.on_post_error = on_post_error
         self.loop = asyncio.get_running_loop()
         self.reader = hiredis.Reader(notEnoughData=_NOT_YET, replyError=ResponseError)
-        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()  # (caller, when sent)
+        # (caller, when sent); a posted call has no caller, only what it sent
+        self.pending: deque[tuple[asyncio.Future[Any] | _Post, float]] = deque()
         self.watchdog: asyncio.TimerHandle | None = None
         self.closed = False
         # redis-py connected and authenticated it; from now on its bytes are ours. The attribute is
@@ -81,10 +90,10 @@ class _Channel(asyncio.Protocol):
         self.transport: asyncio.WriteTransport = conn._writer.transport
         self.transport.set_protocol(self)
 
-    def send(self, data: bytes, futures: list[asyncio.Future[Any]]) -> None:
+    def send(self, data: bytes, waiters: list[asyncio.Future[Any] | _Post]) -> None:
         self.transport.write(data)
         now = self.loop.time()
-        self.pending.extend((f, now) for f in futures)
+        self.pending.extend((w, now) for w in waiters)
         if self.watchdog is None:
             self.watchdog = self.loop.call_at(now + self.timeout_s, self._check)
 
@@ -94,6 +103,10 @@ class _Channel(asyncio.Protocol):
             reader.feed(data)
             while (reply := reader.gets()) is not _NOT_YET:
                 future = pending.popleft()[0]
+                if type(future) is tuple:  # a posted call: nobody waits for its reply
+                    if isinstance(reply, ResponseError):
+                        self.on_post_error(future, reply)
+                    continue
                 if future.done():
                     continue  # its caller gave up
                 if isinstance(reply, ResponseError):
@@ -130,7 +143,7 @@ class _Channel(asyncio.Protocol):
         self.conn._close()  # closes the transport; redis-py's own (sync) way to drop a connection
         while self.pending:
             future = self.pending.popleft()[0]
-            if not future.done():
+            if type(future) is not tuple and not future.done():
                 future.set_exception(exc)
         self.on_close(self)
 
@@ -152,7 +165,10 @@ class RedisLink:
         self._channel: _Channel | None = None
         self._opening: asyncio.Task[_Channel] | None = None
         self._batch: list[bytes] = []
-        self._batch_futures: list[asyncio.Future[Any]] = []
+        self._batch_futures: list[asyncio.Future[Any] | _Post] = []
+        self._posts: dict[str, _Post] = {}  # posted calls of this loop iteration, merged per script
+        self._background: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop  # set by `start`, before any call can reach the network
 
     @property
     def pipelined(self) -> bool:
@@ -169,6 +185,7 @@ class RedisLink:
         self._users += 1
         if self.client is not None:
             return
+        self._loop = asyncio.get_running_loop()
         cfg = self.config
         common: dict[str, Any] = {"socket_timeout": self.timeout_s, "socket_connect_timeout": self.timeout_s,
                                   "retry": Retry(NoBackoff(), 0)}
@@ -191,10 +208,21 @@ class RedisLink:
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("start", exc)
 
+    async def drain(self) -> None:
+        """Wait until Redis has answered every call sent or posted so far (replies come in order)."""
+        if self._channel is None:
+            return
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._queue(hiredis.pack_command(("PING",)))
+        except (RedisError, OSError, TimeoutError):
+            pass
+
     async def stop(self) -> None:
         self._users -= 1
         if self._users > 0 or self.client is None:
             return
+        await self.drain()  # posted settlements and cache stores of the last requests
         if self._opening is not None:
             self._opening.cancel()
         if self._channel is not None:
@@ -217,7 +245,11 @@ class RedisLink:
             raise RedisUnavailable("redis client not started")
         try:
             try:
-                result = await self._eval(script, keys, args)
+                if self._channel is not None:  # the hot path, inline: the channel's watchdog bounds the wait
+                    result = await self._queue(hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys,
+                                                                     *args)))
+                else:
+                    result = await self._eval(script, keys, args)
             except NoScriptError:
                 # Redis restarted (or failed over) and lost its script cache.
                 result = await self._eval(script, keys, args, reload=True)
@@ -248,11 +280,49 @@ class RedisLink:
             await asyncio.shield(self._opening)
             return await self._queue(command)
 
+    def post(self, script: LuaScript, keys: list[str], args: list[Any], op: str = "script") -> None:
+        """Run a write script without waiting for it: this loop iteration's posts of `script` are
+        merged into one call (so the script must treat its keys and arguments as a concatenable list,
+        as SETTLE does). Failures are counted, not raised; lost writes only err on the safe side
+        (leases and lock leases expire)."""
+        if self._degraded and time.monotonic() < self._down_until:
+            return
+        if self._channel is None:  # (re)connecting: take the ordinary path, in the background
+            task = asyncio.get_running_loop().create_task(self._run_quietly(script, keys, args, op))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        merged = self._posts.get(script.sha)
+        if merged is None:
+            self._posts[script.sha] = (script, list(keys), list(args))
+            if not self._batch:
+                self._loop.call_soon(self._flush)
+        else:
+            merged[1].extend(keys)
+            merged[2].extend(args)
+
+    async def _run_quietly(self, script: LuaScript, keys: list[str], args: list[Any], op: str) -> None:
+        try:
+            await self.run(script, keys, args, op=op)
+        except RedisUnavailable:
+            pass
+
+    def _post_failed(self, post: _Post, error: ResponseError) -> None:
+        script, keys, args = post
+        if str(error).startswith("NOSCRIPT"):  # Redis restarted: send it again with the source
+            self._batch.append(hiredis.pack_command(("EVAL", script.source, len(keys), *keys, *args)))
+            self._batch_futures.append(post)
+            if len(self._batch) == 1 and not self._posts:
+                self._loop.call_soon(self._flush)
+            return
+        redis_errors_total.labels("post").inc()
+        log.warning("redis rejected a posted %s call: %s", script.name, error)
+
     def _queue(self, command: bytes) -> asyncio.Future[Any]:
         """Calls of one event-loop iteration leave in one write, at the end of the iteration."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if not self._batch:
-            asyncio.get_running_loop().call_soon(self._flush)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if not self._batch and not self._posts:
+            self._loop.call_soon(self._flush)
         self._batch.append(command)
         self._batch_futures.append(future)
         return future
@@ -260,11 +330,17 @@ class RedisLink:
     def _flush(self) -> None:
         batch, futures = self._batch, self._batch_futures
         self._batch, self._batch_futures = [], []
+        if self._posts:
+            for post in self._posts.values():
+                script, keys, args = post
+                batch.append(hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)))
+                futures.append(post)
+            self._posts = {}
         channel = self._channel
         if channel is None:  # lost since these calls were queued
             error = RedisConnectionError("connection to redis lost")
             for future in futures:
-                if not future.done():
+                if type(future) is not tuple and not future.done():
                     future.set_exception(error)
             return
         channel.send(b"".join(batch), futures)
@@ -273,7 +349,7 @@ class RedisLink:
         try:
             conn = self.client.connection_pool.make_connection()
             await conn.connect()
-            self._channel = _Channel(conn, self.timeout_s, self._channel_closed)
+            self._channel = _Channel(conn, self.timeout_s, self._channel_closed, self._post_failed)
             return self._channel
         finally:
             self._opening = None

@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP, SETTLE
 from gateway.ratelimit.redis_client import RedisLink
-from gateway.ratelimit.rules import Decision, Rule, Settlement
+from gateway.ratelimit.rules import Decision, Rule, Settlement, quota_spec
 
 # A cache lookup made by the limit check's script: (entry key, lock key, lock token, lock lease ms).
 Lookup = tuple[str, str, str, int]
@@ -35,19 +35,19 @@ class RedisLimiter:
         keys: list[str] = []
         args: list[Any] = [member]
         for rule in rules:
-            q = rule.quota
             keys.append(rule.key)
-            args += ("c" if q.kind == "concurrent" else "w", q.limit, rule.span_ms, q.width_ms, rule.cost)
+            args += (rule.spec or quota_spec(rule.limit, rule.quota), rule.cost)
         if lookup is None:
             out = await self.link.run(CHECK, keys, args, op="ratelimit")
         else:
             keys += lookup[:2]
             args += lookup[2:]
             out = await self.link.run(CHECK_LOOKUP, keys, args, op="ratelimit")
-        for i, rule in enumerate(rules):
-            rule.remaining, rule.reset_ms, rule.bucket = int(out[3 + 3 * i]), int(out[4 + 3 * i]), int(out[5 + 3 * i])
+        # Lua numbers arrive as Redis integers (ints already); a lookup's answer may follow the rules'.
+        for rule, remaining, reset_ms, bucket in zip(rules, out[3::3], out[4::3], out[5::3], strict=False):
+            rule.remaining, rule.reset_ms, rule.bucket = remaining, reset_ms, bucket
         if not out[0]:
-            return Decision(False, rules[int(out[1]) - 1], int(out[2])), None
+            return Decision(False, rules[out[1] - 1], out[2]), None
         found: Found | None = None
         if lookup is not None:
             found = (out[-2] or None), bool(out[-1])

@@ -6,7 +6,9 @@ they fill each rule's `remaining`, `reset_ms` and `bucket` (where a token reserv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Protocol
 
 from gateway.context import RequestContext
@@ -24,11 +26,19 @@ class Rule:
     remaining: int = 0
     reset_ms: int = 0
     bucket: int = 0
+    spec: str = ""  # the Redis check's description of the quota (`quota_spec`), when the Planner made it
 
     @property
     def span_ms(self) -> int:
         """The window, or for a concurrency slot its lease."""
         return self.quota.window_ms or int(self.limit.lease_s * 1000)
+
+
+def quota_spec(limit: LimitConfig, quota: Quota) -> str:
+    """What the Redis check script needs to know of a quota, in one argument (see `lua.py`)."""
+    kind = "c" if quota.kind == "concurrent" else "w"
+    span = quota.window_ms or int(limit.lease_s * 1000)
+    return f"{kind} {quota.limit} {span} {quota.width_ms}"
 
 
 @dataclass(slots=True)
@@ -54,20 +64,19 @@ class Limiter(Protocol):
     async def renew(self, rules: list[Rule], member: str) -> None: ...
 
 
+def _route_name(ctx: RequestContext) -> str | None:
+    return ctx.route.name if ctx.route else None
+
+
+# How each key part is read off the request (the config validated the part names).
+_KEY_PARTS: dict[str, Callable[[RequestContext], str | None]] = {
+    "subject": attrgetter("subject"), "tenant": attrgetter("tenant"), "api_key": attrgetter("api_key"),
+    "client_ip": attrgetter("client_ip"), "route": _route_name, "model": attrgetter("model"),
+}
+
+
 def key_value(ctx: RequestContext, part: str) -> str:
-    if part == "subject":
-        value = ctx.subject
-    elif part == "tenant":
-        value = ctx.tenant
-    elif part == "api_key":
-        value = ctx.api_key
-    elif part == "client_ip":
-        value = ctx.client_ip
-    elif part == "route":
-        value = ctx.route.name if ctx.route else None
-    else:
-        value = ctx.model
-    return value or _MISSING
+    return _KEY_PARTS[part](ctx) or _MISSING
 
 
 def estimate_tokens(body: dict[str, Any] | None, output_estimate: int) -> int:
@@ -98,13 +107,23 @@ def _chars(value: Any) -> int:
     return 0
 
 
+@dataclass(slots=True)
+class _LimitPlan:
+    """What a limit means for one route and tier, worked out once: its key readers, and per quota the
+    Redis key prefix and the check's spec."""
+
+    limit: LimitConfig
+    parts: tuple[Callable[[RequestContext], str | None], ...]
+    quotas: list[tuple[Quota, str, str]]
+
+
 class Planner:
     """Turns a route's limits and a request into rules. What depends only on the route and the tier
     (quotas, key prefixes) is worked out once and kept."""
 
     def __init__(self, key_prefix: str) -> None:
         self.key_prefix = key_prefix
-        self._plans: dict[tuple[str, str | None], list[tuple[LimitConfig, list[tuple[Quota, str]]]]] = {}
+        self._plans: dict[tuple[str, str | None], list[_LimitPlan]] = {}
 
     def rules(self, ctx: RequestContext) -> list[Rule]:
         route = ctx.route
@@ -113,23 +132,24 @@ class Planner:
         if plan is None:
             plan = self._plans[(route.name, ctx.tier)] = self._plan(route.name, route.rate_limits, ctx.tier)
         rules: list[Rule] = []
-        for limit, quotas in plan:
-            parts = limit.key
-            ident = key_value(ctx, parts[0]) if len(parts) == 1 else "|".join([key_value(ctx, p) for p in parts])
+        for entry in plan:
+            parts = entry.parts
+            ident = (parts[0](ctx) or _MISSING) if len(parts) == 1 else "|".join([p(ctx) or _MISSING for p in parts])
             tokens = -1  # this limit's token estimate of the request, computed on first use
-            for quota, prefix in quotas:
+            for quota, prefix, spec in entry.quotas:
                 cost = 1
                 if quota.kind == "tokens":
                     if tokens < 0:
-                        tokens = estimate_tokens(ctx.body_json, limit.token_estimate)
+                        tokens = estimate_tokens(ctx.body_json, entry.limit.token_estimate)
                     # A request bigger than the whole budget still runs, when the window is empty.
                     cost = min(tokens, quota.limit)
-                rules.append(Rule(limit, quota, prefix + ident, cost))
+                rules.append(Rule(entry.limit, quota, prefix + ident, cost, spec=spec))
         return rules
 
-    def _plan(self, route: str, limits: list[LimitConfig],
-              tier: str | None) -> list[tuple[LimitConfig, list[tuple[Quota, str]]]]:
+    def _plan(self, route: str, limits: list[LimitConfig], tier: str | None) -> list[_LimitPlan]:
         # The route is the Redis Cluster hash tag: every key of one request shares a slot.
         tag = route.replace("{", "").replace("}", "")
-        return [(limit, [(q, f"{self.key_prefix}:rl:{{{tag}}}:{limit.name}:{q.label}:") for q in limit.quotas_for(tier)])
+        return [_LimitPlan(limit, tuple(_KEY_PARTS[p] for p in limit.key),
+                           [(q, f"{self.key_prefix}:rl:{{{tag}}}:{limit.name}:{q.label}:", quota_spec(limit, q))
+                            for q in limit.quotas_for(tier)])
                 for limit in limits]

@@ -2,7 +2,8 @@
 
 With Redis (single node), both calls also carry the response cache's work for the same request when
 its route caches: the check looks the entry up (`CacheStage.prefetch`), and the settlement stores the
-answer (`ctx.scratch["redis_ops"]`, filled by the cache stage, which completes before this one).
+answer (`ctx.scratch["redis_ops"]`, filled by the cache stage, which completes before this one). The
+settlement is posted, not awaited: one awaited round trip per request.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Held:
 
 class RateLimitStage(Stage):
     name = "ratelimit"
+    rewrites_request = False
 
     def __init__(self, config: GatewayConfig) -> None:
         self.planner = Planner(config.redis.key_prefix if config.redis else "edgegw")
@@ -154,12 +156,9 @@ class RateLimitStage(Stage):
             # The cache stage never ran (the request failed before it): release the lock we took for it.
             self.remote.link.cache.release_ops(pre, ops)
         self.remote.settle_ops(items, held.member, *ops)
-        if not ops[0]:
-            return
-        try:
-            await self.remote.link.run(SETTLE, *ops, op="settle")
-        except RedisUnavailable:
-            pass  # leases and lock leases expire; an unsettled reservation only errs on the safe side
+        if ops[0]:
+            # Nobody waits for it: merged with other requests' settlements into one call.
+            self.remote.link.post(SETTLE, *ops, op="settle")
 
     async def _renew_loop(self) -> None:
         assert self._renew_every_s is not None

@@ -19,6 +19,9 @@ class Stage:
     """
 
     name: str = "stage"
+    # Whether on_request may change what later stages see of the request (headers, body, identity).
+    # The cache stage reuses a lookup made before such stages only when none of them ran.
+    rewrites_request: bool = True
 
     def enabled_for(self, ctx: RequestContext) -> bool:
         """Cheap check so a stage that has nothing to do for this route costs nothing."""

@@ -11,6 +11,7 @@ from gateway.upstream.forward import Upstreams
 
 class PoolSelectStage(Stage):
     name = "pool_select"
+    rewrites_request = False
 
     def __init__(self, table: RouteTable, upstreams: Upstreams) -> None:
         self.table = table

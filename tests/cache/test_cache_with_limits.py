@@ -4,7 +4,9 @@ the cache's work (lookup with the check, store with the settlement)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,10 @@ from gateway.cache.stage import CacheStage, Prefetch
 from gateway.config import load_config
 from gateway.context import RequestContext, Usage
 from gateway.ratelimit.stage import PREFETCH, RateLimitStage
+from gateway.routing import RouteTable
+from gateway.stages.base import Stage
+from gateway.stages.pool_select import PoolSelectStage
+from gateway.upstream.forward import Upstreams
 from tests.cache.conftest import cached_config
 from tests.harness import RedisServer
 
@@ -82,9 +88,10 @@ def test_lock_released_when_the_request_fails_before_the_cache(redis_server: Red
     assert not client.keys("*:lock")
 
 
-async def test_prefetch_for_a_changed_request_is_not_used(redis_server: RedisServer, tmp_path: Path) -> None:
-    """A plugin between the limiter and the cache rewrote the body: the cache looks up the new request and
-    releases the lock taken for the old one."""
+@contextlib.asynccontextmanager
+async def _stages(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[tuple[Any, ...]]:
+    """The limiter and cache stages of a limited, cached route (no gateway), and a request for it that
+    the limiter has already admitted and looked up; Redis starts empty."""
     cfg = _limited_cached([], redis_server)
     cfg["pools"][0]["endpoints"] = [{"url": "http://127.0.0.1:9"}]
     path = tmp_path / "gateway.yaml"
@@ -99,11 +106,23 @@ async def test_prefetch_for_a_changed_request_is_not_used(redis_server: RedisSer
         ctx = RequestContext(request_id="r", method="POST", path="/v1/chat/completions", headers={},
                              client_ip="127.0.0.1")
         ctx.route, ctx.subject, ctx.model, ctx.body_json = config.routes[0], "alice", "fake-model", dict(CHAT)
+        ctx.scratch["_ran"] = [limiter]  # what the pipeline records: the stages run so far
         await limiter.on_request(ctx)
+        yield config, limiter, cache, ctx, client
+    finally:
+        await cache.stop()
+        await limiter.stop()
+
+
+async def test_prefetch_for_a_changed_request_is_not_used(redis_server: RedisServer, tmp_path: Path) -> None:
+    """A plugin between the limiter and the cache rewrote the body: the cache looks up the new request and
+    releases the lock taken for the old one."""
+    async with _stages(redis_server, tmp_path) as (_, limiter, cache, ctx, client):
         pre: Prefetch = ctx.scratch[PREFETCH]
         assert pre.found == (None, True)
         assert len(client.keys("*:lock")) == 1
         ctx.set_body_json({**CHAT, "messages": [{"role": "user", "content": "rewritten"}]})
+        ctx.scratch["_ran"] += [Stage(), cache]  # a stage that may rewrite the request (a plugin) ran between
         assert await cache.on_request(ctx) is None
         assert ctx.cache_status == "MISS"
         locks = client.keys("*:lock")
@@ -112,11 +131,27 @@ async def test_prefetch_for_a_changed_request_is_not_used(redis_server: RedisSer
         ctx.response_body = b'{"choices": []}'
         await cache.on_complete(ctx)
         await limiter.on_complete(ctx)
+        await cache.link.drain()  # the settlement (and the store) are posted, not awaited
         assert not client.keys("*:lock")
         assert len(client.keys("*:c:*")) == 1  # the rewritten request's answer
-    finally:
-        await cache.stop()
-        await limiter.stop()
+
+
+async def test_prefetch_is_reused_when_no_stage_could_change_the_request(redis_server: RedisServer,
+                                                                         tmp_path: Path) -> None:
+    """Only stages that never rewrite the request (pool selection) ran in between: the cache answers from
+    the limiter's lookup without computing the key again."""
+    async with _stages(redis_server, tmp_path) as (config, limiter, cache, ctx, client):
+        pre: Prefetch = ctx.scratch[PREFETCH]
+        ctx.scratch["_ran"] += [PoolSelectStage(RouteTable(config), Upstreams(config.pools)), cache]
+        # Not a rewrite a real pipeline could make here; it shows the key is not recomputed.
+        ctx.body_json = {**CHAT, "temperature": 0.7}
+        assert await cache.on_request(ctx) is None
+        assert ctx.cache_status == "MISS" and ctx.scratch["cache"].key == pre.key
+        ctx.status, ctx.usage, ctx.response_body = 200, Usage(3, 3), b'{"choices": []}'
+        await cache.on_complete(ctx)
+        await limiter.on_complete(ctx)
+        await cache.link.drain()
+        assert len(client.keys(f"*{pre.key}*")) == 1 and not client.keys("*:lock")  # stored under it
 
 
 async def test_single_flight_with_limits(redis_server: RedisServer, fake_backend: Any, make_gateway: Any) -> None:
