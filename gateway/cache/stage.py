@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.responses import Response, StreamingResponse
 
@@ -37,9 +37,10 @@ HEADER = "x-edgegw-cache"
 
 @dataclass(slots=True)
 class Flight:
-    """A miss this process is fetching; identical local misses wait on `done`."""
+    """A miss this process is fetching; identical local misses wait on `done`, made by the first of
+    them (most misses have no waiter: an Event each would be wasted)."""
 
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event | None = None
     entry: bytes | None = None
 
 
@@ -156,6 +157,8 @@ class CacheStage(Stage):
     async def _wait(self, key: str, rule: CacheRule) -> bytes | None:
         flight = self.flights.get(key)
         if flight is not None:
+            if flight.done is None:
+                flight.done = asyncio.Event()
             try:
                 await asyncio.wait_for(flight.done.wait(), rule.wait_s)
             except TimeoutError:
@@ -229,7 +232,8 @@ class CacheStage(Stage):
                 flight = self.flights.pop(pending.key, None)
                 if flight is not None:
                     flight.entry = entry
-                    flight.done.set()
+                    if flight.done is not None:
+                        flight.done.set()
 
 
 def build_cache_stage(config: GatewayConfig) -> list[Stage]:

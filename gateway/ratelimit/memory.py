@@ -2,6 +2,10 @@
 
 Used as the embedded default (no `redis:` configured) and as the `on_redis_error: local` fallback.
 Single-threaded asyncio and no awaits inside `acquire` make each decision atomic.
+
+Time is the monotonic clock (one process needs no agreement with others), so a window's buckets are
+created in time order: the oldest is the first in its dict, and a running total per window replaces
+summing the buckets on every request.
 """
 
 from __future__ import annotations
@@ -11,15 +15,21 @@ import time
 from gateway.ratelimit.rules import Decision, Rule, Settlement
 
 
+def now_ms() -> float:
+    """The in-memory limiter's clock."""
+    return time.monotonic() * 1000.0
+
+
 class MemoryLimiter:
     def __init__(self) -> None:
-        self.windows: dict[str, dict[int, int]] = {}  # key -> bucket -> count
+        self.windows: dict[str, dict[int, int]] = {}  # key -> bucket -> count, oldest bucket first
+        self.totals: dict[str, int] = {}  # key -> sum of its buckets
         self.slots: dict[str, dict[str, float]] = {}  # key -> request id -> lease expiry (ms)
         self.expires: dict[str, float] = {}  # window key -> when its last bucket leaves the window (ms)
         self._last_sweep = 0.0
 
     async def acquire(self, rules: list[Rule], member: str) -> Decision:
-        return self.acquire_now(rules, member, time.time() * 1000.0)
+        return self.acquire_now(rules, member, now_ms())
 
     def acquire_now(self, rules: list[Rule], member: str, now: float) -> Decision:
         self._maybe_sweep(now)
@@ -49,21 +59,21 @@ class MemoryLimiter:
             buckets = self.windows.get(rule.key)
             if buckets is None:
                 buckets = self.windows[rule.key] = {}
+                self.totals[rule.key] = 0
             first: int | None = None
             if buckets:
-                first = min(buckets)
-                if first < cur - nb:
-                    for b in [b for b in buckets if b < cur - nb]:
-                        del buckets[b]
-                    first = min(buckets) if buckets else None
+                first = next(iter(buckets))
+                while first is not None and first < cur - nb:
+                    self.totals[rule.key] -= buckets.pop(first)
+                    first = next(iter(buckets), None)
             rule.bucket = cur
-            u = sum(buckets.values())
+            u = self.totals[rule.key]
             used.append(u)
             oldest.append(first)
             if u + rule.cost > q.limit and decision.admitted:
                 retry = q.window_ms
                 need, freed = u + rule.cost - q.limit, 0
-                for b in sorted(buckets):
+                for b in buckets:  # oldest first
                     freed += buckets[b]
                     if freed >= need:
                         retry = int((b + nb + 1) * width - now)
@@ -80,6 +90,7 @@ class MemoryLimiter:
                 elif rule.cost > 0:
                     buckets = self.windows[rule.key]
                     buckets[rule.bucket] = buckets.get(rule.bucket, 0) + rule.cost
+                    self.totals[rule.key] += rule.cost
                     self.expires[rule.key] = now + q.window_ms + 2 * q.width_ms
                     if first is None:
                         first = rule.bucket
@@ -100,14 +111,17 @@ class MemoryLimiter:
                 continue
             buckets = self.windows.get(rule.key)
             if buckets is not None and rule.bucket in buckets:
-                value = buckets[rule.bucket] + item.delta
+                old = buckets[rule.bucket]
+                value = old + item.delta
                 if value <= 0:
                     del buckets[rule.bucket]
+                    self.totals[rule.key] -= old
                 else:
                     buckets[rule.bucket] = value
+                    self.totals[rule.key] += item.delta
 
     async def renew(self, rules: list[Rule], member: str) -> None:
-        now = time.time() * 1000.0
+        now = now_ms()
         for rule in rules:
             slots = self.slots.get(rule.key)
             if slots is not None and member in slots:
@@ -120,6 +134,7 @@ class MemoryLimiter:
         self._last_sweep = now
         for key in [k for k, v in self.windows.items() if not v or self.expires.get(k, 0) < now]:
             del self.windows[key]
+            self.totals.pop(key, None)
             self.expires.pop(key, None)
         for key in [k for k, v in self.slots.items() if not v]:
             del self.slots[key]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.ratelimit.headers import limit_headers, rejection
 from gateway.ratelimit.lua import SETTLE
-from gateway.ratelimit.memory import MemoryLimiter
+from gateway.ratelimit.memory import MemoryLimiter, now_ms
 from gateway.ratelimit.metrics import fallbacks_total, rejections_by
 from gateway.ratelimit.redis_client import RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import RedisLimiter
@@ -88,7 +87,7 @@ class RateLimitStage(Stage):
         limiter: Limiter
         if self.remote is None:
             limiter = self.local
-            decision = self.local.acquire_now(rules, member, time.time() * 1000.0)
+            decision = self.local.acquire_now(rules, member, now_ms())
         else:
             try:
                 limiter = self.remote
