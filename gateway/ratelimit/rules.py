@@ -143,7 +143,7 @@ class Planner:
                         tokens = estimate_tokens(ctx.body_json, entry.limit.token_estimate)
                     # A request bigger than the whole budget still runs, when the window is empty.
                     cost = min(tokens, quota.limit)
-                rules.append(Rule(entry.limit, quota, prefix + ident, cost, spec=spec))
+                rules.append(Rule(entry.limit, quota, prefix + ident, cost, 0, 0, 0, spec))
         return rules
 
     def _plan(self, route: str, limits: list[LimitConfig], tier: str | None) -> list[_LimitPlan]:
