@@ -97,12 +97,15 @@ def _slots(kinds: tuple[str, ...]) -> struct.Struct:
 # --- host functions ------------------------------------------------------------------------------
 
 class _HostEntry:
-    __slots__ = ("fn", "params", "nbytes", "result", "wrap", "owner")
+    __slots__ = ("fn", "params", "slots", "result", "wrap", "owner")
 
     def __init__(self, fn: Callable[..., Any], params: tuple[str, ...], result: str | None, owner: Any) -> None:
         self.fn = fn
         self.params = _slots(params)
-        self.nbytes = _SLOT * len(params)
+        # The value slots wasmtime passes, as a ctypes array type laid over their address: reading and
+        # writing them is then a struct call on a buffer, not a foreign call (string_at, memmove)
+        # through libffi, which costs several times more.
+        self.slots = ctypes.c_char * (_SLOT * max(len(params), 1 if result else 0, 1))
         self.result = _HOST_RESULT[result] if result else None
         self.wrap = _WRAP.get(result or "")
         self.owner = owner
@@ -110,8 +113,6 @@ class _HostEntry:
 
 _HOST: dict[int, _HostEntry] = {}
 _next_id = 1
-_string_at = ctypes.string_at
-_memmove = ctypes.memmove
 
 
 # wasmtime's callback type with every pointer as a plain integer (same C signature): ctypes then
@@ -123,12 +124,13 @@ def _trampoline_int(env: int, caller: int, slots: int, nslots: int) -> int:
         # wasm may grow memory between host calls: RawMemory re-reads its size when an access
         # falls past the size it knows (linear memory never shrinks).
         params = entry.params
-        result = entry.fn(*params.unpack(_string_at(slots, entry.nbytes))) if params.size else entry.fn()
+        values = entry.slots.from_address(slots)
+        result = entry.fn(*params.unpack_from(values)) if params.size else entry.fn()
         fmt = entry.result
         if fmt is not None:
             if entry.wrap is not None:
                 result &= entry.wrap
-            _memmove(slots, fmt.pack(result), fmt.size)
+            fmt.pack_into(values, 0, result)
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must become a trap, never unwind into C
         entry.owner.pending_error = exc
