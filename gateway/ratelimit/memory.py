@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from gateway.ratelimit.rules import Decision, Rule, Settlement
+from gateway.ratelimit.rules import ADMITTED, Decision, Rule, Settlement
 
 
 def now_ms() -> float:
@@ -33,7 +33,7 @@ class MemoryLimiter:
 
     def acquire_now(self, rules: list[Rule], member: str, now: float) -> Decision:
         self._maybe_sweep(now)
-        decision = Decision(True)
+        decision = ADMITTED
         used: list[int] = []
         oldest: list[int | None] = []
         for rule in rules:

@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP, SETTLE
 from gateway.ratelimit.redis_client import RedisLink
-from gateway.ratelimit.rules import Decision, Rule, Settlement, quota_spec
+from gateway.ratelimit.rules import ADMITTED, Decision, Rule, Settlement, quota_spec
 
 # A cache lookup made by the limit check's script: (entry key, lock key, lock token, lock lease ms).
 Lookup = tuple[str, str, str, int]
@@ -51,7 +51,7 @@ class RedisLimiter:
         found: Found | None = None
         if lookup is not None:
             found = (out[-2] or None), bool(out[-1])
-        return Decision(True), found
+        return ADMITTED, found
 
     def settle_ops(self, items: list[Settlement], member: str, keys: list[str], args: list[Any]) -> None:
         """Append the settlement to a SETTLE call under construction (it may carry cache writes too)."""

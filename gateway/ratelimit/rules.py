@@ -41,11 +41,14 @@ def quota_spec(limit: LimitConfig, quota: Quota) -> str:
     return f"{kind} {quota.limit} {span} {quota.width_ms}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Decision:
     admitted: bool
     denied: Rule | None = None
     retry_ms: int = 0
+
+
+ADMITTED = Decision(True)  # the common answer, shared
 
 
 @dataclass(slots=True)

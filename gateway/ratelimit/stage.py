@@ -24,7 +24,7 @@ from gateway.ratelimit.memory import MemoryLimiter, now_ms
 from gateway.ratelimit.metrics import fallbacks_total, rejections_by
 from gateway.ratelimit.redis_client import RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import RedisLimiter
-from gateway.ratelimit.rules import Decision, Limiter, Planner, Rule, Settlement
+from gateway.ratelimit.rules import ADMITTED, Limiter, Planner, Rule, Settlement
 from gateway.stages.base import Stage
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class RateLimitStage(Stage):
             except RedisUnavailable:
                 limiter = self.local
                 rules = self._fallback_rules(rules)
-                decision = await self.local.acquire(rules, member) if rules else Decision(True)
+                decision = await self.local.acquire(rules, member) if rules else ADMITTED
         ctx.response_headers.update(limit_headers(rules, decision))
         if not decision.admitted:
             assert decision.denied is not None
