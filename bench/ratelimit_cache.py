@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,13 +117,18 @@ def main() -> None:
                  "embedded": "limits+cache on, in-memory (all misses)"}
         best: dict[str, LoadResult] = {}
         cpu: dict[str, float] = {}
+        paired: dict[str, list[float]] = {"on": [], "embedded": []}  # each round's on/off, same minute
         for _ in range(args.rounds):
+            round_rps: dict[str, float] = {}
             for key, label in names.items():
                 result = wrk_unique(label, urls[key], auth, args.seconds, args.connections, pids[key])
+                round_rps[key] = result.rps
                 if key not in best or result.rps > best[key].rps:
                     best[key] = result
                 if result.cpu_us_per_request is not None:
                     cpu[key] = min(cpu.get(key, result.cpu_us_per_request), result.cpu_us_per_request)
+            for key in paired:
+                paired[key].append(round_rps[key] / round_rps["off"])
         for key, result in best.items():
             result.cpu_us_per_request = cpu.get(key)
         off, on, embedded = best["off"], best["on"], best["embedded"]
@@ -130,6 +136,9 @@ def main() -> None:
                     f"{args.seconds}s each, best of {args.rounds} interleaved rounds)", [off, on, embedded], off)
         print(f"\nthroughput ratio on/off: Redis {on.rps / off.rps:.2f}, in-memory {embedded.rps / off.rps:.2f} "
               "(target >= 0.80)")
+        print(f"median of the rounds' own on/off ratios (drift between rounds cancels): Redis "
+              f"{statistics.median(paired['on']):.2f}, in-memory {statistics.median(paired['embedded']):.2f} "
+              f"(rounds: Redis {' '.join(f'{r:.2f}' for r in paired['on'])})")
         if len(cpu) == 3:
             print(f"gateway CPU us per request: off {cpu['off']:.0f}, Redis {cpu['on']:.0f}, in-memory "
                   f"{cpu['embedded']:.0f}; CPU ratio off/on (throughput if CPU-bound): Redis "
