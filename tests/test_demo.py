@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import httpx
@@ -15,6 +17,7 @@ from tests.harness import ROOT, free_port
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)  # a cold start converts SmolLM2 and loads it in two replicas: slow on a slow VM
 def test_make_demo_answers_the_paris_question() -> None:
     port, backend_port = free_port(), free_port()
     env = {**os.environ, "EDGEGW_PORT": str(port), "EDGEGW_DEMO_BACKEND_PORT": str(backend_port),
@@ -22,21 +25,27 @@ def test_make_demo_answers_the_paris_question() -> None:
     env.pop("EDGEGW_DEMO_SECRET", None)
     proc = subprocess.Popen(["make", "--no-print-directory", "demo"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines: list[str] = []
+    lines: queue.Queue[str | None] = queue.Queue()
+    seen: list[str] = []
     token = None
     try:
+        # A reader thread, so the wait has our deadline (and the failure shows what the demo printed)
+        # instead of blocking in readline until pytest's timeout kills the test.
+        threading.Thread(target=_read_lines, args=(proc, lines), daemon=True).start()
         deadline = time.monotonic() + 600
-        assert proc.stdout is not None
-        while token is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
+        while token is None and (left := deadline - time.monotonic()) > 0:
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
                 break
-            lines.append(line)
+            if line is None:
+                break
+            seen.append(line)
             match = re.match(r"TOKEN=(\S+)", line.strip())
             if match:
                 token = match.group(1)
-        assert token, "".join(lines[-40:])
-        summary = "".join(lines)
+        assert token, "".join(seen[-40:])
+        summary = "".join(seen)
         assert f"http://127.0.0.1:{port}/v1" in summary and f"http://127.0.0.1:{backend_port}" in summary
         resp = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=120,
                           headers={"authorization": f"Bearer {token}"},
@@ -50,3 +59,10 @@ def test_make_demo_answers_the_paris_question() -> None:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _read_lines(proc: subprocess.Popen[str], out: queue.Queue[str | None]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        out.put(line)
+    out.put(None)
