@@ -294,9 +294,9 @@ class RedisLink:
             return
         merged = self._posts.get(script.sha)
         if merged is None:
-            self._posts[script.sha] = (script, list(keys), list(args))
-            if not self._batch:
+            if not self._batch and not self._posts:
                 self._loop.call_soon(self._flush)
+            self._posts[script.sha] = (script, list(keys), list(args))
         else:
             merged[1].extend(keys)
             merged[2].extend(args)
@@ -310,10 +310,7 @@ class RedisLink:
     def _post_failed(self, post: _Post, error: ResponseError) -> None:
         script, keys, args = post
         if str(error).startswith("NOSCRIPT"):  # Redis restarted: send it again with the source
-            self._batch.append(hiredis.pack_command(("EVAL", script.source, len(keys), *keys, *args)))
-            self._batch_futures.append(post)
-            if len(self._batch) == 1 and not self._posts:
-                self._loop.call_soon(self._flush)
+            self._enqueue(hiredis.pack_command(("EVAL", script.source, len(keys), *keys, *args)), post)
             return
         redis_errors_total.labels("post").inc()
         log.warning("redis rejected a posted %s call: %s", script.name, error)
@@ -321,11 +318,14 @@ class RedisLink:
     def _queue(self, command: bytes) -> asyncio.Future[Any]:
         """Calls of one event-loop iteration leave in one write, at the end of the iteration."""
         future: asyncio.Future[Any] = self._loop.create_future()
+        self._enqueue(command, future)
+        return future
+
+    def _enqueue(self, command: bytes, waiter: asyncio.Future[Any] | _Post) -> None:
         if not self._batch and not self._posts:
             self._loop.call_soon(self._flush)
         self._batch.append(command)
-        self._batch_futures.append(future)
-        return future
+        self._batch_futures.append(waiter)
 
     def _flush(self) -> None:
         batch, futures = self._batch, self._batch_futures

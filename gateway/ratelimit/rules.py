@@ -30,15 +30,18 @@ class Rule:
 
     @property
     def span_ms(self) -> int:
-        """The window, or for a concurrency slot its lease."""
-        return self.quota.window_ms or int(self.limit.lease_s * 1000)
+        return span_ms(self.limit, self.quota)
+
+
+def span_ms(limit: LimitConfig, quota: Quota) -> int:
+    """The window, or for a concurrency slot its lease."""
+    return quota.window_ms or int(limit.lease_s * 1000)
 
 
 def quota_spec(limit: LimitConfig, quota: Quota) -> str:
     """What the Redis check script needs to know of a quota, in one argument (see `lua.py`)."""
     kind = "c" if quota.kind == "concurrent" else "w"
-    span = quota.window_ms or int(limit.lease_s * 1000)
-    return f"{kind} {quota.limit} {span} {quota.width_ms}"
+    return f"{kind} {quota.limit} {span_ms(limit, quota)} {quota.width_ms}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,10 +79,6 @@ _KEY_PARTS: dict[str, Callable[[RequestContext], str | None]] = {
     "subject": attrgetter("subject"), "tenant": attrgetter("tenant"), "api_key": attrgetter("api_key"),
     "client_ip": attrgetter("client_ip"), "route": _route_name, "model": attrgetter("model"),
 }
-
-
-def key_value(ctx: RequestContext, part: str) -> str:
-    return _KEY_PARTS[part](ctx) or _MISSING
 
 
 def estimate_tokens(body: dict[str, Any] | None, output_estimate: int) -> int:
