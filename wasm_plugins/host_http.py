@@ -8,7 +8,7 @@ from typing import Any
 
 from wasm_plugins import abi
 from wasm_plugins.abi import deserialize_map, serialize_map
-from wasm_plugins.properties import get_property, set_property, split_path
+from wasm_plugins.properties import get_property, parse_path, set_property
 from wasm_plugins.raw import HostTrap
 from wasm_plugins.state import CallResult, ContextState, LocalResponse, RootState, StreamState
 
@@ -23,13 +23,12 @@ class HttpHost:
 
     # helpers implemented by PluginInstance
     def copy_out(self, data: bytes, ptr_ptr: int, size_ptr: int) -> None: ...
-    def read_str(self, ptr: int, size: int) -> str: ...
 
     # --- header maps --------------------------------------------------------------------------
 
     def _map(self, map_type: int) -> list[tuple[str, str]] | None:
         st = self.current
-        if isinstance(st, StreamState):
+        if type(st) is StreamState:
             if map_type == abi.HTTP_REQUEST_HEADERS:
                 return st.request_headers
             if map_type == abi.HTTP_RESPONSE_HEADERS:
@@ -73,7 +72,7 @@ class HttpHost:
 
     def proxy_get_header_map_value(self, map_type: int, kptr: int, ksize: int, ret_ptr: int, ret_size: int) -> int:
         pairs = self._map(map_type)
-        key = self.read_str(kptr, ksize).lower()
+        key = self.mem.read_str(kptr, ksize).lower()
         if pairs is None:
             return abi.NOT_FOUND
         for k, v in pairs:
@@ -84,7 +83,7 @@ class HttpHost:
 
     def proxy_add_header_map_value(self, map_type: int, kptr: int, ksize: int, vptr: int, vsize: int) -> int:
         pairs = self._map(map_type)
-        key, value = self.read_str(kptr, ksize).lower(), self.read_str(vptr, vsize)
+        key, value = self.mem.read_str(kptr, ksize).lower(), self.mem.read_str(vptr, vsize)
         if pairs is None:
             return abi.NOT_FOUND
         pairs.append((key, value))
@@ -93,7 +92,7 @@ class HttpHost:
 
     def proxy_replace_header_map_value(self, map_type: int, kptr: int, ksize: int, vptr: int, vsize: int) -> int:
         pairs = self._map(map_type)
-        key, value = self.read_str(kptr, ksize).lower(), self.read_str(vptr, vsize)
+        key, value = self.mem.read_str(kptr, ksize).lower(), self.mem.read_str(vptr, vsize)
         if pairs is None:
             return abi.NOT_FOUND
         pairs[:] = [(k, v) for k, v in pairs if k != key]
@@ -103,7 +102,7 @@ class HttpHost:
 
     def proxy_remove_header_map_value(self, map_type: int, kptr: int, ksize: int) -> int:
         pairs = self._map(map_type)
-        key = self.read_str(kptr, ksize).lower()
+        key = self.mem.read_str(kptr, ksize).lower()
         if pairs is None:
             return abi.NOT_FOUND
         pairs[:] = [(k, v) for k, v in pairs if k != key]
@@ -167,25 +166,26 @@ class HttpHost:
     # --- properties ---------------------------------------------------------------------------
 
     def proxy_get_property(self, ptr: int, size: int, ret_ptr: int, ret_size: int) -> int:
-        path = split_path(self.mem.read(ptr, size))
+        path, key = parse_path(self.mem.read(ptr, size))
         st = self.current if isinstance(self.current, StreamState) else None
-        value = get_property(path, st, self.version.properties)
+        value = get_property(path, st, self.version.properties, key)
         if value is None:
             return abi.NOT_FOUND
         self.copy_out(value, ret_ptr, ret_size)
         return abi.OK
 
     def proxy_set_property(self, ptr: int, size: int, vptr: int, vsize: int) -> int:
-        path = split_path(self.mem.read(ptr, size))
-        value = self.mem.read(vptr, vsize)
-        set_property(path, value, self.current if isinstance(self.current, StreamState) else None)
+        mem = self.mem
+        path, key = parse_path(mem.read(ptr, size))
+        value = mem.read(vptr, vsize)
+        set_property(path, value, self.current if isinstance(self.current, StreamState) else None, key)
         return abi.OK
 
     # --- stream control -----------------------------------------------------------------------
 
     def proxy_send_local_response(self, status: int, dptr: int, dsize: int, bptr: int, bsize: int,
                                   hptr: int, hsize: int, grpc_status: int) -> int:
-        details = self.read_str(dptr, dsize)
+        details = self.mem.read_str(dptr, dsize)
         body = self.mem.read(bptr, bsize)
         headers = [(k.lower(), v) for k, v in deserialize_map(self.mem.read(hptr, hsize))]
         st = self.current
@@ -233,7 +233,7 @@ class HttpHost:
 
     def proxy_http_call(self, uptr: int, usize: int, hptr: int, hsize: int, bptr: int, bsize: int,
                         tptr: int, tsize: int, timeout_ms: int, ret_token: int) -> int:
-        upstream = self.read_str(uptr, usize)
+        upstream = self.mem.read_str(uptr, usize)
         headers = deserialize_map(self.mem.read(hptr, hsize))
         body = self.mem.read(bptr, bsize)
         deserialize_map(self.mem.read(tptr, tsize))  # validated, then ignored: HTTP/1.1 upstreams

@@ -20,7 +20,6 @@ class MiscHost:
     version: Any
     log: logging.Logger
 
-    def read_str(self, ptr: int, size: int) -> str: ...
     def copy_out(self, data: bytes, ptr_ptr: int, size_ptr: int) -> None: ...
     def start_tick(self, root: RootState) -> None: ...
 
@@ -32,7 +31,7 @@ class MiscHost:
             self.log.log(py_level, "%s", text[:4096])
 
     def proxy_log(self, level: int, ptr: int, size: int) -> int:
-        self.plugin_log(level, self.read_str(ptr, min(size, 1 << 16)))
+        self.plugin_log(level, self.mem.read_str(ptr, min(size, 1 << 16)))
         return abi.OK
 
     def proxy_get_log_level(self, ret: int) -> int:
@@ -66,7 +65,7 @@ class MiscHost:
     # --- shared data and queues (per gateway worker, shared by all plugins and their versions) ----
 
     def proxy_get_shared_data(self, kptr: int, ksize: int, ret_ptr: int, ret_size: int, ret_cas: int) -> int:
-        found = self.services.shared.get(self.read_str(kptr, ksize))
+        found = self.services.shared.get(self.mem.read_str(kptr, ksize))
         if found is None:
             return abi.NOT_FOUND
         value, cas = found
@@ -75,17 +74,17 @@ class MiscHost:
         return abi.OK
 
     def proxy_set_shared_data(self, kptr: int, ksize: int, vptr: int, vsize: int, cas: int) -> int:
-        key, value = self.read_str(kptr, ksize), self.mem.read(vptr, vsize)
+        key, value = self.mem.read_str(kptr, ksize), self.mem.read(vptr, vsize)
         return abi.OK if self.services.shared.set(key, value, cas) else abi.CAS_MISMATCH
 
     def proxy_register_shared_queue(self, nptr: int, nsize: int, ret_id: int) -> int:
         st = self.current
-        qid = self.services.queues.register(self.read_str(nptr, nsize), self, st.root_id if st else 0)
+        qid = self.services.queues.register(self.mem.read_str(nptr, nsize), self, st.root_id if st else 0)
         self.mem.write_u32(ret_id, qid)
         return abi.OK
 
     def proxy_resolve_shared_queue(self, vptr: int, vsize: int, nptr: int, nsize: int, ret_id: int) -> int:
-        qid = self.services.queues.resolve(self.read_str(nptr, nsize))
+        qid = self.services.queues.resolve(self.mem.read_str(nptr, nsize))
         if qid is None:
             return abi.NOT_FOUND
         self.mem.write_u32(ret_id, qid)
@@ -106,7 +105,7 @@ class MiscHost:
     def proxy_define_metric(self, metric_type: int, nptr: int, nsize: int, ret_id: int) -> int:
         if metric_type not in (abi.METRIC_COUNTER, abi.METRIC_GAUGE, abi.METRIC_HISTOGRAM):
             return abi.BAD_ARGUMENT
-        mid = self.services.metrics.define(self.version.name, metric_type, self.read_str(nptr, nsize))
+        mid = self.services.metrics.define(self.version.name, metric_type, self.mem.read_str(nptr, nsize))
         self.mem.write_u32(ret_id, mid)
         return abi.OK
 

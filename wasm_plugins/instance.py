@@ -20,13 +20,15 @@ from wasm_plugins.engine import deadline_ticks, engine
 from wasm_plugins.host_http import HttpHost
 from wasm_plugins.host_misc import MiscHost, unimplemented_stub
 from wasm_plugins.module import WASI_MODULES
-from wasm_plugins.raw import Callee, Fuel, HostTrap, RawMemory, WasmCallError, host_func
+from wasm_plugins.raw import Fuel, HostTrap, RawMemory, WasmCallError, callee, host_func
 from wasm_plugins.state import ContextState, RootState, StreamState
 from wasm_plugins.wasi import ProcExit, WasiHost, denied
 
 log = logging.getLogger("edgegw.plugins")
 
 _PAGE = 65536
+_WASM_ERRORS = (wasmtime.Trap, wasmtime.WasmtimeError)
+_gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
 
 
 class PluginInstance(HttpHost, MiscHost, WasiHost):
@@ -39,21 +41,22 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         self.ticks = deadline_ticks(version.limits.deadline_ms)
         self.store = wasmtime.Store(engine())
         self.store.set_limits(memory_size=self.memory_cap, instances=4, tables=4, memories=1)
-        self.fuel = Fuel(self.store)
+        self.fuel = Fuel(self.store, version.limits.fuel, self.ticks)
         self.pending_error: BaseException | None = None
         self.current: ContextState | None = None
         self.contexts: dict[int, ContextState] = {}
         self.roots: dict[bytes, int] = {}
+        self.bound: dict[int, tuple[Any, int]] = {}  # id(binding config) -> (it, its root context id)
         self.configuring: bytes | None = None
         self.broken: str | None = None
         self.retired = False
         self.fuel_used = 0
         self._ids = itertools.count(1)
-        self.fn: dict[str, Callee] = {}
+        self.fn: dict[str, Any] = {}
         self.mem: Any = None
         module = version.module
         externs = [self._import(i.module, i.name or "", i.type) for i in module.imports]
-        self._arm()
+        self.fuel.arm()
         try:
             instance = wasmtime.Instance(self.store, module, externs)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
@@ -65,8 +68,11 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         for name in version.info.callbacks:
             func = exports[name]
             assert isinstance(func, wasmtime.Func)
-            self.fn[name] = Callee(self.store, func)
+            self.fn[name] = callee(self.store, func)
         self.alloc = self.fn.get("proxy_on_memory_allocate") or self.fn.get("malloc")
+        # The end-of-stream callbacks this plugin exports (most export none of them): closing a stream
+        # then costs nothing for the others.
+        self.closing = tuple(n for n in ("proxy_on_done", "proxy_on_log", "proxy_on_delete") if n in self.fn)
         start = "_initialize" if "_initialize" in self.fn else "_start" if "_start" in self.fn else None
         if start is not None:
             try:
@@ -93,10 +99,6 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
 
     # --- calling into the plugin ----------------------------------------------------------------
 
-    def _arm(self) -> None:
-        self.fuel.arm(self.limits.fuel, self.ticks)
-        self.pending_error = None
-
     def call(self, name: str, *args: int) -> int | None:
         """Run one callback under the sandbox: fresh fuel and deadline. A failure breaks the instance
         and raises WasmCallError with the reason."""
@@ -105,23 +107,26 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
             return None
         if self.broken:
             raise WasmCallError("instance_lost", f"instance failed earlier ({self.broken})")
-        self._arm()
+        fuel = self.fuel
+        fuel.arm()
+        self.pending_error = None
         # The deadline is wall-clock and host functions run inside it: a collector pause in one of
         # them must not be charged to the plugin, so collection waits until the callback returns.
-        collecting = gc.isenabled()
+        collecting = _gc_isenabled()
         if collecting:
-            gc.disable()
+            _gc_disable()
         try:
             return f(*args)
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        except _WASM_ERRORS as exc:
             raise self._failure(exc) from None
         finally:
             if collecting:
-                gc.enable()
-            used = self.limits.fuel - self.fuel.remaining()
+                _gc_enable()
+            used = fuel.used()
             self.fuel_used += used
-            if isinstance(self.current, StreamState):
-                self.current.fuel += used
+            current = self.current
+            if current is not None and type(current) is StreamState:
+                current.fuel += used
 
     def _failure(self, exc: Exception) -> WasmCallError:
         reason = self._classify(exc)
@@ -162,16 +167,14 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
             raise HostTrap("abi", "no allocator export")
         try:
             ptr = self.alloc(n) or 0
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        except _WASM_ERRORS as exc:
             raise HostTrap(self._classify(exc), f"allocator failed: {exc}") from None
         if ptr == 0:
             raise HostTrap("memory", f"plugin could not allocate {n} bytes")
-        self.mem.write(ptr, data)
-        self.mem.write_u32(ptr_ptr, ptr)
-        self.mem.write_u32(size_ptr, n)
+        self.mem.copy_out(ptr, data, ptr_ptr, size_ptr)
 
     def read_str(self, ptr: int, size: int) -> str:
-        return self.mem.read(ptr, size).decode("utf-8", "replace")
+        return self.mem.read_str(ptr, size)
 
     # --- contexts -----------------------------------------------------------------------------
 
@@ -211,15 +214,15 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
 
     def close_stream(self, st: StreamState) -> WasmCallError | None:
         """on_done, on_log, on_delete; returns (does not raise) a failure so the caller decides."""
-        for task in st.pending.values():
-            task.cancel()
-        st.pending.clear()
+        if st.pending:
+            for task in st.pending.values():
+                task.cancel()
+            st.pending.clear()
         try:
-            if not self.broken:
+            if self.closing and not self.broken:
                 self.current = st
-                self.call("proxy_on_done", st.id)
-                self.call("proxy_on_log", st.id)
-                self.call("proxy_on_delete", st.id)
+                for name in self.closing:
+                    self.call(name, st.id)
             return None
         except WasmCallError as exc:
             return exc

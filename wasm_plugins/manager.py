@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from starlette.responses import Response
@@ -42,6 +42,7 @@ class PluginManager:
         self.services = Services()
         self.watcher: Any = None
         self._lock: asyncio.Lock | None = None
+        self._tallies: dict[tuple[str, str], pmetrics.PhaseTally] = {}  # per-request metrics, batched
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -147,13 +148,23 @@ class PluginManager:
         version = plugin.pick() if plugin is not None else None
         if plugin is None or version is None:
             return self._failed(plugin, name, None, WasmCallError("not_loaded", "no version is loaded"))
-        started = time.perf_counter()
-        inst = None
+        started = perf_counter()
+        inst = st = None
         try:
-            inst = version.acquire()
-            if binding.config is not None and id(binding.config) not in plugin.overrides:
-                plugin.overrides[id(binding.config)] = binding.config
-            root = version.root_for(inst, version.config_for(binding.config))
+            inst = version.instance
+            if inst is None or inst.broken:
+                inst = version.acquire()
+            # The root context for this binding's configuration: remembered by the instance per
+            # binding, so the configuration is merged and looked up once, not per request.
+            config = binding.config
+            bound = inst.bound.get(id(config))
+            if bound is not None and bound[0] is config:
+                root = bound[1]
+            else:
+                if config is not None and id(config) not in plugin.overrides:
+                    plugin.overrides[id(config)] = config
+                root = version.root_for(inst, version.config_for(config))
+                inst.bound[id(config)] = (config, root)
             st = await (run_response(inst, root, ctx) if phase == "response" else run_request(inst, root, ctx))
         except WasmCallError as exc:
             if inst is not None and inst.broken:
@@ -161,12 +172,13 @@ class PluginManager:
             plugin.record(version, False)
             return self._failed(plugin, name, version, exc)
         finally:
-            pmetrics.calls_by.get(name, phase).inc()
-            pmetrics.seconds_by.get(name).observe(time.perf_counter() - started)
-        if st.fuel:
-            pmetrics.fuel_by.get(name).inc(st.fuel)
+            elapsed = perf_counter() - started
+            tally = self._tallies.get((name, phase))
+            if tally is None:
+                tally = self._tallies[(name, phase)] = pmetrics.PhaseTally(name, phase)
+            tally.add(elapsed, st.fuel if st is not None else 0)  # fuel: of completed runs, as before
         plugin.record(version, True)
-        return local_reply(name, st, phase)
+        return local_reply(name, st, phase) if st.local_response is not None or st.reset else None
 
     def _failed(self, plugin: Plugin | None, name: str, version: PluginVersion | None,
                 exc: WasmCallError) -> None:

@@ -40,9 +40,27 @@ def split_path(raw: bytes) -> list[str]:
     return parts
 
 
-def get_property(path: list[str], st: StreamState | None, plugin: dict[str, str]) -> bytes | None:
-    """The value of `path`, or None when there is no such property (the plugin sees NOT_FOUND)."""
-    key = ".".join(path)
+_PATHS: dict[bytes, tuple[list[str], str]] = {}
+
+
+def parse_path(raw: bytes) -> tuple[list[str], str]:
+    """A path's segments and its dotted key, remembered: a plugin asks for the same few names on
+    every request. The lists are shared: callers must not change them."""
+    hit = _PATHS.get(raw)
+    if hit is None:
+        if len(_PATHS) >= 1024:  # names built per request (a header's value in a path...): stay bounded
+            _PATHS.clear()
+        path = split_path(raw)
+        hit = _PATHS[raw] = (path, ".".join(path))
+    return hit
+
+
+def get_property(path: list[str], st: StreamState | None, plugin: dict[str, str],
+                 key: str | None = None) -> bytes | None:
+    """The value of `path` (`key`: it dotted, when the caller has it), or None when there is no such
+    property (the plugin sees NOT_FOUND)."""
+    if key is None:
+        key = ".".join(path)
     if key in plugin:
         return plugin[key].encode()
     if st is None or st.ctx is None:
@@ -64,8 +82,9 @@ def get_property(path: list[str], st: StreamState | None, plugin: dict[str, str]
     return None
 
 
-def set_property(path: list[str], value: bytes, st: StreamState | None) -> None:
-    key = ".".join(path)
+def set_property(path: list[str], value: bytes, st: StreamState | None, key: str | None = None) -> None:
+    if key is None:
+        key = ".".join(path)
     if st is None or st.ctx is None:
         return
     attr = WRITABLE.get(key)

@@ -5,11 +5,13 @@ in a `Val` on each call (several microseconds). The proxy-wasm ABI only moves i3
 call through `wasmtime_func_call_unchecked` with one preallocated raw-value buffer per function, and
 define host functions with `wasmtime_func_new_unchecked` and our own trampoline.
 
-Every crossing is kept to as few ctypes calls as possible, with plain integer arguments: on a busy
-(or virtualised) machine each ctypes call costs microseconds once its code has left the CPU caches
-between requests, and a request makes dozens of them. So: values move through precompiled `struct`
-formats rather than ctypes union objects, linear memory is a `memoryview` rather than a ctypes call
-per access, and the calls that cannot block (fuel, deadline, memory size) keep the GIL.
+Every crossing is kept to as few ctypes calls as possible, each as cheap as ctypes allows: on a
+busy (or virtualised) machine each ctypes call costs microseconds once its code has left the CPU
+caches between requests, and a request makes dozens of them. So: values move through precompiled
+`struct` formats on raw addresses (`_ADDR`) rather than ctypes objects, linear memory is a
+`memoryview` rather than a ctypes call per access, foreign-call arguments are converted once per
+store rather than per call (`_arg`), each host function has its own specialised trampoline, exports
+are plain closures, and the calls that cannot block (fuel, deadline, memory size) keep the GIL.
 
 Safety: the unchecked API trusts the caller about types. Exports are called only after their
 signatures were checked against the ABI (`wasm_plugins.abi.CALLBACKS`); host functions are created
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import sys
 from collections.abc import Callable
 from ctypes import byref, c_size_t, c_uint64, c_void_p
 from typing import Any
@@ -33,25 +36,33 @@ _SLOT = ctypes.sizeof(_RAW)  # 16: every value slot, whatever its type
 _TRAP_PTR = ctypes.POINTER(ffi.wasm_trap_t)
 
 
-def _fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
-    f = getattr(lib, name)
+def _fn(lib: ctypes.CDLL, name: str, restype: Any) -> Any:
+    f = lib[name]  # a function object of our own: wasmtime-py's (`lib.name`) keeps its settings
     f.restype = restype
-    f.argtypes = argtypes
+    f.argtypes = None
     return f
 
 
 # The same library through two handles. Calling into wasm must release the GIL: the epoch ticker
 # (a Python thread) has to run while a plugin spins. The bookkeeping calls return at once and are
-# cheaper holding it. All take raw addresses as ints: no argument wrapping per call.
+# cheaper holding it.
+#
+# Every argument of every call we make per request is fixed for the life of a store (its context,
+# a function, a preallocated buffer, the fuel budget, the deadline), so each is converted to a
+# ctypes argument once (`_arg`) and the functions are declared without argtypes: ctypes then copies
+# the prepared arguments instead of calling a converter and allocating an object per argument per
+# call. All are pointer-sized: integers (size_t, uint64_t) travel in the same 64-bit argument class
+# as pointers in the C ABIs wasmtime supports.
+assert ctypes.sizeof(c_void_p) == ctypes.sizeof(c_size_t) == ctypes.sizeof(c_uint64) == 8
+_arg = c_void_p.from_param
 _nogil = _raw_bindings.dll
 _gil = ctypes.PyDLL(_nogil._name)
-_call_unchecked = _fn(_nogil, "wasmtime_func_call_unchecked", c_void_p, c_void_p, c_void_p, c_void_p, c_size_t,
-                      c_void_p)
-_set_fuel = _fn(_gil, "wasmtime_context_set_fuel", c_void_p, c_void_p, c_uint64)
-_get_fuel = _fn(_gil, "wasmtime_context_get_fuel", c_void_p, c_void_p, c_void_p)
-_set_epoch_deadline = _fn(_gil, "wasmtime_context_set_epoch_deadline", None, c_void_p, c_uint64)
-_mem_size = _fn(_gil, "wasmtime_memory_data_size", c_size_t, c_void_p, c_void_p)
-_mem_data = _fn(_gil, "wasmtime_memory_data", c_void_p, c_void_p, c_void_p)
+_call_unchecked = _fn(_nogil, "wasmtime_func_call_unchecked", c_void_p)  # (cx, func*, slots*, n, trap**)
+_set_fuel = _fn(_gil, "wasmtime_context_set_fuel", c_void_p)  # (cx, fuel) -> error*
+_get_fuel = _fn(_gil, "wasmtime_context_get_fuel", c_void_p)  # (cx, uint64_t*) -> error*
+_set_epoch_deadline = _fn(_gil, "wasmtime_context_set_epoch_deadline", None)  # (cx, ticks)
+_mem_size = _fn(_gil, "wasmtime_memory_data_size", c_size_t)  # (cx, memory*) -> size
+_mem_data = _fn(_gil, "wasmtime_memory_data", c_void_p)  # (cx, memory*) -> base
 
 # One value slot per type: little-endian, padded to the slot size. i32s are read unsigned:
 # proxy-wasm i32s are pointers, sizes and ids (Python would see them signed).
@@ -63,6 +74,11 @@ _WRAP = {"i32": 0xFFFFFFFF, "i64": 0xFFFFFFFFFFFFFFFF}
 _HOST_RESULT = {**_RESULT, "i64": struct.Struct("<Q")}
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+# The whole address space as one buffer, for reading and writing wasmtime's value slots and
+# out-parameters at the raw addresses it hands us: a struct call on this is a plain C memcpy, where
+# `from_address`, `string_at` or `memmove` would build a ctypes object or go through libffi per access.
+# It is exactly as (un)safe as `from_address`: only addresses wasmtime gave us are touched.
+_ADDR = memoryview((ctypes.c_char * sys.maxsize).from_address(0))
 
 
 def address(obj: Any) -> int:
@@ -96,50 +112,50 @@ def _slots(kinds: tuple[str, ...]) -> struct.Struct:
 
 # --- host functions ------------------------------------------------------------------------------
 
-class _HostEntry:
-    __slots__ = ("fn", "params", "slots", "result", "wrap", "owner")
-
-    def __init__(self, fn: Callable[..., Any], params: tuple[str, ...], result: str | None, owner: Any) -> None:
-        self.fn = fn
-        self.params = _slots(params)
-        # The value slots wasmtime passes, as a ctypes array type laid over their address: reading and
-        # writing them is then a struct call on a buffer, not a foreign call (string_at, memmove)
-        # through libffi, which costs several times more.
-        self.slots = ctypes.c_char * (_SLOT * max(len(params), 1 if result else 0, 1))
-        self.result = _HOST_RESULT[result] if result else None
-        self.wrap = _WRAP.get(result or "")
-        self.owner = owner
-
-
-_HOST: dict[int, _HostEntry] = {}
+_HOST: dict[int, Any] = {}  # env id -> the ctypes callback, alive until wasmtime finalizes the function
 _next_id = 1
+# wasmtime's callback type (it returns a wasm_trap_t*) with every pointer and size as a plain
+# integer (same C signature): ctypes then hands the trampoline ints instead of pointer objects.
+_CALLBACK = ctypes.CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_void_p)
 
 
-# wasmtime's callback type with every pointer as a plain integer (same C signature): ctypes then
-# hands the trampoline ints instead of building pointer objects per call.
-@ctypes.CFUNCTYPE(c_size_t, c_void_p, c_void_p, c_void_p, c_size_t)
-def _trampoline_int(env: int, caller: int, slots: int, nslots: int) -> int:
-    entry = _HOST[env]
-    try:
-        # wasm may grow memory between host calls: RawMemory re-reads its size when an access
-        # falls past the size it knows (linear memory never shrinks).
-        params = entry.params
-        values = entry.slots.from_address(slots)
-        result = entry.fn(*params.unpack_from(values)) if params.size else entry.fn()
-        fmt = entry.result
-        if fmt is not None:
-            if entry.wrap is not None:
-                result &= entry.wrap
-            fmt.pack_into(values, 0, result)
-        return 0
-    except BaseException as exc:  # noqa: BLE001 - every failure must become a trap, never unwind into C
-        entry.owner.pending_error = exc
-        msg = f"host: {exc}".encode()
-        trap = ffi.wasmtime_trap_new(ctypes.create_string_buffer(msg), len(msg))
-        return address(trap)
+def _trap(owner: Any, exc: BaseException) -> int:
+    owner.pending_error = exc
+    msg = f"host: {exc}".encode()
+    return address(ffi.wasmtime_trap_new(ctypes.create_string_buffer(msg), len(msg)))
 
 
-_trampoline = ctypes.cast(_trampoline_int, ffi.wasmtime_func_unchecked_callback_t)
+def _trampoline(fn: Callable[..., Any], params: tuple[str, ...], result: str | None, owner: Any) -> Any:
+    """The C callback for one host function, specialised to its signature: each host call then costs
+    one Python frame here, no lookup, and a struct call each way on the value slots (through `_ADDR`).
+    Every failure becomes a trap recorded on `owner.pending_error`; nothing may unwind into C."""
+    unpack = _slots(params).unpack_from  # "<" alone for no parameters: unpacks ()
+    if result is None:
+        def tramp(env: int, caller: int, slots: int, nslots: int) -> int:
+            try:
+                fn(*unpack(_ADDR, slots))
+                return 0
+            except BaseException as exc:  # noqa: BLE001
+                return _trap(owner, exc)
+    elif result in _WRAP:
+        pack, wrap = _HOST_RESULT[result].pack_into, _WRAP[result]
+
+        def tramp(env: int, caller: int, slots: int, nslots: int) -> int:
+            try:  # the integer result is wrapped to its width (C's conversion, as a ctypes field did)
+                pack(_ADDR, slots, fn(*unpack(_ADDR, slots)) & wrap)
+                return 0
+            except BaseException as exc:  # noqa: BLE001
+                return _trap(owner, exc)
+    else:
+        pack = _HOST_RESULT[result].pack_into
+
+        def tramp(env: int, caller: int, slots: int, nslots: int) -> int:
+            try:
+                pack(_ADDR, slots, fn(*unpack(_ADDR, slots)))
+                return 0
+            except BaseException as exc:  # noqa: BLE001
+                return _trap(owner, exc)
+    return _CALLBACK(tramp)
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -156,78 +172,106 @@ def host_func(store: wasmtime.Store, ty: wasmtime.FuncType, fn: Callable[..., An
         raise ValueError("multi-value host functions are not part of the ABI")
     env = _next_id
     _next_id += 1
-    _HOST[env] = _HostEntry(fn, _kinds(ty.params), results[0] if results else None, owner)
+    callback = _trampoline(fn, _kinds(ty.params), results[0] if results else None, owner)
+    _HOST[env] = callback
     raw = ffi.wasmtime_func_t()
-    ffi.wasmtime_func_new_unchecked(store._context(), ty.ptr(), _trampoline, env, _finalize, byref(raw))
+    ffi.wasmtime_func_new_unchecked(store._context(), ty.ptr(), ctypes.cast(callback, ffi.wasmtime_func_unchecked_callback_t),
+                                    env, _finalize, byref(raw))
     return wasmtime.Func._from_raw(raw)
 
 
 # --- calls into the plugin -----------------------------------------------------------------------
 
-class Callee:
-    """One exported function, callable with ints (unsigned i32s); returns its single result or None."""
+def _raise_error(err: int) -> None:
+    raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
 
-    __slots__ = ("store", "func", "cx", "func_at", "nparams", "args", "result", "buf", "view", "buf_at",
-                 "nbuf", "trap", "trap_at")
 
-    def __init__(self, store: wasmtime.Store, func: wasmtime.Func) -> None:
-        ty = func.type(store)
-        self.store = store  # keeps the store (and so cx) alive as long as we may call
-        self.func = func._func
-        self.cx = address(store._context())
-        self.func_at = ctypes.addressof(self.func)
-        params = _kinds(ty.params)
-        results = _kinds(ty.results)
-        if any(k != "i32" for k in params):
-            raise ValueError("callbacks take i32 parameters only")
-        self.nparams = len(params)
-        self.args = _slots(params)
-        self.result = _RESULT[results[0]] if results else None
-        self.nbuf = max(1, self.nparams, len(results))
-        self.buf = (_RAW * self.nbuf)()
-        self.view = memoryview(self.buf).cast("B")
-        self.buf_at = ctypes.addressof(self.buf)
-        self.trap = c_void_p(0)  # wasm_trap_t* out-parameter, reused
-        self.trap_at = ctypes.addressof(self.trap)
+def _raise_trap(trap_at: int) -> None:
+    trap = _U64.unpack_from(_ADDR, trap_at)[0]
+    _U64.pack_into(_ADDR, trap_at, 0)  # the out-parameter is reused: clear it for the next call
+    raise wasmtime.Trap._from_ptr(ctypes.cast(trap, _TRAP_PTR))
 
-    def __call__(self, *args: int) -> int | None:
-        if self.nparams:
-            if len(args) != self.nparams:  # 0.1.0 callbacks lack trailing flags: pad or cut
-                args = (*args, *(0,) * self.nparams)[:self.nparams]
-            self.args.pack_into(self.view, 0, *args)
-        err = _call_unchecked(self.cx, self.func_at, self.buf_at, self.nbuf, self.trap_at)
+
+def callee(store: wasmtime.Store, func: wasmtime.Func) -> Callable[..., int | None]:
+    """One exported function as a plain Python function of ints (unsigned i32s), returning its single
+    result or None. A closure rather than an object with `__call__`: Python calls it without a
+    method frame, and everything it needs is a closure cell."""
+    ty = func.type(store)
+    params = _kinds(ty.params)
+    results = _kinds(ty.results)
+    if any(k != "i32" for k in params):
+        raise ValueError("callbacks take i32 parameters only")
+    if len(results) > 1:
+        raise ValueError("callbacks return at most one value")
+    nparams = len(params)
+    nbuf = max(1, nparams, len(results))
+    # Value slots, then one more for the wasm_trap_t* out-parameter: after the call one struct
+    # read gives the result and the trap together.
+    buf = (_RAW * (nbuf + 1))()
+    view = memoryview(buf).cast("B")
+    buf_at = ctypes.addressof(buf)
+    trap_at = buf_at + nbuf * _SLOT
+    pack_args = _slots(params).pack_into
+    out = struct.Struct("<" + (_SLOT_FORMAT[results[0]] if results else f"{_SLOT}x") +
+                        f"{_SLOT * (nbuf - 1)}xQ").unpack_from
+    raw = func._func
+    cx, func_at, slots, n, trap_out = (_arg(address(store._context())), _arg(ctypes.addressof(raw)), _arg(buf_at),
+                                       _arg(nbuf), _arg(trap_at))
+
+    def call(*args: int) -> int | None:
+        if len(args) != nparams:  # 0.1.0 callbacks lack trailing flags: pad or cut
+            args = (*args, *(0,) * nparams)[:nparams]
+        pack_args(view, 0, *args)
+        err = _call_unchecked(cx, func_at, slots, n, trap_out)
         if err:
-            raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
-        if self.trap.value:
-            trap = ctypes.cast(self.trap.value, _TRAP_PTR)
-            self.trap.value = 0
-            raise wasmtime.Trap._from_ptr(trap)
-        fmt = self.result
-        return fmt.unpack_from(self.view)[0] if fmt is not None else None
+            _raise_error(err)
+        value, trap = out(view)
+        if trap:
+            _raise_trap(trap_at)
+        return value
+
+    def call_void(*args: int) -> None:
+        if len(args) != nparams:
+            args = (*args, *(0,) * nparams)[:nparams]
+        pack_args(view, 0, *args)
+        err = _call_unchecked(cx, func_at, slots, n, trap_out)
+        if err:
+            _raise_error(err)
+        if out(view)[0]:
+            _raise_trap(trap_at)
+
+    # keep the store (and so cx), the raw function and the buffer alive as long as we may call
+    call.keep = call_void.keep = (store, raw, buf)  # type: ignore[attr-defined]
+    return call if results else call_void
 
 
 class Fuel:
     """Fuel and the epoch deadline of one store: set before each callback, read after it."""
 
-    __slots__ = ("store", "cx", "left", "left_at")
+    __slots__ = ("store", "fuel", "left", "cx", "budget", "ticks", "left_out")
 
-    def __init__(self, store: wasmtime.Store) -> None:
+    def __init__(self, store: wasmtime.Store, fuel: int, ticks: int) -> None:
         self.store = store
-        self.cx = address(store._context())
+        self.fuel = fuel
         self.left = c_uint64(0)
-        self.left_at = ctypes.addressof(self.left)
+        self.cx = _arg(address(store._context()))
+        self.budget = _arg(fuel)
+        self.ticks = _arg(ticks)
+        self.left_out = _arg(ctypes.addressof(self.left))
 
-    def arm(self, fuel: int, ticks: int) -> None:
-        err = _set_fuel(self.cx, fuel)
+    def arm(self) -> None:
+        """A full tank and a deadline `ticks` epochs from now: each callback gets the whole budget."""
+        err = _set_fuel(self.cx, self.budget)
         if err:
-            raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
-        _set_epoch_deadline(self.cx, ticks)
+            _raise_error(err)
+        _set_epoch_deadline(self.cx, self.ticks)
 
-    def remaining(self) -> int:
-        err = _get_fuel(self.cx, self.left_at)
+    def used(self) -> int:
+        """Fuel the callback since `arm` consumed."""
+        err = _get_fuel(self.cx, self.left_out)
         if err:
-            raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
-        return self.left.value
+            _raise_error(err)
+        return self.fuel - self.left.value
 
 
 class RawMemory:
@@ -242,9 +286,9 @@ class RawMemory:
 
     def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
         self.store = store  # the view points into the store's memory: keep the store alive with it
-        self.cx = address(store._context())
+        self.cx = _arg(address(store._context()))
         self.mem = memory._memory
-        self.mem_at = ctypes.addressof(self.mem)
+        self.mem_at = _arg(ctypes.addressof(self.mem))
         self.base = _mem_data(self.cx, self.mem_at) or 0
         self.limit = 0
         self.view = memoryview(b"")
@@ -272,6 +316,25 @@ class RawMemory:
         if ptr + n > self.limit:
             self._check(ptr, n)
         return self.view[ptr:ptr + n].tobytes()
+
+    def read_str(self, ptr: int, n: int) -> str:
+        if ptr + n > self.limit and n:
+            self._check(ptr, n)
+        return str(self.view[ptr:ptr + n], "utf-8", "replace")
+
+    def copy_out(self, ptr: int, data: bytes, ptr_ptr: int, size_ptr: int) -> None:
+        """Write `data` at `ptr` (the plugin allocated it), then its address and size at the two
+        out-pointers: one bounds test when all three fit, the separate checks otherwise."""
+        n = len(data)
+        if ptr + n <= self.limit and ptr_ptr + 4 <= self.limit and size_ptr + 4 <= self.limit:
+            view = self.view
+            view[ptr:ptr + n] = data
+            _U32.pack_into(view, ptr_ptr, ptr)
+            _U32.pack_into(view, size_ptr, n)
+        else:
+            self.write(ptr, data)
+            self.write_u32(ptr_ptr, ptr)
+            self.write_u32(size_ptr, n)
 
     def write(self, ptr: int, data: bytes) -> None:
         n = len(data)

@@ -62,13 +62,16 @@ async def run_request(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSta
     st = inst.open_stream(root_id, ctx)
     error: WasmCallError | None = None
     try:
-        st.request_headers = request_headers(ctx)
+        headers = st.request_headers = request_headers(ctx)
         body = request_body(ctx) if "proxy_on_request_body" in inst.fn else b""
-        if _paused(inst, st, "proxy_on_request_headers", len(st.request_headers), 0 if body else 1):
+        # inst.callback spelled out (current context, then call): two frames less per callback
+        inst.current = st
+        if inst.call("proxy_on_request_headers", st.id, len(headers), 0 if body else 1) == abi.PAUSE:
             await settle(inst, st)
-        if not st.ended and body:
+        if body and not st.ended:
             st.request_body = body
-            if _paused(inst, st, "proxy_on_request_body", len(body), 1):
+            inst.current = st
+            if inst.call("proxy_on_request_body", st.id, len(body), 1) == abi.PAUSE:
                 await settle(inst, st)
     finally:
         error = inst.close_stream(st)

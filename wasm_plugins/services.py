@@ -14,7 +14,7 @@ import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
 
 from gateway import metrics as gw_metrics
-from wasm_plugins import abi
+from wasm_plugins import abi, pmetrics
 from wasm_plugins.state import CallResult
 
 log = logging.getLogger("edgegw.plugins")
@@ -87,14 +87,21 @@ class Queues:
 
 class PluginMetrics:
     """Metrics plugins define with `proxy_define_metric`, on the gateway's registry, named
-    `edgegw_plugin_{counter,gauge,histogram}_<name>{plugin="..."}`."""
+    `edgegw_plugin_{counter,gauge,histogram}_<name>{plugin="..."}`.
+
+    `values` is the host's own reading of each metric (what `proxy_get_metric` answers). Counters
+    reach Prometheus in batches (`flush`, see `pmetrics`): the request path only adds to `values`.
+    """
 
     _families: dict[tuple[int, str], Any] = {}  # process-wide: prometheus rejects duplicate names
 
     def __init__(self) -> None:
         self.defs: list[tuple[int, Any]] = []  # metric id - 1 -> (type, labelled child)
         self.values: list[float] = []
+        self.flushed: list[float] = []  # counters: the part of `values` already in Prometheus
         self.by_key: dict[tuple[str, int, str], int] = {}
+        self.dirty = False
+        pmetrics.track(self)
 
     def define(self, plugin: str, metric_type: int, name: str) -> int:
         key = (plugin, metric_type, name)
@@ -112,13 +119,30 @@ class PluginMetrics:
                 family = Histogram(f"edgegw_plugin_histogram_{clean}", doc, ["plugin"],
                                    registry=gw_metrics.registry)
             self._families[(metric_type, clean)] = family
-        self.defs.append((metric_type, family.labels(plugin)))
+        # in this order: a flush from another thread walks `defs`, so the other lists are never shorter
+        self.flushed.append(0.0)
         self.values.append(0.0)
+        self.defs.append((metric_type, family.labels(plugin)))
         mid = self.by_key[key] = len(self.defs)
         return mid
 
     def _lookup(self, mid: int) -> tuple[int, Any] | None:
         return self.defs[mid - 1] if 0 < mid <= len(self.defs) else None
+
+    def _counted(self) -> None:
+        if not self.dirty:
+            self.dirty = True
+            pmetrics.schedule()
+
+    def flush(self) -> None:
+        """Move counter increments into Prometheus (pmetrics.flush calls it, under its lock)."""
+        self.dirty = False
+        values, flushed = self.values, self.flushed
+        for i, (kind, child) in enumerate(self.defs):
+            if kind == abi.METRIC_COUNTER and values[i] != flushed[i]:
+                value = values[i]
+                child.inc(value - flushed[i])
+                flushed[i] = value
 
     def increment(self, mid: int, delta: int) -> int:
         found = self._lookup(mid)
@@ -128,7 +152,7 @@ class PluginMetrics:
         if kind == abi.METRIC_COUNTER:
             if delta < 0:
                 return abi.BAD_ARGUMENT
-            child.inc(delta)
+            self._counted()
         elif kind == abi.METRIC_GAUGE:
             child.inc(delta)
         else:
@@ -146,10 +170,9 @@ class PluginMetrics:
         elif kind == abi.METRIC_GAUGE:
             child.set(value)
         else:  # a counter "recorded" to a value: move it forward, never back
-            if value > self.values[mid - 1]:
-                child.inc(value - self.values[mid - 1])
-            else:
+            if value <= self.values[mid - 1]:
                 return abi.OK
+            self._counted()
         self.values[mid - 1] = value
         return abi.OK
 
