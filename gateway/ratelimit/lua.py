@@ -1,6 +1,7 @@
 """The rate limiter's Lua scripts. `gateway/ratelimit/memory.py` implements the same algorithm in Python.
 
-Sliding windows are hashes of bucket index -> count (bucket = Redis `TIME` in ms // width). A
+Sliding windows are hashes of bucket index -> count (bucket = Redis `TIME` in ms // width), plus
+their sum ('n') and oldest bucket ('o'), so a check reads two fields rather than every bucket. A
 request is admitted when the buckets overlapping the last window plus its cost stay within the
 limit; the extra partial bucket makes the count conservative, so no window ever admits more than
 the limit. Concurrency slots are sorted sets of request id -> lease expiry (ms).
@@ -24,7 +25,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local member = ARGV[1]
 local n = #KEYS - %(extra)d
 local admitted, denied, retry = 1, 0, 0
-local used, cur, minb, nbs = {}, {}, {}, {}
+local used, cur, minb, nbs, curv = {}, {}, {}, {}, {}
 local kinds, limits, spans, widths, costs = {}, {}, {}, {}, {}
 for i = 1, n do
   local kind, limit, span, width = string.match(ARGV[i * 2], '^(%%a) (%%d+) (%%d+) (%%d+)$')
@@ -33,8 +34,12 @@ for i = 1, n do
   kinds[i], limits[i], spans[i], widths[i], costs[i] = kind, limit, span, width, cost
   local key = KEYS[i]
   if kind == 'c' then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     used[i] = redis.call('ZCARD', key)
+    -- Expired leases (a gateway died with the request) only matter when the slots look full.
+    if used[i] + cost > limit then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      used[i] = redis.call('ZCARD', key)
+    end
     if used[i] + cost > limit and denied == 0 then
       admitted, denied, retry = 0, i, 1000
     end
@@ -42,25 +47,48 @@ for i = 1, n do
     local c = math.floor(now / width)
     local nb = math.floor(span / width)
     local first = c - nb
-    local h = redis.call('HGETALL', key)
-    local u, stale, live, counts = 0, {}, {}, {}
-    for j = 1, #h, 2 do
-      local b = tonumber(h[j])
-      if b < first then
-        stale[#stale + 1] = h[j]
+    -- 'n' (the buckets' sum) and 'o' (the oldest bucket) are kept beside the buckets, so a check
+    -- reads two fields; the buckets themselves are read only when the oldest left the window (once
+    -- per bucket width at most) and to work out a refusal's retry time.
+    local st = redis.call('HMGET', key, 'n', 'o', c)
+    local u, o, cv = tonumber(st[1]) or 0, tonumber(st[2]), tonumber(st[3]) or 0
+    if o == nil or o < first then
+      local h = redis.call('HGETALL', key)
+      local stale = {}
+      u, o = 0, nil
+      for j = 1, #h, 2 do
+        local b = tonumber(h[j])
+        if b ~= nil then
+          if b < first then
+            stale[#stale + 1] = h[j]
+          else
+            local v = tonumber(h[j + 1])
+            u = u + v
+            if o == nil or b < o then o = b end
+            if b == c then cv = v end
+          end
+        end
+      end
+      if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+      if o == nil then
+        redis.call('HDEL', key, 'n', 'o')  -- nothing left: the key goes
       else
-        local v = tonumber(h[j + 1])
-        u = u + v
-        live[#live + 1] = b
-        counts[b] = v
+        redis.call('HSET', key, 'n', u, 'o', o)
       end
     end
-    if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-    table.sort(live)
-    used[i], cur[i], nbs[i] = u, c, nb
-    minb[i] = live[1]
+    used[i], cur[i], nbs[i], minb[i], curv[i] = u, c, nb, o, cv
     if u + cost > limit and denied == 0 then
       admitted, denied, retry = 0, i, span
+      local h = redis.call('HGETALL', key)
+      local live, counts = {}, {}
+      for j = 1, #h, 2 do
+        local b = tonumber(h[j])
+        if b ~= nil and b >= first then
+          live[#live + 1] = b
+          counts[b] = tonumber(h[j + 1])
+        end
+      end
+      table.sort(live)
       local need, freed = u + cost - limit, 0
       for _, b in ipairs(live) do
         freed = freed + counts[b]
@@ -83,9 +111,16 @@ for i = 1, n do
       redis.call('ZADD', key, now + span, member)
       redis.call('PEXPIRE', key, span * 2)
     elseif cost > 0 then
-      redis.call('HINCRBY', key, cur[i], cost)
-      redis.call('PEXPIRE', key, span + width * 2)
-      if minb[i] == nil then minb[i] = cur[i] end
+      -- The key lives until its newest bucket leaves the window: extended when a bucket is created.
+      -- The bucket and the sum in one write (both were read by the check).
+      if minb[i] == nil then
+        minb[i] = cur[i]
+        redis.call('HSET', key, cur[i], curv[i] + cost, 'n', used[i] + cost, 'o', cur[i])
+      else
+        redis.call('HSET', key, cur[i], curv[i] + cost, 'n', used[i] + cost)
+      end
+      -- The key lives until its newest bucket leaves the window: extended when a bucket is created.
+      if curv[i] == 0 then redis.call('PEXPIRE', key, span + width * 2) end
     end
   end
   local remaining = limit - spent
@@ -136,8 +171,17 @@ for i = 1, #KEYS do
   local op, x, y = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local key = KEYS[i]
   if op == 't' then
-    if redis.call('HEXISTS', key, x) == 1 then
-      if redis.call('HINCRBY', key, x, y) <= 0 then redis.call('HDEL', key, x) end
+    local st = redis.call('HMGET', key, x, 'n')
+    local v = tonumber(st[1])
+    if v ~= nil then  -- (a bucket that has left the window is not settled)
+      v = v + tonumber(y)
+      if v <= 0 then  -- the bucket goes (it may have been the oldest): the next check counts the rest again
+        redis.call('HDEL', key, x, 'n', 'o')
+      elseif st[2] then
+        redis.call('HSET', key, x, v, 'n', tonumber(st[2]) + tonumber(y))
+      else  -- no sum to keep: the next check counts again anyway
+        redis.call('HSET', key, x, v)
+      end
     end
   elseif op == 'c' then
     redis.call('ZREM', key, x)

@@ -14,111 +14,128 @@ import time
 
 from gateway.ratelimit.rules import ADMITTED, Decision, Rule, Settlement
 
+_SWEEP_MS = 60_000
+
 
 def now_ms() -> float:
     """The in-memory limiter's clock."""
     return time.monotonic() * 1000.0
 
 
+class _Window:
+    """One sliding window's buckets (index -> count, oldest first), their sum, and when the last of
+    them leaves the window (ms): one object per key, so a rule costs one lookup."""
+
+    __slots__ = ("buckets", "total", "expires")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.total = 0
+        self.expires = 0.0
+
+
 class MemoryLimiter:
     def __init__(self) -> None:
-        self.windows: dict[str, dict[int, int]] = {}  # key -> bucket -> count, oldest bucket first
-        self.totals: dict[str, int] = {}  # key -> sum of its buckets
+        self.windows: dict[str, _Window] = {}
         self.slots: dict[str, dict[str, float]] = {}  # key -> request id -> lease expiry (ms)
-        self.expires: dict[str, float] = {}  # window key -> when its last bucket leaves the window (ms)
         self._last_sweep = 0.0
 
     async def acquire(self, rules: list[Rule], member: str) -> Decision:
         return self.acquire_now(rules, member, now_ms())
 
     def acquire_now(self, rules: list[Rule], member: str, now: float) -> Decision:
-        self._maybe_sweep(now)
-        decision = ADMITTED
-        used: list[int] = []
-        oldest: list[int | None] = []
+        if now - self._last_sweep >= _SWEEP_MS:
+            self._sweep(now)
+        denied: Rule | None = None
+        retry = 0
+        # Every rule is checked (its expired counts dropped) before any is charged: a refused
+        # request costs no quota anywhere.
+        states: list[_Window | dict[str, float]] = []
         for rule in rules:
             q = rule.quota
-            if q.kind == "concurrent":
+            if not q.window_ms:  # a concurrency quota
                 slots = self.slots.get(rule.key)
                 if slots is None:
                     slots = self.slots[rule.key] = {}
+                states.append(slots)
                 # Expired leases (a request that never completed) only matter when the slots look
                 # full: scanning every slot of every request would cost O(in flight) each time.
                 if len(slots) + rule.cost > q.limit:
                     for m in [m for m, exp in slots.items() if exp <= now]:
                         del slots[m]
-                u = len(slots)
-                used.append(u)
-                oldest.append(None)
-                if u + rule.cost > q.limit and decision.admitted:
-                    decision = Decision(False, rule, 1000)
+                    if len(slots) + rule.cost > q.limit and denied is None:
+                        denied, retry = rule, 1000
                 continue
+            window = self.windows.get(rule.key)
+            if window is None:
+                window = self.windows[rule.key] = _Window()
+            states.append(window)
             width = q.width_ms
-            cur = int(now // width)
-            nb = q.window_ms // width
-            buckets = self.windows.get(rule.key)
-            if buckets is None:
-                buckets = self.windows[rule.key] = {}
-                self.totals[rule.key] = 0
-            first: int | None = None
+            rule.bucket = cur = int(now // width)
+            buckets = window.buckets
             if buckets:
+                live = cur - q.window_ms // width  # the oldest bucket still in the window
                 first = next(iter(buckets))
-                while first is not None and first < cur - nb:
-                    self.totals[rule.key] -= buckets.pop(first)
+                while first is not None and first < live:
+                    window.total -= buckets.pop(first)
                     first = next(iter(buckets), None)
-            rule.bucket = cur
-            u = self.totals[rule.key]
-            used.append(u)
-            oldest.append(first)
-            if u + rule.cost > q.limit and decision.admitted:
-                retry = q.window_ms
-                need, freed = u + rule.cost - q.limit, 0
-                for b in buckets:  # oldest first
-                    freed += buckets[b]
-                    if freed >= need:
-                        retry = int((b + nb + 1) * width - now)
-                        break
-                decision = Decision(False, rule, retry)
-        admitted = decision.admitted
-        for rule, u, first in zip(rules, used, oldest, strict=True):
+            if window.total + rule.cost > q.limit and denied is None:
+                denied, retry = rule, self._retry_ms(window, rule, now)
+        admitted = denied is None
+        for rule, state in zip(rules, states, strict=True):
             q = rule.quota
-            spent = u
-            if admitted:
-                spent += rule.cost
-                if q.kind == "concurrent":
-                    self.slots[rule.key][member] = now + rule.span_ms
-                elif rule.cost > 0:
-                    buckets = self.windows[rule.key]
-                    buckets[rule.bucket] = buckets.get(rule.bucket, 0) + rule.cost
-                    self.totals[rule.key] += rule.cost
-                    self.expires[rule.key] = now + q.window_ms + 2 * q.width_ms
-                    if first is None:
-                        first = rule.bucket
+            if type(state) is dict:  # concurrency: what the headers report is the slots in use
+                spent = len(state)
+                if admitted:
+                    spent += rule.cost
+                    state[member] = now + rule.span_ms
+                rule.remaining = q.limit - spent if spent < q.limit else 0
+                rule.reset_ms = 0
+                continue
+            cost = rule.cost
+            if admitted and cost > 0:
+                buckets = state.buckets
+                buckets[rule.bucket] = buckets.get(rule.bucket, 0) + cost
+                state.total += cost
+                state.expires = now + q.window_ms + 2 * q.width_ms
+            spent = state.total
             rule.remaining = q.limit - spent if spent < q.limit else 0
-            if q.kind != "concurrent" and spent > 0 and first is not None:
-                rule.reset_ms = int((first + q.window_ms // q.width_ms + 1) * q.width_ms - now)
+            if spent > 0 and state.buckets:
+                rule.reset_ms = int((next(iter(state.buckets)) + q.window_ms // q.width_ms + 1) * q.width_ms - now)
             else:
                 rule.reset_ms = 0
-        return decision
+        return ADMITTED if admitted else Decision(False, denied, retry)
+
+    @staticmethod
+    def _retry_ms(window: _Window, rule: Rule, now: float) -> int:
+        """When enough of the oldest counts leave the window for this request to fit."""
+        q = rule.quota
+        nb = q.window_ms // q.width_ms
+        need, freed = window.total + rule.cost - q.limit, 0
+        for b, count in window.buckets.items():  # oldest first
+            freed += count
+            if freed >= need:
+                return int((b + nb + 1) * q.width_ms - now)
+        return q.window_ms
 
     async def settle(self, items: list[Settlement], member: str) -> None:
         for item in items:
             rule = item.rule
-            if rule.quota.kind == "concurrent":
+            if not rule.quota.window_ms:
                 slots = self.slots.get(rule.key)
                 if slots is not None:
                     slots.pop(member, None)
                 continue
-            buckets = self.windows.get(rule.key)
-            if buckets is not None and rule.bucket in buckets:
-                old = buckets[rule.bucket]
+            window = self.windows.get(rule.key)
+            if window is not None and rule.bucket in window.buckets:
+                old = window.buckets[rule.bucket]
                 value = old + item.delta
                 if value <= 0:
-                    del buckets[rule.bucket]
-                    self.totals[rule.key] -= old
+                    del window.buckets[rule.bucket]
+                    window.total -= old
                 else:
-                    buckets[rule.bucket] = value
-                    self.totals[rule.key] += item.delta
+                    window.buckets[rule.bucket] = value
+                    window.total += item.delta
 
     async def renew(self, rules: list[Rule], member: str) -> None:
         now = now_ms()
@@ -127,14 +144,10 @@ class MemoryLimiter:
             if slots is not None and member in slots:
                 slots[member] = now + rule.span_ms
 
-    def _maybe_sweep(self, now: float) -> None:
+    def _sweep(self, now: float) -> None:
         """Drop keys nobody used for a while, so memory follows the active callers only."""
-        if now - self._last_sweep < 60_000:
-            return
         self._last_sweep = now
-        for key in [k for k, v in self.windows.items() if not v or self.expires.get(k, 0) < now]:
+        for key in [k for k, w in self.windows.items() if not w.buckets or w.expires < now]:
             del self.windows[key]
-            self.totals.pop(key, None)
-            self.expires.pop(key, None)
         for key in [k for k, v in self.slots.items() if not v]:
             del self.slots[key]

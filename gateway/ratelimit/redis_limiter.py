@@ -32,10 +32,9 @@ class RedisLimiter:
                                  lookup: Lookup | None) -> tuple[Decision, Found | None]:
         """The limit check and, if admitted and `lookup` is given, the cache lookup, in one call
         (single node only: `link.pipelined`)."""
-        keys: list[str] = []
+        keys = [rule.key for rule in rules]
         args: list[Any] = [member]
         for rule in rules:
-            keys.append(rule.key)
             args += (rule.spec or quota_spec(rule.limit, rule.quota), rule.cost)
         if lookup is None:
             out = await self.link.run(CHECK, keys, args, op="ratelimit")
@@ -44,14 +43,15 @@ class RedisLimiter:
             args += lookup[2:]
             out = await self.link.run(CHECK_LOOKUP, keys, args, op="ratelimit")
         # Lua numbers arrive as Redis integers (ints already); a lookup's answer may follow the rules'.
-        for rule, remaining, reset_ms, bucket in zip(rules, out[3::3], out[4::3], out[5::3], strict=False):
-            rule.remaining, rule.reset_ms, rule.bucket = remaining, reset_ms, bucket
+        i = 3
+        for rule in rules:
+            rule.remaining, rule.reset_ms, rule.bucket = out[i], out[i + 1], out[i + 2]
+            i += 3
         if not out[0]:
             return Decision(False, rules[out[1] - 1], out[2]), None
-        found: Found | None = None
-        if lookup is not None:
-            found = (out[-2] or None), bool(out[-1])
-        return ADMITTED, found
+        if lookup is None:
+            return ADMITTED, None
+        return ADMITTED, ((out[-2] or None), bool(out[-1]))
 
     def settle_ops(self, items: list[Settlement], member: str, keys: list[str], args: list[Any]) -> None:
         """Append the settlement to a SETTLE call under construction (it may carry cache writes too)."""

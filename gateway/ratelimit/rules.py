@@ -86,15 +86,18 @@ def estimate_tokens(body: dict[str, Any] | None, output_estimate: int) -> int:
     the request may produce (`max_tokens` x `n`, or the configured estimate)."""
     if not body:
         return output_estimate
-    chars = _chars(body.get("messages")) + _chars(body.get("prompt")) + _chars(body.get("input"))
-    prompt = (chars + 3) // 4
-    if "input" in body and "messages" not in body and "prompt" not in body:
-        return prompt  # embeddings produce no tokens
+    prompt = body.get("prompt")
+    if type(prompt) is str and "messages" not in body and "input" not in body:
+        chars = len(prompt)  # the common completion: one string prompt
+    else:
+        chars = _chars(body.get("messages")) + _chars(prompt) + _chars(body.get("input"))
+        if "input" in body and "messages" not in body and "prompt" not in body:
+            return (chars + 3) // 4  # embeddings produce no tokens
     out = body.get("max_completion_tokens") or body.get("max_tokens")
-    if not isinstance(out, int):
+    if type(out) is not int:
         out = output_estimate
     n = body.get("n")
-    return prompt + out * (n if isinstance(n, int) and n > 0 else 1)
+    return (chars + 3) // 4 + out * (n if type(n) is int and n > 0 else 1)
 
 
 def _chars(value: Any) -> int:
@@ -119,22 +122,17 @@ class _LimitPlan:
     quotas: list[tuple[Quota, str, str]]
 
 
-class Planner:
-    """Turns a route's limits and a request into rules. What depends only on the route and the tier
-    (quotas, key prefixes) is worked out once and kept."""
+@dataclass(slots=True)
+class RoutePlan:
+    """A route's limits for one tier, worked out once; `rules` applies them to a request."""
 
-    def __init__(self, key_prefix: str) -> None:
-        self.key_prefix = key_prefix
-        self._plans: dict[tuple[str, str | None], list[_LimitPlan]] = {}
+    limits: list[_LimitPlan]
+    concurrent: bool  # some quota is a concurrency slot: held until the request completes
+    tokens: bool  # some quota counts LLM tokens: reserved now, settled after the response
 
     def rules(self, ctx: RequestContext) -> list[Rule]:
-        route = ctx.route
-        assert route is not None
-        plan = self._plans.get((route.name, ctx.tier))
-        if plan is None:
-            plan = self._plans[(route.name, ctx.tier)] = self._plan(route.name, route.rate_limits, ctx.tier)
         rules: list[Rule] = []
-        for entry in plan:
+        for entry in self.limits:
             parts = entry.parts
             ident = (parts[0](ctx) or _MISSING) if len(parts) == 1 else "|".join([p(ctx) or _MISSING for p in parts])
             tokens = -1  # this limit's token estimate of the request, computed on first use
@@ -148,10 +146,31 @@ class Planner:
                 rules.append(Rule(entry.limit, quota, prefix + ident, cost, 0, 0, 0, spec))
         return rules
 
-    def _plan(self, route: str, limits: list[LimitConfig], tier: str | None) -> list[_LimitPlan]:
+
+class Planner:
+    """Turns a route's limits and the caller's tier into a `RoutePlan`, kept per (route, tier)."""
+
+    def __init__(self, key_prefix: str) -> None:
+        self.key_prefix = key_prefix
+        self._plans: dict[tuple[str, str | None], RoutePlan] = {}
+
+    def plan(self, ctx: RequestContext) -> RoutePlan:
+        route = ctx.route
+        assert route is not None
+        plan = self._plans.get((route.name, ctx.tier))
+        if plan is None:
+            plan = self._plans[(route.name, ctx.tier)] = self._plan(route.name, route.rate_limits, ctx.tier)
+        return plan
+
+    def rules(self, ctx: RequestContext) -> list[Rule]:
+        return self.plan(ctx).rules(ctx)
+
+    def _plan(self, route: str, limits: list[LimitConfig], tier: str | None) -> RoutePlan:
         # The route is the Redis Cluster hash tag: every key of one request shares a slot.
         tag = route.replace("{", "").replace("}", "")
-        return [_LimitPlan(limit, tuple(_KEY_PARTS[p] for p in limit.key),
-                           [(q, f"{self.key_prefix}:rl:{{{tag}}}:{limit.name}:{q.label}:", quota_spec(limit, q))
-                            for q in limit.quotas_for(tier)])
-                for limit in limits]
+        entries = [_LimitPlan(limit, tuple(_KEY_PARTS[p] for p in limit.key),
+                              [(q, f"{self.key_prefix}:rl:{{{tag}}}:{limit.name}:{q.label}:", quota_spec(limit, q))
+                               for q in limit.quotas_for(tier)])
+                   for limit in limits]
+        kinds = {q.kind for entry in entries for q, _, _ in entry.quotas}
+        return RoutePlan(entries, "concurrent" in kinds, "tokens" in kinds)

@@ -24,7 +24,7 @@ from gateway.ratelimit.memory import MemoryLimiter, now_ms
 from gateway.ratelimit.metrics import fallbacks_total, rejections_by
 from gateway.ratelimit.redis_client import RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import RedisLimiter
-from gateway.ratelimit.rules import ADMITTED, Limiter, Planner, Rule, Settlement
+from gateway.ratelimit.rules import ADMITTED, Limiter, Planner, RoutePlan, Rule, Settlement
 from gateway.stages.base import Stage
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class Held:
     limiter: Limiter
     rules: list[Rule]
     member: str
+    plan: RoutePlan
 
 
 class RateLimitStage(Stage):
@@ -80,7 +81,8 @@ class RateLimitStage(Stage):
         return ctx.route is not None and bool(ctx.route.rate_limits)
 
     async def on_request(self, ctx: RequestContext) -> None:
-        rules = self.planner.rules(ctx)
+        plan = self.planner.plan(ctx)
+        rules = plan.rules(ctx)
         if not rules:
             return None  # the caller's tier lifts every limit of this route
         member = f"{self._replica}:{next(self._ids)}"
@@ -110,11 +112,11 @@ class RateLimitStage(Stage):
             assert ctx.route is not None
             rejections_by.get(ctx.route.name, decision.denied.limit.name).inc()
             raise rejection(decision)
-        ctx.scratch["ratelimit"] = held = Held(limiter, rules, member)
+        ctx.scratch["ratelimit"] = held = Held(limiter, rules, member, plan)
         if limiter is self.remote and self.remote.link.pipelined:
             # The cache stage (completing before us) adds its writes to our settlement call.
             ctx.scratch[OPS] = ([], [])
-        if any(r.quota.kind == "concurrent" for r in rules):
+        if plan.concurrent:
             self._held[member] = held
         return None
 
@@ -132,17 +134,21 @@ class RateLimitStage(Stage):
         held: Held | None = ctx.scratch.pop("ratelimit", None)
         if held is None:
             return
-        self._held.pop(held.member, None)
+        plan = held.plan
+        if plan.concurrent:
+            self._held.pop(held.member, None)
         # From here on a stage completing after us must write on its own.
         ops = ctx.scratch.pop(OPS, None)
         items: list[Settlement] = []
-        for rule in held.rules:
-            if rule.quota.kind == "concurrent":
-                items.append(Settlement(rule, 0))
-            elif rule.quota.kind == "tokens":
-                delta = _used_tokens(ctx, rule.cost) - rule.cost
-                if delta:
-                    items.append(Settlement(rule, delta))
+        if plan.concurrent or plan.tokens:  # (requests-only limits have nothing to settle)
+            for rule in held.rules:
+                kind = rule.quota.kind
+                if kind == "concurrent":
+                    items.append(Settlement(rule, 0))
+                elif kind == "tokens":
+                    delta = _used_tokens(ctx, rule.cost) - rule.cost
+                    if delta:
+                        items.append(Settlement(rule, delta))
         if ops is None or self.remote is None or held.limiter is not self.remote:
             if items:
                 try:

@@ -35,6 +35,32 @@ async def test_window_admits_exactly_the_limit(limiter: Any) -> None:
     assert 0 < results[-1].retry_ms <= 60_000 + 3_000
 
 
+async def test_counts_leave_the_window(limiter: Any) -> None:
+    """Buckets that left the window stop counting (the Redis script then counts its buckets again)."""
+    base = rule("requests_per_second", 3)
+    assert all([(await limiter.acquire([fresh(base)], f"m{i}")).admitted for i in range(3)])
+    assert not (await limiter.acquire([fresh(base)], "refused")).admitted
+    await asyncio.sleep(1.2)
+    later = fresh(base)
+    assert (await limiter.acquire([later], "later")).admitted
+    assert later.remaining == 2
+
+
+async def test_sums_stay_exact_when_a_settled_bucket_goes(limiter: Any) -> None:
+    base = rule("tokens_per_minute", 1000, cost=300)
+    first, second = fresh(base), fresh(base)
+    assert (await limiter.acquire([first], "a")).admitted
+    assert (await limiter.acquire([second], "b")).admitted
+    await limiter.settle([Settlement(first, -300), Settlement(second, -300)], "a")  # both failed: released
+    probe = fresh(base, cost=100)
+    assert (await limiter.acquire([probe], "c")).admitted
+    assert probe.remaining == 900
+    await limiter.settle([Settlement(probe, 50)], "c")  # used more than it reserved
+    after = fresh(base, cost=800)
+    assert (await limiter.acquire([after], "d")).admitted
+    assert after.remaining == 1000 - 150 - 800
+
+
 async def test_remaining_and_reset_are_reported(limiter: Any) -> None:
     base = rule("requests_per_minute", 3)
     r1 = fresh(base)
