@@ -39,6 +39,10 @@ def serve(config_path: str, host: str | None = None, port: int | None = None, wo
         loop="uvloop",
         http="httptools",
         access_log=False,
+        # The gateway alone decides whether X-Forwarded-For is believed (`server.trust_forwarded_for`):
+        # uvicorn's own middleware would take it from any loopback peer, so a local caller could pick
+        # its client_ip (a rate-limit key), and it costs every request a frame.
+        proxy_headers=False,
         log_level="warning",
         timeout_graceful_shutdown=30,
         backlog=4096,

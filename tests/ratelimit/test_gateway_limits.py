@@ -133,3 +133,25 @@ async def test_streamed_usage_settles(redis_server: RedisServer, fake_backend: A
         (resp,) = await burst(gw.url, 1, headers, body)
         assert resp.status_code == 200, resp.text
         assert "data: [DONE]" in resp.text
+
+
+async def test_client_ip_key_ignores_forwarded_for_unless_trusted(fake_backend: Any, make_gateway: Any) -> None:
+    """A per-IP limit keys on the peer address: a caller cannot spread itself over many buckets by
+    sending X-Forwarded-For, even from loopback, unless the operator set `trust_forwarded_for`."""
+    limit = [{"name": "per-ip", "key": "client_ip", "requests_per_minute": 3}]
+    untrusted = make_gateway(limited([fake_backend], limit, None))
+    headers = {"authorization": f"Bearer {untrusted.token('partner-ip')}"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        statuses = [(await client.post(untrusted.url + "/v1/completions", json=BODY,
+                                       headers={**headers, "x-forwarded-for": f"203.0.113.{i}"})).status_code
+                    for i in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+
+    cfg = limited([fake_backend], limit, None)
+    cfg["server"]["trust_forwarded_for"] = True  # behind a trusted proxy: each forwarded address counts
+    trusted = make_gateway(cfg)
+    async with httpx.AsyncClient(timeout=10) as client:
+        statuses = [(await client.post(trusted.url + "/v1/completions", json=BODY,
+                                       headers={**headers, "x-forwarded-for": f"203.0.113.{i % 2}"})).status_code
+                    for i in range(8)]
+    assert statuses == [200] * 6 + [429, 429]
