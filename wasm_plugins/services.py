@@ -135,7 +135,7 @@ class PluginMetrics:
             pmetrics.schedule()
 
     def flush(self) -> None:
-        """Move counter increments into Prometheus (pmetrics.flush calls it, under its lock)."""
+        """Move counter increments into Prometheus (gateway.metrics.flush calls it, under its lock)."""
         self.dirty = False
         values, flushed = self.values, self.flushed
         for i, (kind, child) in enumerate(self.defs):

@@ -72,6 +72,7 @@ class CacheStage(Stage):
         self._replica = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
         self._redis = self.store if isinstance(self.store, RedisCacheStore) else None
+        self._memory = self.store if isinstance(self.store, MemoryCacheStore) else None
         if self.link is not None and self.link.pipelined:
             self.link.cache = self  # the limiter shares this link: it may look entries up for us
 
@@ -103,36 +104,41 @@ class CacheStage(Stage):
         pre: Prefetch | None = ctx.scratch.pop(PREFETCH, None)
         if pre is not None and pre.ran >= 0 and not any(s.rewrites_request for s in ctx.scratch["_ran"][pre.ran:-1]):
             # The request is as the prefetch saw it: cacheable, readable, and under the same key.
-            return await self._answer(ctx, rule, pre.key, pre.token, *pre.found)
-        read, write = cache_directives(ctx)
-        if not write or not cacheable(ctx, rule):
-            await self._drop(pre)
-            return self._status(ctx, "BYPASS")
-        # A stage since the prefetch (a plugin) may have changed the request: recompute its key.
-        key = cache_key(ctx)
-        if not read:  # no-cache: a fresh answer, which refreshes the entry
-            await self._drop(pre)
-            self._pending(ctx, Pending(key, rule, None))
-            return self._status(ctx, "BYPASS")
-        if pre is not None and pre.key == key:
-            return await self._answer(ctx, rule, key, pre.token, *pre.found)
-        await self._drop(pre)
-        token = f"{self._replica}:{next(self._ids)}"
-        try:
-            entry, leader = await self.store.lookup(key, token, int(rule.lock_s * 1000))
-        except RedisUnavailable:
-            return self._status(ctx, "BYPASS")
-        return await self._answer(ctx, rule, key, token, entry, leader)
+            key, token, (entry, leader) = pre.key, pre.token, pre.found
+        else:
+            read, write = cache_directives(ctx)
+            if not write or not cacheable(ctx, rule):
+                await self._drop(pre)
+                return self._status(ctx, "BYPASS")
+            # A stage since the prefetch (a plugin) may have changed the request: recompute its key.
+            key = cache_key(ctx)
+            if not read:  # no-cache: a fresh answer, which refreshes the entry
+                await self._drop(pre)
+                self._pending(ctx, Pending(key, rule, None))
+                return self._status(ctx, "BYPASS")
+            if pre is not None and pre.key == key:
+                token, (entry, leader) = pre.token, pre.found
+            else:
+                await self._drop(pre)
+                token = f"{self._replica}:{next(self._ids)}"
+                if self._memory is not None:  # nothing to wait for: no coroutine
+                    entry, leader = self._memory.lookup_now(key, token, int(rule.lock_s * 1000))
+                else:
+                    try:
+                        entry, leader = await self.store.lookup(key, token, int(rule.lock_s * 1000))
+                    except RedisUnavailable:
+                        return self._status(ctx, "BYPASS")
+        if entry is None and not leader:  # another request is fetching it: wait for its answer
+            entry = await self._wait(key, rule)
+        return self._answer(ctx, rule, key, token, entry, leader)
 
-    async def _answer(self, ctx: RequestContext, rule: CacheRule, key: str, token: str, entry: bytes | None,
-                      leader: bool) -> Response | None:
-        """After the lookup: a HIT, or a MISS that this request (the leader) or a waiter fetches."""
+    def _answer(self, ctx: RequestContext, rule: CacheRule, key: str, token: str, entry: bytes | None,
+                leader: bool) -> Response | None:
+        """After the lookup (and any wait): a HIT, or a MISS this request fetches."""
         if entry is None and leader:
             self.flights[key] = Flight()
             self._pending(ctx, Pending(key, rule, token))
             return self._status(ctx, "MISS")
-        if entry is None:
-            entry = await self._wait(key, rule)
         if entry is not None:
             hit = self._hit(ctx, entry)
             if hit is not None:
@@ -218,6 +224,8 @@ class CacheStage(Stage):
                 ttl_ms = int(pending.rule.ttl_s * 1000)
                 if ops is not None and self._redis is not None:
                     self._redis.put_ops(pending.key, entry, ttl_ms, pending.token, ops)
+                elif self._memory is not None:
+                    self._memory.put_now(pending.key, entry, ttl_ms, pending.token)
                 else:
                     await self.store.put(pending.key, entry, ttl_ms, pending.token)
             elif pending.token is not None:

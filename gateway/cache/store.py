@@ -150,7 +150,9 @@ class MemoryCacheStore:
             return False
         return lock is not None
 
-    async def lookup(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
+    # The stage calls the `_now` forms directly (nothing here waits): an awaited coroutine per call
+    # would cost more than the work; the async forms serve the `CacheStore` interface.
+    def lookup_now(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
         value = self._get(key)
         if value is not None:
             return value, False
@@ -159,22 +161,31 @@ class MemoryCacheStore:
         self.locks[key] = (token, time.monotonic() + lock_ms / 1000.0)
         return None, True
 
-    async def peek(self, key: str) -> tuple[bytes | None, bool]:
-        return self._get(key), self._locked(key)
-
-    async def put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
+    def put_now(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
         self._drop(key)
         self.entries[key] = (entry, time.monotonic() + ttl_ms / 1000.0)
         self.total += len(entry)
         while self.total > self.max_total_bytes and self.entries:
             self._drop(next(iter(self.entries)))
         if token is not None:
-            await self.unlock(key, token)
+            self.unlock_now(key, token)
 
-    async def unlock(self, key: str, token: str) -> None:
+    def unlock_now(self, key: str, token: str) -> None:
         lock = self.locks.get(key)
         if lock is not None and lock[0] == token:
             del self.locks[key]
+
+    async def lookup(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
+        return self.lookup_now(key, token, lock_ms)
+
+    async def peek(self, key: str) -> tuple[bytes | None, bool]:
+        return self._get(key), self._locked(key)
+
+    async def put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
+        self.put_now(key, entry, ttl_ms, token)
+
+    async def unlock(self, key: str, token: str) -> None:
+        self.unlock_now(key, token)
 
     def _drop(self, key: str) -> None:
         old = self.entries.pop(key, None)

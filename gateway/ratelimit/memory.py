@@ -119,6 +119,9 @@ class MemoryLimiter:
         return q.window_ms
 
     async def settle(self, items: list[Settlement], member: str) -> None:
+        self.settle_now(items, member)
+
+    def settle_now(self, items: list[Settlement], member: str) -> None:
         for item in items:
             rule = item.rule
             if not rule.quota.window_ms:

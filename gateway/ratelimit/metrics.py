@@ -19,4 +19,4 @@ cache_requests_total = Counter("edgegw_cache_requests_total", "Cacheable-route r
                                ["route", "status"], registry=registry)
 
 rejections_by = ChildCache(rejections_total)
-cache_requests_by = ChildCache(cache_requests_total)
+cache_requests_by = ChildCache(cache_requests_total, batched=True)  # one per request

@@ -93,7 +93,9 @@ class _Channel(asyncio.Protocol):
     def send(self, data: bytes, waiters: list[asyncio.Future[Any] | _Post]) -> None:
         self.transport.write(data)
         now = self.loop.time()
-        self.pending.extend((w, now) for w in waiters)
+        pending = self.pending
+        for waiter in waiters:
+            pending.append((waiter, now))
         if self.watchdog is None:
             self.watchdog = self.loop.call_at(now + self.timeout_s, self._check)
 

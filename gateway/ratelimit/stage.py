@@ -149,6 +149,10 @@ class RateLimitStage(Stage):
                     delta = _used_tokens(ctx, rule.cost) - rule.cost
                     if delta:
                         items.append(Settlement(rule, delta))
+        if held.limiter is self.local:
+            if items:  # (nothing to wait for: no coroutine)
+                self.local.settle_now(items, held.member)
+            return
         if ops is None or self.remote is None or held.limiter is not self.remote:
             if items:
                 try:
