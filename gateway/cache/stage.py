@@ -108,18 +108,21 @@ class CacheStage(Stage):
         else:
             read, write = cache_directives(ctx)
             if not write or not cacheable(ctx, rule):
-                await self._drop(pre)
+                if pre is not None:
+                    await self._drop(pre)
                 return self._status(ctx, "BYPASS")
             # A stage since the prefetch (a plugin) may have changed the request: recompute its key.
             key = cache_key(ctx)
             if not read:  # no-cache: a fresh answer, which refreshes the entry
-                await self._drop(pre)
+                if pre is not None:
+                    await self._drop(pre)
                 self._pending(ctx, Pending(key, rule, None))
                 return self._status(ctx, "BYPASS")
             if pre is not None and pre.key == key:
                 token, (entry, leader) = pre.token, pre.found
             else:
-                await self._drop(pre)
+                if pre is not None:
+                    await self._drop(pre)
                 token = f"{self._replica}:{next(self._ids)}"
                 if self._memory is not None:  # nothing to wait for: no coroutine
                     entry, leader = self._memory.lookup_now(key, token, int(rule.lock_s * 1000))
@@ -152,9 +155,9 @@ class CacheStage(Stage):
         if pre.found[1] and self._redis is not None:
             self._redis.unlock_ops(pre.key, pre.token, ops)
 
-    async def _drop(self, pre: Prefetch | None) -> None:
+    async def _drop(self, pre: Prefetch) -> None:
         """A prefetched lookup this request will not use: release the lock it took, if any."""
-        if pre is not None and pre.found[1]:
+        if pre.found[1]:
             try:
                 await self.store.unlock(pre.key, pre.token)
             except RedisUnavailable:

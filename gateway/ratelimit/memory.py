@@ -23,15 +23,47 @@ def now_ms() -> float:
 
 
 class _Window:
-    """One sliding window's buckets (index -> count, oldest first), their sum, and when the last of
-    them leaves the window (ms): one object per key, so a rule costs one lookup."""
+    """One sliding window's buckets (index -> count, oldest first), their sum, the oldest bucket
+    (None: no bucket), and when the last of them leaves the window (ms): one object per key, so a
+    rule costs one lookup."""
 
-    __slots__ = ("buckets", "total", "expires")
+    __slots__ = ("buckets", "total", "oldest", "expires")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
         self.total = 0
+        self.oldest: int | None = None
         self.expires = 0.0
+
+    def expire(self, live: int) -> None:
+        """Drop the buckets older than `live` (the oldest still in the window)."""
+        buckets, first = self.buckets, self.oldest
+        while first is not None and first < live:
+            self.total -= buckets.pop(first)
+            first = next(iter(buckets), None)
+        self.oldest = first
+
+    def add(self, bucket: int, delta: int) -> None:
+        """Change an existing bucket's count; at zero or below it goes (settlements, refunds)."""
+        old = self.buckets.get(bucket)
+        if old is None:
+            return
+        value = old + delta
+        if value <= 0:
+            del self.buckets[bucket]
+            self.total -= old
+            if bucket == self.oldest:
+                self.oldest = next(iter(self.buckets), None)
+        else:
+            self.buckets[bucket] = value
+            self.total += delta
+
+
+def _purge(slots: dict[str, float], now: float) -> int:
+    """Drop expired concurrency leases; the slots left in use."""
+    for member in [m for m, expiry in slots.items() if expiry <= now]:
+        del slots[member]
+    return len(slots)
 
 
 class MemoryLimiter:
@@ -46,65 +78,80 @@ class MemoryLimiter:
     def acquire_now(self, rules: list[Rule], member: str, now: float) -> Decision:
         if now - self._last_sweep >= _SWEEP_MS:
             self._sweep(now)
-        denied: Rule | None = None
-        retry = 0
-        # Every rule is checked (its expired counts dropped) before any is charged: a refused
-        # request costs no quota anywhere.
-        states: list[_Window | dict[str, float]] = []
-        for rule in rules:
+        # One pass: each rule is charged as it admits. A refusal undoes the charges already made
+        # (`_refuse`), so a refused request costs no quota anywhere; refusals are the rare case.
+        for i, rule in enumerate(rules):
             q = rule.quota
+            cost = rule.cost
             if not q.window_ms:  # a concurrency quota
                 slots = self.slots.get(rule.key)
                 if slots is None:
                     slots = self.slots[rule.key] = {}
-                states.append(slots)
+                used = len(slots)
                 # Expired leases (a request that never completed) only matter when the slots look
                 # full: scanning every slot of every request would cost O(in flight) each time.
-                if len(slots) + rule.cost > q.limit:
-                    for m in [m for m, exp in slots.items() if exp <= now]:
-                        del slots[m]
-                    if len(slots) + rule.cost > q.limit and denied is None:
-                        denied, retry = rule, 1000
+                if used + cost > q.limit:
+                    used = _purge(slots, now)
+                    if used + cost > q.limit:
+                        return self._refuse(rules, i, 1000, member, now)
+                slots[member] = now + rule.span_ms
+                spent = used + cost
+                rule.remaining = q.limit - spent if spent < q.limit else 0
+                rule.reset_ms = 0
                 continue
             window = self.windows.get(rule.key)
             if window is None:
                 window = self.windows[rule.key] = _Window()
-            states.append(window)
             width = q.width_ms
             rule.bucket = cur = int(now // width)
-            buckets = window.buckets
-            if buckets:
-                live = cur - q.window_ms // width  # the oldest bucket still in the window
-                first = next(iter(buckets))
-                while first is not None and first < live:
-                    window.total -= buckets.pop(first)
-                    first = next(iter(buckets), None)
-            if window.total + rule.cost > q.limit and denied is None:
-                denied, retry = rule, self._retry_ms(window, rule, now)
-        admitted = denied is None
-        for rule, state in zip(rules, states, strict=True):
+            live = cur - q.window_ms // width  # the oldest bucket still in the window
+            if window.oldest is not None and window.oldest < live:
+                window.expire(live)
+            spent = window.total + cost
+            if spent > q.limit:
+                return self._refuse(rules, i, self._retry_ms(window, rule, now), member, now)
+            if cost > 0:
+                buckets = window.buckets
+                buckets[cur] = buckets.get(cur, 0) + cost
+                window.total = spent
+                window.expires = now + q.window_ms + 2 * width
+                if window.oldest is None:
+                    window.oldest = cur
+            rule.remaining = q.limit - spent if spent < q.limit else 0
+            rule.reset_ms = int((window.oldest + q.window_ms // width + 1) * width - now) if spent > 0 else 0
+        return ADMITTED
+
+    def _refuse(self, rules: list[Rule], denied_at: int, retry: int, member: str, now: float) -> Decision:
+        """Rule `denied_at` refused: undo what the rules before it charged, then report every rule's
+        counts as they stand (what the RateLimit headers say)."""
+        for k, rule in enumerate(rules):
             q = rule.quota
-            if type(state) is dict:  # concurrency: what the headers report is the slots in use
-                spent = len(state)
-                if admitted:
-                    spent += rule.cost
-                    state[member] = now + rule.span_ms
-                rule.remaining = q.limit - spent if spent < q.limit else 0
+            if not q.window_ms:
+                slots = self.slots.setdefault(rule.key, {})
+                if k < denied_at:
+                    slots.pop(member, None)
+                elif k > denied_at and len(slots) + rule.cost > q.limit:
+                    _purge(slots, now)  # as if it had been checked
+                used = len(slots)
+                rule.remaining = q.limit - used if used < q.limit else 0
                 rule.reset_ms = 0
                 continue
-            cost = rule.cost
-            if admitted and cost > 0:
-                buckets = state.buckets
-                buckets[rule.bucket] = buckets.get(rule.bucket, 0) + cost
-                state.total += cost
-                state.expires = now + q.window_ms + 2 * q.width_ms
-            spent = state.total
-            rule.remaining = q.limit - spent if spent < q.limit else 0
-            if spent > 0 and state.buckets:
-                rule.reset_ms = int((next(iter(state.buckets)) + q.window_ms // q.width_ms + 1) * q.width_ms - now)
+            window = self.windows.get(rule.key)
+            if window is None:
+                window = self.windows[rule.key] = _Window()
+            width = q.width_ms
+            rule.bucket = cur = int(now // width)
+            if k < denied_at and rule.cost > 0:
+                window.add(cur, -rule.cost)
+            elif k > denied_at and window.oldest is not None:
+                window.expire(cur - q.window_ms // width)  # as if it had been checked
+            used = window.total
+            rule.remaining = q.limit - used if used < q.limit else 0
+            if used > 0 and window.oldest is not None:
+                rule.reset_ms = int((window.oldest + q.window_ms // width + 1) * width - now)
             else:
                 rule.reset_ms = 0
-        return ADMITTED if admitted else Decision(False, denied, retry)
+        return Decision(False, rules[denied_at], retry)
 
     @staticmethod
     def _retry_ms(window: _Window, rule: Rule, now: float) -> int:
@@ -130,15 +177,8 @@ class MemoryLimiter:
                     slots.pop(member, None)
                 continue
             window = self.windows.get(rule.key)
-            if window is not None and rule.bucket in window.buckets:
-                old = window.buckets[rule.bucket]
-                value = old + item.delta
-                if value <= 0:
-                    del window.buckets[rule.bucket]
-                    window.total -= old
-                else:
-                    window.buckets[rule.bucket] = value
-                    window.total += item.delta
+            if window is not None:
+                window.add(rule.bucket, item.delta)
 
     async def renew(self, rules: list[Rule], member: str) -> None:
         now = now_ms()

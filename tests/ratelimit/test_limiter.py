@@ -77,6 +77,17 @@ async def test_all_rules_or_nothing(limiter: Any) -> None:
     assert probe.remaining == 10 - 3  # the two refused requests did not count against the loose limit
 
 
+async def test_a_refusal_by_a_later_rule_charges_none_of_the_earlier_ones(limiter: Any) -> None:
+    loose, slots, tight = rule("requests_per_day", 10), rule("concurrent", 5), rule("requests_per_minute", 1)
+    assert (await limiter.acquire([fresh(loose), fresh(slots), fresh(tight)], "first")).admitted
+    refused = await limiter.acquire([fresh(loose), fresh(slots), fresh(tight)], "second")
+    assert not refused.admitted and refused.denied is not None and refused.denied.key == tight.key
+    probe_loose, probe_slots = fresh(loose), fresh(slots)
+    assert (await limiter.acquire([probe_loose, probe_slots], "probe")).admitted
+    assert probe_loose.remaining == 10 - 2  # "first" and the probe, not the refused request
+    assert probe_slots.remaining == 5 - 2
+
+
 async def test_token_reservation_settles_to_usage(limiter: Any) -> None:
     base = rule("tokens_per_minute", 1000, cost=400)
     first, second, third = fresh(base), fresh(base), fresh(base)
