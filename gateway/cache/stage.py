@@ -90,7 +90,9 @@ class CacheStage(Stage):
     def prefetch(self, ctx: RequestContext) -> tuple[Prefetch, Lookup] | None:
         """For the limiter's script: this request's cache lookup, when it will make one."""
         rule = ctx.route.cache if ctx.route is not None else None
-        if rule is None or self._redis is None or cache_directives(ctx) != (True, True) or not cacheable(ctx, rule):
+        if rule is None or self._redis is None or not cacheable(ctx, rule):
+            return None
+        if "cache-control" in ctx.headers and cache_directives(ctx) != (True, True):
             return None
         key = cache_key(ctx)
         token = f"{self._replica}:{next(self._ids)}"
@@ -102,7 +104,7 @@ class CacheStage(Stage):
         assert ctx.route is not None
         rule: CacheRule = ctx.route.cache
         pre: Prefetch | None = ctx.scratch.pop(PREFETCH, None)
-        if pre is not None and pre.ran >= 0 and not any(s.rewrites_request for s in ctx.scratch["_ran"][pre.ran:-1]):
+        if pre is not None and pre.ran >= 0 and _unchanged_since(ctx.scratch["_ran"], pre.ran):
             # The request is as the prefetch saw it: cacheable, readable, and under the same key.
             key, token, (entry, leader) = pre.key, pre.token, pre.found
         else:
@@ -245,6 +247,14 @@ class CacheStage(Stage):
                     flight.entry = entry
                     if flight.done is not None:
                         flight.done.set()
+
+
+def _unchanged_since(ran: list[Stage], start: int) -> bool:
+    """No stage that may rewrite the request ran between the prefetch and this stage (the last)."""
+    for i in range(start, len(ran) - 1):
+        if ran[i].rewrites_request:
+            return False
+    return True
 
 
 def build_cache_stage(config: GatewayConfig) -> list[Stage]:

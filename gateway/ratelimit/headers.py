@@ -12,8 +12,8 @@ def _seconds(ms: int) -> int:
     return max(0, -(-ms // 1000))
 
 
-def limit_headers(rules: list[Rule], decision: Decision) -> dict[str, str]:
-    """Headers for the quota nearest exhaustion (the denied one when refused).
+def limit_headers(rules: list[Rule], decision: Decision, into: dict[str, str]) -> None:
+    """Add the headers for the quota nearest exhaustion (the denied one when refused) to `into`.
 
     `draft`: RateLimit-Limit / -Remaining / -Reset. `ietf`: RateLimit-Policy and RateLimit.
     """
@@ -26,16 +26,20 @@ def limit_headers(rules: list[Rule], decision: Decision) -> dict[str, str]:
                 if share < lowest:
                     rule, lowest = r, share
         if rule is None:
-            return {}
-    remaining = 0 if rule is decision.denied else rule.remaining
-    reset = _seconds(decision.retry_ms if rule is decision.denied else rule.reset_ms)
+            return
+    denied = rule is decision.denied
+    remaining = 0 if denied else rule.remaining
+    reset = _seconds(decision.retry_ms if denied else rule.reset_ms)
     if rule.limit.headers == "ietf":
         policy = f'"{rule.limit.name}";q={rule.quota.limit}'
         if rule.quota.window_ms:
             policy += f";w={rule.quota.window_ms // 1000 or 1}"
-        return {"ratelimit-policy": policy, "ratelimit": f'"{rule.limit.name}";r={remaining};t={reset}'}
-    return {"ratelimit-limit": str(rule.quota.limit), "ratelimit-remaining": str(remaining),
-            "ratelimit-reset": str(reset)}
+        into["ratelimit-policy"] = policy
+        into["ratelimit"] = f'"{rule.limit.name}";r={remaining};t={reset}'
+        return
+    into["ratelimit-limit"] = str(rule.quota.limit)
+    into["ratelimit-remaining"] = str(remaining)
+    into["ratelimit-reset"] = str(reset)
 
 
 def rejection(decision: Decision) -> GatewayError:

@@ -106,7 +106,7 @@ class RateLimitStage(Stage):
                 limiter = self.local
                 rules = self._fallback_rules(rules)
                 decision = await self.local.acquire(rules, member) if rules else ADMITTED
-        ctx.response_headers.update(limit_headers(rules, decision))
+        limit_headers(rules, decision, ctx.response_headers)
         if not decision.admitted:
             assert decision.denied is not None
             assert ctx.route is not None
