@@ -36,7 +36,13 @@ def _patched(path: str, value: object) -> dict:
 
 
 @pytest.mark.parametrize(("path", "value", "key", "problem"), [
-    ("pools.0.endpoints.0.url", "ftp://x", "pools[0].endpoints[0].url", "expected http(s)"),
+    ("pools.0.endpoints.0.url", "ftp://x", "pools[0].endpoints[0].url", "expected an http(s)://host"),
+    ("pools.0.endpoints.0.url", "http://", "pools[0].endpoints[0].url", "expected an http(s)://host"),
+    ("pools.0.endpoints.0.url", "http://[::1", "pools[0].endpoints[0].url", "expected an http(s)://host"),
+    ("pools.0.endpoints.0.url", "http://x:abc", "pools[0].endpoints[0].url", "expected an http(s)://host"),
+    ("pools.0.endpoints.0.url", "http://x:99999", "pools[0].endpoints[0].url", "expected an http(s)://host"),
+    ("pools.0.endpoints.0.url", 8000, "pools[0].endpoints[0].url", "expected an http(s) URL, got"),
+    ("issuers.0.jwks_url", "file:///etc/jwks.json", "issuers[0].jwks_url", "expected an http(s)://host"),
     ("pools.0.balancer", "random", "pools[0].balancer", "must be one of"),
     ("pools.0.timeouts", {"connect_s": "fast"}, "pools[0].timeouts.connect_s", "expected a number"),
     ("pools.0.max_inflight_per_endpoint", 0, "pools[0].max_inflight_per_endpoint", "at least 1"),
@@ -58,6 +64,15 @@ def test_invalid_config_names_file_and_key(tmp_path: Path, path: str, value: obj
     assert info.value.file == str(file)
     assert info.value.key == key
     assert problem in info.value.problem
+
+
+def test_plugin_upstream_must_be_an_http_url(tmp_path: Path) -> None:
+    data = _patched("routes.0.name", "r")
+    data["plugins"] = [{"name": "authz", "upstreams": {"idp": "tcp://10.0.0.1:9000"}}]
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, data))
+    assert info.value.key == "plugins[0].upstreams.idp"
+    assert "expected an http(s)://host" in info.value.problem
 
 
 def test_env_substitution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from gateway.config.reader import Section
 
@@ -142,11 +141,7 @@ def _limits(sec: Section) -> Limits:
 def _upstreams(sec: Section) -> dict[str, str]:
     out = {}
     for key in list(sec.data):
-        url = sec.str(key)
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise sec.error(key, f"expected http(s)://host:port, got {url!r}")
-        out[str(key)] = url.rstrip("/")
+        out[str(key)] = sec.url(key).rstrip("/")
     sec.done()
     return out
 

@@ -42,7 +42,7 @@ TABLES = ("", "server", "admin", "issuers[]", "pools[]", "pools[].dns", "routes[
 EMPTY_WASM = b"\0asm\x01\x00\x00\x00"
 EXAMPLE_SECRET = "docgen-example-secret-not-for-production"
 
-KINDS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
+KINDS = {"str": "string", "url": "http(s) URL", "int": "integer", "float": "number", "bool": "boolean",
          "str_list": "list of strings", "raw": "any", "section": "mapping", "sections": "list of mappings"}
 
 INTRO = """\

@@ -6,7 +6,6 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -139,9 +138,7 @@ def _issuer(sec: Section, base_dir: Path) -> IssuerConfig:
             raise sec.error("secret_env", f"environment variable {secret_env} is not set")
     jwks_file = _path(sec, "jwks_file", base_dir)
     public_key_file = _path(sec, "public_key_file", base_dir)
-    jwks_url = sec.str("jwks_url", None)
-    if jwks_url and urlsplit(jwks_url).scheme not in ("http", "https"):
-        raise sec.error("jwks_url", "must be an http(s) URL")
+    jwks_url = sec.url("jwks_url", None)
     has_hs = any(a.startswith("HS") for a in algorithms)
     has_asym = any(not a.startswith("HS") for a in algorithms)
     if has_hs and has_asym:
@@ -190,10 +187,7 @@ def _pool(sec: Section) -> PoolConfig:
     name = sec.str("name")
     endpoints = []
     for ep in sec.sections("endpoints"):
-        url = ep.str("url")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ep.error("url", f"expected http(s)://host:port, got {url!r}")
+        url = ep.url("url")
         endpoints.append(EndpointConfig(url=url.rstrip("/"), weight=ep.int("weight", 1, min=0),
                                         group=ep.str("group", "default")))
         ep.done()

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 _MISSING: Any = object()
 
@@ -15,7 +16,7 @@ class Read(NamedTuple):
     """One typed read seen while recording: the raw material of the generated configuration reference."""
 
     path: str  # generic key path: list indices are `[]`, keys of free-form maps are `*`
-    kind: str  # the getter: str, int, float, bool, str_list, raw, section, sections
+    kind: str  # the getter: str, url, int, float, bool, str_list, raw, section, sections
     default: Any  # None when the default is None; REQUIRED when the key has no default
     choices: tuple[str, ...] | None
     min: float | None
@@ -131,6 +132,19 @@ class Section:
             raise self.error(name, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
+    def url(self, name: str, default: Any = _MISSING) -> Any:
+        """An absolute http:// or https:// URL with a host (upstreams, pools, JWKS), returned as written."""
+        if _recorder is not None:
+            self._record(name, "url", default)
+        value = self._get(name, default)
+        if value is default and default is not _MISSING:
+            return value
+        if not isinstance(value, str):
+            raise self.error(name, f"expected an http(s) URL, got {_kind(value)}")
+        if not _is_http_url(value):
+            raise self.error(name, f"expected an http(s)://host[:port] URL, got {value!r}")
+        return value
+
     def int(self, name: str, default: Any = _MISSING, min: int | None = None, max: int | None = None) -> Any:
         if _recorder is not None:
             self._record(name, "int", default, None, min, max)
@@ -200,6 +214,16 @@ def _check_range(sec: Section, name: str, value: float, lo: float | None, hi: fl
         raise sec.error(name, f"must be at least {lo}, got {value}")
     if hi is not None and value > hi:
         raise sec.error(name, f"must be at most {hi}, got {value}")
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        # `.port` is parsed lazily; reading it here rejects `host:abc` or `host:99999` at load time.
+        port = parts.port
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number or out of range
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and (port is None or port > 0)
 
 
 def _kind(value: Any) -> str:
