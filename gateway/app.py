@@ -117,10 +117,7 @@ class Gateway:
 
     async def admin_pools(self, request: Request) -> Response:
         await self.require_admin(request)
-        return JSONResponse({name: [{"url": e.url, "healthy": e.healthy, "ejected": e.ejected,
-                                     "in_flight": e.in_flight, "weight": e.weight, "group": e.group,
-                                     "latency_ms": round(e.latency_ewma_s * 1000, 3)}
-                                    for e in pool.endpoints]
+        return JSONResponse({name: [e.describe() for e in pool.endpoints]
                              for name, pool in self.upstreams.pools.items()})
 
     def routes(self) -> list[Any]:

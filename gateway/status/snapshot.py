@@ -63,9 +63,7 @@ def pools(gateway: Any) -> list[dict[str, Any]]:
         out.append({
             "name": pool.name, "models": sorted(pool.models), "balancer": pool.config.balancer,
             "dns": {"name": dns.name, "port": dns.port, "interval_s": dns.interval_s} if dns else None,
-            "endpoints": [{"url": e.url, "group": e.group, "weight": e.weight, "state": _endpoint_state(e),
-                           "in_flight": e.in_flight, "latency_ms": round(e.latency_ewma_s * 1000, 1)}
-                          for e in pool.endpoints],
+            "endpoints": [{**e.describe(), "state": _endpoint_state(e)} for e in pool.endpoints],
         })
     return out
 

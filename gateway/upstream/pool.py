@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from yarl import URL
@@ -57,6 +58,11 @@ class Endpoint:
 
     def label(self) -> tuple[str, str]:
         return (self.pool, self.host)
+
+    def describe(self) -> dict[str, Any]:
+        """What operators see of this endpoint (`/admin/pools`, the status page)."""
+        return {"url": self.url, "healthy": self.healthy, "ejected": self.ejected, "in_flight": self.in_flight,
+                "weight": self.weight, "group": self.group, "latency_ms": round(self.latency_ewma_s * 1000, 3)}
 
 
 class RetryBudget:
