@@ -75,6 +75,12 @@ def test_plugin_upstream_must_be_an_http_url(tmp_path: Path) -> None:
     assert "expected an http(s)://host" in info.value.problem
 
 
+def test_an_empty_optional_url_is_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEGW_TEST_SECRET", "x" * 32)
+    cfg = load_config(_write(tmp_path, _patched("issuers.0.jwks_url", "")))
+    assert cfg.issuers[0].jwks_url is None
+
+
 def test_env_substitution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEGW_BACKEND_URL", "http://10.0.0.7:9000")
     data = _patched("pools.0.endpoints.0.url", "${EDGEGW_BACKEND_URL}")

@@ -137,8 +137,8 @@ class Section:
         if _recorder is not None:
             self._record(name, "url", default)
         value = self._get(name, default)
-        if value is default and default is not _MISSING:
-            return value
+        if default is not _MISSING and (value is default or value == ""):
+            return default  # an optional URL left empty (`${VAR:-}`) is not set
         if not isinstance(value, str):
             raise self.error(name, f"expected an http(s) URL, got {_kind(value)}")
         if not _is_http_url(value):
