@@ -173,9 +173,6 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
             raise HostTrap("memory", f"plugin could not allocate {n} bytes")
         self.mem.copy_out(ptr, data, ptr_ptr, size_ptr)
 
-    def read_str(self, ptr: int, size: int) -> str:
-        return self.mem.read_str(ptr, size)
-
     # --- contexts -----------------------------------------------------------------------------
 
     def root_for(self, config: bytes) -> int:

@@ -99,9 +99,7 @@ class MemoryLimiter:
                 rule.remaining = q.limit - spent if spent < q.limit else 0
                 rule.reset_ms = 0
                 continue
-            window = self.windows.get(rule.key)
-            if window is None:
-                window = self.windows[rule.key] = _Window()
+            window = self.windows.get(rule.key) or self._new_window(rule.key)
             width = q.width_ms
             rule.bucket = cur = int(now // width)
             live = cur - q.window_ms // width  # the oldest bucket still in the window
@@ -136,14 +134,12 @@ class MemoryLimiter:
                 rule.remaining = q.limit - used if used < q.limit else 0
                 rule.reset_ms = 0
                 continue
-            window = self.windows.get(rule.key)
-            if window is None:
-                window = self.windows[rule.key] = _Window()
+            window = self.windows.get(rule.key) or self._new_window(rule.key)
             width = q.width_ms
             rule.bucket = cur = int(now // width)
             if k < denied_at and rule.cost > 0:
                 window.add(cur, -rule.cost)
-            elif k > denied_at and window.oldest is not None:
+            elif k > denied_at:
                 window.expire(cur - q.window_ms // width)  # as if it had been checked
             used = window.total
             rule.remaining = q.limit - used if used < q.limit else 0
@@ -152,6 +148,10 @@ class MemoryLimiter:
             else:
                 rule.reset_ms = 0
         return Decision(False, rules[denied_at], retry)
+
+    def _new_window(self, key: str) -> _Window:
+        window = self.windows[key] = _Window()
+        return window
 
     @staticmethod
     def _retry_ms(window: _Window, rule: Rule, now: float) -> int:

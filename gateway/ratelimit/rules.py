@@ -162,9 +162,6 @@ class Planner:
             plan = self._plans[(route.name, ctx.tier)] = self._plan(route.name, route.rate_limits, ctx.tier)
         return plan
 
-    def rules(self, ctx: RequestContext) -> list[Rule]:
-        return self.plan(ctx).rules(ctx)
-
     def _plan(self, route: str, limits: list[LimitConfig], tier: str | None) -> RoutePlan:
         # The route is the Redis Cluster hash tag: every key of one request shares a slot.
         tag = route.replace("{", "").replace("}", "")

@@ -153,7 +153,7 @@ class RateLimitStage(Stage):
             if items:  # (nothing to wait for: no coroutine)
                 self.local.settle_now(items, held.member)
             return
-        if ops is None or self.remote is None or held.limiter is not self.remote:
+        if ops is None or self.remote is None:  # (held.limiter is the remote one from here on)
             if items:
                 try:
                     await held.limiter.settle(items, held.member)
