@@ -25,6 +25,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> int:
+    """The first of `n` consecutive free ports (for servers that take a base port and count up)."""
+    for _ in range(100):
+        base = free_port()
+        if base + n > 65536:
+            continue
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports found")
+
+
 class Proc:
     """A child process whose output goes to a log file (shown when a test fails to start it)."""
 

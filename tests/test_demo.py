@@ -13,13 +13,16 @@ import time
 import httpx
 import pytest
 
-from tests.harness import ROOT, free_port
+from tests.harness import ROOT, free_port, free_ports
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(660)  # a cold start converts SmolLM2 and loads it in two replicas: slow on a slow VM
 def test_make_demo_answers_the_paris_question() -> None:
-    port, backend_port = free_port(), free_port()
+    backend_port = free_ports(2)  # the demo's two replicas listen on backend_port and backend_port + 1
+    port = free_port()
+    while port in (backend_port, backend_port + 1):
+        port = free_port()
     env = {**os.environ, "EDGEGW_PORT": str(port), "EDGEGW_DEMO_BACKEND_PORT": str(backend_port),
            "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
     env.pop("EDGEGW_DEMO_SECRET", None)
