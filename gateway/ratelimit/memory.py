@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from gateway.ratelimit.rules import ADMITTED, Decision, Rule, Settlement
+from gateway.ratelimit.rules import Check, Rule
 
 _SWEEP_MS = 60_000
 
@@ -72,113 +72,118 @@ class MemoryLimiter:
         self.slots: dict[str, dict[str, float]] = {}  # key -> request id -> lease expiry (ms)
         self._last_sweep = 0.0
 
-    async def acquire(self, rules: list[Rule], member: str) -> Decision:
-        return self.acquire_now(rules, member, now_ms())
+    async def acquire(self, check: Check, member: str) -> bool:
+        return self.acquire_now(check, member, now_ms())
 
-    def acquire_now(self, rules: list[Rule], member: str, now: float) -> Decision:
+    def acquire_now(self, check: Check, member: str, now: float) -> bool:
         if now - self._last_sweep >= _SWEEP_MS:
             self._sweep(now)
+        costs = check.costs
+        out = check.out = [0] * (3 + 3 * len(costs))
+        out[0] = 1
+        j = 3  # this rule's (remaining, reset_ms, bucket) in `out`
         # One pass: each rule is charged as it admits. A refusal undoes the charges already made
         # (`_refuse`), so a refused request costs no quota anywhere; refusals are the rare case.
-        for i, rule in enumerate(rules):
-            q = rule.quota
-            cost = rule.cost
-            if not q.window_ms:  # a concurrency quota
+        for i, rule in enumerate(check.rules):
+            cost = costs[i]
+            cap = rule.cap
+            if not rule.window_ms:  # a concurrency quota
                 slots = self.slots.get(rule.key)
                 if slots is None:
                     slots = self.slots[rule.key] = {}
                 used = len(slots)
                 # Expired leases (a request that never completed) only matter when the slots look
                 # full: scanning every slot of every request would cost O(in flight) each time.
-                if used + cost > q.limit:
+                if used + cost > cap:
                     used = _purge(slots, now)
-                    if used + cost > q.limit:
-                        return self._refuse(rules, i, 1000, member, now)
+                    if used + cost > cap:
+                        return self._refuse(check, i, 1000, member, now)
                 slots[member] = now + rule.span_ms
                 spent = used + cost
-                rule.remaining = q.limit - spent if spent < q.limit else 0
-                rule.reset_ms = 0
+                out[j] = cap - spent if spent < cap else 0
+                j += 3
                 continue
             window = self.windows.get(rule.key) or self._new_window(rule.key)
-            width = q.width_ms
-            rule.bucket = cur = int(now // width)
-            live = cur - q.window_ms // width  # the oldest bucket still in the window
-            if window.oldest is not None and window.oldest < live:
-                window.expire(live)
+            width = rule.width_ms
+            cur = int(now // width)
+            if window.oldest is not None and window.oldest < cur - rule.buckets:
+                window.expire(cur - rule.buckets)  # (the oldest bucket still in the window)
             spent = window.total + cost
-            if spent > q.limit:
-                return self._refuse(rules, i, self._retry_ms(window, rule, now), member, now)
+            if spent > cap:
+                return self._refuse(check, i, self._retry_ms(window, rule, cost, now), member, now)
             if cost > 0:
                 buckets = window.buckets
                 buckets[cur] = buckets.get(cur, 0) + cost
                 window.total = spent
-                window.expires = now + q.window_ms + 2 * width
+                window.expires = now + rule.window_ms + 2 * width
                 if window.oldest is None:
                     window.oldest = cur
-            rule.remaining = q.limit - spent if spent < q.limit else 0
-            rule.reset_ms = int((window.oldest + q.window_ms // width + 1) * width - now) if spent > 0 else 0
-        return ADMITTED
+            out[j] = cap - spent if spent < cap else 0
+            if spent > 0:
+                out[j + 1] = int((window.oldest + rule.buckets + 1) * width - now)
+            out[j + 2] = cur
+            j += 3
+        return True
 
-    def _refuse(self, rules: list[Rule], denied_at: int, retry: int, member: str, now: float) -> Decision:
+    def _refuse(self, check: Check, denied_at: int, retry: int, member: str, now: float) -> bool:
         """Rule `denied_at` refused: undo what the rules before it charged, then report every rule's
         counts as they stand (what the RateLimit headers say)."""
-        for k, rule in enumerate(rules):
-            q = rule.quota
-            if not q.window_ms:
+        out = check.out
+        out[0], out[1], out[2] = 0, denied_at + 1, retry
+        for k, rule in enumerate(check.rules):
+            j = 3 + 3 * k
+            cost = check.costs[k]
+            if not rule.window_ms:
                 slots = self.slots.setdefault(rule.key, {})
                 if k < denied_at:
                     slots.pop(member, None)
-                elif k > denied_at and len(slots) + rule.cost > q.limit:
+                elif k > denied_at and len(slots) + cost > rule.cap:
                     _purge(slots, now)  # as if it had been checked
                 used = len(slots)
-                rule.remaining = q.limit - used if used < q.limit else 0
-                rule.reset_ms = 0
+                out[j], out[j + 1], out[j + 2] = (rule.cap - used if used < rule.cap else 0), 0, 0
                 continue
             window = self.windows.get(rule.key) or self._new_window(rule.key)
-            width = q.width_ms
-            rule.bucket = cur = int(now // width)
-            if k < denied_at and rule.cost > 0:
-                window.add(cur, -rule.cost)
+            cur = int(now // rule.width_ms)
+            if k < denied_at and cost > 0:
+                window.add(cur, -cost)
             elif k > denied_at:
-                window.expire(cur - q.window_ms // width)  # as if it had been checked
+                window.expire(cur - rule.buckets)  # as if it had been checked
             used = window.total
-            rule.remaining = q.limit - used if used < q.limit else 0
+            reset = 0
             if used > 0 and window.oldest is not None:
-                rule.reset_ms = int((window.oldest + q.window_ms // width + 1) * width - now)
-            else:
-                rule.reset_ms = 0
-        return Decision(False, rules[denied_at], retry)
+                reset = int((window.oldest + rule.buckets + 1) * rule.width_ms - now)
+            out[j], out[j + 1], out[j + 2] = (rule.cap - used if used < rule.cap else 0), reset, cur
+        return False
 
     def _new_window(self, key: str) -> _Window:
         window = self.windows[key] = _Window()
         return window
 
     @staticmethod
-    def _retry_ms(window: _Window, rule: Rule, now: float) -> int:
+    def _retry_ms(window: _Window, rule: Rule, cost: int, now: float) -> int:
         """When enough of the oldest counts leave the window for this request to fit."""
-        q = rule.quota
-        nb = q.window_ms // q.width_ms
-        need, freed = window.total + rule.cost - q.limit, 0
+        need, freed = window.total + cost - rule.cap, 0
         for b, count in window.buckets.items():  # oldest first
             freed += count
             if freed >= need:
-                return int((b + nb + 1) * q.width_ms - now)
-        return q.window_ms
+                return int((b + rule.buckets + 1) * rule.width_ms - now)
+        return rule.window_ms
 
-    async def settle(self, items: list[Settlement], member: str) -> None:
-        self.settle_now(items, member)
+    async def settle(self, check: Check, member: str, used: int | None) -> None:
+        self.settle_now(check, member, used)
 
-    def settle_now(self, items: list[Settlement], member: str) -> None:
-        for item in items:
-            rule = item.rule
-            if not rule.quota.window_ms:
+    def settle_now(self, check: Check, member: str, used: int | None) -> None:
+        out = check.out
+        for i, rule in enumerate(check.rules):
+            if not rule.window_ms:
                 slots = self.slots.get(rule.key)
                 if slots is not None:
                     slots.pop(member, None)
-                continue
-            window = self.windows.get(rule.key)
-            if window is not None:
-                window.add(rule.bucket, item.delta)
+            elif used is not None and rule.tokens:
+                delta = used - check.costs[i]
+                window = self.windows.get(rule.key)
+                if delta and window is not None:
+                    window.add(out[5 + 3 * i], delta)
 
     async def renew(self, rules: list[Rule], member: str) -> None:
         now = now_ms()

@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP, SETTLE
 from gateway.ratelimit.redis_client import RedisLink
-from gateway.ratelimit.rules import ADMITTED, Decision, Rule, Settlement, quota_spec
+from gateway.ratelimit.rules import Check, Rule
 
 # A cache lookup made by the limit check's script: (entry key, lock key, lock token, lock lease ms).
 Lookup = tuple[str, str, str, int]
@@ -25,48 +25,47 @@ class RedisLimiter:
         if link.pipelined:
             link.register(CHECK_LOOKUP)
 
-    async def acquire(self, rules: list[Rule], member: str) -> Decision:
-        return (await self.acquire_and_lookup(rules, member, None))[0]
+    async def acquire(self, check: Check, member: str) -> bool:
+        return (await self.acquire_and_lookup(check, member, None))[0]
 
-    async def acquire_and_lookup(self, rules: list[Rule], member: str,
-                                 lookup: Lookup | None) -> tuple[Decision, Found | None]:
+    async def acquire_and_lookup(self, check: Check, member: str,
+                                 lookup: Lookup | None) -> tuple[bool, Found | None]:
         """The limit check and, if admitted and `lookup` is given, the cache lookup, in one call
         (single node only: `link.pipelined`)."""
-        keys = [rule.key for rule in rules]
+        keys = [rule.key for rule in check.rules]
         args: list[Any] = [member]
-        for rule in rules:
-            args += (rule.spec or quota_spec(rule.limit, rule.quota), rule.cost)
+        for rule, cost in zip(check.rules, check.costs, strict=True):
+            args += (rule.spec, cost)
         if lookup is None:
-            out = await self.link.run(CHECK, keys, args, op="ratelimit")
-        else:
-            keys += lookup[:2]
-            args += lookup[2:]
-            out = await self.link.run(CHECK_LOOKUP, keys, args, op="ratelimit")
-        # Lua numbers arrive as Redis integers (ints already); a lookup's answer may follow the rules'.
-        i = 3
-        for rule in rules:
-            rule.remaining, rule.reset_ms, rule.bucket = out[i], out[i + 1], out[i + 2]
-            i += 3
+            out = check.out = await self.link.run(CHECK, keys, args, op="ratelimit")
+            return bool(out[0]), None
+        keys += lookup[:2]
+        args += lookup[2:]
+        # Lua numbers arrive as Redis integers (ints already); the lookup's answer follows the rules'.
+        out = check.out = await self.link.run(CHECK_LOOKUP, keys, args, op="ratelimit")
         if not out[0]:
-            return Decision(False, rules[out[1] - 1], out[2]), None
-        if lookup is None:
-            return ADMITTED, None
-        return ADMITTED, ((out[-2] or None), bool(out[-1]))
+            return False, None
+        return True, ((out[-2] or None), bool(out[-1]))
 
-    def settle_ops(self, items: list[Settlement], member: str, keys: list[str], args: list[Any]) -> None:
+    def settle_ops(self, check: Check, member: str, used: int | None, keys: list[str], args: list[Any]) -> None:
         """Append the settlement to a SETTLE call under construction (it may carry cache writes too)."""
-        for item in items:
-            keys.append(item.rule.key)
-            if item.rule.quota.kind == "concurrent":
+        out = check.out
+        for i, rule in enumerate(check.rules):
+            if not rule.window_ms:
+                keys.append(rule.key)
                 args += ("c", member, 0)
-            else:
-                args += ("t", item.rule.bucket, item.delta)
+            elif used is not None and rule.tokens:
+                delta = used - check.costs[i]
+                if delta:
+                    keys.append(rule.key)
+                    args += ("t", out[5 + 3 * i], delta)
 
-    async def settle(self, items: list[Settlement], member: str) -> None:
+    async def settle(self, check: Check, member: str, used: int | None) -> None:
         keys: list[str] = []
         args: list[Any] = []
-        self.settle_ops(items, member, keys, args)
-        await self.link.run(SETTLE, keys, args, op="settle")
+        self.settle_ops(check, member, used, keys, args)
+        if keys:
+            await self.link.run(SETTLE, keys, args, op="settle")
 
     async def renew(self, rules: list[Rule], member: str) -> None:
         # One call per hash tag (route): under Redis Cluster a script's keys must share a slot.

@@ -1,13 +1,13 @@
-"""What one request is checked against: a `Rule` per (limit, quota), built from the context.
+"""What one request is checked against: a `Check` of `Rule`s (one per limit and quota), built from
+the context by the route's `RoutePlan`.
 
-Both limiter backends (Redis and in-memory) take a list of rules and answer with a `Decision`;
-they fill each rule's `remaining`, `reset_ms` and `bucket` (where a token reservation landed).
+Rules are immutable and shared: a plan keeps the rules of each caller it has seen (their keys are
+worked out once per caller, not per request). What varies per request lives in the `Check`: the
+costs, and the limiter's answer, laid out as the Redis check script returns it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -15,22 +15,12 @@ from gateway.context import RequestContext
 from gateway.ratelimit.config import LimitConfig, Quota
 
 _MISSING = "_"  # a key part the request does not have (e.g. no tenant claim): one shared bucket
+_CALLERS_MAX = 10_000  # rules kept per plan (callers); past this the plan forgets them and starts over
 
-
-@dataclass(slots=True)
-class Rule:
-    limit: LimitConfig
-    quota: Quota
-    key: str
-    cost: int
-    remaining: int = 0
-    reset_ms: int = 0
-    bucket: int = 0
-    spec: str = ""  # the Redis check's description of the quota (`quota_spec`), when the Planner made it
-
-    @property
-    def span_ms(self) -> int:
-        return span_ms(self.limit, self.quota)
+# How each key part is read off the request (the config validated the part names; the stage runs
+# only on routed requests, so `route` is set).
+_KEY_PARTS = {"subject": "subject", "tenant": "tenant", "api_key": "api_key", "client_ip": "client_ip",
+              "route": "route.name", "model": "model"}
 
 
 def span_ms(limit: LimitConfig, quota: Quota) -> int:
@@ -44,41 +34,82 @@ def quota_spec(limit: LimitConfig, quota: Quota) -> str:
     return f"{kind} {quota.limit} {span_ms(limit, quota)} {quota.width_ms}"
 
 
-@dataclass(slots=True, frozen=True)
-class Decision:
-    admitted: bool
-    denied: Rule | None = None
-    retry_ms: int = 0
+class Rule:
+    """One quota of one limit for one caller (its limiter `key`), with the quota's numbers copied
+    flat for the limiters' hot loops. `window_ms` is 0 for a concurrency quota."""
+
+    __slots__ = ("limit", "quota", "key", "spec", "cap", "window_ms", "width_ms", "buckets", "span_ms", "tokens")
+
+    def __init__(self, limit: LimitConfig, quota: Quota, key: str) -> None:
+        self.limit = limit
+        self.quota = quota
+        self.key = key
+        self.spec = quota_spec(limit, quota)
+        self.cap = quota.limit
+        self.window_ms = quota.window_ms
+        self.width_ms = quota.width_ms
+        self.buckets = quota.window_ms // quota.width_ms if quota.width_ms else 0  # per window
+        self.span_ms = span_ms(limit, quota)
+        self.tokens = quota.kind == "tokens"
+
+    def __repr__(self) -> str:
+        return f"Rule({self.key!r}, {self.spec!r})"
 
 
-ADMITTED = Decision(True)  # the common answer, shared
+class Check:
+    """One request's rules, what each costs it, and the limiter's answer (`out`, set by `acquire`).
 
+    `out` is laid out as the Redis check script replies, so that reply is used as is: admitted (1/0),
+    the denied rule (1-based, 0 = none), retry_ms, then per rule: remaining, reset_ms, and the bucket
+    a window's charge went to (where a token reservation is settled later).
+    """
 
-@dataclass(slots=True)
-class Settlement:
-    """After the response: how a rule's reservation ends."""
+    __slots__ = ("rules", "costs", "out")
 
-    rule: Rule
-    delta: int  # tokens: real usage minus reservation; unused for concurrency
+    def __init__(self, rules: tuple[Rule, ...], costs: list[int]) -> None:
+        self.rules = rules
+        self.costs = costs
+        self.out: list[int] = []
+
+    @property
+    def admitted(self) -> bool:
+        return bool(self.out[0])
+
+    @property
+    def denied(self) -> Rule | None:
+        return self.rules[self.out[1] - 1] if self.out[1] else None
+
+    @property
+    def retry_ms(self) -> int:
+        return self.out[2]
+
+    def remaining(self, i: int) -> int:
+        return self.out[3 + 3 * i]
+
+    def reset_ms(self, i: int) -> int:
+        return self.out[4 + 3 * i]
+
+    def bucket(self, i: int) -> int:
+        return self.out[5 + 3 * i]
+
+    def subset(self, keep: list[int]) -> Check:
+        """A check of some of these rules (a limit's fallback when Redis is unavailable)."""
+        return Check(tuple(self.rules[i] for i in keep), [self.costs[i] for i in keep])
 
 
 class Limiter(Protocol):
-    async def acquire(self, rules: list[Rule], member: str) -> Decision: ...
+    async def acquire(self, check: Check, member: str) -> bool:
+        """Charge every rule, or none: True when admitted. Fills `check.out` either way."""
+        ...
 
-    async def settle(self, items: list[Settlement], member: str) -> None: ...
+    async def settle(self, check: Check, member: str, used: int | None) -> None:
+        """After the response: release the check's concurrency slots and settle its token
+        reservations to `used` tokens (None: keep each reservation as it is)."""
+        ...
 
-    async def renew(self, rules: list[Rule], member: str) -> None: ...
-
-
-def _route_name(ctx: RequestContext) -> str | None:
-    return ctx.route.name if ctx.route else None
-
-
-# How each key part is read off the request (the config validated the part names).
-_KEY_PARTS: dict[str, Callable[[RequestContext], str | None]] = {
-    "subject": attrgetter("subject"), "tenant": attrgetter("tenant"), "api_key": attrgetter("api_key"),
-    "client_ip": attrgetter("client_ip"), "route": _route_name, "model": attrgetter("model"),
-}
+    async def renew(self, rules: list[Rule], member: str) -> None:
+        """Extend the leases of concurrency slots still held."""
+        ...
 
 
 def estimate_tokens(body: dict[str, Any] | None, output_estimate: int) -> int:
@@ -112,39 +143,54 @@ def _chars(value: Any) -> int:
     return 0
 
 
-@dataclass(slots=True)
-class _LimitPlan:
-    """What a limit means for one route and tier, worked out once: its key readers, and per quota the
-    Redis key prefix and the check's spec."""
-
-    limit: LimitConfig
-    parts: tuple[Callable[[RequestContext], str | None], ...]
-    quotas: list[tuple[Quota, str, str]]
-
-
-@dataclass(slots=True)
 class RoutePlan:
-    """A route's limits for one tier, worked out once; `rules` applies them to a request."""
+    """A route's limits for one tier, worked out once; `check` applies them to a request."""
 
-    limits: list[_LimitPlan]
-    concurrent: bool  # some quota is a concurrency slot: held until the request completes
-    tokens: bool  # some quota counts LLM tokens: reserved now, settled after the response
+    def __init__(self, limits: list[tuple[LimitConfig, tuple[Quota, ...]]], key_prefix: str) -> None:
+        self.limits = [(limit, quotas) for limit, quotas in limits if quotas]
+        self.prefix = key_prefix
+        quotas = [q for _, qs in self.limits for q in qs]
+        self.concurrent = any(q.kind == "concurrent" for q in quotas)  # slots held until completion
+        self.tokens = any(q.kind == "tokens" for q in quotas)  # reserved now, settled after the response
+        self._width = [len(limit.key) for limit, _ in self.limits]
+        parts = [_KEY_PARTS[p] for limit, _ in self.limits for p in limit.key]
+        # Every key part of every limit in one C call: a value (one part) or a tuple (several).
+        self._identity = attrgetter(*parts) if parts else None
+        self._costs = [1] * len(quotas)
+        self._token_costs = [(i, limit.token_estimate, q.limit) for i, (limit, q) in
+                             enumerate((limit, q) for limit, qs in self.limits for q in qs) if q.kind == "tokens"]
+        self._callers: dict[Any, tuple[Rule, ...]] = {}
 
-    def rules(self, ctx: RequestContext) -> list[Rule]:
+    def check(self, ctx: RequestContext) -> Check | None:
+        """This request's check; None when the caller's tier lifts every limit of the route."""
+        if self._identity is None:
+            return None
+        identity = self._identity(ctx)
+        rules = self._callers.get(identity)
+        if rules is None:
+            rules = self._remember(identity)
+        costs = self._costs.copy()
+        if self._token_costs:
+            estimate, tokens = -1, 0
+            for i, output_estimate, cap in self._token_costs:
+                if output_estimate != estimate:
+                    estimate, tokens = output_estimate, estimate_tokens(ctx.body_json, output_estimate)
+                # A request bigger than the whole budget still runs, when the window is empty.
+                costs[i] = tokens if tokens < cap else cap
+        return Check(rules, costs)
+
+    def _remember(self, identity: Any) -> tuple[Rule, ...]:
+        values = identity if sum(self._width) > 1 else (identity,)
         rules: list[Rule] = []
-        for entry in self.limits:
-            parts = entry.parts
-            ident = (parts[0](ctx) or _MISSING) if len(parts) == 1 else "|".join([p(ctx) or _MISSING for p in parts])
-            tokens = -1  # this limit's token estimate of the request, computed on first use
-            for quota, prefix, spec in entry.quotas:
-                cost = 1
-                if quota.kind == "tokens":
-                    if tokens < 0:
-                        tokens = estimate_tokens(ctx.body_json, entry.limit.token_estimate)
-                    # A request bigger than the whole budget still runs, when the window is empty.
-                    cost = min(tokens, quota.limit)
-                rules.append(Rule(entry.limit, quota, prefix + ident, cost, 0, 0, 0, spec))
-        return rules
+        start = 0
+        for (limit, quotas), width in zip(self.limits, self._width, strict=True):
+            caller = "|".join([v or _MISSING for v in values[start:start + width]])
+            start += width
+            rules += [Rule(limit, q, f"{self.prefix}{limit.name}:{q.label}:{caller}") for q in quotas]
+        if len(self._callers) >= _CALLERS_MAX:
+            self._callers.clear()  # cheaper than LRU bookkeeping on every request; rebuilt on demand
+        found = self._callers[identity] = tuple(rules)
+        return found
 
 
 class Planner:
@@ -159,15 +205,9 @@ class Planner:
         assert route is not None
         plan = self._plans.get((route.name, ctx.tier))
         if plan is None:
-            plan = self._plans[(route.name, ctx.tier)] = self._plan(route.name, route.rate_limits, ctx.tier)
+            # The route is the Redis Cluster hash tag: every key of one request shares a slot.
+            tag = route.name.replace("{", "").replace("}", "")
+            plan = self._plans[(route.name, ctx.tier)] = RoutePlan(
+                [(limit, limit.quotas_for(ctx.tier)) for limit in route.rate_limits],
+                f"{self.key_prefix}:rl:{{{tag}}}:")
         return plan
-
-    def _plan(self, route: str, limits: list[LimitConfig], tier: str | None) -> RoutePlan:
-        # The route is the Redis Cluster hash tag: every key of one request shares a slot.
-        tag = route.replace("{", "").replace("}", "")
-        entries = [_LimitPlan(limit, tuple(_KEY_PARTS[p] for p in limit.key),
-                              [(q, f"{self.key_prefix}:rl:{{{tag}}}:{limit.name}:{q.label}:", quota_spec(limit, q))
-                               for q in limit.quotas_for(tier)])
-                   for limit in limits]
-        kinds = {q.kind for entry in entries for q, _, _ in entry.quotas}
-        return RoutePlan(entries, "concurrent" in kinds, "tokens" in kinds)

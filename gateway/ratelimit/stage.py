@@ -24,7 +24,7 @@ from gateway.ratelimit.memory import MemoryLimiter, now_ms
 from gateway.ratelimit.metrics import fallbacks_total, rejections_by
 from gateway.ratelimit.redis_client import RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import RedisLimiter
-from gateway.ratelimit.rules import ADMITTED, Limiter, Planner, RoutePlan, Rule, Settlement
+from gateway.ratelimit.rules import Check, Limiter, Planner, RoutePlan
 from gateway.stages.base import Stage
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Held:
     """What an admitted request holds until it completes: reservations and concurrency slots."""
 
     limiter: Limiter
-    rules: list[Rule]
+    check: Check
     member: str
     plan: RoutePlan
 
@@ -82,37 +82,38 @@ class RateLimitStage(Stage):
 
     async def on_request(self, ctx: RequestContext) -> None:
         plan = self.planner.plan(ctx)
-        rules = plan.rules(ctx)
-        if not rules:
+        check = plan.check(ctx)
+        if check is None:
             return None  # the caller's tier lifts every limit of this route
         member = f"{self._replica}:{next(self._ids)}"
         limiter: Limiter
         if self.remote is None:
             limiter = self.local
-            decision = self.local.acquire_now(rules, member, now_ms())
+            admitted = self.local.acquire_now(check, member, now_ms())
         else:
             try:
                 limiter = self.remote
                 cache = self.remote.link.cache
                 planned = cache.prefetch(ctx) if cache is not None else None
                 if planned is None:
-                    decision = await self.remote.acquire(rules, member)
+                    admitted = await self.remote.acquire(check, member)
                 else:
-                    decision, found = await self.remote.acquire_and_lookup(rules, member, planned[1])
+                    admitted, found = await self.remote.acquire_and_lookup(check, member, planned[1])
                     if found is not None:
                         planned[0].found = found
                         ctx.scratch[PREFETCH] = planned[0]
             except RedisUnavailable:
                 limiter = self.local
-                rules = self._fallback_rules(rules)
-                decision = await self.local.acquire(rules, member) if rules else ADMITTED
-        limit_headers(rules, decision, ctx.response_headers)
-        if not decision.admitted:
-            assert decision.denied is not None
-            assert ctx.route is not None
-            rejections_by.get(ctx.route.name, decision.denied.limit.name).inc()
-            raise rejection(decision)
-        ctx.scratch["ratelimit"] = held = Held(limiter, rules, member, plan)
+                check = self._fallback(check)
+                if not check.rules:
+                    return None
+                admitted = self.local.acquire_now(check, member, now_ms())
+        limit_headers(check, ctx.response_headers)
+        if not admitted:
+            assert ctx.route is not None and check.denied is not None
+            rejections_by.get(ctx.route.name, check.denied.limit.name).inc()
+            raise rejection(check)
+        ctx.scratch["ratelimit"] = held = Held(limiter, check, member, plan)
         if limiter is self.remote and self.remote.link.pipelined:
             # The cache stage (completing before us) adds its writes to our settlement call.
             ctx.scratch[OPS] = ([], [])
@@ -120,15 +121,15 @@ class RateLimitStage(Stage):
             self._held[member] = held
         return None
 
-    def _fallback_rules(self, rules: list[Rule]) -> list[Rule]:
+    def _fallback(self, check: Check) -> Check:
         """Redis is unavailable: each limit applies its `on_redis_error` mode."""
-        if any(r.limit.on_redis_error == "deny" for r in rules):
+        modes = [rule.limit.on_redis_error for rule in check.rules]
+        if "deny" in modes:
             fallbacks_total.labels("deny").inc()
             raise GatewayError(503, "rate limiter unavailable; retry shortly", "rate_limiter_unavailable",
                                headers={"retry-after": "1"})
-        local = [r for r in rules if r.limit.on_redis_error == "local"]
-        fallbacks_total.labels("local" if local else "allow").inc()
-        return local
+        fallbacks_total.labels("local" if "local" in modes else "allow").inc()
+        return check.subset([i for i, mode in enumerate(modes) if mode == "local"])
 
     async def on_complete(self, ctx: RequestContext) -> None:
         held: Held | None = ctx.scratch.pop("ratelimit", None)
@@ -139,24 +140,16 @@ class RateLimitStage(Stage):
             self._held.pop(held.member, None)
         # From here on a stage completing after us must write on its own.
         ops = ctx.scratch.pop(OPS, None)
-        items: list[Settlement] = []
-        if plan.concurrent or plan.tokens:  # (requests-only limits have nothing to settle)
-            for rule in held.rules:
-                kind = rule.quota.kind
-                if kind == "concurrent":
-                    items.append(Settlement(rule, 0))
-                elif kind == "tokens":
-                    delta = _used_tokens(ctx, rule.cost) - rule.cost
-                    if delta:
-                        items.append(Settlement(rule, delta))
+        settles = plan.concurrent or plan.tokens  # (requests-only limits have nothing to settle)
+        used = _used_tokens(ctx) if plan.tokens else None
         if held.limiter is self.local:
-            if items:  # (nothing to wait for: no coroutine)
-                self.local.settle_now(items, held.member)
+            if settles:  # (nothing to wait for: no coroutine)
+                self.local.settle_now(held.check, held.member, used)
             return
         if ops is None or self.remote is None:  # (held.limiter is the remote one from here on)
-            if items:
+            if settles:
                 try:
-                    await held.limiter.settle(items, held.member)
+                    await held.limiter.settle(held.check, held.member, used)
                 except RedisUnavailable:
                     pass  # the lease expires, and an unsettled reservation only errs on the safe side
             return
@@ -164,7 +157,8 @@ class RateLimitStage(Stage):
         if pre is not None and self.remote.link.cache is not None:
             # The cache stage never ran (the request failed before it): release the lock we took for it.
             self.remote.link.cache.release_ops(pre, ops)
-        self.remote.settle_ops(items, held.member, *ops)
+        if settles:
+            self.remote.settle_ops(held.check, held.member, used, *ops)
         if ops[0]:
             # Nobody waits for it: merged with other requests' settlements into one call.
             self.remote.link.post(SETTLE, *ops, op="settle")
@@ -175,21 +169,22 @@ class RateLimitStage(Stage):
             await asyncio.sleep(self._renew_every_s)
             for member, held in list(self._held.items()):
                 try:
-                    await held.limiter.renew([r for r in held.rules if r.quota.kind == "concurrent"], member)
+                    await held.limiter.renew([r for r in held.check.rules if not r.window_ms], member)
                 except RedisUnavailable:
                     continue
                 except Exception:
                     log.exception("renewing concurrency leases failed")
 
 
-def _used_tokens(ctx: RequestContext, reserved: int) -> int:
-    """Settle to the real usage; without one keep the reservation on success, release it on failure."""
+def _used_tokens(ctx: RequestContext) -> int | None:
+    """Tokens to settle reservations to: the real usage; without one keep the reservations on
+    success (None), release them on failure."""
     if ctx.cache_status == "HIT":
         return 0  # answered from the cache: no backend tokens spent
     if ctx.usage is not None:
         return ctx.usage.total_tokens
     if ctx.error is None and 200 <= ctx.status < 300:
-        return reserved
+        return None
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from gateway.ratelimit.config import BUCKETS_PER_WINDOW, QUOTA_KEYS, LimitConfig, Quota
 from gateway.ratelimit.redis_client import RedisLink
 from gateway.ratelimit.redis_limiter import RedisLimiter
-from gateway.ratelimit.rules import Rule, Settlement
+from gateway.ratelimit.rules import Check, Rule
 
 
 def quota(label: str, limit: int) -> Quota:
@@ -18,121 +18,126 @@ def quota(label: str, limit: int) -> Quota:
     return Quota(label, kind, limit, window_ms, window_ms // BUCKETS_PER_WINDOW)
 
 
-def rule(label: str, limit: int, cost: int = 1, key: str | None = None, lease_s: float = 30.0) -> Rule:
+def rule(label: str, limit: int, key: str | None = None, lease_s: float = 30.0) -> Rule:
     cfg = LimitConfig(name="l", key=("subject",), quotas=(quota(label, limit),), lease_s=lease_s)
-    return Rule(cfg, cfg.quotas[0], key or f"t:{{r}}:{label}:{uuid.uuid4().hex[:8]}", cost)
+    return Rule(cfg, cfg.quotas[0], key or f"t:{{r}}:{label}:{uuid.uuid4().hex[:8]}")
 
 
-def fresh(r: Rule, cost: int | None = None) -> Rule:
-    """A rule for the next request on the same key."""
-    return Rule(r.limit, r.quota, r.key, r.cost if cost is None else cost)
+def check(*rules: Rule, cost: int = 1) -> Check:
+    """One request on these rules' keys, each charged `cost`."""
+    return Check(rules, [cost] * len(rules))
+
+
+async def admitted(limiter: Any, c: Check, member: str) -> bool:
+    return bool(await limiter.acquire(c, member))
 
 
 async def test_window_admits_exactly_the_limit(limiter: Any) -> None:
     base = rule("requests_per_minute", 5)
-    results = [await limiter.acquire([fresh(base)], f"m{i}") for i in range(8)]
-    assert [d.admitted for d in results] == [True] * 5 + [False] * 3
-    assert 0 < results[-1].retry_ms <= 60_000 + 3_000
+    checks = [check(base) for _ in range(8)]
+    assert [await admitted(limiter, c, f"m{i}") for i, c in enumerate(checks)] == [True] * 5 + [False] * 3
+    assert not checks[-1].admitted and 0 < checks[-1].retry_ms <= 60_000 + 3_000
 
 
 async def test_counts_leave_the_window(limiter: Any) -> None:
     """Buckets that left the window stop counting (the Redis script then counts its buckets again)."""
     base = rule("requests_per_second", 3)
-    assert all([(await limiter.acquire([fresh(base)], f"m{i}")).admitted for i in range(3)])
-    assert not (await limiter.acquire([fresh(base)], "refused")).admitted
+    assert all([await admitted(limiter, check(base), f"m{i}") for i in range(3)])
+    assert not await admitted(limiter, check(base), "refused")
     await asyncio.sleep(1.2)
-    later = fresh(base)
-    assert (await limiter.acquire([later], "later")).admitted
-    assert later.remaining == 2
+    later = check(base)
+    assert await admitted(limiter, later, "later")
+    assert later.remaining(0) == 2
 
 
 async def test_sums_stay_exact_when_a_settled_bucket_goes(limiter: Any) -> None:
-    base = rule("tokens_per_minute", 1000, cost=300)
-    first, second = fresh(base), fresh(base)
-    assert (await limiter.acquire([first], "a")).admitted
-    assert (await limiter.acquire([second], "b")).admitted
-    await limiter.settle([Settlement(first, -300), Settlement(second, -300)], "a")  # both failed: released
-    probe = fresh(base, cost=100)
-    assert (await limiter.acquire([probe], "c")).admitted
-    assert probe.remaining == 900
-    await limiter.settle([Settlement(probe, 50)], "c")  # used more than it reserved
-    after = fresh(base, cost=800)
-    assert (await limiter.acquire([after], "d")).admitted
-    assert after.remaining == 1000 - 150 - 800
+    base = rule("tokens_per_minute", 1000)
+    first, second = check(base, cost=300), check(base, cost=300)
+    assert await admitted(limiter, first, "a")
+    assert await admitted(limiter, second, "b")
+    await limiter.settle(first, "a", 0)  # both failed: released
+    await limiter.settle(second, "b", 0)
+    probe = check(base, cost=100)
+    assert await admitted(limiter, probe, "c")
+    assert probe.remaining(0) == 900
+    await limiter.settle(probe, "c", 150)  # used more than it reserved
+    after = check(base, cost=800)
+    assert await admitted(limiter, after, "d")
+    assert after.remaining(0) == 1000 - 150 - 800
 
 
 async def test_remaining_and_reset_are_reported(limiter: Any) -> None:
-    base = rule("requests_per_minute", 3)
-    r1 = fresh(base)
-    await limiter.acquire([r1], "a")
-    assert r1.remaining == 2 and 0 < r1.reset_ms <= 63_000
+    c = check(rule("requests_per_minute", 3))
+    await limiter.acquire(c, "a")
+    assert c.remaining(0) == 2 and 0 < c.reset_ms(0) <= 63_000
 
 
 async def test_all_rules_or_nothing(limiter: Any) -> None:
     tight, loose = rule("requests_per_minute", 2), rule("requests_per_day", 10)
     for i in range(4):
-        await limiter.acquire([fresh(tight), fresh(loose)], f"m{i}")
-    probe = fresh(loose)
-    assert (await limiter.acquire([probe], "x")).admitted
-    assert probe.remaining == 10 - 3  # the two refused requests did not count against the loose limit
+        await limiter.acquire(check(tight, loose), f"m{i}")
+    probe = check(loose)
+    assert await admitted(limiter, probe, "x")
+    assert probe.remaining(0) == 10 - 3  # the two refused requests did not count against the loose limit
 
 
 async def test_a_refusal_by_a_later_rule_charges_none_of_the_earlier_ones(limiter: Any) -> None:
     loose, slots, tight = rule("requests_per_day", 10), rule("concurrent", 5), rule("requests_per_minute", 1)
-    assert (await limiter.acquire([fresh(loose), fresh(slots), fresh(tight)], "first")).admitted
-    refused = await limiter.acquire([fresh(loose), fresh(slots), fresh(tight)], "second")
-    assert not refused.admitted and refused.denied is not None and refused.denied.key == tight.key
-    probe_loose, probe_slots = fresh(loose), fresh(slots)
-    assert (await limiter.acquire([probe_loose, probe_slots], "probe")).admitted
-    assert probe_loose.remaining == 10 - 2  # "first" and the probe, not the refused request
-    assert probe_slots.remaining == 5 - 2
+    assert await admitted(limiter, check(loose, slots, tight), "first")
+    refused = check(loose, slots, tight)
+    assert not await admitted(limiter, refused, "second")
+    assert refused.denied is tight
+    probe = check(loose, slots)
+    assert await admitted(limiter, probe, "probe")
+    assert probe.remaining(0) == 10 - 2  # "first" and the probe, not the refused request
+    assert probe.remaining(1) == 5 - 2
 
 
 async def test_token_reservation_settles_to_usage(limiter: Any) -> None:
-    base = rule("tokens_per_minute", 1000, cost=400)
-    first, second, third = fresh(base), fresh(base), fresh(base)
-    assert (await limiter.acquire([first], "a")).admitted
-    assert (await limiter.acquire([second], "b")).admitted
-    assert not (await limiter.acquire([third], "c")).admitted
-    await limiter.settle([Settlement(first, 10 - 400)], "a")  # real usage was 10 tokens
-    again = fresh(base)
-    assert (await limiter.acquire([again], "c")).admitted
-    assert again.remaining == 1000 - 10 - 400 - 400
+    base = rule("tokens_per_minute", 1000)
+    first, second, third = (check(base, cost=400) for _ in range(3))
+    assert await admitted(limiter, first, "a")
+    assert await admitted(limiter, second, "b")
+    assert not await admitted(limiter, third, "c")
+    await limiter.settle(first, "a", 10)  # real usage was 10 tokens
+    await limiter.settle(second, "b", None)  # no usage reported: the reservation stands
+    again = check(base, cost=400)
+    assert await admitted(limiter, again, "c")
+    assert again.remaining(0) == 1000 - 10 - 400 - 400
 
 
 async def test_released_reservation_frees_tokens(limiter: Any) -> None:
-    base = rule("tokens_per_minute", 500, cost=500)
-    first = fresh(base)
-    assert (await limiter.acquire([first], "a")).admitted
-    assert not (await limiter.acquire([fresh(base)], "b")).admitted
-    await limiter.settle([Settlement(first, -500)], "a")
-    assert (await limiter.acquire([fresh(base)], "b")).admitted
+    base = rule("tokens_per_minute", 500)
+    first = check(base, cost=500)
+    assert await admitted(limiter, first, "a")
+    assert not await admitted(limiter, check(base, cost=500), "b")
+    await limiter.settle(first, "a", 0)
+    assert await admitted(limiter, check(base, cost=500), "b")
 
 
 async def test_concurrency_slots_are_released(limiter: Any) -> None:
     base = rule("concurrent", 2)
-    a, b = fresh(base), fresh(base)
-    assert (await limiter.acquire([a], "a")).admitted
-    assert (await limiter.acquire([b], "b")).admitted
-    assert not (await limiter.acquire([fresh(base)], "c")).admitted
-    await limiter.settle([Settlement(a, 0)], "a")
-    assert (await limiter.acquire([fresh(base)], "c")).admitted
+    a = check(base)
+    assert await admitted(limiter, a, "a")
+    assert await admitted(limiter, check(base), "b")
+    assert not await admitted(limiter, check(base), "c")
+    await limiter.settle(a, "a", None)
+    assert await admitted(limiter, check(base), "c")
 
 
 async def test_concurrency_lease_expires_unless_renewed(limiter: Any) -> None:
     base = rule("concurrent", 1, lease_s=0.3)
-    assert (await limiter.acquire([fresh(base)], "dead-gateway")).admitted
-    assert not (await limiter.acquire([fresh(base)], "b")).admitted
+    assert await admitted(limiter, check(base), "dead-gateway")
+    assert not await admitted(limiter, check(base), "b")
     await asyncio.sleep(0.4)
-    held = fresh(base)
-    assert (await limiter.acquire([held], "b")).admitted  # the dead gateway's slot expired
+    assert await admitted(limiter, check(base), "b")  # the dead gateway's slot expired
     for _ in range(3):
         await asyncio.sleep(0.15)
-        await limiter.renew([held], "b")
-    assert not (await limiter.acquire([fresh(base)], "c")).admitted  # renewed: still held
+        await limiter.renew([base], "b")
+    assert not await admitted(limiter, check(base), "c")  # renewed: still held
 
 
 async def test_scripts_reload_after_redis_lost_them(redis_link: RedisLink) -> None:
     limiter = RedisLimiter(redis_link)
     await redis_link.client.script_flush()
-    assert (await limiter.acquire([rule("requests_per_second", 1)], "a")).admitted
+    assert await admitted(limiter, check(rule("requests_per_second", 1)), "a")

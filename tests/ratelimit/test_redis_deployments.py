@@ -16,7 +16,7 @@ from gateway.ratelimit.config import RedisConfig
 from gateway.ratelimit.redis_client import RedisLink, RedisUnavailable
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from tests.harness import Proc, RedisServer, free_port
-from tests.ratelimit.test_limiter import fresh, rule
+from tests.ratelimit.test_limiter import check, rule
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ async def test_cluster_limits_and_cache(cluster_link: RedisLink) -> None:
     for route in ("alpha", "beta", "gamma"):
         a = rule("requests_per_minute", 3, key=f"edgegw:rl:{{{route}}}:l:rpm:x")
         b = rule("concurrent", 10, key=f"edgegw:rl:{{{route}}}:l:conc:x")
-        results = [(await limiter.acquire([fresh(a), fresh(b)], f"m{i}")).admitted for i in range(5)]
+        results = [await limiter.acquire(check(a, b), f"m{i}") for i in range(5)]
         assert results == [True] * 3 + [False] * 2
     entry, leader = await store.lookup("k1", "tok", 1000)
     assert entry is None and leader
@@ -95,13 +95,13 @@ async def test_password_url() -> None:
         good = RedisLink(RedisConfig(url=server.url, timeout_ms=500))
         limiter = RedisLimiter(good)
         await good.start()
-        assert (await limiter.acquire([rule("requests_per_second", 1)], "a")).admitted
+        assert await limiter.acquire(check(rule("requests_per_second", 1)), "a")
         await good.stop()
         bad = RedisLink(RedisConfig(url=server.url.replace("s3cret-pass", "wrong"), timeout_ms=500))
         limiter = RedisLimiter(bad)
         await bad.start()
         with pytest.raises(RedisUnavailable):
-            await limiter.acquire([rule("requests_per_second", 1)], "a")
+            await limiter.acquire(check(rule("requests_per_second", 1)), "a")
         await bad.stop()
     finally:
         server.stop()
