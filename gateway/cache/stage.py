@@ -26,6 +26,7 @@ from gateway.cache.sse import assemble, replay, replay_chunks
 from gateway.cache.store import CacheStore, MemoryCacheStore, RedisCacheStore, decode, encode
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
+from gateway.ratelimit import resp
 from gateway.ratelimit.metrics import cache_requests_by
 from gateway.ratelimit.redis_client import Ops, RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import Lookup
@@ -97,8 +98,9 @@ class CacheStage(Stage):
         key = cache_key(ctx)
         token = f"{self._replica}:{next(self._ids)}"
         ran = ctx.scratch.get("_ran")
+        entry_key, lock_key = self._redis.keys(key)
         return (Prefetch(key, token, -1 if ran is None else len(ran)),
-                (*self._redis.keys(key), token, int(rule.lock_s * 1000)))
+                (resp.bulk(entry_key), resp.bulk(lock_key), resp.bulk(token), resp.bulk_int(int(rule.lock_s * 1000))))
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         assert ctx.route is not None

@@ -17,32 +17,34 @@ def limit_headers(check: Check, into: dict[str, str]) -> None:
 
     `draft`: RateLimit-Limit / -Remaining / -Reset. `ietf`: RateLimit-Policy and RateLimit.
     """
-    out = check.out
+    out, rules = check.out, check.rules
     denied = out[1] - 1  # (-1: admitted)
-    if denied >= 0 and check.rules[denied].limit.headers != "none":
-        at = denied
-    else:
+    at = denied
+    if at < 0 or rules[at].headers == "none":
         at, lowest = -1, 2.0
-        for i, rule in enumerate(check.rules):
-            if rule.limit.headers != "none":
-                share = out[3 + 3 * i] / rule.cap if rule.cap else 0.0
-                if share < lowest:
-                    at, lowest = i, share
+        for i, rule in enumerate(rules):
+            share = out[3 + 3 * i] * rule.per_unit
+            if share < lowest and rule.headers != "none":
+                at, lowest = i, share
         if at < 0:
             return
-    rule = check.rules[at]
-    remaining = 0 if at == denied else out[3 + 3 * at]
-    reset = _seconds(out[2] if at == denied else out[4 + 3 * at])
-    if rule.limit.headers == "ietf":
+    rule = rules[at]
+    if at == denied:
+        remaining, reset = 0, _seconds(out[2])
+    else:
+        remaining, reset_ms = out[3 + 3 * at], out[4 + 3 * at]
+        reset = -(-reset_ms // 1000) if reset_ms > 0 else 0  # (_seconds, inline: the hot path)
+    if rule.headers == "ietf":
         policy = f'"{rule.limit.name}";q={rule.cap}'
         if rule.window_ms:
             policy += f";w={rule.window_ms // 1000 or 1}"
         into["ratelimit-policy"] = policy
         into["ratelimit"] = f'"{rule.limit.name}";r={remaining};t={reset}'
         return
-    into["ratelimit-limit"] = str(rule.cap)
-    into["ratelimit-remaining"] = str(remaining)
-    into["ratelimit-reset"] = str(reset)
+    # (f-strings format ints for less than str() calls cost)
+    into["ratelimit-limit"] = f"{rule.cap}"
+    into["ratelimit-remaining"] = f"{remaining}"
+    into["ratelimit-reset"] = f"{reset}"
 
 
 def rejection(check: Check) -> GatewayError:

@@ -17,23 +17,28 @@ from gateway.ratelimit.rules import Check, Rule
 _SWEEP_MS = 60_000
 
 
-def now_ms() -> float:
-    """The in-memory limiter's clock."""
-    return time.monotonic() * 1000.0
+def now_ms() -> int:
+    """The in-memory limiter's clock (integer milliseconds: cheaper arithmetic than floats)."""
+    return time.monotonic_ns() // 1_000_000
 
 
 class _Window:
-    """One sliding window's buckets (index -> count, oldest first), their sum, the oldest bucket
-    (None: no bucket), and when the last of them leaves the window (ms): one object per key, so a
-    rule costs one lookup."""
+    """One sliding window's buckets (index -> count, oldest first), their sum, and the oldest bucket
+    (None: no bucket): one object per key, so a rule costs one lookup."""
 
-    __slots__ = ("buckets", "total", "oldest", "expires")
+    __slots__ = ("buckets", "total", "oldest", "width", "window")
 
-    def __init__(self) -> None:
+    def __init__(self, rule: Rule) -> None:
         self.buckets: dict[int, int] = {}
         self.total = 0
         self.oldest: int | None = None
-        self.expires = 0.0
+        self.width = rule.width_ms  # (what the sweep needs to know)
+        self.window = rule.window_ms
+
+    def idle(self, now: int) -> bool:
+        """Whether the newest bucket has left the window: the key counts nothing any more."""
+        newest = next(reversed(self.buckets), None)
+        return newest is None or (newest + 1) * self.width + self.window < now
 
     def expire(self, live: int) -> None:
         """Drop the buckets older than `live` (the oldest still in the window)."""
@@ -59,7 +64,7 @@ class _Window:
             self.total += delta
 
 
-def _purge(slots: dict[str, float], now: float) -> int:
+def _purge(slots: dict[str, int], now: int) -> int:
     """Drop expired concurrency leases; the slots left in use."""
     for member in [m for m, expiry in slots.items() if expiry <= now]:
         del slots[member]
@@ -69,13 +74,13 @@ def _purge(slots: dict[str, float], now: float) -> int:
 class MemoryLimiter:
     def __init__(self) -> None:
         self.windows: dict[str, _Window] = {}
-        self.slots: dict[str, dict[str, float]] = {}  # key -> request id -> lease expiry (ms)
-        self._last_sweep = 0.0
+        self.slots: dict[str, dict[str, int]] = {}  # key -> request id -> lease expiry (ms)
+        self._last_sweep = 0
 
     async def acquire(self, check: Check, member: str) -> bool:
         return self.acquire_now(check, member, now_ms())
 
-    def acquire_now(self, check: Check, member: str, now: float) -> bool:
+    def acquire_now(self, check: Check, member: str, now: int) -> bool:
         if now - self._last_sweep >= _SWEEP_MS:
             self._sweep(now)
         costs = check.costs
@@ -103,11 +108,13 @@ class MemoryLimiter:
                 out[j] = cap - spent if spent < cap else 0
                 j += 3
                 continue
-            window = self.windows.get(rule.key) or self._new_window(rule.key)
+            window = self.windows.get(rule.key) or self._new_window(rule)
             width = rule.width_ms
-            cur = int(now // width)
-            if window.oldest is not None and window.oldest < cur - rule.buckets:
+            cur = now // width
+            oldest = window.oldest
+            if oldest is not None and oldest < cur - rule.buckets:
                 window.expire(cur - rule.buckets)  # (the oldest bucket still in the window)
+                oldest = window.oldest
             spent = window.total + cost
             if spent > cap:
                 return self._refuse(check, i, self._retry_ms(window, rule, cost, now), member, now)
@@ -115,17 +122,17 @@ class MemoryLimiter:
                 buckets = window.buckets
                 buckets[cur] = buckets.get(cur, 0) + cost
                 window.total = spent
-                window.expires = now + rule.window_ms + 2 * width
-                if window.oldest is None:
-                    window.oldest = cur
-            out[j] = cap - spent if spent < cap else 0
-            if spent > 0:
-                out[j + 1] = int((window.oldest + rule.buckets + 1) * width - now)
+                if oldest is None:
+                    window.oldest = oldest = cur
+            if spent < cap:
+                out[j] = cap - spent
+            if oldest is not None:
+                out[j + 1] = (oldest + rule.buckets + 1) * width - now
             out[j + 2] = cur
             j += 3
         return True
 
-    def _refuse(self, check: Check, denied_at: int, retry: int, member: str, now: float) -> bool:
+    def _refuse(self, check: Check, denied_at: int, retry: int, member: str, now: int) -> bool:
         """Rule `denied_at` refused: undo what the rules before it charged, then report every rule's
         counts as they stand (what the RateLimit headers say)."""
         out = check.out
@@ -142,8 +149,8 @@ class MemoryLimiter:
                 used = len(slots)
                 out[j], out[j + 1], out[j + 2] = (rule.cap - used if used < rule.cap else 0), 0, 0
                 continue
-            window = self.windows.get(rule.key) or self._new_window(rule.key)
-            cur = int(now // rule.width_ms)
+            window = self.windows.get(rule.key) or self._new_window(rule)
+            cur = now // rule.width_ms
             if k < denied_at and cost > 0:
                 window.add(cur, -cost)
             elif k > denied_at:
@@ -151,22 +158,22 @@ class MemoryLimiter:
             used = window.total
             reset = 0
             if used > 0 and window.oldest is not None:
-                reset = int((window.oldest + rule.buckets + 1) * rule.width_ms - now)
+                reset = (window.oldest + rule.buckets + 1) * rule.width_ms - now
             out[j], out[j + 1], out[j + 2] = (rule.cap - used if used < rule.cap else 0), reset, cur
         return False
 
-    def _new_window(self, key: str) -> _Window:
-        window = self.windows[key] = _Window()
+    def _new_window(self, rule: Rule) -> _Window:
+        window = self.windows[rule.key] = _Window(rule)
         return window
 
     @staticmethod
-    def _retry_ms(window: _Window, rule: Rule, cost: int, now: float) -> int:
+    def _retry_ms(window: _Window, rule: Rule, cost: int, now: int) -> int:
         """When enough of the oldest counts leave the window for this request to fit."""
         need, freed = window.total + cost - rule.cap, 0
         for b, count in window.buckets.items():  # oldest first
             freed += count
             if freed >= need:
-                return int((b + rule.buckets + 1) * rule.width_ms - now)
+                return (b + rule.buckets + 1) * rule.width_ms - now
         return rule.window_ms
 
     async def settle(self, check: Check, member: str, used: int | None) -> None:
@@ -192,10 +199,10 @@ class MemoryLimiter:
             if slots is not None and member in slots:
                 slots[member] = now + rule.span_ms
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: int) -> None:
         """Drop keys nobody used for a while, so memory follows the active callers only."""
         self._last_sweep = now
-        for key in [k for k, w in self.windows.items() if not w.buckets or w.expires < now]:
+        for key in [k for k, w in self.windows.items() if w.idle(now)]:
             del self.windows[key]
         for key in [k for k, v in self.slots.items() if not v]:
             del self.slots[key]

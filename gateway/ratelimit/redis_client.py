@@ -3,8 +3,9 @@
 Script calls are the hot path (one or two per request), so on a single Redis node they bypass
 redis-py's per-command machinery (argument encoding in Python, a pool checkout, a task and a timeout
 per call, which cost more CPU than everything else a limited request does): every `EVALSHA` is packed
-by hiredis in C and written to one pipelined connection, calls made in the same event-loop iteration
-in one write, and replies are parsed by hiredis as they arrive and matched to callers in order (Redis
+by hiredis in C (or, for the limit check, joined from arguments encoded once: `resp.py`) and written
+to one pipelined connection (`redis_channel.py`), calls made in the same event-loop iteration in one
+write, and replies are parsed by hiredis as they arrive and matched to callers in order (Redis
 answers a connection's commands in order). redis-py still opens that connection (URL options, TLS,
 AUTH, SELECT) and serves everything else: loading scripts, the Redis Cluster client.
 
@@ -23,8 +24,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Coroutine
 from typing import Any
 
 import hiredis
@@ -34,20 +34,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.ratelimit import resp
 from gateway.ratelimit.config import RedisConfig
 from gateway.ratelimit.metrics import redis_degraded, redis_errors_total
+from gateway.ratelimit.redis_channel import Channel, Post
 
 log = logging.getLogger("edgegw.redis")
-
-_NOT_YET = object()  # hiredis: no complete reply buffered yet
 
 # Writes gathered for one SETTLE call (`gateway/ratelimit/lua.py`): its keys and their (op, a, b) values.
 # Several stages add to one, so a request's writes after the response take one round trip.
 Ops = tuple[list[str], list[Any]]
-# A posted call in flight: what to send again as EVAL if Redis lost the script.
-_Post = tuple["LuaScript", list[str], list[Any]]
 
 
 class RedisUnavailable(Exception):
@@ -61,93 +58,9 @@ class LuaScript:
         self.name = name
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-
-class _Channel(asyncio.Protocol):
-    """One connection carrying all script calls of a worker, pipelined.
-
-    It is the protocol of the connection's transport, so replies are parsed and handed to their
-    callers in the I/O callback itself (no reader task). A watchdog enforces the deadline: when the
-    oldest unanswered call is `timeout_s` old, Redis is not answering (replies come in order, so
-    every later call is stuck behind it): all pending calls fail and the connection is closed, so
-    the next probe starts on a fresh one rather than behind a frozen socket.
-    """
-
-    def __init__(self, conn: Any, timeout_s: float, on_close: Callable[[_Channel], None],
-                 on_post_error: Callable[[_Post, ResponseError], None]) -> None:
-        self.conn = conn
-        self.timeout_s = timeout_s
-        self.on_close = on_close
-        self.on_post_error = on_post_error
-        self.loop = asyncio.get_running_loop()
-        self.reader = hiredis.Reader(notEnoughData=_NOT_YET, replyError=ResponseError)
-        # (caller, when sent); a posted call has no caller, only what it sent
-        self.pending: deque[tuple[asyncio.Future[Any] | _Post, float]] = deque()
-        self.watchdog: asyncio.TimerHandle | None = None
-        self.closed = False
-        # redis-py connected and authenticated it; from now on its bytes are ours. The attribute is
-        # private, but has been the asyncio connection's stream writer since redis-py 4.2.
-        self.transport: asyncio.WriteTransport = conn._writer.transport
-        self.transport.set_protocol(self)
-
-    def send(self, data: bytes, waiters: list[asyncio.Future[Any] | _Post]) -> None:
-        self.transport.write(data)
-        now = self.loop.time()
-        pending = self.pending
-        for waiter in waiters:
-            pending.append((waiter, now))
-        if self.watchdog is None:
-            self.watchdog = self.loop.call_at(now + self.timeout_s, self._check)
-
-    def data_received(self, data: bytes) -> None:
-        reader, pending = self.reader, self.pending
-        try:
-            reader.feed(data)
-            while (reply := reader.gets()) is not _NOT_YET:
-                future = pending.popleft()[0]
-                if type(future) is tuple:  # a posted call: nobody waits for its reply
-                    if isinstance(reply, ResponseError):
-                        self.on_post_error(future, reply)
-                    continue
-                if future.done():
-                    continue  # its caller gave up
-                if isinstance(reply, ResponseError):
-                    message = str(reply)
-                    future.set_exception(NoScriptError(message) if message.startswith("NOSCRIPT") else reply)
-                else:
-                    future.set_result(reply)
-        except Exception as exc:  # noqa: BLE001 - a protocol error or an unexpected reply: the stream is lost
-            self.close(RedisConnectionError(f"bad reply from redis: {exc!r}"))
-
-    def eof_received(self) -> bool:
-        self.close(RedisConnectionError("redis closed the connection"))
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.close(RedisConnectionError(f"connection to redis lost: {exc or 'closed'}"))
-
-    def _check(self) -> None:
-        self.watchdog = None
-        if not self.pending:
-            return
-        oldest = self.pending[0][1]
-        if self.loop.time() - oldest >= self.timeout_s:
-            self.close(RedisTimeoutError(f"no reply from redis within {self.timeout_s * 1000:.0f} ms"))
-        else:
-            self.watchdog = self.loop.call_at(oldest + self.timeout_s, self._check)
-
-    def close(self, exc: Exception) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-        self.conn._close()  # closes the transport; redis-py's own (sync) way to drop a connection
-        while self.pending:
-            future = self.pending.popleft()[0]
-            if type(future) is not tuple and not future.done():
-                future.set_exception(exc)
-        self.on_close(self)
+        # A call's first two arguments, encoded once: by SHA, or with the source after NOSCRIPT.
+        self.evalsha = resp.bulk("EVALSHA") + resp.bulk(self.sha)
+        self.eval = resp.bulk("EVAL") + resp.bulk(source)
 
 
 class RedisLink:
@@ -164,11 +77,11 @@ class RedisLink:
         self._down_until = 0.0
         self._degraded = False
         self._users = 0
-        self._channel: _Channel | None = None
-        self._opening: asyncio.Task[_Channel] | None = None
+        self._channel: Channel | None = None
+        self._opening: asyncio.Task[Channel] | None = None
         self._batch: list[bytes] = []
-        self._batch_futures: list[asyncio.Future[Any] | _Post] = []
-        self._posts: dict[str, _Post] = {}  # posted calls of this loop iteration, merged per script
+        self._batch_futures: list[asyncio.Future[Any] | Post] = []
+        self._posts: dict[str, Post] = {}  # posted calls of this loop iteration, merged per script
         self._background: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop  # set by `start`, before any call can reach the network
 
@@ -241,20 +154,31 @@ class RedisLink:
 
     async def run(self, script: LuaScript, keys: list[str], args: list[Any], op: str = "script") -> Any:
         """EVALSHA within the deadline; raises `RedisUnavailable` on any failure."""
-        if self._degraded and time.monotonic() < self._down_until:
-            raise RedisUnavailable("redis is degraded")
-        if self.client is None:
-            raise RedisUnavailable("redis client not started")
+        if self.config.cluster:
+            return await self._guarded(op, self._cluster_eval(script, keys, args))
+        command = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return await self._guarded(op, self._single(script, command))
+
+    async def call(self, script: LuaScript, nkeys: int, parts: list[bytes], op: str = "script") -> Any:
+        """`run` on the hot path (single node only): `parts` are the keys (`nkeys` of them), then the
+        arguments, already encoded (`resp.bulk`), after a first element left for this call's head."""
+        parts[0] = b"*%d\r\n%b%b" % (2 + len(parts), script.evalsha, resp.INTS[nkeys])
+        if self._channel is None or self._degraded:  # (re)connecting, degraded or recovering
+            return await self._guarded(op, self._single(script, b"".join(parts)))
         try:
-            try:
-                if self._channel is not None:  # the hot path, inline: the channel's watchdog bounds the wait
-                    result = await self._queue(hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys,
-                                                                     *args)))
-                else:
-                    result = await self._eval(script, keys, args)
-            except NoScriptError:
-                # Redis restarted (or failed over) and lost its script cache.
-                result = await self._eval(script, keys, args, reload=True)
+            return await self._queue(b"".join(parts))  # inline: the channel's watchdog bounds the wait
+        except NoScriptError:
+            return await self._guarded(op, self._single(script, b"".join(parts), reload=True))
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(op, exc)
+            raise RedisUnavailable(str(exc) or type(exc).__name__) from None
+
+    async def _guarded(self, op: str, attempt: Coroutine[Any, Any, Any]) -> Any:
+        if (self._degraded and time.monotonic() < self._down_until) or self.client is None:
+            attempt.close()
+            raise RedisUnavailable("redis is degraded" if self.client is not None else "redis client not started")
+        try:
+            result = await attempt
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(op, exc)
             raise RedisUnavailable(str(exc) or type(exc).__name__) from None
@@ -262,16 +186,20 @@ class RedisLink:
             self._recovered()
         return result
 
-    async def _eval(self, script: LuaScript, keys: list[str], args: list[Any], reload: bool = False) -> Any:
-        if self.config.cluster:
-            async with asyncio.timeout(self.timeout_s):
-                if reload:
-                    await self.client.script_load(script.source)
-                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
-        # EVAL with the source caches the script again, in the same round trip, on the same connection
-        # (a pooled one may still be the dead one from before the restart).
-        command = hiredis.pack_command(("EVAL", script.source, len(keys), *keys, *args) if reload else
-                                       ("EVALSHA", script.sha, len(keys), *keys, *args))
+    async def _single(self, script: LuaScript, command: bytes, reload: bool = False) -> Any:
+        """One script call on the pipelined connection; `command` is EVALSHA's (`script.evalsha`)."""
+        if not reload:
+            try:
+                return await self._send(command)
+            except NoScriptError:
+                pass
+        # Redis restarted (or failed over) and lost its script cache. EVAL with the source caches it
+        # again, in the same round trip, on the same connection.
+        head = command.index(script.evalsha)
+        return await self._send(b"*%d\r\n%b%b" % (int(command[1:head - 2]), script.eval,
+                                                  command[head + len(script.evalsha):]))
+
+    async def _send(self, command: bytes) -> Any:
         if self._channel is not None:
             return await self._queue(command)  # the channel's watchdog bounds the wait
         async with asyncio.timeout(self.timeout_s):  # (re)connecting, then the call
@@ -281,6 +209,14 @@ class RedisLink:
             # Shielded: one caller's deadline must not abort a connection other callers wait for.
             await asyncio.shield(self._opening)
             return await self._queue(command)
+
+    async def _cluster_eval(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        async with asyncio.timeout(self.timeout_s):
+            try:
+                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self.client.script_load(script.source)
+                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
 
     def post(self, script: LuaScript, keys: list[str], args: list[Any], op: str = "script") -> None:
         """Run a write script without waiting for it: this loop iteration's posts of `script` are
@@ -309,7 +245,7 @@ class RedisLink:
         except RedisUnavailable:
             pass
 
-    def _post_failed(self, post: _Post, error: ResponseError) -> None:
+    def _post_failed(self, post: Post, error: ResponseError) -> None:
         script, keys, args = post
         if str(error).startswith("NOSCRIPT"):  # Redis restarted: send it again with the source
             self._enqueue(hiredis.pack_command(("EVAL", script.source, len(keys), *keys, *args)), post)
@@ -323,7 +259,7 @@ class RedisLink:
         self._enqueue(command, future)
         return future
 
-    def _enqueue(self, command: bytes, waiter: asyncio.Future[Any] | _Post) -> None:
+    def _enqueue(self, command: bytes, waiter: asyncio.Future[Any] | Post) -> None:
         if not self._batch and not self._posts:
             self._loop.call_soon(self._flush)
         self._batch.append(command)
@@ -347,16 +283,16 @@ class RedisLink:
             return
         channel.send(b"".join(batch), futures)
 
-    async def _open(self) -> _Channel:
+    async def _open(self) -> Channel:
         try:
             conn = self.client.connection_pool.make_connection()
             await conn.connect()
-            self._channel = _Channel(conn, self.timeout_s, self._channel_closed, self._post_failed)
+            self._channel = Channel(conn, self.timeout_s, self._channel_closed, self._post_failed)
             return self._channel
         finally:
             self._opening = None
 
-    def _channel_closed(self, channel: _Channel) -> None:
+    def _channel_closed(self, channel: Channel) -> None:
         if self._channel is channel:
             self._channel = None
 

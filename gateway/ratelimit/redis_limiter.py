@@ -5,12 +5,14 @@ from __future__ import annotations
 from itertools import groupby
 from typing import Any
 
+from gateway.ratelimit import resp
 from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP, SETTLE
 from gateway.ratelimit.redis_client import RedisLink
 from gateway.ratelimit.rules import Check, Rule
 
-# A cache lookup made by the limit check's script: (entry key, lock key, lock token, lock lease ms).
-Lookup = tuple[str, str, str, int]
+# A cache lookup made by the limit check's script: (entry key, lock key, lock token, lock lease ms),
+# each encoded (`resp.bulk`).
+Lookup = tuple[bytes, bytes, bytes, bytes]
 # Its answer: (the entry or None, whether this request took the single-flight lock).
 Found = tuple[bytes | None, bool]
 
@@ -32,17 +34,27 @@ class RedisLimiter:
                                  lookup: Lookup | None) -> tuple[bool, Found | None]:
         """The limit check and, if admitted and `lookup` is given, the cache lookup, in one call
         (single node only: `link.pipelined`)."""
-        keys = [rule.key for rule in check.rules]
-        args: list[Any] = [member]
-        for rule, cost in zip(check.rules, check.costs, strict=True):
-            args += (rule.spec, cost)
-        if lookup is None:
-            out = check.out = await self.link.run(CHECK, keys, args, op="ratelimit")
+        rules = check.rules
+        if not self.link.pipelined:  # Redis Cluster: redis-py routes the call to the keys' slot
+            args: list[Any] = [member]
+            for rule, cost in zip(rules, check.costs, strict=True):
+                args += (rule.spec, cost)
+            out = check.out = await self.link.run(CHECK, [rule.key for rule in rules], args, op="ratelimit")
             return bool(out[0]), None
-        keys += lookup[:2]
-        args += lookup[2:]
+        parts = [b"", *[rule.key_bulk for rule in rules]]  # (parts[0]: the call's head, `link.call`)
+        if lookup is not None:
+            parts += lookup[:2]
+        nkeys = len(parts) - 1
+        parts.append(resp.bulk(member))
+        ints, small = resp.INTS, resp.SMALL
+        for rule, cost in zip(rules, check.costs, strict=True):
+            parts += (rule.spec_bulk, ints[cost] if cost < small else resp.bulk_int(cost))
+        if lookup is None:
+            out = check.out = await self.link.call(CHECK, nkeys, parts, op="ratelimit")
+            return bool(out[0]), None
+        parts += lookup[2:]
         # Lua numbers arrive as Redis integers (ints already); the lookup's answer follows the rules'.
-        out = check.out = await self.link.run(CHECK_LOOKUP, keys, args, op="ratelimit")
+        out = check.out = await self.link.call(CHECK_LOOKUP, nkeys, parts, op="ratelimit")
         if not out[0]:
             return False, None
         return True, ((out[-2] or None), bool(out[-1]))

@@ -12,6 +12,7 @@ from operator import attrgetter
 from typing import Any, Protocol
 
 from gateway.context import RequestContext
+from gateway.ratelimit import resp
 from gateway.ratelimit.config import LimitConfig, Quota
 
 _MISSING = "_"  # a key part the request does not have (e.g. no tenant claim): one shared bucket
@@ -38,7 +39,8 @@ class Rule:
     """One quota of one limit for one caller (its limiter `key`), with the quota's numbers copied
     flat for the limiters' hot loops. `window_ms` is 0 for a concurrency quota."""
 
-    __slots__ = ("limit", "quota", "key", "spec", "cap", "window_ms", "width_ms", "buckets", "span_ms", "tokens")
+    __slots__ = ("limit", "quota", "key", "spec", "cap", "window_ms", "width_ms", "buckets", "span_ms", "tokens",
+                 "headers", "per_unit", "key_bulk", "spec_bulk")
 
     def __init__(self, limit: LimitConfig, quota: Quota, key: str) -> None:
         self.limit = limit
@@ -51,6 +53,10 @@ class Rule:
         self.buckets = quota.window_ms // quota.width_ms if quota.width_ms else 0  # per window
         self.span_ms = span_ms(limit, quota)
         self.tokens = quota.kind == "tokens"
+        self.headers = limit.headers  # which RateLimit headers describe it: draft | ietf | none
+        self.per_unit = 1.0 / quota.limit if quota.limit else 0.0  # remaining x this = share left
+        self.key_bulk = resp.bulk(key)  # (the Redis check's arguments, encoded once)
+        self.spec_bulk = resp.bulk(self.spec)
 
     def __repr__(self) -> str:
         return f"Rule({self.key!r}, {self.spec!r})"

@@ -1,0 +1,108 @@
+"""The pipelined connection that carries a gateway worker's script calls (see `redis_client.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import hiredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from gateway.ratelimit.redis_client import LuaScript
+
+_NOT_YET = object()  # hiredis: no complete reply buffered yet
+
+# A posted call in flight: what to send again as EVAL if Redis lost the script.
+Post = tuple["LuaScript", list[str], list[Any]]
+
+
+class Channel(asyncio.Protocol):
+    """One connection carrying all script calls of a worker, pipelined.
+
+    It is the protocol of the connection's transport, so replies are parsed and handed to their
+    callers in the I/O callback itself (no reader task). A watchdog enforces the deadline: when the
+    oldest unanswered call is `timeout_s` old, Redis is not answering (replies come in order, so
+    every later call is stuck behind it): all pending calls fail and the connection is closed, so
+    the next probe starts on a fresh one rather than behind a frozen socket.
+    """
+
+    def __init__(self, conn: Any, timeout_s: float, on_close: Callable[[Channel], None],
+                 on_post_error: Callable[[Post, ResponseError], None]) -> None:
+        self.conn = conn
+        self.timeout_s = timeout_s
+        self.on_close = on_close
+        self.on_post_error = on_post_error
+        self.loop = asyncio.get_running_loop()
+        self.reader = hiredis.Reader(notEnoughData=_NOT_YET, replyError=ResponseError)
+        # (caller, when sent); a posted call has no caller, only what it sent
+        self.pending: deque[tuple[asyncio.Future[Any] | Post, float]] = deque()
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.closed = False
+        # redis-py connected and authenticated it; from now on its bytes are ours. The attribute is
+        # private, but has been the asyncio connection's stream writer since redis-py 4.2.
+        self.transport: asyncio.WriteTransport = conn._writer.transport
+        self.transport.set_protocol(self)
+
+    def send(self, data: bytes, waiters: list[asyncio.Future[Any] | Post]) -> None:
+        self.transport.write(data)
+        now = self.loop.time()
+        pending = self.pending
+        for waiter in waiters:
+            pending.append((waiter, now))
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_at(now + self.timeout_s, self._check)
+
+    def data_received(self, data: bytes) -> None:
+        reader, pending = self.reader, self.pending
+        try:
+            reader.feed(data)
+            while (reply := reader.gets()) is not _NOT_YET:
+                future = pending.popleft()[0]
+                if type(future) is tuple:  # a posted call: nobody waits for its reply
+                    if isinstance(reply, ResponseError):
+                        self.on_post_error(future, reply)
+                    continue
+                if future.done():
+                    continue  # its caller gave up
+                if isinstance(reply, ResponseError):
+                    message = str(reply)
+                    future.set_exception(NoScriptError(message) if message.startswith("NOSCRIPT") else reply)
+                else:
+                    future.set_result(reply)
+        except Exception as exc:  # noqa: BLE001 - a protocol error or an unexpected reply: the stream is lost
+            self.close(RedisConnectionError(f"bad reply from redis: {exc!r}"))
+
+    def eof_received(self) -> bool:
+        self.close(RedisConnectionError("redis closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close(RedisConnectionError(f"connection to redis lost: {exc or 'closed'}"))
+
+    def _check(self) -> None:
+        self.watchdog = None
+        if not self.pending:
+            return
+        oldest = self.pending[0][1]
+        if self.loop.time() - oldest >= self.timeout_s:
+            self.close(RedisTimeoutError(f"no reply from redis within {self.timeout_s * 1000:.0f} ms"))
+        else:
+            self.watchdog = self.loop.call_at(oldest + self.timeout_s, self._check)
+
+    def close(self, exc: Exception) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.conn._close()  # closes the transport; redis-py's own (sync) way to drop a connection
+        while self.pending:
+            future = self.pending.popleft()[0]
+            if type(future) is not tuple and not future.done():
+                future.set_exception(exc)
+        self.on_close(self)
