@@ -23,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from gateway.cache.config import CacheRule
 from gateway.cache.keys import cache_directives, cache_key, cacheable
 from gateway.cache.sse import assemble, replay, replay_chunks
-from gateway.cache.store import CacheStore, MemoryCacheStore, RedisCacheStore, decode, encode
+from gateway.cache.store import CacheStore, Encoded, MemoryCacheStore, RedisCacheStore, decode, encode
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
 from gateway.ratelimit import resp
@@ -52,6 +52,7 @@ class Prefetch:
     key: str
     token: str
     ran: int  # stages that had run when it was made (-1: unknown); a later one that rewrites the request voids it
+    encoded: Encoded  # the entry's and lock's keys and the token, as the lookup sent them
     found: tuple[bytes | None, bool] = (None, False)  # (entry, this request took the lock)
 
 
@@ -60,6 +61,7 @@ class Pending:
     key: str
     rule: CacheRule
     token: str | None  # set when this request holds the single-flight lock
+    encoded: Encoded | None = None  # (Redis) key, lock key and token encoded, when a lookup made them
 
 
 class CacheStage(Stage):
@@ -98,9 +100,9 @@ class CacheStage(Stage):
         key = cache_key(ctx)
         token = f"{self._replica}:{next(self._ids)}"
         ran = ctx.scratch.get("_ran")
-        entry_key, lock_key = self._redis.keys(key)
-        return (Prefetch(key, token, -1 if ran is None else len(ran)),
-                (resp.bulk(entry_key), resp.bulk(lock_key), resp.bulk(token), resp.bulk_int(int(rule.lock_s * 1000))))
+        encoded = self._redis.encoded(key, token)
+        return (Prefetch(key, token, -1 if ran is None else len(ran), encoded),
+                (*encoded, resp.bulk_int(int(rule.lock_s * 1000))))  # type: ignore[return-value]
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         assert ctx.route is not None
@@ -108,7 +110,7 @@ class CacheStage(Stage):
         pre: Prefetch | None = ctx.scratch.pop(PREFETCH, None)
         if pre is not None and pre.ran >= 0 and _unchanged_since(ctx.scratch["_ran"], pre.ran):
             # The request is as the prefetch saw it: cacheable, readable, and under the same key.
-            key, token, (entry, leader) = pre.key, pre.token, pre.found
+            key, token, (entry, leader), encoded = pre.key, pre.token, pre.found, pre.encoded
         else:
             read, write = cache_directives(ctx)
             if not write or not cacheable(ctx, rule):
@@ -123,8 +125,9 @@ class CacheStage(Stage):
                 self._pending(ctx, Pending(key, rule, None))
                 return self._status(ctx, "BYPASS")
             if pre is not None and pre.key == key:
-                token, (entry, leader) = pre.token, pre.found
+                token, (entry, leader), encoded = pre.token, pre.found, pre.encoded
             else:
+                encoded = None
                 if pre is not None:
                     await self._drop(pre)
                 token = f"{self._replica}:{next(self._ids)}"
@@ -137,14 +140,14 @@ class CacheStage(Stage):
                         return self._status(ctx, "BYPASS")
         if entry is None and not leader:  # another request is fetching it: wait for its answer
             entry = await self._wait(key, rule)
-        return self._answer(ctx, rule, key, token, entry, leader)
+        return self._answer(ctx, rule, key, token, entry, leader, encoded)
 
     def _answer(self, ctx: RequestContext, rule: CacheRule, key: str, token: str, entry: bytes | None,
-                leader: bool) -> Response | None:
+                leader: bool, encoded: Encoded | None) -> Response | None:
         """After the lookup (and any wait): a HIT, or a MISS this request fetches."""
         if entry is None and leader:
             self.flights[key] = Flight()
-            self._pending(ctx, Pending(key, rule, token))
+            self._pending(ctx, Pending(key, rule, token, encoded))
             return self._status(ctx, "MISS")
         if entry is not None:
             hit = self._hit(ctx, entry)
@@ -157,7 +160,7 @@ class CacheStage(Stage):
     def release_ops(self, pre: Prefetch, ops: Ops) -> None:
         """A prefetch the request never reached this stage to use: release its lock with `ops`."""
         if pre.found[1] and self._redis is not None:
-            self._redis.unlock_ops(pre.key, pre.token, ops)
+            self._redis.unlock_ops(pre.encoded, ops)
 
     async def _drop(self, pre: Prefetch) -> None:
         """A prefetched lookup this request will not use: release the lock it took, if any."""
@@ -230,14 +233,15 @@ class CacheStage(Stage):
                 entry = encode(body)
                 ttl_ms = int(pending.rule.ttl_s * 1000)
                 if ops is not None and self._redis is not None:
-                    self._redis.put_ops(pending.key, entry, ttl_ms, pending.token, ops)
+                    self._redis.put_ops(pending.encoded or self._redis.encoded(pending.key, pending.token), entry,
+                                        ttl_ms, ops)
                 elif self._memory is not None:
                     self._memory.put_now(pending.key, entry, ttl_ms, pending.token)
                 else:
                     await self.store.put(pending.key, entry, ttl_ms, pending.token)
             elif pending.token is not None:
                 if ops is not None and self._redis is not None:
-                    self._redis.unlock_ops(pending.key, pending.token, ops)
+                    self._redis.unlock_ops(pending.encoded or self._redis.encoded(pending.key, pending.token), ops)
                 else:
                     await self.store.unlock(pending.key, pending.token)
         except RedisUnavailable:

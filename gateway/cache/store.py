@@ -12,8 +12,12 @@ import zlib
 from collections import OrderedDict
 from typing import Protocol
 
-from gateway.ratelimit.lua import SETTLE
+from gateway.ratelimit import resp
+from gateway.ratelimit.lua import SETTLE, SETTLE_OPS, UNUSED
 from gateway.ratelimit.redis_client import LuaScript, Ops, RedisLink
+
+# An entry's key, its lock's key and the lock token (None: not held), encoded for a SETTLE call.
+Encoded = tuple[bytes, bytes, bytes | None]
 
 _MAGIC = b"E1"
 _HEADER = struct.Struct(">2sd")
@@ -101,27 +105,34 @@ class RedisCacheStore:
         value, locked = await self.link.run(_PEEK, list(self.keys(key)), [], op="cache")
         return (value or None), bool(locked)
 
-    def put_ops(self, key: str, entry: bytes, ttl_ms: int, token: str | None, ops: Ops) -> None:
+    def encoded(self, key: str, token: str | None) -> Encoded:
+        """What a SETTLE call writes for this entry, encoded: its key, its lock's key, the lock token."""
         entry_key, lock_key = self.keys(key)
-        ops[0].append(entry_key)
-        ops[1].extend(("p", entry, ttl_ms))
-        if token is not None:
-            ops[0].append(lock_key)
-            ops[1].extend(("u", token, 0))
+        return resp.bulk(entry_key), resp.bulk(lock_key), (resp.bulk(token) if token is not None else None)
 
-    def unlock_ops(self, key: str, token: str, ops: Ops) -> None:
-        ops[0].append(self.keys(key)[1])
-        ops[1].extend(("u", token, 0))
+    def put_ops(self, encoded: Encoded, entry: bytes, ttl_ms: int, ops: Ops) -> None:
+        """Store (and release the lock if the token is there) as part of a SETTLE call."""
+        ops[0].append(encoded[0])
+        ops[1].extend((SETTLE_OPS["p"], resp.bulk(entry), resp.bulk_int(ttl_ms)))
+        if encoded[2] is not None:
+            self.unlock_ops(encoded, ops)
+
+    @staticmethod
+    def unlock_ops(encoded: Encoded, ops: Ops) -> None:
+        assert encoded[2] is not None
+        ops[0].append(encoded[1])
+        ops[1].extend((SETTLE_OPS["u"], encoded[2], UNUSED))
 
     async def put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
-        ops: Ops = ([], [])
-        self.put_ops(key, entry, ttl_ms, token, ops)
-        await self.link.run(SETTLE, *ops, op="cache")
+        entry_key, lock_key = self.keys(key)
+        keys, args = [entry_key], ["p", entry, ttl_ms]
+        if token is not None:
+            keys.append(lock_key)
+            args += ("u", token, 0)
+        await self.link.run(SETTLE, keys, args, op="cache")
 
     async def unlock(self, key: str, token: str) -> None:
-        ops: Ops = ([], [])
-        self.unlock_ops(key, token, ops)
-        await self.link.run(SETTLE, *ops, op="cache")
+        await self.link.run(SETTLE, [self.keys(key)[1]], ["u", token, 0], op="cache")
 
 
 class MemoryCacheStore:

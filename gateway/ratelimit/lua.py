@@ -11,6 +11,7 @@ Redis time is used so replicas with skewed clocks agree.
 
 from __future__ import annotations
 
+from gateway.ratelimit import resp
 from gateway.ratelimit.redis_client import LuaScript
 
 # KEYS[i]: one per rule. ARGV[1]: the request id (member of concurrency sets).
@@ -201,3 +202,7 @@ for i = 1, #KEYS do
 end
 return 1
 """)
+
+# SETTLE's ops, encoded for a call under construction (`redis_client.Ops`), and the unused value.
+SETTLE_OPS = {op: resp.bulk(op) for op in ("t", "c", "r", "p", "u")}
+UNUSED = resp.bulk("0")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 _NOT_YET = object()  # hiredis: no complete reply buffered yet
 
 # A posted call in flight: what to send again as EVAL if Redis lost the script.
-Post = tuple["LuaScript", list[str], list[Any]]
+Post = tuple["LuaScript", list[bytes], list[bytes]]
 
 
 class Channel(asyncio.Protocol):

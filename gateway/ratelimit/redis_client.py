@@ -42,9 +42,10 @@ from gateway.ratelimit.redis_channel import Channel, Post
 
 log = logging.getLogger("edgegw.redis")
 
-# Writes gathered for one SETTLE call (`gateway/ratelimit/lua.py`): its keys and their (op, a, b) values.
-# Several stages add to one, so a request's writes after the response take one round trip.
-Ops = tuple[list[str], list[Any]]
+# Writes gathered for one SETTLE call (`gateway/ratelimit/lua.py`): its keys and their (op, a, b) values,
+# encoded (`resp.bulk`). Several stages add to one, so a request's writes after the response take one
+# round trip.
+Ops = tuple[list[bytes], list[bytes]]
 
 
 class RedisUnavailable(Exception):
@@ -218,11 +219,11 @@ class RedisLink:
                 await self.client.script_load(script.source)
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
 
-    def post(self, script: LuaScript, keys: list[str], args: list[Any], op: str = "script") -> None:
-        """Run a write script without waiting for it: this loop iteration's posts of `script` are
-        merged into one call (so the script must treat its keys and arguments as a concatenable list,
-        as SETTLE does). Failures are counted, not raised; lost writes only err on the safe side
-        (leases and lock leases expire)."""
+    def post(self, script: LuaScript, keys: list[bytes], args: list[bytes], op: str = "script") -> None:
+        """Run a write script without waiting for it (single node only; keys and arguments encoded,
+        `resp.bulk`): this loop iteration's posts of `script` are merged into one call (so the script
+        must treat its keys and arguments as a concatenable list, as SETTLE does). Failures are
+        counted, not raised; lost writes only err on the safe side (leases and lock leases expire)."""
         if self._degraded and time.monotonic() < self._down_until:
             return
         if self._channel is None:  # (re)connecting: take the ordinary path, in the background
@@ -239,16 +240,16 @@ class RedisLink:
             merged[1].extend(keys)
             merged[2].extend(args)
 
-    async def _run_quietly(self, script: LuaScript, keys: list[str], args: list[Any], op: str) -> None:
+    async def _run_quietly(self, script: LuaScript, keys: list[bytes], args: list[bytes], op: str) -> None:
         try:
-            await self.run(script, keys, args, op=op)
+            await self.call(script, len(keys), [b"", *keys, *args], op=op)
         except RedisUnavailable:
             pass
 
     def _post_failed(self, post: Post, error: ResponseError) -> None:
         script, keys, args = post
         if str(error).startswith("NOSCRIPT"):  # Redis restarted: send it again with the source
-            self._enqueue(hiredis.pack_command(("EVAL", script.source, len(keys), *keys, *args)), post)
+            self._enqueue(_posted(script.eval, keys, args), post)
             return
         redis_errors_total.labels("post").inc()
         log.warning("redis rejected a posted %s call: %s", script.name, error)
@@ -271,7 +272,7 @@ class RedisLink:
         if self._posts:
             for post in self._posts.values():
                 script, keys, args = post
-                batch.append(hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)))
+                batch.append(_posted(script.evalsha, keys, args))
                 futures.append(post)
             self._posts = {}
         channel = self._channel
@@ -310,6 +311,11 @@ class RedisLink:
         self._degraded = False
         redis_degraded.set(0)
         log.warning("redis recovered: limits and the cache use Redis again")
+
+
+def _posted(head: bytes, keys: list[bytes], args: list[bytes]) -> bytes:
+    """A merged posted call: `head` is the script's encoded EVALSHA (or EVAL) and SHA (or source)."""
+    return b"".join((b"*%d\r\n%b%b" % (3 + len(keys) + len(args), head, resp.bulk_int(len(keys))), *keys, *args))
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -6,7 +6,7 @@ from itertools import groupby
 from typing import Any
 
 from gateway.ratelimit import resp
-from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP, SETTLE
+from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP, SETTLE, SETTLE_OPS
 from gateway.ratelimit.redis_client import RedisLink
 from gateway.ratelimit.rules import Check, Rule
 
@@ -59,23 +59,28 @@ class RedisLimiter:
             return False, None
         return True, ((out[-2] or None), bool(out[-1]))
 
-    def settle_ops(self, check: Check, member: str, used: int | None, keys: list[str], args: list[Any]) -> None:
-        """Append the settlement to a SETTLE call under construction (it may carry cache writes too)."""
-        out = check.out
+    def settle_ops(self, check: Check, member: str, used: int | None, keys: list[Any], args: list[Any],
+                   encoded: bool = True) -> None:
+        """Append the settlement to a SETTLE call under construction (single node: it may carry cache
+        writes too), encoded (`resp.bulk`), or as plain values for `link.run`."""
         for i, rule in enumerate(check.rules):
             if not rule.window_ms:
+                op, a, b = "c", member, 0
+            elif used is not None and rule.tokens and used != check.costs[i]:
+                op, a, b = "t", check.bucket(i), used - check.costs[i]
+            else:
+                continue
+            if encoded:
+                keys.append(rule.key_bulk)
+                args += (SETTLE_OPS[op], resp.bulk(a) if type(a) is str else resp.bulk_int(a), resp.bulk_int(b))
+            else:
                 keys.append(rule.key)
-                args += ("c", member, 0)
-            elif used is not None and rule.tokens:
-                delta = used - check.costs[i]
-                if delta:
-                    keys.append(rule.key)
-                    args += ("t", out[5 + 3 * i], delta)
+                args += (op, a, b)
 
     async def settle(self, check: Check, member: str, used: int | None) -> None:
-        keys: list[str] = []
+        keys: list[Any] = []
         args: list[Any] = []
-        self.settle_ops(check, member, used, keys, args)
+        self.settle_ops(check, member, used, keys, args, encoded=False)
         if keys:
             await self.link.run(SETTLE, keys, args, op="settle")
 
