@@ -135,24 +135,31 @@ class RedisCacheStore:
         await self.link.run(SETTLE, [self.keys(key)[1]], ["u", token, 0], op="cache")
 
 
+_EXPIRY = struct.Struct("d")
+
+
 class MemoryCacheStore:
-    """LRU by bytes with per-entry expiry; locks are process-local (as is everything here)."""
+    """LRU by bytes with per-entry expiry; locks are process-local (as is everything here).
+
+    A stored value is one bytes object, its expiry (monotonic seconds) then the entry: no tuple and
+    float per entry, which the garbage collector would track for as long as the entry lives.
+    """
 
     def __init__(self, max_total_bytes: int = 64 << 20) -> None:
         self.max_total_bytes = max_total_bytes
-        self.entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self.entries: OrderedDict[str, bytes] = OrderedDict()
         self.locks: dict[str, tuple[str, float]] = {}
         self.total = 0
 
     def _get(self, key: str) -> bytes | None:
-        hit = self.entries.get(key)
-        if hit is None:
+        stored = self.entries.get(key)
+        if stored is None:
             return None
-        if hit[1] <= time.monotonic():
+        if _EXPIRY.unpack_from(stored)[0] <= time.monotonic():
             self._drop(key)
             return None
         self.entries.move_to_end(key)
-        return hit[0]
+        return stored[_EXPIRY.size:]
 
     def _locked(self, key: str) -> bool:
         lock = self.locks.get(key)
@@ -174,8 +181,8 @@ class MemoryCacheStore:
 
     def put_now(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
         self._drop(key)
-        self.entries[key] = (entry, time.monotonic() + ttl_ms / 1000.0)
-        self.total += len(entry)
+        stored = self.entries[key] = _EXPIRY.pack(time.monotonic() + ttl_ms / 1000.0) + entry
+        self.total += len(stored)
         while self.total > self.max_total_bytes and self.entries:
             self._drop(next(iter(self.entries)))
         if token is not None:
@@ -201,4 +208,4 @@ class MemoryCacheStore:
     def _drop(self, key: str) -> None:
         old = self.entries.pop(key, None)
         if old is not None:
-            self.total -= len(old[0])
+            self.total -= len(old)
