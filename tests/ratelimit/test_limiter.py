@@ -141,3 +141,21 @@ async def test_scripts_reload_after_redis_lost_them(redis_link: RedisLink) -> No
     limiter = RedisLimiter(redis_link)
     await redis_link.client.script_flush()
     assert await admitted(limiter, check(rule("requests_per_second", 1)), "a")
+
+
+def test_memory_limiter_forgets_idle_callers() -> None:
+    """The in-memory limiter's sweep drops windows whose newest bucket left the window, and keeps the
+    rest (memory follows the active callers only)."""
+    from gateway.ratelimit.memory import MemoryLimiter
+
+    limiter = MemoryLimiter()
+    idle, busy = rule("requests_per_second", 5), rule("requests_per_minute", 5)
+    now = 10_000_000
+    assert limiter.acquire_now(check(idle), "a", now)
+    assert limiter.acquire_now(check(busy), "a", now)
+    limiter._sweep(now + 5_000)  # the second's buckets are gone; the minute's still count
+    assert idle.key not in limiter.windows and busy.key in limiter.windows
+    later = check(busy)
+    assert limiter.acquire_now(later, "b", now + 5_000) and later.remaining(0) == 3
+    limiter._sweep(now + 70_000)
+    assert not limiter.windows
