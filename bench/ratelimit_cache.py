@@ -3,6 +3,9 @@ miss, every limit checked in Redis) against both off, in the same run; then the 
 hit through the gateway against a direct backend call. Load comes from wrk. Run: `make bench-ratelimit`.
 
 Targets: throughput ratio on/off >= 0.8; a cache hit is about as fast as the (instant) fake backend.
+
+`--instructions` measures instead each gateway's CPU instructions per request under callgrind (needs
+valgrind; a few minutes): the figure a noisy shared machine does not move.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import uuid
 from pathlib import Path
 
 import yaml
-from _common import EDGEGW, LoadResult, cpu_seconds, free_port, print_table, start_server, wrk
+from _common import EDGEGW, LoadResult, Proc, cpu_seconds, free_port, print_table, start_server, wrk
 
+from gateway.progress import step
 from tests.harness import RedisServer
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
@@ -60,6 +64,27 @@ def wrk_unique(name: str, url: str, auth: str, seconds: int, connections: int,
     return LoadResult(name, int(reqs) / (int(dur_us) / 1e6), float(p50), float(p99), None, None, int(errors), cpu)
 
 
+def instructions(config: Path, auth: str, seconds: int) -> float:
+    """CPU instructions per request of one gateway run under callgrind: unlike req/s and CPU time,
+    not moved by other load on the machine (but blind to cache misses and the kernel)."""
+    out = config.with_suffix(".callgrind")
+    port = free_port()
+    gateway = Proc(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *EDGEGW,
+                    "serve", "--config", str(config), "--port", str(port)], name="gateway-callgrind")
+    try:
+        gateway.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=300)
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        wrk_unique("warm-up", url, auth, 5, 8)
+        subprocess.run(["callgrind_control", "-i", "on", str(gateway.popen.pid)], capture_output=True, check=True)
+        result = wrk_unique("measured", url, auth, seconds, 8)
+        subprocess.run(["callgrind_control", "-d", str(gateway.popen.pid)], capture_output=True, check=True)
+    finally:
+        gateway.stop()
+    dump = Path(f"{out}.1").read_text()
+    total = int(re.search(r"^(?:totals|summary): (\d+)", dump, re.M).group(1))  # type: ignore[union-attr]
+    return total / (result.rps * seconds)
+
+
 def configs(backend_url: str, redis_url: str) -> tuple[dict, dict, dict]:
     off = {
         "server": {"access_log": "off"},
@@ -86,6 +111,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--instructions", action="store_true",
+                        help="instead: instructions per request under callgrind (valgrind), the noise-free figure")
     args = parser.parse_args()
     os.environ["EDGEGW_BENCH_SECRET"] = SECRET
     tmp = Path(tempfile.mkdtemp(prefix="edgegw-bench-rl-"))
@@ -109,6 +136,16 @@ def main() -> None:
 
         token = mint_token(load_config(tmp / "on.yaml").issuers[0], "bench-partner", tenant="bench", ttl_s=3600)
         auth = f"Bearer {token}"
+        if args.instructions:
+            counts = {}
+            for name in urls:
+                with step(f"callgrind: {name}"):
+                    counts[name] = instructions(tmp / f"{name}.yaml", auth, 15)
+            print("\nInstructions per request (whole gateway under callgrind, wrk -c8 for 15 s)")
+            for name, label in (("off", "limits+cache off"), ("on", "limits+cache on, Redis (all misses)"),
+                                ("embedded", "limits+cache on, in-memory (all misses)")):
+                print(f"{label:42s} {counts[name] / 1000:8.1f}k   off/on {counts['off'] / counts[name]:.3f}")
+            return
         for name in urls:  # warm connection pools and the token cache
             wrk_unique("warm-up", urls[name], auth, 2, args.connections)
         # Interleaved rounds, best of each: this machine's noise is larger than the effect measured.
