@@ -42,10 +42,12 @@ class RedisLimiter:
             out = check.out = await self.link.run(CHECK, [rule.key for rule in rules], args, op="ratelimit")
             return bool(out[0]), None
         parts = [b"", *[rule.key_bulk for rule in rules]]  # (parts[0]: the call's head, `link.call`)
+        if not check.member:
+            check.member = resp.bulk(member)
         if lookup is not None:
             parts += lookup[:2]
         nkeys = len(parts) - 1
-        parts.append(resp.bulk(member))
+        parts.append(check.member)
         ints, small = resp.INTS, resp.SMALL
         for rule, cost in zip(rules, check.costs, strict=True):
             parts += (rule.spec_bulk, ints[cost] if cost < small else resp.bulk_int(cost))
@@ -72,7 +74,8 @@ class RedisLimiter:
                 continue
             if encoded:
                 keys.append(rule.key_bulk)
-                args += (SETTLE_OPS[op], resp.bulk(a) if type(a) is str else resp.bulk_int(a), resp.bulk_int(b))
+                args += (SETTLE_OPS[op], (check.member or resp.bulk(a)) if type(a) is str else resp.bulk_int(a),
+                         resp.bulk_int(b))
             else:
                 keys.append(rule.key)
                 args += (op, a, b)

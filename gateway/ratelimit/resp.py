@@ -19,5 +19,16 @@ SMALL = 4096
 INTS = [bulk(b"%d" % i) for i in range(SMALL)]  # 0 <= i < SMALL, encoded (`INTS[i] if i < SMALL`)
 
 
+_LARGER: dict[int, bytes] = {}  # other integers seen lately (config values, the current bucket)
+
+
 def bulk_int(value: int) -> bytes:
-    return INTS[value] if 0 <= value < SMALL else bulk(b"%d" % value)
+    if 0 <= value < SMALL:
+        return INTS[value]
+    found = _LARGER.get(value)
+    if found is None:
+        if len(_LARGER) >= 4096:
+            _LARGER.clear()  # (a bucket index changes once per bucket width: keep the recent ones)
+        data = b"%d" % value
+        found = _LARGER[value] = b"$%d\r\n%b\r\n" % (len(data), data)
+    return found

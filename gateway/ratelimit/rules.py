@@ -70,12 +70,13 @@ class Check:
     a window's charge went to (where a token reservation is settled later).
     """
 
-    __slots__ = ("rules", "costs", "out")
+    __slots__ = ("rules", "costs", "out", "member")
 
     def __init__(self, rules: tuple[Rule, ...], costs: list[int]) -> None:
         self.rules = rules
         self.costs = costs
         self.out: list[int] = []
+        self.member = b""  # the request id as the Redis check sent it (encoded), for the settlement
 
     @property
     def admitted(self) -> bool:
