@@ -38,10 +38,10 @@ HEADER = "x-edgegw-cache"
 
 @dataclass(slots=True)
 class Flight:
-    """A miss this process is fetching; identical local misses wait on `done`, made by the first of
-    them (most misses have no waiter: an Event each would be wasted)."""
+    """A miss this process is fetching that identical local misses wait for, on `done`. Made by the
+    first of them: most misses have no waiter, and a Flight (or an Event) each would be wasted."""
 
-    done: asyncio.Event | None = None
+    done: asyncio.Event
     entry: bytes | None = None
 
 
@@ -71,7 +71,7 @@ class CacheStage(Stage):
         self.link = shared_link(config.redis) if config.redis is not None else None
         self.store: CacheStore = (RedisCacheStore(self.link, config.redis.key_prefix)
                                   if self.link is not None and config.redis is not None else MemoryCacheStore())
-        self.flights: dict[str, Flight] = {}
+        self.flights: dict[str, Flight | None] = {}  # misses fetched here; None until someone waits
         self._replica = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
         self._redis = self.store if isinstance(self.store, RedisCacheStore) else None
@@ -146,7 +146,7 @@ class CacheStage(Stage):
                 leader: bool, encoded: Encoded | None) -> Response | None:
         """After the lookup (and any wait): a HIT, or a MISS this request fetches."""
         if entry is None and leader:
-            self.flights[key] = Flight()
+            self.flights[key] = None
             self._pending(ctx, Pending(key, rule, token, encoded))
             return self._status(ctx, "MISS")
         if entry is not None:
@@ -171,10 +171,10 @@ class CacheStage(Stage):
                 pass  # the lock's lease ends it
 
     async def _wait(self, key: str, rule: CacheRule) -> bytes | None:
-        flight = self.flights.get(key)
-        if flight is not None:
-            if flight.done is None:
-                flight.done = asyncio.Event()
+        if key in self.flights:  # fetched by a request of this process: wait for its answer
+            flight = self.flights[key]
+            if flight is None:
+                flight = self.flights[key] = Flight(asyncio.Event())
             try:
                 await asyncio.wait_for(flight.done.wait(), rule.wait_s)
             except TimeoutError:
@@ -249,10 +249,9 @@ class CacheStage(Stage):
         finally:
             if pending.token is not None:
                 flight = self.flights.pop(pending.key, None)
-                if flight is not None:
+                if flight is not None:  # someone waits
                     flight.entry = entry
-                    if flight.done is not None:
-                        flight.done.set()
+                    flight.done.set()
 
 
 def _unchanged_since(ran: list[Stage], start: int) -> bool:

@@ -6,7 +6,7 @@ from itertools import groupby
 from typing import Any
 
 from gateway.ratelimit import resp
-from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP, SETTLE, SETTLE_OPS
+from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP, SETTLE, SETTLE_OPS, UNUSED
 from gateway.ratelimit.redis_client import RedisLink
 from gateway.ratelimit.rules import Check, Rule
 
@@ -15,6 +15,8 @@ from gateway.ratelimit.rules import Check, Rule
 Lookup = tuple[bytes, bytes, bytes, bytes]
 # Its answer: (the entry or None, whether this request took the single-flight lock).
 Found = tuple[bytes | None, bool]
+
+_RELEASE, _TOKENS = SETTLE_OPS["c"], SETTLE_OPS["t"]
 
 
 class RedisLimiter:
@@ -65,20 +67,25 @@ class RedisLimiter:
                    encoded: bool = True) -> None:
         """Append the settlement to a SETTLE call under construction (single node: it may carry cache
         writes too), encoded (`resp.bulk`), or as plain values for `link.run`."""
+        out, costs = check.out, check.costs
+        if encoded:
+            release = (_RELEASE, check.member or resp.bulk(member), UNUSED)
         for i, rule in enumerate(check.rules):
             if not rule.window_ms:
-                op, a, b = "c", member, 0
-            elif used is not None and rule.tokens and used != check.costs[i]:
-                op, a, b = "t", check.bucket(i), used - check.costs[i]
-            else:
-                continue
-            if encoded:
-                keys.append(rule.key_bulk)
-                args += (SETTLE_OPS[op], (check.member or resp.bulk(a)) if type(a) is str else resp.bulk_int(a),
-                         resp.bulk_int(b))
-            else:
-                keys.append(rule.key)
-                args += (op, a, b)
+                if encoded:
+                    keys.append(rule.key_bulk)
+                    args += release
+                else:
+                    keys.append(rule.key)
+                    args += ("c", member, 0)
+            elif used is not None and rule.tokens and used != costs[i]:
+                bucket, delta = out[5 + 3 * i], used - costs[i]
+                if encoded:
+                    keys.append(rule.key_bulk)
+                    args += (_TOKENS, resp.bulk_int(bucket), resp.bulk_int(delta))
+                else:
+                    keys.append(rule.key)
+                    args += ("t", bucket, delta)
 
     async def settle(self, check: Check, member: str, used: int | None) -> None:
         keys: list[Any] = []
