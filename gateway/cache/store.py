@@ -89,7 +89,6 @@ class RedisCacheStore:
         self.link = link
         self.prefix = prefix
         self._base = f"{prefix}:c:{{"
-        self._base_bytes = self._base.encode()
         for script in (_LOOKUP, _PEEK, SETTLE):
             link.register(script)
 
@@ -108,19 +107,13 @@ class RedisCacheStore:
 
     def encoded(self, key: str, token: str | None) -> Encoded:
         """What a SETTLE call writes for this entry, encoded: its key, its lock's key, the lock token."""
-        # (`keys` and `resp.bulk`, inline: once per cached request on the hot path)
-        entry_key = b"%b%b}" % (self._base_bytes, key.encode())
-        encoded_token = None
-        if token is not None:
-            data = token.encode()
-            encoded_token = b"$%d\r\n%b\r\n" % (len(data), data)
-        return (b"$%d\r\n%b\r\n" % (len(entry_key), entry_key),
-                b"$%d\r\n%b:lock\r\n" % (len(entry_key) + 5, entry_key), encoded_token)
+        entry_key, lock_key = self.keys(key)
+        return resp.bulk(entry_key), resp.bulk(lock_key), (resp.bulk(token) if token is not None else None)
 
     def put_ops(self, encoded: Encoded, entry: bytes, ttl_ms: int, ops: Ops) -> None:
         """Store (and release the lock if the token is there) as part of a SETTLE call."""
         ops[0].append(encoded[0])
-        ops[1].extend((SETTLE_OPS["p"], b"$%d\r\n%b\r\n" % (len(entry), entry), resp.bulk_int(ttl_ms)))
+        ops[1].extend((SETTLE_OPS["p"], resp.bulk(entry), resp.bulk_int(ttl_ms)))
         if encoded[2] is not None:
             self.unlock_ops(encoded, ops)
 

@@ -32,8 +32,7 @@ def limit_headers(check: Check, into: dict[str, str]) -> None:
     if at == denied:
         remaining, reset = 0, _seconds(out[2])
     else:
-        remaining, reset_ms = out[3 + 3 * at], out[4 + 3 * at]
-        reset = -(-reset_ms // 1000) if reset_ms > 0 else 0  # (_seconds, inline: the hot path)
+        remaining, reset = out[3 + 3 * at], _seconds(out[4 + 3 * at])
     if rule.headers == "ietf":
         policy = f'"{rule.limit.name}";q={rule.cap}'
         if rule.window_ms:

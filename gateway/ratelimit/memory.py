@@ -180,7 +180,6 @@ class MemoryLimiter:
         self.settle_now(check, member, used)
 
     def settle_now(self, check: Check, member: str, used: int | None) -> None:
-        out = check.out
         for i, rule in enumerate(check.rules):
             if not rule.window_ms:
                 slots = self.slots.get(rule.key)
@@ -190,7 +189,7 @@ class MemoryLimiter:
                 delta = used - check.costs[i]
                 window = self.windows.get(rule.key)
                 if delta and window is not None:
-                    window.add(out[5 + 3 * i], delta)
+                    window.add(check.bucket(i), delta)
 
     async def renew(self, rules: list[Rule], member: str) -> None:
         now = now_ms()

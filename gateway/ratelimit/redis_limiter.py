@@ -44,8 +44,7 @@ class RedisLimiter:
             out = check.out = await self.link.run(CHECK, [rule.key for rule in rules], args, op="ratelimit")
             return bool(out[0]), None
         parts = [b"", *[rule.key_bulk for rule in rules]]  # (parts[0]: the call's head, `link.call`)
-        if not check.member:
-            check.member = resp.bulk(member)
+        check.member = resp.bulk(member)
         if lookup is not None:
             parts += lookup[:2]
         nkeys = len(parts) - 1
@@ -67,7 +66,7 @@ class RedisLimiter:
                    encoded: bool = True) -> None:
         """Append the settlement to a SETTLE call under construction (single node: it may carry cache
         writes too), encoded (`resp.bulk`), or as plain values for `link.run`."""
-        out, costs = check.out, check.costs
+        costs = check.costs
         if encoded:
             release = (_RELEASE, check.member or resp.bulk(member), UNUSED)
         for i, rule in enumerate(check.rules):
@@ -79,7 +78,7 @@ class RedisLimiter:
                     keys.append(rule.key)
                     args += ("c", member, 0)
             elif used is not None and rule.tokens and used != costs[i]:
-                bucket, delta = out[5 + 3 * i], used - costs[i]
+                bucket, delta = check.bucket(i), used - costs[i]
                 if encoded:
                     keys.append(rule.key_bulk)
                     args += (_TOKENS, resp.bulk_int(bucket), resp.bulk_int(delta))
