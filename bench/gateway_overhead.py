@@ -31,6 +31,7 @@ def main() -> None:
                            f"http://127.0.0.1:{bport}/healthz", name="fake-backend")
     config = {
         "server": {"access_log": str(tmp / "access.log") if args.access_log == "file" else "off"},
+        "admin": {"issuer": "bench"},
         "issuers": [{"name": "bench", "issuer": "https://bench.idp", "algorithms": ["HS256"],
                      "secret_env": "EDGEGW_BENCH_SECRET", "audience": "edgegw"}],
         "pools": [{"name": "p", "models": ["fake-model"], "endpoints": [{"url": f"http://127.0.0.1:{bport}"}]}],

@@ -88,6 +88,7 @@ def instructions(config: Path, auth: str, seconds: int) -> float:
 def configs(backend_url: str, redis_url: str) -> tuple[dict, dict, dict]:
     off = {
         "server": {"access_log": "off"},
+        "admin": {"issuer": "bench"},
         "issuers": [{"name": "bench", "issuer": "https://bench.idp", "algorithms": ["HS256"],
                      "secret_env": "EDGEGW_BENCH_SECRET", "audience": "edgegw"}],
         "pools": [{"name": "p", "models": ["fake-model"], "endpoints": [{"url": backend_url}]}],

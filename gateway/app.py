@@ -19,7 +19,7 @@ from gateway import metrics
 from gateway.accesslog import AccessLog
 from gateway.api import SPECS
 from gateway.auth.admin import make_require_admin
-from gateway.auth.verifier import JwtVerifier, bearer_token
+from gateway.auth.verifier import JwtVerifier, bearer_token, single_authorization
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.pipeline import Pipeline, build_stages
@@ -99,6 +99,7 @@ class Gateway:
     async def models(self, request: Request) -> Response:
         """The models the caller may use: those of routes it can reach, filtered by its token."""
         identity = None
+        single_authorization(request.headers.raw)
         header = request.headers.get("authorization")
         public = [r for r in self.config.routes if r.auth == "none"]
         if header or not public:

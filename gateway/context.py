@@ -44,6 +44,7 @@ class RequestContext:
     stream: bool = False
 
     # identity (JWT or an auth plugin)
+    issuer: str | None = None  # the verified token's issuer (config name): callers are scoped by it
     subject: str | None = None
     tenant: str | None = None
     tier: str | None = None

@@ -16,10 +16,13 @@ import orjson
 from gateway import metrics
 from gateway.accesslog import AccessLog
 from gateway.api import GENERATE, SPECS, generate_to_completions, validate
+from gateway.auth.verifier import single_authorization
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request
+from gateway.jsonkeys import reject_duplicate_keys
 from gateway.pipeline import Pipeline, Reply
 from gateway.routing import RouteTable
+from gateway.stages.jwt_auth import UNROUTED
 from gateway.status.activity import activity
 
 log = logging.getLogger("edgegw.proxy")
@@ -53,6 +56,8 @@ class ProxyEndpoint:
                 if scope["method"] != "POST":
                     raise GatewayError(405, f"method {scope['method']} not allowed on {ctx.path}; use POST",
                                        "method_not_allowed", headers={"allow": "POST"})
+                if len(ctx.headers) != len(scope["headers"]):  # some header repeated (rare)
+                    single_authorization(scope["headers"])
                 ctx.body = await self._read_body(ctx, receive)
                 self._parse(ctx)
                 watcher.arm()
@@ -119,10 +124,20 @@ class ProxyEndpoint:
             body = orjson.loads(ctx.body)
         except orjson.JSONDecodeError as exc:
             raise bad_request(f"request body is not valid JSON: {exc.args[0]}", code="invalid_json") from None
+        reject_duplicate_keys(ctx.body, body)
         ctx.body_json = validate(spec, body)
         ctx.model = body.get("model")
         ctx.stream = bool(body.get("stream"))
-        ctx.route = self.table.match(ctx.path, ctx.model)
+        try:
+            ctx.route = self.table.match(ctx.path, ctx.model)
+        except GatewayError as exc:
+            # Answer "no such model" only to an authenticated caller: the auth stage raises it.
+            gate = self.table.auth_gate(ctx.path)
+            if gate is None:
+                raise
+            ctx.route = gate
+            ctx.scratch[UNROUTED] = exc
+            return
         if spec is GENERATE:
             if ctx.model is None:
                 models = sorted(self.table.models_for(ctx.route))

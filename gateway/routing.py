@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fnmatch import fnmatchcase
 
 from gateway.config.schema import GatewayConfig, RouteConfig
@@ -19,6 +20,8 @@ class RouteTable:
         for route in config.routes:
             for path in route.paths:
                 self.by_path.setdefault(path, []).append(route)
+        self._gates = {path: _auth_gate(routes) for path, routes in self.by_path.items()}
+        self._gate_any = _auth_gate(list(config.routes))
 
     def paths(self) -> list[str]:
         return list(self.by_path)
@@ -32,6 +35,11 @@ class RouteTable:
                 return route
         raise GatewayError(404, f"model {model!r} does not exist or is not served here", "model_not_found",
                            param="model")
+
+    def auth_gate(self, path: str) -> RouteConfig | None:
+        """Where no route serves a request, the route whose JWT check runs before the 404: so a
+        stranger cannot probe which models (or paths) exist. None when no route there needs a JWT."""
+        return self._gates.get(path, self._gate_any)
 
     def route_serves(self, route: RouteConfig, model: str) -> bool:
         if route.models:
@@ -71,3 +79,14 @@ class RouteTable:
             names = {m for m in names if any(fnmatchcase(m, p) for p in route.models)} | {
                 m for m in route.models if not any(c in m for c in "*?[")}
         return names
+
+
+def _auth_gate(routes: list[RouteConfig]) -> RouteConfig | None:
+    """A JWT check accepting the issuers of any of these routes; None when none of them needs one."""
+    jwt_routes = [r for r in routes if r.auth == "jwt"]
+    if not jwt_routes:
+        return None
+    issuers: tuple[str, ...] = ()
+    if all(r.issuers for r in jwt_routes):  # a route without `issuers` accepts every issuer
+        issuers = tuple(dict.fromkeys(i for r in jwt_routes for i in r.issuers))
+    return replace(jwt_routes[0], name="none", issuers=issuers, plugins=(), rate_limits=(), cache=None)

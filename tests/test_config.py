@@ -12,6 +12,7 @@ from gateway.config import ConfigError, load_config
 from tests.harness import EDGEGW, ROOT
 
 BASE = {
+    "admin": {"issuer": "t"},
     "issuers": [{"name": "t", "issuer": "https://t", "algorithms": ["HS256"], "secret_env": "EDGEGW_TEST_SECRET"}],
     "pools": [{"name": "p", "models": ["m"], "endpoints": [{"url": "http://127.0.0.1:1"}]}],
     "routes": [{"name": "r", "paths": ["/v1/completions"]}],

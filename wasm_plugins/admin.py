@@ -28,6 +28,23 @@ from wasm_plugins.config import NAME_RE
 MAX_UPLOAD = 64 << 20
 
 
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it passes `limit`: a declared Content-Length is checked
+    up front, a chunked body while it arrives (it declares nothing)."""
+    too_large = GatewayError(413, f"plugin larger than {limit} bytes", "body_too_large")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def admin_routes(manager: Any, require_admin: Callable[[Request], Awaitable[dict[str, Any]]]) -> list[Route]:
     def name_of(request: Request) -> str:
         name = request.path_params["name"]
@@ -54,10 +71,7 @@ def admin_routes(manager: Any, require_admin: Callable[[Request], Awaitable[dict
 
         await require_admin(request)
         name = name_of(request)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_UPLOAD:
-            raise GatewayError(413, f"plugin larger than {MAX_UPLOAD} bytes", "body_too_large")
-        data = await request.body()
+        data = await _read_capped(request, MAX_UPLOAD)
         if not data:
             raise GatewayError(400, "the request body must be the plugin's .wasm bytes", "empty_upload")
         q = request.query_params

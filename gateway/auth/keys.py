@@ -10,10 +10,21 @@ from typing import Any
 
 import aiohttp
 import jwt
+from prometheus_client import Counter
 
 from gateway.config.schema import IssuerConfig
+from gateway.metrics import registry
 
 log = logging.getLogger("edgegw.auth")
+
+jwks_refresh_failures_total = Counter(
+    "edgegw_jwks_refresh_failures_total",
+    "JWKS fetches that did not replace the key set (failed, malformed or empty), by issuer and reason",
+    ["issuer", "reason"], registry=registry)
+
+
+class BadKeySet(Exception):
+    """A JWKS document without a single usable key."""
 
 
 class UnknownKey(Exception):
@@ -70,19 +81,44 @@ class KeySource:
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
                 resp.raise_for_status()
                 data = await resp.json(content_type=None)
-            self._load_jwks(data)
-        except Exception as exc:  # keep the keys we have; the IdP may be briefly down
-            log.warning("issuer %s: fetching JWKS from %s failed: %s", self.issuer.name, url,
-                        type(exc).__name__)
+            keys = self._parse_jwks(data)
+        except BadKeySet as exc:
+            self._refresh_failed("bad_key_set", str(exc))
+        except Exception as exc:  # the IdP may be briefly down or answer garbage
+            self._refresh_failed("fetch_failed", type(exc).__name__)
+        else:
+            self._keys = keys
 
-    def _load_jwks(self, data: dict[str, Any]) -> None:
+    def _refresh_failed(self, reason: str, detail: str) -> None:
+        # Keep the last good keys: an IdP that briefly serves an empty or broken document (or one
+        # an attacker provoked with a made-up kid at the wrong moment) must not lock out every caller.
+        jwks_refresh_failures_total.labels(self.issuer.name, reason).inc()
+        log.warning("issuer %s: JWKS from %s not used, keeping the %d keys we have: %s",
+                    self.issuer.name, self.issuer.jwks_url, len(self._keys), detail)
+
+    def _load_jwks(self, data: Any) -> None:
+        try:
+            self._keys = self._parse_jwks(data)
+        except BadKeySet as exc:
+            log.warning("issuer %s: %s has no usable key: %s", self.issuer.name, self.issuer.jwks_file, exc)
+
+    def _parse_jwks(self, data: Any) -> dict[str | None, Any]:
+        """The usable keys of a JWKS document, by kid; BadKeySet when it has none."""
+        if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+            raise BadKeySet("not a JWKS document (an object with a 'keys' list)")
         keys: dict[str | None, Any] = {}
-        for jwk in data.get("keys", []):
+        for jwk in data["keys"]:
+            kid = jwk.get("kid") if isinstance(jwk, dict) else None
+            if not isinstance(jwk, dict) or (kid is not None and not isinstance(kid, str)):
+                log.warning("issuer %s: skipping a malformed JWK entry", self.issuer.name)
+                continue
             try:
                 parsed = jwt.PyJWK(jwk)
-            except (jwt.PyJWKError, jwt.InvalidKeyError) as exc:
-                log.warning("issuer %s: skipping unusable JWK %s: %s", self.issuer.name,
-                            jwk.get("kid"), exc)
+            except Exception as exc:  # noqa: BLE001 - PyJWK raises many kinds on bad key material
+                log.warning("issuer %s: skipping unusable JWK %s: %s", self.issuer.name, kid,
+                            type(exc).__name__)
                 continue
-            keys[jwk.get("kid")] = parsed.key
-        self._keys = keys
+            keys[kid] = parsed.key
+        if not keys:
+            raise BadKeySet(f"no usable key among {len(data['keys'])} entries")
+        return keys

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +15,13 @@ from gateway.auth.keys import KeySource, UnknownKey
 from gateway.config.schema import IssuerConfig
 from gateway.errors import GatewayError
 from gateway.metrics import auth_failures_total
+
+log = logging.getLogger("edgegw.auth")
+
+# Time claims beyond this (about the year 5138) are not times: a token carrying one is refused
+# rather than fed to float/datetime arithmetic that overflows.
+_MAX_TIME = 1e11
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +90,23 @@ class JwtVerifier:
         return identity
 
     async def _verify_uncached(self, token: str, allowed: tuple[str, ...]) -> tuple[Identity, float]:
+        # The token is the caller's input: whatever it holds (a numeric kid, a header that is a list,
+        # a time claim of 10^400) ends in a 401, never in an exception that escapes as a 500.
+        try:
+            return await self._check(token, allowed)
+        except GatewayError:
+            raise
+        except jwt.InvalidTokenError as exc:
+            raise auth_error("invalid_token", f"token is invalid: {type(exc).__name__}") from None
+        except Exception as exc:  # noqa: BLE001 - see above; no traceback for a bad token
+            log.debug("token refused: %s", type(exc).__name__)
+            raise auth_error("malformed_token", "malformed token") from None
+
+    async def _check(self, token: str, allowed: tuple[str, ...]) -> tuple[Identity, float]:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:
             raise auth_error("malformed_token", "malformed token") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg.lower() == "none":
@@ -100,10 +122,13 @@ class JwtVerifier:
                              f"algorithm {alg} is not accepted for this issuer "
                              f"(expected {', '.join(issuer.algorithms)})")
         kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise auth_error("malformed_token", "token header 'kid' must be a string")
         try:
-            key = await self.keys[issuer.name].lookup_refreshing(kid if isinstance(kid, str) else None)
+            key = await self.keys[issuer.name].lookup_refreshing(kid)
         except UnknownKey:
             raise auth_error("unknown_kid", "token signing key (kid) is unknown") from None
+        _check_times(unverified)
         required = ["exp", *issuer.required_claims]
         try:
             claims = jwt.decode(
@@ -131,6 +156,17 @@ class JwtVerifier:
         if issuer.max_lifetime_s is not None and "iat" in claims and exp - float(claims["iat"]) > issuer.max_lifetime_s:
             raise auth_error("token_lifetime", "token lifetime exceeds the issuer's maximum")
         return _identity(issuer, claims), exp
+
+
+def _check_times(claims: dict[str, Any]) -> None:
+    """`exp`/`nbf`/`iat`, when present, are finite numbers of a sane size (not strings, bools, 10^400)."""
+    for name in _TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if (type(value) is not int and type(value) is not float) or not (
+                math.isfinite(value) and -_MAX_TIME < value < _MAX_TIME):
+            raise auth_error("invalid_claim", f"token claim '{name}' must be a NumericDate (seconds)")
 
 
 def _identity(issuer: IssuerConfig, claims: dict[str, Any]) -> Identity:
@@ -169,3 +205,15 @@ def bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise auth_error("missing_token", "Authorization header must be 'Bearer <jwt>'")
     return token.strip()
+
+
+def single_authorization(raw_headers: list[tuple[bytes, bytes]]) -> None:
+    """400 when Authorization is sent more than once: which copy counts would otherwise depend on
+    the reader (first or last), so no copy is chosen. ASGI servers lower-case header names."""
+    seen = False
+    for name, _ in raw_headers:
+        if name == b"authorization":
+            if seen:
+                raise GatewayError(400, "the Authorization header is repeated; send exactly one",
+                                   "duplicate_authorization")
+            seen = True

@@ -45,7 +45,8 @@ def cacheable(ctx: RequestContext, rule: CacheRule) -> bool:
 
 
 def partner(ctx: RequestContext) -> str:
-    """Whose cache this is: one partner (tenant, else subject, else API key) never sees another's."""
+    """Whose cache this is: one partner (tenant, else subject, else API key) never sees another's.
+    Within its issuer: the same `sub` from two identity providers is two callers."""
     if ctx.tenant:
         return "t:" + ctx.tenant
     if ctx.subject:
@@ -56,10 +57,12 @@ def partner(ctx: RequestContext) -> str:
 
 
 def cache_key(ctx: RequestContext) -> str:
-    """A hash of partner, route, path, model and the canonical body (sorted keys, ignored fields dropped)."""
+    """A hash of issuer, partner, route, path, model and the canonical body (sorted keys, ignored
+    fields dropped)."""
     body = ctx.body_json or {}
     if not _IGNORED.isdisjoint(body):
         body = {k: v for k, v in body.items() if k not in _IGNORED}
-    head = "\0".join((partner(ctx), ctx.route.name if ctx.route else "", ctx.path, ctx.model or "", ""))
+    head = "\0".join((ctx.issuer or "", partner(ctx), ctx.route.name if ctx.route else "", ctx.path,
+                      ctx.model or "", ""))
     return hashlib.blake2b(head.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
                            digest_size=20).hexdigest()

@@ -44,7 +44,9 @@ DESCRIPTIONS: dict[str, str] = {
     "server.access_log": "`stdout`, `off`, or a file path; one JSON line per request",
     "server.trust_forwarded_for": "take the client address from `X-Forwarded-For` (only behind a trusted proxy)",
     # admin
-    "admin.issuer": "the issuer whose tokens may administer the gateway",
+    "admin.issuer": "the issuer whose tokens may administer the gateway; required when `/admin` is "
+                    "enabled and issuers are configured (a partner's IdP must not mint admin tokens)",
+    "admin.enabled": "serve `/admin` (status page, plugin API); false: every `/admin` path answers 404",
     "admin.scope": "the scope an operator's token must carry",
     # issuers[]
     "issuers[].name": "referenced by routes and `admin.issuer`",
@@ -182,7 +184,7 @@ for _key, _what in _QUOTAS.items():
 # Defaults the recorded read cannot express: computed, or meaning "absent", or a key that is
 # required only once its enclosing `has()` check found it.
 DEFAULTS: dict[str, str] = {
-    "admin.issuer": "any issuer",
+    "admin.issuer": "required",
     "routes[].pool": "the pool serving the model",
     "routes[].models": "any model of the pool",
     "routes[].issuers": "all",

@@ -69,12 +69,17 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
     top = Section(data, file, "")
     server = _server(top.section("server"))
     admin_sec = top.section("admin")
-    admin = AdminConfig(issuer=admin_sec.str("issuer", None), scope=admin_sec.str("scope", "admin"))
+    admin = AdminConfig(issuer=admin_sec.str("issuer", None), scope=admin_sec.str("scope", "admin"),
+                        enabled=admin_sec.bool("enabled", True))
     admin_sec.done()
     issuers = tuple(_issuer(s, base_dir) for s in top.sections("issuers"))
     _unique(top, "issuers", [i.name for i in issuers])
     if admin.issuer and admin.issuer not in {i.name for i in issuers}:
         raise admin_sec.error("issuer", f"no issuer named {admin.issuer!r}")
+    if admin.enabled and issuers and not admin.issuer:
+        # Otherwise any trusted issuer (a partner's IdP) could mint tokens with the admin scope.
+        raise admin_sec.error("issuer", "name the issuer whose tokens may administer the gateway "
+                                        "(or set admin.enabled: false)")
     pools = tuple(_pool(s) for s in top.sections("pools", required=True))
     _unique(top, "pools", [p.name for p in pools])
     if not pools:

@@ -120,8 +120,9 @@ class RouteConfig:
 
 @dataclass(frozen=True)
 class AdminConfig:
-    issuer: str | None = None  # issuer whose tokens may carry the admin scope; None: any issuer
+    issuer: str | None = None  # issuer whose tokens may carry the admin scope (required when enabled)
     scope: str = "admin"
+    enabled: bool = True  # false: every /admin endpoint answers 404
 
 
 @dataclass(frozen=True)

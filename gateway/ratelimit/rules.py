@@ -22,6 +22,10 @@ _CALLERS_MAX = 10_000  # rules kept per plan (callers); past this the plan forge
 # only on routed requests, so `route` is set).
 _KEY_PARTS = {"subject": "subject", "tenant": "tenant", "api_key": "api_key", "client_ip": "client_ip",
               "route": "route.name", "model": "model"}
+# Parts naming a caller as its identity provider does: meaningful only within that issuer, so a key
+# with any of them is scoped by the issuer too (the same `sub` from two IdPs is two callers, and
+# callers without the claim share a bucket only with their own issuer's).
+_CALLER_PARTS = frozenset({"subject", "tenant", "api_key"})
 
 
 def span_ms(limit: LimitConfig, quota: Quota) -> int:
@@ -160,7 +164,11 @@ class RoutePlan:
         self.concurrent = any(q.kind == "concurrent" for q in quotas)  # slots held until completion
         self.tokens = any(q.kind == "tokens" for q in quotas)  # reserved now, settled after the response
         self._width = [len(limit.key) for limit, _ in self.limits]
+        self._scoped = [not _CALLER_PARTS.isdisjoint(limit.key) for limit, _ in self.limits]
         parts = [_KEY_PARTS[p] for limit, _ in self.limits for p in limit.key]
+        if any(self._scoped):
+            parts.append("issuer")  # last: read once for every scoped limit
+        self._parts = len(parts)
         # Every key part of every limit in one C call: a value (one part) or a tuple (several).
         self._identity = attrgetter(*parts) if parts else None
         self._costs = [1] * len(quotas)
@@ -187,11 +195,14 @@ class RoutePlan:
         return Check(rules, costs)
 
     def _remember(self, identity: Any) -> tuple[Rule, ...]:
-        values = identity if sum(self._width) > 1 else (identity,)
+        values = identity if self._parts > 1 else (identity,)
+        issuer = (values[-1] or "") if self._parts > sum(self._width) else ""
         rules: list[Rule] = []
         start = 0
-        for (limit, quotas), width in zip(self.limits, self._width, strict=True):
+        for (limit, quotas), width, scoped in zip(self.limits, self._width, self._scoped, strict=True):
             caller = "|".join([v or _MISSING for v in values[start:start + width]])
+            if scoped:  # length-prefixed: no issuer name and subject can combine into another's
+                caller = f"{len(issuer)}:{issuer}/{caller}"
             start += width
             rules += [Rule(limit, q, f"{self.prefix}{limit.name}:{q.label}:{caller}") for q in quotas]
         if len(self._callers) >= _CALLERS_MAX:

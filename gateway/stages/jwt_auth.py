@@ -7,6 +7,10 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.stages.base import Stage
 
+# Set by the proxy when no route serves the requested model: the 404 it would have answered,
+# held back until the caller has authenticated (the route in `ctx.route` is the path's auth gate).
+UNROUTED = "_unrouted"
+
 
 class JwtAuthStage(Stage):
     name = "jwt_auth"
@@ -20,7 +24,12 @@ class JwtAuthStage(Stage):
     async def on_request(self, ctx: RequestContext) -> None:
         assert ctx.route is not None
         identity = await self.verifier.verify(bearer_token(ctx.headers.get("authorization")), ctx.route.issuers)
+        unrouted = ctx.scratch.get(UNROUTED)
+        if unrouted is not None:
+            ctx.route = None
+            raise unrouted
         ctx.claims = identity.claims
+        ctx.issuer = identity.issuer
         ctx.subject = identity.subject
         ctx.tenant = identity.tenant
         ctx.tier = identity.tier

@@ -13,10 +13,11 @@ from typing import Any
 REFRESH_S = 2
 
 
-def _shell(title: str, body: str, script: bool = False) -> str:
+def _shell(title: str, body: str, script: bool = False, csrf: str = "") -> str:
     js = '<script src="/admin/static/status.js" defer></script>' if script else ""
+    meta = f'<meta name="csrf-token" content="{escape(csrf)}">' if csrf else ""
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{meta}"
             f"<title>{escape(title)}</title><link rel=\"stylesheet\" href=\"/admin/static/status.css\">{js}"
             f"</head><body>{body}</body></html>")
 
@@ -34,15 +35,17 @@ def login_page(message: str | None = None) -> str:
 <p class="hint">The token is kept in an HttpOnly cookie for this site until it expires.</p></main>""")
 
 
-def status_page(snap: dict[str, Any], operator: str) -> str:
+def status_page(snap: dict[str, Any], operator: str, csrf: str = "") -> str:
+    """The signed-in page; `csrf` (the CSRF cookie's value) goes where its script and forms find it."""
     header = f"""<header><h1>edgegw <span>status</span></h1>
 <p class="meta">signed in as <b>{escape(operator)}</b> · refreshes every {REFRESH_S} s ·
 updated <time id="updated">{_clock(snap["time"])}</time>
 <span id="stale" hidden>· connection lost, retrying</span></p>
-<form method="post" action="/admin/logout"><button type="submit" class="link">Sign out</button></form>
+<form method="post" action="/admin/logout"><input type="hidden" name="csrf_token" value="{escape(csrf)}">
+<button type="submit" class="link">Sign out</button></form>
 </header>"""
     main = f'<main id="panel" data-refresh-s="{REFRESH_S}">{panel(snap)}</main>'
-    return _shell("edgegw status", header + main, script=True)
+    return _shell("edgegw status", header + main, script=True, csrf=csrf)
 
 
 def panel(snap: dict[str, Any]) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.auth.admin import ADMIN_COOKIE
+from gateway.auth.admin import ADMIN_COOKIE, CSRF_COOKIE, cross_site, new_csrf_token
 from gateway.errors import GatewayError
 from gateway.status import render
 from gateway.status.snapshot import snapshot
@@ -43,19 +43,33 @@ class StatusPages:
         except GatewayError:
             return None
 
+    def _enabled(self, request: Request) -> None:
+        if not self.gateway.config.admin.enabled:
+            raise GatewayError(404, f"no such endpoint: {request.url.path}", "not_found")
+
     async def index(self, request: Request) -> Response:
+        self._enabled(request)
         claims = await self._operator(request)
         if claims is None:
             expired = ADMIN_COOKIE in request.cookies
             resp = _html(render.login_page("Your session ended; sign in again." if expired else None))
             if expired:
                 resp.delete_cookie(ADMIN_COOKIE, path="/admin")
+                resp.delete_cookie(CSRF_COOKIE, path="/admin")
             return resp
-        return _html(render.status_page(snapshot(self.gateway), str(claims.get("sub", "operator"))))
+        # The page carries the CSRF token its script and forms send back (double submit); a
+        # session signed in before the token existed gets one now.
+        csrf = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+        resp = _html(render.status_page(snapshot(self.gateway), str(claims.get("sub", "operator")), csrf))
+        if CSRF_COOKIE not in request.cookies:
+            _set_cookie(resp, request, CSRF_COOKIE, csrf, _COOKIE_MAX_AGE_S)
+        return resp
 
     async def login(self, request: Request) -> Response:
-        origin = request.headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        self._enabled(request)
+        # A sign-in form posted from another site (or from an opaque origin: `Origin: null`) would
+        # log the operator's browser into a session of the attacker's choosing.
+        if cross_site(request):
             return _html(render.login_page("Cross-site sign-in refused."), 403)
         body = await request.body()
         if len(body) > _MAX_FORM:
@@ -77,13 +91,17 @@ class StatusPages:
         max_age = _COOKIE_MAX_AGE_S
         if isinstance(exp, int | float):
             max_age = max(1, min(max_age, int(exp - time.time())))
-        resp.set_cookie(ADMIN_COOKIE, token, max_age=max_age, path="/admin", httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+        _set_cookie(resp, request, ADMIN_COOKIE, token, max_age)
+        _set_cookie(resp, request, CSRF_COOKIE, new_csrf_token(), max_age)
         return resp
 
     async def logout(self, request: Request) -> Response:
+        # Signing out grants nothing, so no token is asked for; another site still may not do it.
+        if cross_site(request):
+            raise GatewayError(403, "cross-origin sign-out refused", "csrf_origin")
         resp = RedirectResponse("/admin", status_code=303)
         resp.delete_cookie(ADMIN_COOKIE, path="/admin")
+        resp.delete_cookie(CSRF_COOKIE, path="/admin")
         return resp
 
     async def panel(self, request: Request) -> Response:
@@ -100,6 +118,12 @@ class StatusPages:
             raise GatewayError(404, f"no such endpoint: {request.url.path}", "not_found")
         return Response(_STATIC[name], media_type=_TYPES[name.rsplit(".", 1)[1]],
                         headers={"cache-control": "max-age=300", "x-content-type-options": "nosniff"})
+
+
+def _set_cookie(resp: Response, request: Request, name: str, value: str, max_age: int) -> None:
+    # HttpOnly both: the page reads its CSRF token from its own HTML, never from document.cookie.
+    resp.set_cookie(name, value, max_age=max_age, path="/admin", httponly=True, samesite="strict",
+                    secure=request.url.scheme == "https")
 
 
 def _html(text: str, status: int = 200) -> HTMLResponse:

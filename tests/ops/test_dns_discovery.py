@@ -24,7 +24,7 @@ NAME = "backend.edgegw.svc.cluster.local"
 
 
 def _config(dns: dict[str, Any], endpoints: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"issuers": [issuer_config()],
+    return {"admin": {"issuer": "test"}, "issuers": [issuer_config()],
             "pools": [{"name": "p", "endpoints": endpoints or [], "dns": dns}],
             "routes": [{"name": "r", "paths": ["/v1/completions"]}]}
 

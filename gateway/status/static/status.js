@@ -7,11 +7,19 @@
   const stale = document.getElementById("stale");
   if (!panel) return;
   const everyMs = 1000 * (Number(panel.dataset.refreshS) || 2);
+  // The CSRF token (double submit): the server checks it on every cookie request that changes state.
+  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  const csrf = csrfMeta ? csrfMeta.content : "";
+  window.edgegwFetch = function (url, options) {
+    const opts = Object.assign({credentials: "same-origin", cache: "no-store"}, options || {});
+    opts.headers = Object.assign({"X-CSRF-Token": csrf}, opts.headers || {});
+    return fetch(url, opts);
+  };
 
   async function refresh() {
     if (document.hidden) return;
     try {
-      const resp = await fetch("/admin/panel", {credentials: "same-origin", cache: "no-store"});
+      const resp = await window.edgegwFetch("/admin/panel");
       if (resp.status === 401 || resp.status === 403) {
         window.location.assign("/admin");
         return;
