@@ -42,7 +42,9 @@ class StatusPages:
     async def _operator(self, request: Request) -> dict[str, Any] | None:
         try:
             return await self.gateway.require_admin(request)
-        except GatewayError:
+        except GatewayError as exc:
+            if exc.status == 400:  # a malformed request (a repeated Authorization) is not "signed out"
+                raise
             return None
 
     def _enabled(self, request: Request) -> None:
