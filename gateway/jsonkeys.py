@@ -49,11 +49,11 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _repeated_key(raw: bytes) -> str | None:
     try:
-        json.loads(raw, object_pairs_hook=_pairs)
+        # Numbers kept as text: nothing to convert, and no int-size limit to trip over.
+        json.loads(raw, object_pairs_hook=_pairs, parse_int=str, parse_float=str)
     except _Repeated as exc:
         return exc.key[:64]
-    except RecursionError:
-        raise bad_request("request body is nested too deeply", code="invalid_json") from None
-    except ValueError:
-        return None
+    except (RecursionError, ValueError):
+        # orjson accepted the body and this parser does not: refuse rather than guess.
+        raise bad_request("request body could not be checked for repeated keys", code="invalid_json") from None
     return None
