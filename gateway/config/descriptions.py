@@ -82,8 +82,11 @@ DESCRIPTIONS: dict[str, str] = {
                                          "full = fast 503",
     "pools[].timeouts": "upstream deadlines",
     "pools[].timeouts.connect_s": "TCP connect",
-    "pools[].timeouts.first_byte_s": "until the response starts, and the longest gap between stream chunks",
+    "pools[].timeouts.first_byte_s": "streamed requests: until the response starts, and the longest gap "
+                                     "between stream chunks",
     "pools[].timeouts.total_s": "the whole exchange, streams included",
+    "pools[].timeouts.non_stream_total_s": "non-streamed requests: the whole exchange (the backend sends nothing "
+                                           "until its generation is done; capped by `total_s`)",
     "pools[].health": "active health checks",
     "pools[].health.path": "path probed with GET; healthy on 200",
     "pools[].health.interval_s": "between checks",

@@ -205,7 +205,7 @@ def _pool(sec: Section) -> PoolConfig:
                          choices=("least_outstanding", "round_robin", "weighted")),
         max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
         timeouts=TimeoutConfig(t.float("connect_s", 2.0, min=0.01), t.float("first_byte_s", 60.0, min=0.01),
-                               t.float("total_s", 600.0, min=0.01)),
+                               t.float("total_s", 600.0, min=0.01), t.float("non_stream_total_s", 60.0, min=0.01)),
         health=HealthConfig(h.str("path", "/healthz"), h.float("interval_s", 2.0, min=0.05),
                             h.float("timeout_s", 1.0, min=0.01)),
         outlier=OutlierConfig(o.int("consecutive_failures", 3, min=1), o.float("base_ejection_s", 2.0, min=0.01),

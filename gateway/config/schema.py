@@ -57,8 +57,9 @@ class EndpointConfig:
 @dataclass(frozen=True)
 class TimeoutConfig:
     connect_s: float = 2.0
-    first_byte_s: float = 60.0
+    first_byte_s: float = 60.0  # streams: until the first byte, and the longest gap between chunks
     total_s: float = 600.0
+    non_stream_total_s: float = 60.0  # a non-streamed answer, whole (capped by total_s)
 
 
 @dataclass(frozen=True)
