@@ -32,8 +32,10 @@ _RETRY_STATUS = frozenset({502, 503})
 _FAILURE_MESSAGES = {"connect": ("unreachable", "upstream_connect_error"),
                      "reset": ("closed the connection", "upstream_connect_error"),
                      "protocol": ("sent an invalid HTTP response", "upstream_protocol_error")}
-# ctx.scratch key of the `StreamTally` of a streamed answer (read by the rate limiter's settlement).
+# ctx.scratch keys: the `StreamTally` of a streamed answer (read by the rate limiter's settlement),
+# and the content type of a non-streamed answer a stage collects (`ctx.collect_response`: the cache).
 STREAMED = "streamed"
+CONTENT_TYPE = "upstream_content_type"
 
 
 @dataclass(slots=True)
@@ -207,6 +209,8 @@ class Upstreams:
             return self._failed(pool, endpoint, failure, "read")
         if resp.status < 500:
             pool.on_success(endpoint, elapsed)
+        if ctx.collect_response:
+            ctx.scratch[CONTENT_TYPE] = out_headers.get("content-type", "")
         return UpstreamResponse(resp.status, out_headers, payload, endpoint=endpoint)
 
     @staticmethod
