@@ -204,6 +204,7 @@ def _pool(sec: Section) -> PoolConfig:
         balancer=sec.str("balancer", "least_outstanding",
                          choices=("least_outstanding", "round_robin", "weighted")),
         max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
+        max_response_bytes=sec.int("max_response_bytes", 64 * 1024 * 1024, min=1024),
         timeouts=TimeoutConfig(t.float("connect_s", 2.0, min=0.01), t.float("first_byte_s", 60.0, min=0.01),
                                t.float("total_s", 600.0, min=0.01), t.float("non_stream_total_s", 60.0, min=0.01)),
         health=HealthConfig(h.str("path", "/healthz"), h.float("interval_s", 2.0, min=0.05),

@@ -90,6 +90,7 @@ class PoolConfig:
     models: tuple[str, ...] = ()
     balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted
     max_inflight_per_endpoint: int = 256
+    max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed answer is a failed attempt
     timeouts: TimeoutConfig = TimeoutConfig()
     health: HealthConfig = HealthConfig()
     outlier: OutlierConfig = OutlierConfig()

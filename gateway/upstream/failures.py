@@ -14,6 +14,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 UPSTREAM_ERRORS = (TimeoutError, aiohttp.ClientError, HttpProcessingError, OSError)
 
+
+class AnswerTooLarge(aiohttp.ClientPayloadError):
+    """A non-streamed answer over the pool's `max_response_bytes` (a protocol failure)."""
+
 _CONNECT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 _RESET = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)
 

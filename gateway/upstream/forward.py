@@ -16,7 +16,7 @@ from gateway.config.schema import PoolConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.upstream.discovery import DnsDiscovery
-from gateway.upstream.failures import UPSTREAM_ERRORS, failure_kind
+from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.pool import Endpoint, Pool
 
@@ -196,7 +196,10 @@ class Upstreams:
             return UpstreamResponse(resp.status, out_headers, None, raw=resp, endpoint=endpoint)
         failure: BaseException | None = None
         try:
-            payload = await resp.read()
+            limit = pool.config.max_response_bytes
+            length = resp.content_length
+            # (aiohttp reads exactly a declared length: only an undeclared one is read in capped steps)
+            payload = await resp.read() if length is not None and length <= limit else await _read_capped(resp, limit)
         except UPSTREAM_ERRORS as exc:
             failure = exc
         finally:
@@ -260,6 +263,20 @@ class Upstreams:
             metrics.upstream_seconds_by.get(pool.name).observe(elapsed)
             if not failed:
                 pool.on_success(endpoint, elapsed)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of an answer without a declared length within the limit, or raise `AnswerTooLarge`."""
+    if resp.content_length is not None:
+        raise AnswerTooLarge(f"answer of {resp.content_length} bytes declared, over {limit}")
+    parts: list[bytes] = []
+    size = 0
+    async for part in resp.content.iter_chunked(65536):
+        size += len(part)
+        if size > limit:
+            raise AnswerTooLarge(f"answer over {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
 
 
 def sse_error(message: str, code: str) -> bytes:

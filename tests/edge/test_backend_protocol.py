@@ -38,6 +38,10 @@ GARBAGE: dict[str, bytes | None] = {
     "short-body": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"id\": ",
     "bad-chunked": (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
                     b"zz\r\nnot a chunk\r\n"),
+    # Over the pools' max_response_bytes (4 KiB here): declared, or chunked without a length.
+    "huge-length": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{\"a",
+    "chunked-flood": (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      + (b"400\r\n" + b"x" * 1024 + b"\r\n") * 100),
 }
 
 
@@ -88,6 +92,7 @@ def garbage_servers() -> Iterator[dict[str, GarbageServer]]:
 
 def _pool(name: str, urls: list[str]) -> dict[str, Any]:
     return {"name": name, "models": [name], "balancer": "round_robin", "endpoints": [{"url": u} for u in urls],
+            "max_response_bytes": 4096,
             "health": {"interval_s": 0.5, "timeout_s": 0.5},
             "outlier": {"consecutive_failures": 2, "base_ejection_s": 60},
             "retries": {"attempts": 2, "min_retries_per_s": 50}}
