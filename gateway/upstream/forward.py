@@ -222,7 +222,7 @@ class Upstreams:
         504 on a timeout (the backend may still be working on it: not retried)."""
         pool.on_failure(endpoint)
         kind = failure_kind(exc)
-        metrics.upstream_errors_total.labels(pool.name, during or kind).inc()
+        metrics.upstream_errors_total.labels(pool.name, kind if kind == "timeout" else during or kind).inc()
         if kind == "timeout":
             raise GatewayError(504, "upstream did not answer in time", "upstream_timeout") from None
         log.info("upstream %s %s failure%s: %s", endpoint.url, kind, f" ({during})" if during else "",
