@@ -131,3 +131,18 @@ async def test_abandoned_request_keeps_its_reservation(store: RedisServer | None
         resp = await client.post(gw.url + "/v1/completions", json=body)
     assert resp.status_code == 429, resp.text  # 2 x 401 kept: a third 401 does not fit
     assert resp.json()["error"]["code"] == "tokens_rate_limit_exceeded"
+
+
+async def test_timed_out_request_keeps_its_reservation(make_backend: Any, make_gateway: Any) -> None:
+    backend = make_backend()
+    cfg = tpm_config([backend], None)
+    cfg["pools"][0]["timeouts"] = {"non_stream_total_s": 0.3}
+    cfg["pools"][0]["outlier"]["consecutive_failures"] = 1000
+    gw = make_gateway(cfg)
+    body = {"model": "fake-model", "prompt": "hi", "max_tokens": 400}
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {gw.token('slow')}"}, timeout=20) as client:
+        for _ in range(2):
+            resp = await client.post(gw.url + "/v1/completions", json=body, headers={"x-fake-fault": "slow:2"})
+            assert resp.status_code == 504 and resp.json()["error"]["code"] == "upstream_timeout"
+        resp = await client.post(gw.url + "/v1/completions", json=body)
+    assert resp.status_code == 429, resp.text
