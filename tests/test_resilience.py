@@ -78,7 +78,9 @@ def test_first_byte_timeout_gives_504(fake_backend: Any, make_gateway: Any) -> N
     cfg["pools"][0]["timeouts"] = {"first_byte_s": 0.3}
     gw = make_gateway(cfg)
     started = time.monotonic()
-    resp = httpx.post(gw.url + "/v1/completions", json=BODY, headers={**_auth(gw), "x-fake-fault": "slow:3"})
+    # (first_byte_s bounds streamed requests; a non-streamed one has its own total: non_stream_total_s)
+    resp = httpx.post(gw.url + "/v1/completions", json={**BODY, "stream": True},
+                      headers={**_auth(gw), "x-fake-fault": "slow:3"})
     assert resp.status_code == 504 and resp.json()["error"]["code"] == "upstream_timeout"
     assert time.monotonic() - started < 1.5
 

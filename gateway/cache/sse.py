@@ -1,7 +1,8 @@
 """Convert between an OpenAI stream (SSE chunks) and the complete JSON answer the cache stores.
 
 A streamed miss is assembled into the non-streaming response; a streamed hit is replayed from it.
-Streams this module does not fully understand (tool calls, logprobs) are not cached.
+Streams this module does not fully understand (tool calls, logprobs) are not cached, nor incomplete
+ones (no `[DONE]`, a choice without finish_reason) or ones carrying an error or invalid JSON.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def assemble(path: str, stream: bytes) -> bytes | None:
             if not _add(choices.setdefault(int(c.get("index", 0)), {"text": [], "finish": None, "role": None}),
                         c, chat):
                 return None
-    if not done or not choices:
-        return None
+    if not done or not choices or any(c["finish"] is None for c in choices.values()):
+        return None  # incomplete: no `[DONE]`, or a choice without its finish_reason
     out: dict[str, Any] = {"id": head.get("id", "cached"), "object": "chat.completion" if chat else "text_completion",
                            "created": head.get("created", 0), "model": head.get("model")}
     if "system_fingerprint" in head:

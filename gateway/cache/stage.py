@@ -3,7 +3,8 @@
 on_request: BYPASS (not cacheable, `no-store`, `no-cache`, cache unreachable), HIT (answer now; SSE
 replay for streams), or MISS. The first miss of a key takes a lock and goes to the backend; identical
 misses wait for its entry (an in-process event, or polling Redis for other replicas) at most `wait_s`.
-on_complete stores a complete 200 answer (streams assembled to JSON) and releases the lock.
+on_complete stores only good answers (`_storable`: status 200, a JSON object without a top-level
+`error`, or a complete stream assembled into one) and releases the lock; anything else passes through.
 
 With Redis (single node) and a rate-limited route, the limiter's script also does this stage's lookup
 (`prefetch`: one round trip for both), and its settlement call after the response carries this stage's
@@ -18,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import orjson
 from starlette.responses import Response, StreamingResponse
 
 from gateway.cache.config import CacheRule
@@ -32,6 +34,7 @@ from gateway.ratelimit.redis_client import Ops, RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import Lookup
 from gateway.ratelimit.stage import OPS, PREFETCH
 from gateway.stages.base import Stage
+from gateway.upstream.forward import CONTENT_TYPE
 
 HEADER = "x-edgegw-cache"
 
@@ -198,12 +201,16 @@ class CacheStage(Stage):
         if decoded is None:
             return None
         body, age = decoded
-        self._status(ctx, "HIT")
         headers = {HEADER: "HIT", "age": str(int(age))}
         if ctx.stream:
             options = (ctx.body_json or {}).get("stream_options") or {}
-            chunks = replay_chunks(ctx.path, body, bool(options.get("include_usage")))
+            try:
+                chunks = replay_chunks(ctx.path, body, bool(options.get("include_usage")))
+            except (ValueError, TypeError, AttributeError):
+                return None  # not an answer (stored by an older gateway): fetch a fresh one
+            self._status(ctx, "HIT")
             return StreamingResponse(replay(chunks), media_type="text/event-stream", headers=headers)
+        self._status(ctx, "HIT")
         return Response(body, media_type="application/json", headers=headers)
 
     @staticmethod
@@ -226,10 +233,8 @@ class CacheStage(Stage):
         ops: Ops | None = ctx.scratch.get(OPS)
         entry = None
         try:
-            body = ctx.response_body if ctx.status == 200 and ctx.error is None else None
-            if body is not None and ctx.stream:
-                body = assemble(ctx.path, body)
-            if body is not None and body[:1] == b"{" and len(body) <= pending.rule.max_bytes:
+            body = _storable(ctx, pending.rule.max_bytes)
+            if body is not None:
                 entry = encode(body)
                 ttl_ms = int(pending.rule.ttl_s * 1000)
                 if ops is not None and self._redis is not None:
@@ -252,6 +257,28 @@ class CacheStage(Stage):
                 if flight is not None:  # someone waits
                     flight.entry = entry
                     flight.done.set()
+
+
+def _storable(ctx: RequestContext, max_bytes: int) -> bytes | None:
+    """The answer to store, or None: only a 200 that is a JSON object without a top-level `error`
+    (a complete stream assembled into one), no larger than `max_bytes`."""
+    body = ctx.response_body if ctx.status == 200 and ctx.error is None else None
+    if body is None:
+        return None
+    if ctx.stream:
+        body = assemble(ctx.path, body)  # None unless complete and valid; what it builds is valid JSON
+        return body if body is not None and len(body) <= max_bytes else None
+    if body[:1] != b"{" or len(body) > max_bytes:
+        return None
+    if ctx.usage is not None and b'"error"' not in body:
+        return body  # (the forwarder parsed it: a JSON object with usage, from an application/json answer)
+    if not ctx.scratch.get(CONTENT_TYPE, "").startswith("application/json"):
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(data, dict) and "error" not in data else None
 
 
 def _unchanged_since(ran: list[Stage], start: int) -> bool:

@@ -82,16 +82,22 @@ DESCRIPTIONS: dict[str, str] = {
                         "weighted round robin: exact splits)",
     "pools[].max_inflight_per_endpoint": "an endpoint at this many outstanding requests is skipped; all "
                                          "full = fast 503",
+    "pools[].max_response_bytes": "largest non-streamed answer read from a backend; a larger one is a failed "
+                                  "attempt (502 `upstream_read_error`, retried, counted towards ejection)",
     "pools[].timeouts": "upstream deadlines",
     "pools[].timeouts.connect_s": "TCP connect",
-    "pools[].timeouts.first_byte_s": "until the response starts, and the longest gap between stream chunks",
+    "pools[].timeouts.first_byte_s": "streamed requests: until the response starts, and the longest gap "
+                                     "between stream chunks",
     "pools[].timeouts.total_s": "the whole exchange, streams included",
+    "pools[].timeouts.non_stream_total_s": "non-streamed requests: the whole exchange (the backend sends nothing "
+                                           "until its generation is done; capped by `total_s`)",
     "pools[].health": "active health checks",
     "pools[].health.path": "path probed with GET; healthy on 200",
     "pools[].health.interval_s": "between checks",
     "pools[].health.timeout_s": "per check",
     "pools[].outlier": "passive ejection of failing endpoints",
-    "pools[].outlier.consecutive_failures": "connect errors or 5xx in a row that eject an endpoint",
+    "pools[].outlier.consecutive_failures": "failed attempts in a row that eject an endpoint: connect errors, "
+                                            "resets, invalid HTTP answers, timeouts, 5xx",
     "pools[].outlier.base_ejection_s": "first ejection; doubles each time, reset by a success",
     "pools[].outlier.max_ejection_s": "cap on the ejection time",
     "pools[].retries": "retries on another endpoint",

@@ -57,8 +57,9 @@ class EndpointConfig:
 @dataclass(frozen=True)
 class TimeoutConfig:
     connect_s: float = 2.0
-    first_byte_s: float = 60.0
+    first_byte_s: float = 60.0  # streams: until the first byte, and the longest gap between chunks
     total_s: float = 600.0
+    non_stream_total_s: float = 60.0  # a non-streamed answer, whole (capped by total_s)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class PoolConfig:
     models: tuple[str, ...] = ()
     balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted
     max_inflight_per_endpoint: int = 256
+    max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed answer is a failed attempt
     timeouts: TimeoutConfig = TimeoutConfig()
     health: HealthConfig = HealthConfig()
     outlier: OutlierConfig = OutlierConfig()

@@ -24,8 +24,9 @@ from gateway.ratelimit.memory import MemoryLimiter, now_ms
 from gateway.ratelimit.metrics import fallbacks_total, rejections_by
 from gateway.ratelimit.redis_client import RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import RedisLimiter
-from gateway.ratelimit.rules import Check, Limiter, Planner, RoutePlan
+from gateway.ratelimit.rules import Check, Limiter, Planner, RoutePlan, estimate_tokens
 from gateway.stages.base import Stage
+from gateway.upstream.forward import STREAMED, StreamTally
 
 if TYPE_CHECKING:
     from gateway.cache.stage import Prefetch
@@ -141,7 +142,7 @@ class RateLimitStage(Stage):
         # From here on a stage completing after us must write on its own.
         ops = ctx.scratch.pop(OPS, None)
         settles = plan.concurrent or plan.tokens  # (requests-only limits have nothing to settle)
-        used = _used_tokens(ctx) if plan.tokens else None
+        used = _used_tokens(ctx, held.check) if plan.tokens else None
         if held.limiter is self.local:
             if settles:  # (nothing to wait for: no coroutine)
                 self.local.settle_now(held.check, held.member, used)
@@ -176,16 +177,36 @@ class RateLimitStage(Stage):
                     log.exception("renewing concurrency leases failed")
 
 
-def _used_tokens(ctx: RequestContext) -> int | None:
-    """Tokens to settle reservations to: the real usage; without one keep the reservations on
-    success (None), release them on failure."""
+# The request reached a backend and no answer came back: the backend may have done the work.
+_UNANSWERED = frozenset({"upstream_timeout", "client_disconnected"})
+
+
+def _used_tokens(ctx: RequestContext, check: Check) -> int | None:
+    """Tokens to settle reservations to (None: keep them as reserved). Tokens are charged when
+    delivered (docs/ratelimit-cache.md): the real usage when the backend reports it; for a stream, at
+    least what it delivered; the whole reservation for a request that reached a backend and got no
+    answer; nothing for one that never reached a backend or that a backend refused."""
     if ctx.cache_status == "HIT":
         return 0  # answered from the cache: no backend tokens spent
     if ctx.usage is not None:
         return ctx.usage.total_tokens
+    tally: StreamTally | None = ctx.scratch.get(STREAMED)
+    if tally is not None:  # a streamed answer started
+        delivered = _prompt_tokens(ctx) + tally.events
+        if tally.complete and ctx.error is None:
+            return delivered if delivered > max(check.costs) else None
+        return delivered  # ended early (client gone, backend died): what it sent
     if ctx.error is None and 200 <= ctx.status < 300:
         return None
+    if ctx.attempts and ctx.error in _UNANSWERED:
+        return None
     return 0
+
+
+def _prompt_tokens(ctx: RequestContext) -> int:
+    """The request's prompt, estimated as its reservation was (output tokens left out)."""
+    body = ctx.body_json or {}
+    return estimate_tokens({k: body[k] for k in ("prompt", "messages", "input") if k in body}, 0)
 
 
 def build_ratelimit_stage(config: GatewayConfig) -> list[Stage]:

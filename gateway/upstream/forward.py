@@ -16,6 +16,7 @@ from gateway.config.schema import PoolConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.upstream.discovery import DnsDiscovery
+from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.pool import Endpoint, Pool
 
@@ -27,8 +28,22 @@ _DROP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-auth
                    "expect", "x-api-key"})
 _PASS_BACK = ("content-type", "retry-after", "x-request-id")
 _RETRY_STATUS = frozenset({502, 503})
-_CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
-                   aiohttp.ConnectionTimeoutError, ConnectionResetError)
+# What the client is told when an attempt failed before anything was sent to it (by `failure_kind`).
+_FAILURE_MESSAGES = {"connect": ("unreachable", "upstream_connect_error"),
+                     "reset": ("closed the connection", "upstream_connect_error"),
+                     "protocol": ("sent an invalid HTTP response", "upstream_protocol_error")}
+# ctx.scratch keys: the `StreamTally` of a streamed answer (read by the rate limiter's settlement),
+# and the content type of a non-streamed answer a stage collects (`ctx.collect_response`: the cache).
+STREAMED = "streamed"
+CONTENT_TYPE = "upstream_content_type"
+
+
+@dataclass(slots=True)
+class StreamTally:
+    """What a streamed answer delivered so far: charged when the stream ends early."""
+
+    events: int = 0  # SSE `data:` lines passed on (about one token each)
+    complete: bool = False  # the backend ended it with `data: [DONE]`
 
 
 @dataclass(slots=True)
@@ -49,8 +64,14 @@ class Upstreams:
         self.checkers: list[HealthChecker] = []
         self.discoveries: list[DnsDiscovery] = []
         metrics.on_scrape(self._export_in_flight)
-        self._timeouts = {c.name: aiohttp.ClientTimeout(total=c.timeouts.total_s, sock_connect=c.timeouts.connect_s,
-                                                        sock_read=c.timeouts.first_byte_s) for c in configs}
+        # Per pool: (streamed, non-streamed). A stream's first byte and every gap between its chunks
+        # are bounded by first_byte_s; a non-streamed answer arrives in one piece when the whole
+        # generation is done, so only its total is bounded.
+        self._timeouts = {c.name: (aiohttp.ClientTimeout(total=c.timeouts.total_s, sock_connect=c.timeouts.connect_s,
+                                                         sock_read=c.timeouts.first_byte_s),
+                                   aiohttp.ClientTimeout(total=min(c.timeouts.non_stream_total_s, c.timeouts.total_s),
+                                                         sock_connect=c.timeouts.connect_s))
+                          for c in configs}
 
     async def start(self) -> None:
         for name, pool in self.pools.items():
@@ -89,11 +110,12 @@ class Upstreams:
         return all(p.has_healthy() for p in self.pools.values())
 
     async def send(self, ctx: RequestContext, path: str, body: bytes) -> UpstreamResponse:
-        """Forward to `ctx.pool`, retrying connect failures, 502 and 503 on another endpoint."""
+        """Forward to `ctx.pool`, retrying failed connections, invalid answers, 502 and 503 on another
+        endpoint."""
         pool = ctx.pool
         assert pool is not None
         session = self.sessions[pool.name]
-        timeout = self._timeouts[pool.name]
+        timeout = self._timeouts[pool.name][0 if ctx.stream else 1]
         headers = {k: v for k, v in ctx.headers.items() if k not in _DROP}
         headers["x-request-id"] = ctx.request_id
         headers["x-forwarded-for"] = ctx.client_ip
@@ -140,26 +162,17 @@ class Upstreams:
 
         try:
             resp = await session.post(endpoint.target(path), data=body, headers=headers, timeout=timeout)
-        except _CONNECT_ERRORS as exc:
+        except UPSTREAM_ERRORS as exc:
             release()
             ctx.upstream_s += time.perf_counter() - started
-            pool.on_failure(endpoint)
-            metrics.upstream_errors_total.labels(pool.name, "connect").inc()
-            log.info("upstream %s connect failure: %s", endpoint.url, type(exc).__name__)
-            return GatewayError(502, f"upstream {endpoint.host} unreachable", "upstream_connect_error")
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            release()
-            ctx.upstream_s += time.perf_counter() - started
-            pool.on_failure(endpoint)
-            metrics.upstream_errors_total.labels(pool.name, "timeout").inc()
-            raise GatewayError(504, "upstream did not answer in time", "upstream_timeout") from None
+            return self._failed(pool, endpoint, exc)
         except BaseException:
             release()
             raise
         if resp.status in _RETRY_STATUS:
             try:
                 payload = await resp.read()
-            except aiohttp.ClientError:
+            except UPSTREAM_ERRORS:
                 payload = b""
             finally:
                 release()
@@ -181,33 +194,61 @@ class Upstreams:
             ctx.scratch["_release"] = release
             ctx.scratch["_started"] = started
             return UpstreamResponse(resp.status, out_headers, None, raw=resp, endpoint=endpoint)
+        failure: BaseException | None = None
         try:
-            payload = await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            pool.on_failure(endpoint)
-            metrics.upstream_errors_total.labels(pool.name, "read").inc()
-            raise GatewayError(502, f"upstream failed while answering: {type(exc).__name__}",
-                               "upstream_read_error") from None
+            limit = pool.config.max_response_bytes
+            length = resp.content_length
+            # (aiohttp reads exactly a declared length: only an undeclared one is read in capped steps)
+            payload = await resp.read() if length is not None and length <= limit else await _read_capped(resp, limit)
+        except UPSTREAM_ERRORS as exc:
+            failure = exc
         finally:
             release()
-            resp.release()
+            resp.release() if failure is None else resp.close()
             elapsed = time.perf_counter() - started
             ctx.upstream_s += elapsed
             metrics.upstream_seconds_by.get(pool.name).observe(elapsed)
+        if failure is not None:  # the answer broke off: nothing was sent to the client yet
+            return self._failed(pool, endpoint, failure, "read")
         if resp.status < 500:
             pool.on_success(endpoint, elapsed)
+        if ctx.collect_response:
+            ctx.scratch[CONTENT_TYPE] = out_headers.get("content-type", "")
         return UpstreamResponse(resp.status, out_headers, payload, endpoint=endpoint)
+
+    @staticmethod
+    def _failed(pool: Pool, endpoint: Endpoint, exc: BaseException, during: str = "") -> GatewayError:
+        """An attempt's failure, counted towards the endpoint's ejection: a retryable 502, or raises a
+        504 on a timeout (the backend may still be working on it: not retried)."""
+        pool.on_failure(endpoint)
+        kind = failure_kind(exc)
+        metrics.upstream_errors_total.labels(pool.name, kind if kind == "timeout" else during or kind).inc()
+        if kind == "timeout":
+            raise GatewayError(504, "upstream did not answer in time", "upstream_timeout") from None
+        log.info("upstream %s %s failure%s: %s", endpoint.url, kind, f" ({during})" if during else "",
+                 type(exc).__name__)
+        if during:
+            return GatewayError(502, f"upstream failed while answering: {type(exc).__name__}",
+                                "upstream_read_error")
+        what, code = _FAILURE_MESSAGES[kind]
+        return GatewayError(502, f"upstream {endpoint.host} {what}", code)
 
     async def iter_stream(self, ctx: RequestContext, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
         """Yield SSE bytes as they arrive. An upstream failure mid-stream ends with an SSE error event."""
         raw = upstream.raw
         assert raw is not None and ctx.pool is not None and upstream.endpoint is not None
         pool, endpoint = ctx.pool, upstream.endpoint
+        tally = ctx.scratch[STREAMED] = StreamTally()
         failed = False
+        prev = last = b""
         try:
             async for chunk in raw.content.iter_any():
+                # Counted as it passes, not at the end: a client that leaves ends this generator late.
+                tally.events += chunk.count(b"data:")
+                prev, last = last, chunk
                 yield chunk
-        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            tally.complete = b"[DONE]" in prev[-16:] + last
+        except UPSTREAM_ERRORS as exc:
             failed = True
             pool.on_failure(endpoint)
             metrics.upstream_errors_total.labels(pool.name, "stream").inc()
@@ -222,6 +263,20 @@ class Upstreams:
             metrics.upstream_seconds_by.get(pool.name).observe(elapsed)
             if not failed:
                 pool.on_success(endpoint, elapsed)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of an answer without a declared length within the limit, or raise `AnswerTooLarge`."""
+    if resp.content_length is not None:
+        raise AnswerTooLarge(f"answer of {resp.content_length} bytes declared, over {limit}")
+    parts: list[bytes] = []
+    size = 0
+    async for part in resp.content.iter_chunked(65536):
+        size += len(part)
+        if size > limit:
+            raise AnswerTooLarge(f"answer over {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
 
 
 def sse_error(message: str, code: str) -> bytes:

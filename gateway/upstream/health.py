@@ -9,6 +9,7 @@ import time
 import aiohttp
 
 from gateway import metrics
+from gateway.upstream.failures import UPSTREAM_ERRORS
 from gateway.upstream.pool import Endpoint, Pool
 
 log = logging.getLogger("edgegw.health")
@@ -49,7 +50,7 @@ class HealthChecker:
             async with self.session.get(endpoint.url + cfg.path, timeout=timeout) as resp:
                 await resp.read()
                 ok = resp.status == 200
-        except (TimeoutError, aiohttp.ClientError, OSError):
+        except UPSTREAM_ERRORS:  # garbage answers included: unhealthy, not a crashed round
             ok = False
         if ok != endpoint.healthy:
             log.warning("endpoint %s in pool %s is now %s", endpoint.url, self.pool.name,

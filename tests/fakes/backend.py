@@ -1,7 +1,12 @@
-"""A small OpenAI-compatible backend for fault injection: slow, 5xx, stalls, dies mid-stream, crashes.
+"""A small OpenAI-compatible backend for fault injection: slow, 5xx, stalls, dies mid-stream, crashes,
+answers garbage.
 
 Faults come from the `x-fake-fault` request header or `POST /_control {"fault": ..., "health": ...}`:
   500 | 503 | slow:SECONDS | stall | die-mid-stream:N | exit
+  bad:KIND, a 200 that is no good answer (`BAD_ANSWERS`): invalid-json | error-object | text-plain |
+      json-array | empty | html | status-203
+  bad-stream:KIND, a stream that is no complete answer (`BAD_STREAMS`): no-done | no-finish |
+      error-event | invalid-json
 `GET /_stats` reports what it saw (requests by path, cancelled streams, requests in flight).
 """
 
@@ -15,6 +20,26 @@ from typing import Any
 
 import orjson
 import uvicorn
+
+# bad:KIND: (status, content type, body) of a non-streamed answer.
+BAD_ANSWERS: dict[str, tuple[int, bytes, bytes]] = {
+    "invalid-json": (200, b"application/json", b'{"id": "x", "object": "text_completion", "choices": [{"te'),
+    "error-object": (200, b"application/json", b'{"error": {"message": "overloaded", "type": "server_error"}}'),
+    "text-plain": (200, b"text/plain", b'{"id": "x", "object": "text_completion", "choices": []}'),
+    "json-array": (200, b"application/json", b'[{"text": "tok0"}]'),
+    "empty": (200, b"application/json", b""),
+    "html": (200, b"text/html", b"<html><body>502 Bad Gateway (nginx)</body></html>"),
+    "status-203": (203, b"application/json", b'{"id": "x", "object": "text_completion", "choices": '
+                                              b'[{"index": 0, "text": "tok0", "finish_reason": "length"}]}'),
+}
+# bad-stream:KIND: what replaces the end of a stream (after its content chunks).
+BAD_STREAMS: dict[str, bytes] = {
+    "no-done": b"",  # the finish chunk, then the connection ends cleanly without `data: [DONE]`
+    "no-finish": b"data: [DONE]\n\n",  # no finish_reason anywhere
+    "error-event": b'event: error\ndata: {"error": {"message": "engine died", "type": "server_error"}}\n\n'
+                   b"data: [DONE]\n\n",
+    "invalid-json": b'data: {"id": "c1", "choices": [{"ind\n\ndata: [DONE]\n\n',
+}
 
 
 class FakeBackend:
@@ -71,6 +96,11 @@ class FakeBackend:
         if fault in ("500", "503"):
             return await _json(send, int(fault), {"error": {"message": f"injected {fault}",
                                                             "type": "server_error", "code": "injected"}})
+        if fault.startswith("bad:"):
+            status, content_type, payload = BAD_ANSWERS[fault[4:]]
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]})
+            return await send({"type": "http.response.body", "body": payload})
         if fault == "stall":
             await asyncio.sleep(3600)
         if fault.startswith("slow:"):
@@ -92,8 +122,9 @@ class FakeBackend:
         prompt_tokens = len(orjson.dumps(req.get("messages") or req.get("prompt"))) // 4 + 1
         if req.get("stream"):
             die_after = int(fault.split(":")[1]) if fault.startswith("die-mid-stream:") else None
+            bad_end = BAD_STREAMS[fault[11:]] if fault.startswith("bad-stream:") else None
             return await self._stream(send, receive, chat, model, words, die_after, prompt_tokens,
-                                      bool((req.get("stream_options") or {}).get("include_usage")))
+                                      bool((req.get("stream_options") or {}).get("include_usage")), bad_end)
         text = " ".join(words)
         choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
                   if chat else {"index": 0, "text": text, "finish_reason": "length"})
@@ -103,7 +134,8 @@ class FakeBackend:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}})
 
     async def _stream(self, send: Any, receive: Any, chat: bool, model: str, words: list[str],
-                      die_after: int | None, prompt_tokens: int, include_usage: bool) -> None:
+                      die_after: int | None, prompt_tokens: int, include_usage: bool,
+                      bad_end: bytes | None = None) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         disconnected = asyncio.Event()
@@ -132,6 +164,14 @@ class FakeBackend:
                         await asyncio.wait_for(disconnected.wait(), self.token_delay_s)
                     except TimeoutError:
                         pass
+            head = {"id": "c1", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
+                    "model": model}
+            if bad_end is not None:
+                if bad_end != BAD_STREAMS["no-finish"]:
+                    await send({"type": "http.response.body", "body": _finish_chunk(head, chat), "more_body": True})
+                await send({"type": "http.response.body", "body": bad_end})
+                return
+            await send({"type": "http.response.body", "body": _finish_chunk(head, chat), "more_body": True})
             if include_usage:
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
                          "total_tokens": prompt_tokens + len(words)}
@@ -143,6 +183,13 @@ class FakeBackend:
             self.stats["completed_streams"] += 1
         finally:
             watcher.cancel()
+
+
+def _finish_chunk(head: dict[str, Any], chat: bool) -> bytes:
+    """The event that ends a choice, as real backends send it (its finish_reason)."""
+    choice = ({"index": 0, "delta": {}, "finish_reason": "length"} if chat else
+              {"index": 0, "text": "", "finish_reason": "length"})
+    return b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
 
 
 async def _json(send: Any, status: int, payload: Any) -> None:
