@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from gateway.config.schema import GatewayConfig, RouteConfig
+from gateway.config.schema import GatewayConfig, PoolConfig, RouteConfig
 from gateway.errors import GatewayError
 
 
@@ -16,9 +16,13 @@ class RouteTable:
         self.pool_models = {p.name: p.models for p in config.pools}
         self.by_path: dict[str, list[RouteConfig]] = {}
         self._pool_cache: dict[tuple[str, str | None], str | None] = {}
+        # /v1/generate without `model`: the route's default_model, else its first generation model.
+        self.default_models: dict[str, str | None] = {}
         for route in config.routes:
             for path in route.paths:
                 self.by_path.setdefault(path, []).append(route)
+            self.default_models[route.name] = route.default_model or next(
+                iter(generation_models(route, config.pools)), None)
 
     def paths(self) -> list[str]:
         return list(self.by_path)
@@ -32,6 +36,10 @@ class RouteTable:
                 return route
         raise GatewayError(404, f"model {model!r} does not exist or is not served here", "model_not_found",
                            param="model")
+
+    def default_model(self, route: RouteConfig) -> str | None:
+        """The model `/v1/generate` uses when the request names none (never an embedding model)."""
+        return self.default_models.get(route.name)
 
     def route_serves(self, route: RouteConfig, model: str) -> bool:
         if route.models:
@@ -71,3 +79,32 @@ class RouteTable:
             names = {m for m in names if any(fnmatchcase(m, p) for p in route.models)} | {
                 m for m in route.models if not any(c in m for c in "*?[")}
         return names
+
+
+def generation_models(route: RouteConfig, pools: tuple[PoolConfig, ...]) -> list[str]:
+    """Concrete generation (not embedding) models a route reaches, in config order: its pool's, or every
+    pool's when it names none, narrowed by the route's `models` patterns."""
+    names: list[str] = []
+    for pool in pools:
+        if route.pool is not None and pool.name != route.pool:
+            continue
+        for m in pool.models:
+            if m in pool.embedding_models or any(c in m for c in "*?[") or m in names:
+                continue
+            if not route.models or any(fnmatchcase(m, p) for p in route.models):
+                names.append(m)
+    return names
+
+
+def reaches_generation_model(route: RouteConfig, pools: tuple[PoolConfig, ...], model: str) -> bool:
+    """Whether `model` is a generation model `route` can reach (pool patterns count, embedding models not)."""
+    if route.models and not any(fnmatchcase(model, p) for p in route.models):
+        return False
+    for pool in pools:
+        if route.pool is not None and pool.name != route.pool:
+            continue
+        if model in pool.embedding_models:
+            continue
+        if any(fnmatchcase(model, m) for m in pool.models if m not in pool.embedding_models):
+            return True
+    return False

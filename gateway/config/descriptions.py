@@ -71,7 +71,10 @@ DESCRIPTIONS: dict[str, str] = {
     "issuers[].default_tier": "tier when the token names none",
     # pools[]
     "pools[].name": "referenced by routes",
-    "pools[].models": "model names (glob patterns allowed) this pool serves",
+    "pools[].models": "model names (glob patterns allowed) this pool serves; generation models first, in "
+                      "order of preference",
+    "pools[].embedding_models": "embedding models this pool serves (also served when not in `models`); "
+                                "never chosen as `/v1/generate`'s default",
     "pools[].endpoints": "static backends; a pool needs `endpoints`, `dns`, or both",
     "pools[].endpoints[].url": "`http(s)://host:port` of an OpenAI-compatible server",
     "pools[].endpoints[].weight": "share of traffic with `balancer: weighted`",
@@ -113,6 +116,8 @@ DESCRIPTIONS: dict[str, str] = {
     "routes[].paths": "any of `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/generate`",
     "routes[].pool": "pool name",
     "routes[].models": "model names or globs this route accepts; the first route matching path and model wins",
+    "routes[].default_model": "the model `/v1/generate` uses when the request names none; must be a "
+                              "generation model the route reaches (`check-config` says so)",
     "routes[].auth": "`jwt`, `none` (public), or `plugin` (an auth plugin decides)",
     "routes[].issuers": "issuer names accepted on this route",
     "routes[].plugins": "ordered plugin chain (`docs/plugins.md`)",
@@ -185,6 +190,7 @@ DEFAULTS: dict[str, str] = {
     "admin.issuer": "any issuer",
     "routes[].pool": "the pool serving the model",
     "routes[].models": "any model of the pool",
+    "routes[].default_model": "the first generation model of the pool(s) in config order",
     "routes[].issuers": "all",
     "routes[].cache": "off",
     "redis": "in memory",

@@ -200,7 +200,8 @@ def _pool(sec: Section) -> PoolConfig:
     cfg = PoolConfig(
         name=name,
         endpoints=tuple(endpoints),
-        models=tuple(sec.str_list("models", [])),
+        models=_pool_models(sec),
+        embedding_models=tuple(sec.str_list("embedding_models", [])),
         balancer=sec.str("balancer", "least_outstanding",
                          choices=("least_outstanding", "round_robin", "weighted")),
         max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
@@ -218,6 +219,12 @@ def _pool(sec: Section) -> PoolConfig:
         s.done()
     sec.done()
     return cfg
+
+
+def _pool_models(sec: Section) -> tuple[str, ...]:
+    """Every model the pool serves, in config order: `models`, then `embedding_models` not listed there."""
+    models = sec.str_list("models", [])
+    return tuple(models + [m for m in sec.str_list("embedding_models", []) if m not in models])
 
 
 def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerConfig, ...],
@@ -255,6 +262,14 @@ def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerCon
         plugins=tuple(bindings),
         rate_limits=tuple(parse_limits(sec.sections("rate_limits"))),
         cache=parse_cache(sec.section("cache")) if sec.has("cache") else None,
+        default_model=sec.str("default_model", None),
     )
     sec.done()
+    if cfg.default_model is not None:
+        from gateway.routing import generation_models, reaches_generation_model
+
+        if not reaches_generation_model(cfg, pools, cfg.default_model):
+            reachable = generation_models(cfg, pools)
+            raise sec.error("default_model", f"{cfg.default_model!r} is not a generation model this route reaches"
+                            f" (reachable: {', '.join(reachable) or 'none'})")
     return cfg

@@ -86,7 +86,7 @@ class RetryConfig:
 class PoolConfig:
     name: str
     endpoints: tuple[EndpointConfig, ...]
-    models: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()  # every model served, generation and embedding, in config order
     balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted
     max_inflight_per_endpoint: int = 256
     timeouts: TimeoutConfig = TimeoutConfig()
@@ -94,6 +94,7 @@ class PoolConfig:
     outlier: OutlierConfig = OutlierConfig()
     retries: RetryConfig = RetryConfig()
     dns: Any = None  # endpoint discovery by DNS, see gateway.upstream.discovery
+    embedding_models: tuple[str, ...] = ()  # the subset of `models` that only embeds (never a generate default)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class RouteConfig:
     plugins: tuple[PluginBinding, ...] = ()
     rate_limits: tuple[Any, ...] = ()  # gateway.ratelimit.config.LimitConfig
     cache: Any = None  # gateway.cache.config.CacheRule
+    default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
 
 
 @dataclass(frozen=True)
