@@ -7,6 +7,7 @@ Nothing here touches the network: the shipped models are found through the insta
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -61,7 +62,8 @@ def embedding_model_dir() -> Path:
 def demo_model_dir() -> Path:
     """SmolLM2-135M-Instruct as a safetensors directory, converted from the wheel's GGUF on first use.
 
-    Conversion takes ~30 s once; the result is cached under $EDGEGW_CACHE_DIR/models.
+    Conversion takes a minute or two once (more on a busy machine); the result is cached under
+    $EDGEGW_CACHE_DIR/models, keyed by the GGUF's content.
     """
     return _converted(demo_gguf_path(), "smollm2-135m-instruct")
 
@@ -131,10 +133,10 @@ def _gguf_to_dir(gguf: Path) -> Path:
 
 
 def _converted(gguf: Path, stem: str) -> Path:
-    """Convert a GGUF once into the cache, keyed by its size and mtime. Concurrent callers (replicas
-    started together) wait on a file lock instead of converting twice; the rename makes it atomic."""
-    st = gguf.stat()
-    target = cache_dir() / "models" / f"{stem}-{st.st_size}-{int(st.st_mtime)}"
+    """Convert a GGUF once into the cache, keyed by its content: a new venv installing the same wheel
+    (new file times) finds the earlier conversion. Concurrent callers (replicas started together) wait
+    on a file lock instead of converting twice; the rename makes it atomic."""
+    target = cache_dir() / "models" / f"{stem}-{content_key(gguf)}"
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +150,12 @@ def _converted(gguf: Path, stem: str) -> Path:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def content_key(path: Path) -> str:
+    """A short digest of a file's bytes (SHA-256; hashing ~100 MB takes a fraction of a second)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:20]
 
 
 def load_causal_lm(model_dir: Path, device: Any, dtype: Any) -> tuple[Any, Any]:
