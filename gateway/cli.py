@@ -127,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"edgegw: invalid configuration: {exc}", file=sys.stderr)
+        from gateway import demo_secret
+
+        if demo_secret.ENV in exc.problem:
+            print(f"edgegw: `edgegw demo` keeps its secret in {demo_secret.secret_file()} (read when "
+                  f"{demo_secret.ENV} is unset): run the demo once, or export {demo_secret.ENV}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

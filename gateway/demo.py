@@ -37,9 +37,9 @@ def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> 
 
     from gpu_backend.models import demo_model_dir, embedding_model_dir
 
-    with step("preparing the demo model (the first run converts SmolLM2's GGUF to safetensors)", console):
-        model_dir = demo_model_dir()
-        embedding_dir = embedding_model_dir()
+    # The first run converts SmolLM2's GGUF to safetensors: that step reports its own progress.
+    model_dir = demo_model_dir()
+    embedding_dir = embedding_model_dir()
     console.print(f"[green]✓[/] model: {model_dir}")
     children: list[subprocess.Popen[bytes]] = []
 
@@ -55,10 +55,8 @@ def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> 
 
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
     try:
-        children.append(subprocess.Popen([
-            sys.executable, "-m", "gateway.cli", "backend", "--model", str(model_dir),
-            "--served-model-name", "smollm2", "--embedding-model", str(embedding_dir),
-            "--replicas", str(replicas), "--port", str(backend_port), "--host", "127.0.0.1"]))
+        children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli",
+                                          *backend_args(model_dir, embedding_dir, replicas, backend_port)]))
         with step(f"starting {replicas} backend replicas (loading and warming up the model)", console):
             for url in backend_urls:
                 _wait(url + "/healthz", children, 600)
@@ -82,6 +80,13 @@ def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> 
         return 0
     finally:
         stop_all()
+
+
+def backend_args(model_dir: Path, embedding_dir: Path, replicas: int, port: int) -> list[str]:
+    """The demo's `edgegw backend` arguments: the models policies/gateway.yaml lists, under those names."""
+    return ["backend", "--model", str(model_dir), "--served-model-name", "smollm2",
+            "--embedding-model", str(embedding_dir), "--embedding-served-model-name", "all-minilm-l6-v2",
+            "--replicas", str(replicas), "--port", str(port), "--host", "127.0.0.1"]
 
 
 def _wait(url: str, children: list, timeout: float) -> None:

@@ -34,17 +34,17 @@ def step(message: str, console: Console | None = None) -> Iterator[None]:
         ok = True
     finally:
         mark = "[green]✓[/]" if ok else "[red]✗[/]"
-        out.print(f"{mark} {message} ({time.monotonic() - started:.1f}s)", highlight=False)
+        out.print(f"{mark} {message} ({time.monotonic() - started:.1f}s)", highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
 def _plain_lines(out: Console, message: str, started: float) -> Iterator[None]:
-    out.print(f"… {message}", highlight=False)
+    out.print(f"… {message}", highlight=False, soft_wrap=True)
     done = threading.Event()
 
     def tick() -> None:
         while not done.wait(PLAIN_EVERY_S):
-            out.print(f"… still {message} ({time.monotonic() - started:.0f}s)", highlight=False)
+            out.print(f"… still {message} ({time.monotonic() - started:.0f}s)", highlight=False, soft_wrap=True)
 
     ticker = threading.Thread(target=tick, name="progress", daemon=True)
     ticker.start()
