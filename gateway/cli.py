@@ -80,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
     from gateway.server import serve
+    from gateway.startup import ensure_plugin_dir
 
+    if ensure_plugin_dir(load_config(args.config)):  # here, so a bad path is a clean error before uvicorn
+        print(f"edgegw: created plugin_dir of {args.config}", file=sys.stderr)
     return serve(args.config, host=args.host, port=args.port, workers=args.workers)
 
 
@@ -93,13 +97,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
+    from gateway.config import ConfigError, load_config
     from gateway.demo_secret import use_stored_secret
 
     use_stored_secret()  # the demo's secret, when EDGEGW_DEMO_SECRET is unset
     cfg = load_config(args.file)
+    if cfg.plugin_dir and Path(cfg.plugin_dir).exists() and not Path(cfg.plugin_dir).is_dir():
+        raise ConfigError(args.file, "plugin_dir", f"{cfg.plugin_dir} is not a directory")
     print(f"{args.file}: ok ({len(cfg.issuers)} issuers, {len(cfg.pools)} pools, "
           f"{len(cfg.routes)} routes, {len(cfg.plugins)} plugins)")
+    if cfg.plugin_dir and not Path(cfg.plugin_dir).exists():
+        print(f"note: plugin_dir {cfg.plugin_dir} does not exist yet; `edgegw serve` creates it")
     return 0
 
 

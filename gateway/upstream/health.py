@@ -51,12 +51,12 @@ class HealthChecker:
                 ok = resp.status == 200
         except (TimeoutError, aiohttp.ClientError, OSError):
             ok = False
-        if ok != endpoint.healthy:
-            log.warning("endpoint %s in pool %s is now %s", endpoint.url, self.pool.name,
-                        "healthy" if ok else "unhealthy")
+        if ok != endpoint.healthy:  # recovering is good news (INFO); failing needs attention (WARNING)
+            log.log(logging.INFO if ok else logging.WARNING, "endpoint %s in pool %s is now %s", endpoint.url,
+                    self.pool.name, "healthy" if ok else "unhealthy")
         endpoint.healthy = ok
         if endpoint.ejected and ok and time.monotonic() >= endpoint.ejected_until:
-            log.warning("endpoint %s in pool %s re-admitted", endpoint.url, self.pool.name)
+            log.info("endpoint %s in pool %s re-admitted", endpoint.url, self.pool.name)
             self.pool.readmit(endpoint)
         metrics.endpoint_healthy.labels(*endpoint.label()).set(
             1 if endpoint.healthy and not endpoint.ejected else 0)
