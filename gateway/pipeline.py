@@ -20,6 +20,7 @@ from gateway.auth.verifier import JwtVerifier
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext, Usage
 from gateway.errors import GatewayError
+from gateway.overhead import upstream_timed
 from gateway.routing import RouteTable
 from gateway.stages.base import Stage
 from gateway.stages.jwt_auth import JwtAuthStage
@@ -138,7 +139,7 @@ class Pipeline:
 
     async def _stream(self, ctx: RequestContext, upstream: Any) -> AsyncIterator[bytes]:
         collected: list[bytes] | None = [] if ctx.collect_response else None
-        async for chunk in self.upstreams.iter_stream(ctx, upstream):
+        async for chunk in upstream_timed(ctx, self.upstreams.iter_stream(ctx, upstream)):
             if collected is not None:
                 collected.append(chunk)
             if b'"usage"' in chunk:

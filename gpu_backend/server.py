@@ -58,7 +58,7 @@ def serve(options: BackendOptions, host: str, port: int, log_level: str = "warni
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("gpu_backend").setLevel(logging.INFO)  # our lifecycle lines; libraries stay at WARNING
+    logging.getLogger("edgegw.backend").setLevel(logging.INFO)  # our life-cycle lines; libraries stay at WARNING
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
