@@ -6,8 +6,8 @@ ARG VARIANT=gateway
 ARG GATEWAY_BASE=python:3.11-slim
 ARG BACKEND_BASE=nvidia/cuda:12.8.0-runtime-ubuntu24.04
 
-# --- build-gateway: wheels for the gateway and its dependencies --------------------------------------
-FROM ${GATEWAY_BASE} AS build-gateway
+# --- build: wheels for the gateway and its dependencies ------------------------------------------------
+FROM ${GATEWAY_BASE} AS build
 WORKDIR /src
 RUN pip install --no-cache-dir --upgrade pip
 COPY pyproject.toml README.md ./
@@ -32,7 +32,7 @@ RUN /opt/build/bin/pip wheel --no-cache-dir -w /wheels/backend ".[backend]" \
 # --- gateway: small, non-root -----------------------------------------------------------------------
 FROM ${GATEWAY_BASE} AS gateway
 RUN useradd --system --uid 10001 --home /home/edgegw --create-home edgegw
-COPY --from=build-gateway /wheels/gateway /wheels
+COPY --from=build /wheels/gateway /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY policies /etc/edgegw
 # Every command that takes --config (serve, token, check-config) reads this policy by default.
@@ -58,7 +58,6 @@ USER 10001
 EXPOSE 9101
 ENTRYPOINT ["edgegw"]
 # The models the shipped policies list: smollm2 (generation) and all-minilm-l6-v2 (embeddings).
-CMD ["backend", "--model", "smollm2", "--embedding-model", "default", "--host", "0.0.0.0", "--port", "9101", \
-     "--device", "auto"]
+CMD ["backend", "--model", "smollm2", "--embedding-model", "default", "--host", "0.0.0.0", "--port", "9101", "--device", "auto"]
 
 FROM ${VARIANT} AS final

@@ -156,6 +156,12 @@ DESCRIPTIONS: dict[str, str] = {
     "redis.cluster": "use the redis-py Redis Cluster client; `url` names any node",
     "redis.max_connections": "connection pool size per gateway worker",
     "redis.retry_interval_s": "while degraded, how often a request may probe Redis again",
+    # memory_cache
+    "memory_cache": "the in-process cache store, used when there is no `redis:` (per worker process)",
+    "memory_cache.max_bytes": "total size of the stored (compressed) entries; beyond it entries are evicted",
+    "memory_cache.max_entries": "number of entries; beyond it entries are evicted",
+    "memory_cache.eviction": "`lru`: the least recently read entry goes first; `fifo`: the oldest stored "
+                             "(a hit does not reorder: slightly cheaper hits)",
     # plugins[]
     "plugins[].name": "referenced by `routes[].plugins[].name`, the admin API and `plugin_dir` file names",
     "plugins[].file": "the `.wasm` (relative to the policy file); absent: from `plugin_dir` or the admin API",
@@ -194,6 +200,7 @@ DEFAULTS: dict[str, str] = {
     "routes[].issuers": "all",
     "routes[].cache": "off",
     "redis": "in memory",
+    "memory_cache": "64 MiB, 100000 entries, LRU",
     "pools[].dns": "off",
     f"{_RL}.name": "`limit<index>`",
     "plugins[].upstreams.*": "-",
@@ -233,5 +240,6 @@ NOTES: dict[str, str] = {
         "Algorithm, keys, token settlement and Redis failure modes: `docs/ratelimit-cache.md`."),
     "routes[].cache": "Keys, streams, single flight and storage: `docs/ratelimit-cache.md`.",
     "redis": "Degraded mode and recovery: `docs/ratelimit-cache.md` and `docs/operations.md`.",
+    "memory_cache": "Sizing, eviction and Redis memory: `docs/ratelimit-cache.md`.",
     "plugins[]": "Writing, deploying and hot-loading plugins: `docs/plugins.md`.",
 }

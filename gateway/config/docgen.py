@@ -35,7 +35,7 @@ FREE_FORM_MAPS = ("routes[].rate_limits[].tiers", "plugins[].upstreams")
 
 # One table per entry, in this order; a key belongs to the longest prefix it lies under.
 TABLES = ("", "server", "admin", "issuers[]", "pools[]", "pools[].dns", "routes[]",
-          "routes[].rate_limits[]", "routes[].cache", "redis", "plugins[]")
+          "routes[].rate_limits[]", "routes[].cache", "redis", "memory_cache", "plugins[]")
 
 # The smallest valid wasm module (magic and version): the example's plugin file, created at run
 # time so no binary is committed and the output does not depend on `make plugins`.

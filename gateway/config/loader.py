@@ -80,11 +80,12 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
     if not pools:
         raise top.error("pools", "at least one pool is required")
 
-    from gateway.cache.config import parse_cache_rule
+    from gateway.cache.config import parse_cache_rule, parse_memory_cache
     from gateway.ratelimit.config import parse_redis, parse_route_limits
     from wasm_plugins.config import parse_plugins
 
     redis = parse_redis(top.section("redis"))
+    memory_cache = parse_memory_cache(top.section("memory_cache")) if top.has("memory_cache") else None
     plugins = parse_plugins(top.sections("plugins"), base_dir)
     plugin_dir = top.str("plugin_dir", None)
     if plugin_dir:
@@ -97,7 +98,8 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
     _unique(top, "routes", [r.name for r in routes])
     top.done()
     return GatewayConfig(source=file, server=server, admin=admin, issuers=issuers, pools=pools,
-                         routes=tuple(routes), redis=redis, plugins=tuple(plugins), plugin_dir=plugin_dir)
+                         routes=tuple(routes), redis=redis, plugins=tuple(plugins), plugin_dir=plugin_dir,
+                         memory_cache=memory_cache)
 
 
 def _unique(sec: Section, key: str, names: list[str]) -> None:

@@ -138,6 +138,7 @@ class GatewayConfig:
     plugins: tuple[Any, ...] = ()  # wasm_plugins.config.PluginConfig
     plugin_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    memory_cache: Any = None  # gateway.cache.config.MemoryCacheConfig; None: its defaults
 
     def pool(self, name: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.name == name), None)
