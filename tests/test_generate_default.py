@@ -126,11 +126,9 @@ def test_every_shipped_policy_generates_with_a_generation_model(policy: str, tmp
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway.config import docgen
 
-    (wasm := tmp_path / "auth.wasm").write_bytes(docgen.EMPTY_WASM)
-    for name in ("EDGEGW_DEMO_SECRET", "EDGEGW_EXAMPLE_SECRET"):
-        monkeypatch.setenv(name, "x" * 32)
-    monkeypatch.setenv("EDGEGW_EXAMPLE_PLUGIN", str(wasm))
-    cfg = load_config(ROOT / policy)
+    monkeypatch.setenv("EDGEGW_DEMO_SECRET", "x" * 32)
+    with docgen.example_env():
+        cfg = load_config(ROOT / policy)
     table = RouteTable(cfg)
     generating = [r for r in cfg.routes if "/v1/generate" in r.paths]
     assert generating, f"{policy} has no /v1/generate route"

@@ -75,6 +75,12 @@ DESCRIPTIONS: dict[str, str] = {
                       "order of preference",
     "pools[].embedding_models": "embedding models this pool serves (also served when not in `models`); "
                                 "never chosen as `/v1/generate`'s default",
+    "pools[].api_key_env": "environment variable holding the upstream's API key, sent as "
+                           "`authorization: Bearer <key>` (a vLLM `--api-key`, a hosted service); the "
+                           "client's own `authorization` is never forwarded",
+    "pools[].headers": "extra headers sent to every endpoint of the pool (use `${VAR}` for secrets); "
+                       "never logged or shown",
+    "pools[].headers.*": "one header's value",
     "pools[].endpoints": "static backends; a pool needs `endpoints`, `dns`, or both",
     "pools[].endpoints[].url": "`http(s)://host:port` of an OpenAI-compatible server",
     "pools[].endpoints[].weight": "share of traffic with `balancer: weighted`",
@@ -202,6 +208,7 @@ DEFAULTS: dict[str, str] = {
     "redis": "in memory",
     "memory_cache": "64 MiB, 100000 entries, LRU",
     "pools[].dns": "off",
+    "pools[].headers.*": "-",
     f"{_RL}.name": "`limit<index>`",
     "plugins[].upstreams.*": "-",
     f"{_RL}.tiers.*": "-",

@@ -204,6 +204,8 @@ def _pool(sec: Section) -> PoolConfig:
         endpoints=tuple(endpoints),
         models=_pool_models(sec),
         embedding_models=tuple(sec.str_list("embedding_models", [])),
+        upstream_headers=_upstream_headers(sec),
+        api_key_env=sec.str("api_key_env", None),
         balancer=sec.str("balancer", "least_outstanding",
                          choices=("least_outstanding", "round_robin", "weighted")),
         max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
@@ -221,6 +223,38 @@ def _pool(sec: Section) -> PoolConfig:
         s.done()
     sec.done()
     return cfg
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+# Set by the gateway itself, or meaningless per pool: a policy may not override them.
+_RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection",
+                               "keep-alive", "te", "trailers", "upgrade", "x-request-id", "x-forwarded-for"})
+
+
+def _upstream_headers(sec: Section) -> tuple[tuple[str, str], ...]:
+    """`api_key_env` (sent as `authorization: Bearer ...`) and `headers` (values may use ${VAR})."""
+    out: list[tuple[str, str]] = []
+    env = sec.str("api_key_env", None)
+    if env is not None:
+        value = os.environ.get(env)
+        if not value:
+            raise sec.error("api_key_env", f"environment variable {env} is not set")
+        out.append(("authorization", f"Bearer {value}"))
+    hsec = sec.section("headers")
+    for name in list(hsec.data):
+        value = hsec.str(str(name))
+        lower = str(name).lower()
+        if not _HEADER_NAME.match(str(name)):
+            raise hsec.error(str(name), "not a valid header name")
+        if lower in _RESERVED_HEADERS:
+            raise hsec.error(str(name), "set by the gateway; a pool cannot override it")
+        if lower == "authorization" and env is not None:
+            raise hsec.error(str(name), "api_key_env already sets authorization")
+        if any(c in value for c in "\r\n\0"):
+            raise hsec.error(str(name), "header values cannot contain line breaks or NUL")
+        out.append((lower, value))
+    hsec.done()
+    return tuple(out)
 
 
 def _pool_models(sec: Section) -> tuple[str, ...]:

@@ -95,6 +95,10 @@ class PoolConfig:
     retries: RetryConfig = RetryConfig()
     dns: Any = None  # endpoint discovery by DNS, see gateway.upstream.discovery
     embedding_models: tuple[str, ...] = ()  # the subset of `models` that only embeds (never a generate default)
+    # Sent with every request to this pool's endpoints (credentials of a hosted or `--api-key` server):
+    # resolved at load time from `api_key_env` and `headers`; never in a repr, a log or a status page.
+    upstream_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    api_key_env: str | None = None
 
 
 @dataclass(frozen=True)
