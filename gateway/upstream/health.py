@@ -46,7 +46,8 @@ class HealthChecker:
         cfg = self.pool.config.health
         try:
             timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-            async with self.session.get(endpoint.url + cfg.path, timeout=timeout) as resp:
+            async with self.session.get(endpoint.url + cfg.path, timeout=timeout,
+                                        headers=self.pool.config.upstream_headers) as resp:
                 await resp.read()
                 ok = resp.status == 200
         except (TimeoutError, aiohttp.ClientError, OSError):
