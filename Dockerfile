@@ -35,8 +35,9 @@ RUN useradd --system --uid 10001 --home /home/edgegw --create-home edgegw
 COPY --from=build /wheels/gateway /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY policies /etc/edgegw
-# Every command that takes --config (serve, token, check-config) reads this policy by default.
-ENV EDGEGW_CONFIG=/etc/edgegw/gateway.yaml
+# Every command that takes --config (serve, token, check-config) reads this policy by default; its
+# plugin_dir (uploads, hot loading) goes where the non-root user may write.
+ENV EDGEGW_CONFIG=/etc/edgegw/gateway.yaml EDGEGW_PLUGIN_DIR=/home/edgegw/plugins.d
 USER 10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=2s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz'); sys.exit(0)"

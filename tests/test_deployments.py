@@ -146,4 +146,7 @@ def test_the_dockerfile_builds_wheels_on_the_python_that_installs_them() -> None
 def test_the_gateway_image_sets_edgegw_config_to_the_policy_it_ships() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "COPY policies /etc/edgegw" in text
-    assert re.search(r"^ENV EDGEGW_CONFIG=/etc/edgegw/gateway\.yaml$", text, re.M)
+    assert re.search(r"^ENV EDGEGW_CONFIG=/etc/edgegw/gateway\.yaml ", text, re.M)
+    # The shipped policy's plugin_dir follows EDGEGW_PLUGIN_DIR: in the image, under the user's home.
+    assert "plugin_dir: ${EDGEGW_PLUGIN_DIR:-" in (ROOT / "policies/gateway.yaml").read_text()
+    assert re.search(r"^ENV .*EDGEGW_PLUGIN_DIR=/home/edgegw/", text, re.M)
