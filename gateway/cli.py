@@ -84,8 +84,9 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
     from gateway.startup import ensure_plugin_dir
 
-    if ensure_plugin_dir(load_config(args.config)):  # here, so a bad path is a clean error before uvicorn
-        print(f"edgegw: created plugin_dir of {args.config}", file=sys.stderr)
+    config = load_config(args.config)
+    if ensure_plugin_dir(config):  # here, so a bad path is a clean error before uvicorn starts
+        print(f"edgegw: created plugin_dir {config.plugin_dir} ({args.config})", file=sys.stderr)
     return serve(args.config, host=args.host, port=args.port, workers=args.workers)
 
 
