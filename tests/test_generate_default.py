@@ -145,3 +145,8 @@ def test_k8s_policy_generates_with_a_generation_model(monkeypatch: pytest.Monkey
     (policy := tmp_path / "gateway.yaml").write_text(configmap["data"]["gateway.yaml"])
     cfg = load_config(policy)
     assert RouteTable(cfg).default_model(cfg.routes[0]) == "smollm2"
+
+
+def test_the_backend_reports_ready_at_info(backend: BackendProc) -> None:
+    ready = [line for line in backend.proc.log().splitlines() if "backend ready" in line]
+    assert ready and all(" INFO " in line for line in ready), backend.proc.log()[-2000:]
