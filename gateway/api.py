@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import bad_request
+from gateway.errors import GatewayError, bad_request
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,29 @@ def _validate_messages(messages: list[Any]) -> None:
                               code="invalid_type")
 
 
-def generate_to_completions(body: dict[str, Any], model: str) -> dict[str, Any]:
-    """Map `/v1/generate` {prompt, max_tokens} onto the backend's completions API."""
+def generate_to_completions(body: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """Map `/v1/generate` {prompt, max_tokens} onto the backend's completions API.
+
+    `model` is the request's, else the route's default (`RouteTable.default_model`); None means the
+    route reaches no generation model, so the client has to name one.
+    """
+    if model is None:
+        raise bad_request("'model' is required on this route (it has no default generation model)",
+                          param="model", code="missing_field")
     out = {k: v for k, v in body.items() if k in ("prompt", "max_tokens", "temperature", "top_p", "stop", "seed")}
     out["model"] = model
     out.setdefault("max_tokens", 64)
     return out
+
+
+def completions_to_generate(data: Any) -> dict[str, Any]:
+    """Map the backend's completion onto `/v1/generate`'s answer: `generated_text` is the completion alone."""
+    try:
+        choice = data["choices"][0]
+        text = choice["text"]
+    except (KeyError, IndexError, TypeError):
+        raise GatewayError(502, "upstream completion has no text", "upstream_bad_response") from None
+    if not isinstance(text, str):
+        raise GatewayError(502, "upstream completion text is not a string", "upstream_bad_response")
+    return {"generated_text": text, "model": data.get("model"), "finish_reason": choice.get("finish_reason"),
+            "usage": data.get("usage")}

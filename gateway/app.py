@@ -25,6 +25,7 @@ from gateway.errors import GatewayError
 from gateway.pipeline import Pipeline, build_stages
 from gateway.proxy import ProxyEndpoint
 from gateway.routing import RouteTable
+from gateway.startup import ensure_plugin_dir, log_readiness, plugins_off_routes
 from gateway.status import status_routes
 from gateway.upstream.forward import Upstreams
 
@@ -53,6 +54,7 @@ class Gateway:
             return None
         from wasm_plugins.manager import PluginManager
 
+        ensure_plugin_dir(config)
         return PluginManager(config.plugins, config.plugin_dir)
 
     @contextlib.asynccontextmanager
@@ -70,7 +72,7 @@ class Gateway:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 50)
-        log.info("edgegw ready: %d routes, %d pools", len(self.config.routes), len(self.config.pools))
+        log_readiness(self.config, self.upstreams)
         try:
             yield
         finally:
@@ -134,6 +136,8 @@ class Gateway:
             from wasm_plugins.admin import admin_routes
 
             routes += admin_routes(self.plugins, self.require_admin)
+        else:
+            routes += plugins_off_routes(self.config, self.require_admin)
         return routes
 
 

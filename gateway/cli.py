@@ -18,37 +18,61 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
     register_plugins(sub)
 
 
+CONFIG_ENV = "EDGEGW_CONFIG"  # the policy file of every command that takes one (the image sets it)
+DEFAULT_CONFIG = "policies/gateway.yaml"
+
+
+def default_config() -> str | None:
+    """The policy file from $EDGEGW_CONFIG, or None when unset."""
+    return os.environ.get(CONFIG_ENV) or None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgegw", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the gateway")
-    p.add_argument("--config", required=True, help="policy file, e.g. policies/gateway.yaml")
+    p.add_argument("--config", default=default_config(), required=default_config() is None,
+                   help=f"policy file, e.g. {DEFAULT_CONFIG} (default: ${CONFIG_ENV})")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("check-config", help="validate a policy file and exit")
-    p.add_argument("file")
+    p.add_argument("file", nargs="?", default=default_config() or DEFAULT_CONFIG,
+                   help=f"policy file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})")
     p.set_defaults(func=_check_config)
 
     p = sub.add_parser("token", help="mint a JWT for an HS* issuer (demo and tests)")
-    p.add_argument("--config", default="policies/gateway.yaml")
+    p.add_argument("--config", default=default_config() or DEFAULT_CONFIG,
+                   help=f"policy file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})")
     p.add_argument("--issuer", required=True)
     p.add_argument("--sub", required=True)
     p.add_argument("--scope", action="append", default=[], help="repeatable")
     p.add_argument("--model", action="append", default=[], help="allowed model (repeatable)")
     p.add_argument("--tier", default=None)
     p.add_argument("--tenant", default=None)
-    p.add_argument("--ttl", type=int, default=3600)
+    p.add_argument("--ttl", type=positive_int, default=3600, help="lifetime in seconds (at least 1)")
     p.set_defaults(func=_token)
 
     p = sub.add_parser("demo", help="run a backend pool and the gateway on embedded defaults")
     p.add_argument("--port", type=int, default=int(os.environ.get("EDGEGW_PORT", "8080")))
     p.add_argument("--backend-port", type=int, default=int(os.environ.get("EDGEGW_DEMO_BACKEND_PORT", "9101")))
     p.add_argument("--replicas", type=int, default=2)
-    p.add_argument("--config", default=None, help="policy file (default: policies/gateway.yaml)")
+    p.add_argument("--config", default=default_config(),
+                   help=f"policy file (default: ${CONFIG_ENV}, else the project's {DEFAULT_CONFIG})")
     p.set_defaults(func=_demo)
 
     _register_optional(sub)
@@ -56,8 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
     from gateway.server import serve
+    from gateway.startup import ensure_plugin_dir
 
+    config = load_config(args.config)
+    if ensure_plugin_dir(config):  # here, so a bad path is a clean error before uvicorn starts
+        print(f"edgegw: created plugin_dir {config.plugin_dir} ({args.config})", file=sys.stderr)
     return serve(args.config, host=args.host, port=args.port, workers=args.workers)
 
 
@@ -69,18 +98,26 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
+    from gateway.config import ConfigError, load_config
+    from gateway.demo_secret import use_stored_secret
 
+    use_stored_secret()  # the demo's secret, when EDGEGW_DEMO_SECRET is unset
     cfg = load_config(args.file)
+    if cfg.plugin_dir and Path(cfg.plugin_dir).exists() and not Path(cfg.plugin_dir).is_dir():
+        raise ConfigError(args.file, "plugin_dir", f"{cfg.plugin_dir} is not a directory")
     print(f"{args.file}: ok ({len(cfg.issuers)} issuers, {len(cfg.pools)} pools, "
           f"{len(cfg.routes)} routes, {len(cfg.plugins)} plugins)")
+    if cfg.plugin_dir and not Path(cfg.plugin_dir).exists():
+        print(f"note: plugin_dir {cfg.plugin_dir} does not exist yet; `edgegw serve` creates it")
     return 0
 
 
 def _token(args: argparse.Namespace) -> int:
     from gateway.auth.mint import mint_token
     from gateway.config import load_config
+    from gateway.demo_secret import use_stored_secret
 
+    use_stored_secret()  # the demo's secret, when EDGEGW_DEMO_SECRET is unset
     cfg = load_config(args.config)
     issuer = cfg.issuer(args.issuer)
     if issuer is None:
@@ -99,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"edgegw: invalid configuration: {exc}", file=sys.stderr)
+        from gateway import demo_secret
+
+        if demo_secret.ENV in exc.problem:
+            print(f"edgegw: `edgegw demo` keeps its secret in {demo_secret.secret_file()} (read when "
+                  f"{demo_secret.ENV} is unset): run the demo once, or export {demo_secret.ENV}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import sys
 import time
@@ -13,8 +12,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from gateway import demo_secret
 from gateway.auth.mint import mint_token
 from gateway.config import load_config
+from gateway.progress import step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +24,11 @@ def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> 
     import subprocess
 
     console = Console()
-    os.environ.setdefault("EDGEGW_DEMO_SECRET", secrets.token_urlsafe(32))
+    # One secret across runs, kept where `edgegw token` and `edgegw check-config` find it.
+    secret_note = "from $EDGEGW_DEMO_SECRET"
+    if not os.environ.get(demo_secret.ENV):
+        os.environ[demo_secret.ENV] = demo_secret.ensure_secret()
+        secret_note = f"in {demo_secret.secret_file()} (edgegw token and check-config read it)"
     os.environ["EDGEGW_PORT"] = str(port)
     backend_urls = [f"http://127.0.0.1:{backend_port + i}" for i in range(replicas)]
     for i, url in enumerate(backend_urls[:2], start=1):
@@ -32,9 +37,9 @@ def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> 
 
     from gpu_backend.models import demo_model_dir, embedding_model_dir
 
-    with console.status("[bold]Preparing the demo model[/] (the first run converts SmolLM2's GGUF to safetensors)"):
-        model_dir = demo_model_dir()
-        embedding_dir = embedding_model_dir()
+    # The first run converts SmolLM2's GGUF to safetensors: that step reports its own progress.
+    model_dir = demo_model_dir()
+    embedding_dir = embedding_model_dir()
     console.print(f"[green]✓[/] model: {model_dir}")
     children: list[subprocess.Popen[bytes]] = []
 
@@ -50,22 +55,23 @@ def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> 
 
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
     try:
-        children.append(subprocess.Popen([
-            sys.executable, "-m", "gateway.cli", "backend", "--model", str(model_dir),
-            "--served-model-name", "smollm2", "--embedding-model", str(embedding_dir),
-            "--replicas", str(replicas), "--port", str(backend_port), "--host", "127.0.0.1"]))
-        with console.status(f"[bold]Starting {replicas} backend replicas[/] (loading and warming up the model)"):
+        children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli",
+                                          *backend_args(model_dir, embedding_dir, replicas, backend_port)]))
+        with step(f"starting {replicas} backend replicas (loading and warming up the model)", console):
             for url in backend_urls:
                 _wait(url + "/healthz", children, 600)
         console.print(f"[green]✓[/] backend pool: {', '.join(backend_urls)}")
         children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config",
                                           str(config_path), "--port", str(port)]))
         gateway_url = f"http://127.0.0.1:{port}"
-        with console.status("[bold]Starting the gateway[/]"):
+        with step("starting the gateway", console):
             _wait(gateway_url + "/readyz", children, 60)
         issuer = config.issuer(config.admin.issuer or config.issuers[0].name) or config.issuers[0]
-        token = mint_token(issuer, "demo-operator", scopes=["admin"], ttl_s=24 * 3600)
-        _summary(console, gateway_url, backend_urls, token)
+        partner = mint_token(issuer, "demo-partner", ttl_s=24 * 3600)
+        admin = mint_token(issuer, "demo-operator", scopes=[config.admin.scope], ttl_s=24 * 3600)
+        _summary(console, gateway_url, backend_urls, partner, admin)
+        console.print(f"secret: {secret_note}", soft_wrap=True, highlight=False)
+        console.print("Ctrl-C stops everything.")
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         console.print("[red]a demo process exited; stopping[/]")
@@ -74,6 +80,13 @@ def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> 
         return 0
     finally:
         stop_all()
+
+
+def backend_args(model_dir: Path, embedding_dir: Path, replicas: int, port: int) -> list[str]:
+    """The demo's `edgegw backend` arguments: the models policies/gateway.yaml lists, under those names."""
+    return ["backend", "--model", str(model_dir), "--served-model-name", "smollm2",
+            "--embedding-model", str(embedding_dir), "--embedding-served-model-name", "all-minilm-l6-v2",
+            "--replicas", str(replicas), "--port", str(port), "--host", "127.0.0.1"]
 
 
 def _wait(url: str, children: list, timeout: float) -> None:
@@ -90,7 +103,7 @@ def _wait(url: str, children: list, timeout: float) -> None:
     raise SystemExit(f"edgegw demo: {url} not ready after {timeout:.0f}s")
 
 
-def _summary(console: Console, gateway_url: str, backend_urls: list[str], token: str) -> None:
+def _summary(console: Console, gateway_url: str, backend_urls: list[str], partner: str, admin: str) -> None:
     table = Table(title="edgegw demo", show_header=True, header_style="bold")
     table.add_column("what")
     table.add_column("where")
@@ -101,11 +114,15 @@ def _summary(console: Console, gateway_url: str, backend_urls: list[str], token:
     table.add_row("status page (admin)", f"{gateway_url}/admin")
     table.add_row("rate limits and cache", "in memory (no Redis configured)")
     console.print(table)
-    console.print(f"GATEWAY_URL={gateway_url}")
-    console.print(f"TOKEN={token}", soft_wrap=True)
-    curl = (f"curl -s {gateway_url}/v1/chat/completions -H 'authorization: Bearer {token}' "
-            "-H 'content-type: application/json' -d '{\"model\": \"smollm2\", \"messages\": "
-            "[{\"role\": \"user\", \"content\": \"What is the capital of France?\"}], \"max_tokens\": 32}'")
-    console.print("[bold]try it:[/]")
-    console.print(curl, soft_wrap=True, markup=False, highlight=False)
-    console.print("Ctrl-C stops everything.")
+    plain = {"soft_wrap": True, "markup": False, "highlight": False}
+    console.print("Paste these into another shell (tokens are valid for 24 hours):", **plain)
+    console.print(f"export GATEWAY_URL={gateway_url}", **plain)
+    console.print("# a partner's token: calls the API (no admin scope)", **plain)
+    console.print(f"export TOKEN={partner}", **plain)
+    console.print("# an operator's token: the admin scope opens /admin and the admin API", **plain)
+    console.print(f"export ADMIN_TOKEN={admin}", **plain)
+    console.print("try it (temperature 0: the same answer every time):", **plain)
+    console.print(f"curl -s {gateway_url}/v1/chat/completions -H 'authorization: Bearer {partner}' "
+                  "-H 'content-type: application/json' -d '{\"model\": \"smollm2\", \"messages\": "
+                  "[{\"role\": \"user\", \"content\": \"What is the capital of France?\"}], "
+                  "\"max_tokens\": 32, \"temperature\": 0}'", **plain)

@@ -71,7 +71,8 @@ requests_total = Counter("edgegw_requests_total", "Requests by route, pool and s
                          ["route", "pool", "status"], registry=registry)
 request_seconds = Histogram("edgegw_request_duration_seconds", "End-to-end request latency",
                             ["route"], buckets=_LATENCY_BUCKETS, registry=registry)
-overhead_seconds = Histogram("edgegw_overhead_seconds", "Time spent in the gateway, upstream excluded",
+overhead_seconds = Histogram("edgegw_overhead_seconds", "Time spent in the gateway, upstream excluded "
+                             "(streams: before the first upstream byte plus per-chunk work)",
                              ["route"], buckets=_OVERHEAD_BUCKETS, registry=registry)
 upstream_seconds = Histogram("edgegw_upstream_duration_seconds", "Upstream latency by pool",
                              ["pool"], buckets=_LATENCY_BUCKETS, registry=registry)

@@ -15,11 +15,12 @@ from typing import Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from gateway.api import GENERATE, SPECS
+from gateway.api import GENERATE, SPECS, completions_to_generate
 from gateway.auth.verifier import JwtVerifier
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext, Usage
 from gateway.errors import GatewayError
+from gateway.overhead import upstream_timed
 from gateway.routing import RouteTable
 from gateway.stages.base import Stage
 from gateway.stages.jwt_auth import JwtAuthStage
@@ -133,18 +134,12 @@ class Pipeline:
             return body
         ctx.usage = _usage(data)
         if ctx.path == GENERATE.path:
-            try:
-                text = data["choices"][0]["text"]
-            except (KeyError, IndexError, TypeError):
-                raise GatewayError(502, "upstream completion has no text", "upstream_bad_response") from None
-            return orjson.dumps({"generated_text": text, "model": data.get("model"),
-                                 "finish_reason": data["choices"][0].get("finish_reason"),
-                                 "usage": data.get("usage")})
+            return orjson.dumps(completions_to_generate(data))
         return body
 
     async def _stream(self, ctx: RequestContext, upstream: Any) -> AsyncIterator[bytes]:
         collected: list[bytes] | None = [] if ctx.collect_response else None
-        async for chunk in self.upstreams.iter_stream(ctx, upstream):
+        async for chunk in upstream_timed(ctx, self.upstreams.iter_stream(ctx, upstream)):
             if collected is not None:
                 collected.append(chunk)
             if b'"usage"' in chunk:

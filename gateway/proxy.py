@@ -139,11 +139,7 @@ class ProxyEndpoint:
             ctx.scratch[UNROUTED] = exc
             return
         if spec is GENERATE:
-            if ctx.model is None:
-                models = sorted(self.table.models_for(ctx.route))
-                if not models:
-                    raise bad_request("'model' is required on this route", param="model", code="missing_field")
-                ctx.model = models[0]
+            ctx.model = ctx.model or self.table.default_model(ctx.route)
             ctx.set_body_json(generate_to_completions(body, ctx.model))
 
     async def _send(self, ctx: RequestContext, reply: Reply, send: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from fnmatch import fnmatchcase
 
-from gateway.config.schema import GatewayConfig, RouteConfig
+from gateway.config.schema import GatewayConfig, PoolConfig, RouteConfig
 from gateway.errors import GatewayError
 
 
@@ -17,9 +17,13 @@ class RouteTable:
         self.pool_models = {p.name: p.models for p in config.pools}
         self.by_path: dict[str, list[RouteConfig]] = {}
         self._pool_cache: dict[tuple[str, str | None], str | None] = {}
+        # /v1/generate without `model`: the route's default_model, else its first generation model.
+        self.default_models: dict[str, str | None] = {}
         for route in config.routes:
             for path in route.paths:
                 self.by_path.setdefault(path, []).append(route)
+            self.default_models[route.name] = route.default_model or next(
+                iter(generation_models(route, config.pools)), None)
         self._gates = {path: _auth_gate(routes) for path, routes in self.by_path.items()}
         self._gate_any = _auth_gate(list(config.routes))
 
@@ -40,6 +44,10 @@ class RouteTable:
         """Where no route serves a request, the route whose JWT check runs before the 404: so a
         stranger cannot probe which models (or paths) exist. None when no route there needs a JWT."""
         return self._gates.get(path, self._gate_any)
+
+    def default_model(self, route: RouteConfig) -> str | None:
+        """The model `/v1/generate` uses when the request names none (never an embedding model)."""
+        return self.default_models.get(route.name)
 
     def route_serves(self, route: RouteConfig, model: str) -> bool:
         if route.models:
@@ -90,3 +98,31 @@ def _auth_gate(routes: list[RouteConfig]) -> RouteConfig | None:
     if all(r.issuers for r in jwt_routes):  # a route without `issuers` accepts every issuer
         issuers = tuple(dict.fromkeys(i for r in jwt_routes for i in r.issuers))
     return replace(jwt_routes[0], name="none", issuers=issuers, plugins=(), rate_limits=(), cache=None)
+
+def generation_models(route: RouteConfig, pools: tuple[PoolConfig, ...]) -> list[str]:
+    """Concrete generation (not embedding) models a route reaches, in config order: its pool's, or every
+    pool's when it names none, narrowed by the route's `models` patterns."""
+    names: list[str] = []
+    for pool in pools:
+        if route.pool is not None and pool.name != route.pool:
+            continue
+        for m in pool.models:
+            if m in pool.embedding_models or any(c in m for c in "*?[") or m in names:
+                continue
+            if not route.models or any(fnmatchcase(m, p) for p in route.models):
+                names.append(m)
+    return names
+
+
+def reaches_generation_model(route: RouteConfig, pools: tuple[PoolConfig, ...], model: str) -> bool:
+    """Whether `model` is a generation model `route` can reach (pool patterns count, embedding models not)."""
+    if route.models and not any(fnmatchcase(model, p) for p in route.models):
+        return False
+    for pool in pools:
+        if route.pool is not None and pool.name != route.pool:
+            continue
+        if model in pool.embedding_models:
+            continue
+        if any(fnmatchcase(model, m) for m in pool.models if m not in pool.embedding_models):
+            return True
+    return False

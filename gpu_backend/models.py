@@ -7,10 +7,12 @@ Nothing here touches the network: the shipped models are found through the insta
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,8 @@ def embedding_model_dir() -> Path:
 def demo_model_dir() -> Path:
     """SmolLM2-135M-Instruct as a safetensors directory, converted from the wheel's GGUF on first use.
 
-    Conversion takes ~30 s once; the result is cached under $EDGEGW_CACHE_DIR/models.
+    Conversion takes a minute or two once (more on a busy machine); the result is cached under
+    $EDGEGW_CACHE_DIR/models, keyed by the GGUF's content.
     """
     return _converted(demo_gguf_path(), "smollm2-135m-instruct")
 
@@ -83,6 +86,11 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
+    if not sys.stderr.isatty():
+        # tqdm's carriage-return bar is one endless line in a log; gateway.progress prints plain lines there.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     parsed = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)
@@ -97,20 +105,44 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def default_model_name(arg: str) -> str:
+    """The name a `--model` argument is served under without `--served-model-name` (no file is read)."""
+    if arg.lower() in DEMO_ALIASES:
+        return DEMO_NAME
+    path = Path(arg).expanduser()
+    return path.stem if path.suffix == ".gguf" else path.name
+
+
+def default_embedding_name(arg: str) -> str:
+    """The name an `--embedding-model` argument is served under without `--embedding-served-model-name`."""
+    if arg.lower() in EMBEDDING_ALIASES:
+        return EMBEDDING_NAME
+    path = Path(arg).expanduser()
+    with_wheel = False
+    try:
+        with_wheel = path.resolve() == embedding_model_dir().resolve()
+    except FileNotFoundError:  # the wheel is not installed here: the path cannot be its directory
+        pass
+    if with_wheel:
+        return EMBEDDING_NAME
+    return path.name if path.name != "model" else path.parent.name
+
+
 def resolve_model(arg: str) -> tuple[Path, str]:
     """Turn `--model` (a directory, a .gguf file or a shipped-model alias) into (directory, default name)."""
+    name = default_model_name(arg)
     if arg.lower() in DEMO_ALIASES:
-        return demo_model_dir(), DEMO_NAME
+        return demo_model_dir(), name
     path = Path(arg).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return _gguf_to_dir(path), path.stem
+        return _gguf_to_dir(path), name
     if path.is_dir() and not (path / "config.json").exists():
         ggufs = sorted(path.glob("*.gguf"))
         if ggufs:
-            return _gguf_to_dir(ggufs[0]), path.name
+            return _gguf_to_dir(ggufs[0]), name
     if not path.is_dir():
         raise FileNotFoundError(f"model directory not found: {arg}")
-    return path, path.name
+    return path, name
 
 
 def resolve_embedding_model(arg: str) -> tuple[Path, str]:
@@ -119,9 +151,7 @@ def resolve_embedding_model(arg: str) -> tuple[Path, str]:
     path = Path(arg).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"embedding model directory not found: {arg}")
-    if path.resolve() == embedding_model_dir().resolve():
-        return path, EMBEDDING_NAME
-    return path, path.name if path.name != "model" else path.parent.name
+    return path, default_embedding_name(arg)
 
 
 def _gguf_to_dir(gguf: Path) -> Path:
@@ -131,10 +161,10 @@ def _gguf_to_dir(gguf: Path) -> Path:
 
 
 def _converted(gguf: Path, stem: str) -> Path:
-    """Convert a GGUF once into the cache, keyed by its size and mtime. Concurrent callers (replicas
-    started together) wait on a file lock instead of converting twice; the rename makes it atomic."""
-    st = gguf.stat()
-    target = cache_dir() / "models" / f"{stem}-{st.st_size}-{int(st.st_mtime)}"
+    """Convert a GGUF once into the cache, keyed by its content: a new venv installing the same wheel
+    (new file times) finds the earlier conversion. Concurrent callers (replicas started together) wait
+    on a file lock instead of converting twice; the rename makes it atomic."""
+    target = cache_dir() / "models" / f"{stem}-{content_key(gguf)}"
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +178,12 @@ def _converted(gguf: Path, stem: str) -> Path:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def content_key(path: Path) -> str:
+    """A short digest of a file's bytes (SHA-256; hashing ~100 MB takes a fraction of a second)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:20]
 
 
 def load_causal_lm(model_dir: Path, device: Any, dtype: Any) -> tuple[Any, Any]:

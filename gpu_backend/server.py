@@ -36,7 +36,7 @@ class DrainingServer(uvicorn.Server):
         if self.state.status == "draining" or self._loop is None:
             return super().handle_exit(sig, frame)
         previous, self.state.status = self.state.status, "draining"
-        log.warning("signal %s: draining %d in-flight request(s) (was %s)", sig, self.state.inflight, previous)
+        log.info("signal %s: draining %d in-flight request(s) (was %s)", sig, self.state.inflight, previous)
         # Signal handlers may interrupt the loop anywhere; only call_soon_threadsafe is safe here.
         self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
 
@@ -58,6 +58,7 @@ def serve(options: BackendOptions, host: str, port: int, log_level: str = "warni
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("edgegw.backend").setLevel(logging.INFO)  # our life-cycle lines; libraries stay at WARNING
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -66,7 +66,7 @@ class BackendState:
             self.engine.start(asyncio.get_running_loop())
             await self._warm_up()
             self.status = "ready"
-            log.warning("backend ready: %s on %s (context %d, max batch %d)", self.model_name, self.device,
+            log.info("backend ready: %s on %s (context %d, max batch %d)", self.model_name, self.device,
                         self.context_len, self.options.max_batch_size)
         except Exception as exc:
             log.exception("backend failed to load")

@@ -101,6 +101,7 @@ def test_full_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     wasm.write_bytes(docgen.EMPTY_WASM)
     monkeypatch.setenv("EDGEGW_EXAMPLE_SECRET", "s" * 32)
     monkeypatch.setenv("EDGEGW_EXAMPLE_PLUGIN", str(wasm))
+    monkeypatch.setenv("EDGEGW_EXAMPLE_UPSTREAM_KEY", "k" * 16)
     cfg = load_config(docgen.EXAMPLE)
     assert [p.name for p in cfg.pools] == ["cpu", "gpu"] and cfg.pools[1].dns is not None
     assert cfg.redis is not None and cfg.plugin_dir

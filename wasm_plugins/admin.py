@@ -91,8 +91,10 @@ def admin_routes(manager: Any, require_admin: Callable[[Request], Awaitable[dict
         try:
             version = await manager.load(name, data, source="admin", **kwargs)
         except PluginLoadError as exc:
-            raise GatewayError(422, f"plugin {name!r} rejected, the previous version keeps serving: {exc}",
-                               "plugin_rejected") from None
+            previous = manager.plugins.get(name)
+            keeps = ("the previous version keeps serving" if previous is not None and previous.stable is not None
+                     else "nothing was loaded")
+            raise GatewayError(422, f"plugin {name!r} rejected, {keeps}: {exc}", "plugin_rejected") from None
         if manager.watcher is not None:
             manager.watcher.publish(name, version.compiled.binary)
         plugin = manager.plugins[name]

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", required=True, help="a JWT with the admin scope")
     p.add_argument("--canary", type=float, default=None, help="serve this share of traffic first (0..1)")
     p.add_argument("--description", default="")
+    p.add_argument("--config", default=None, help="the plugin's configuration: JSON or text")
+    p.add_argument("--config-file", default=None, help="the plugin's configuration from a file (JSON, YAML or text)")
     p.set_defaults(func=_push)
 
 
@@ -84,6 +86,9 @@ def _push(args: argparse.Namespace) -> int:
     if args.canary is not None:
         params["canary"] = str(args.canary)
     try:
+        config = _push_config(args)
+        if config is not None:
+            params["config"] = config  # the admin API reads it as JSON, else as text
         data = Path(args.file).read_bytes()
         resp = httpx.put(f"{args.gateway.rstrip('/')}/admin/plugins/{args.name}", content=data, params=params,
                          headers={"authorization": f"Bearer {args.token}", "content-type": "application/wasm"},
@@ -93,3 +98,19 @@ def _push(args: argparse.Namespace) -> int:
         return 1
     print(resp.text)
     return 0 if resp.status_code < 300 else 1
+
+
+def _push_config(args: argparse.Namespace) -> str | None:
+    """The configuration to send with a push: --config as given, or --config-file (YAML becomes JSON)."""
+    if args.config is not None and args.config_file is not None:
+        raise OSError("give --config or --config-file, not both")
+    if args.config_file is None:
+        return args.config
+    import json
+
+    import yaml
+
+    text = Path(args.config_file).read_text()
+    if Path(args.config_file).suffix in (".yaml", ".yml"):
+        return json.dumps(yaml.safe_load(text))
+    return text

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from gateway.config.reader import Section
 
 WHEN = ("deterministic", "always", "header")
+EVICTION = ("lru", "fifo")
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,22 @@ def parse_cache_rule(sec: Section) -> CacheRule:
         raise sec.error("wait_s", f"must not exceed lock_s ({rule.lock_s})")
     sec.done()
     return rule
+
+
+@dataclass(frozen=True)
+class MemoryCacheConfig:
+    """The in-process cache store (used when the policy has no `redis:`): `memory_cache:`."""
+
+    max_bytes: int = 64 << 20  # entries (compressed) beyond this evict others
+    max_entries: int = 100_000
+    eviction: str = "lru"  # lru: the least recently read goes first; fifo: the oldest stored (hits are cheaper)
+
+
+def parse_memory_cache(sec: Section) -> MemoryCacheConfig:
+    cfg = MemoryCacheConfig(
+        max_bytes=sec.int("max_bytes", 64 << 20, min=1 << 16, max=1 << 40),
+        max_entries=sec.int("max_entries", 100_000, min=1, max=100_000_000),
+        eviction=sec.str("eviction", "lru", choices=EVICTION),
+    )
+    sec.done()
+    return cfg

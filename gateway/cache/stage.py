@@ -73,7 +73,7 @@ class CacheStage(Stage):
     def __init__(self, config: GatewayConfig) -> None:
         self.link = shared_link(config.redis) if config.redis is not None else None
         self.store: CacheStore = (RedisCacheStore(self.link, config.redis.key_prefix)
-                                  if self.link is not None and config.redis is not None else MemoryCacheStore())
+                                  if self.link is not None and config.redis is not None else MemoryCacheStore.for_config(config))
         self.flights: dict[str, Flight | None] = {}  # misses fetched here; None until someone waits
         self._replica = uuid.uuid4().hex[:12]
         self._ids = itertools.count()

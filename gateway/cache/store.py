@@ -12,6 +12,8 @@ import zlib
 from collections import OrderedDict
 from typing import Protocol
 
+from gateway.cache.config import MemoryCacheConfig
+from gateway.config.schema import GatewayConfig
 from gateway.ratelimit import resp
 from gateway.ratelimit.lua import SETTLE, SETTLE_OPS, UNUSED
 from gateway.ratelimit.redis_client import LuaScript, Ops, RedisLink
@@ -139,17 +141,27 @@ _EXPIRY = struct.Struct("d")
 
 
 class MemoryCacheStore:
-    """LRU by bytes with per-entry expiry; locks are process-local (as is everything here).
+    """Bounded by bytes and entries (`memory_cache:`), evicting LRU (or FIFO) with per-entry expiry;
+    locks are process-local (as is everything here).
 
     A stored value is one bytes object, its expiry (monotonic seconds) then the entry: no tuple and
     float per entry, which the garbage collector would track for as long as the entry lives.
     """
 
-    def __init__(self, max_total_bytes: int = 64 << 20) -> None:
+    def __init__(self, max_total_bytes: int = 64 << 20, max_entries: int = 100_000, eviction: str = "lru") -> None:
         self.max_total_bytes = max_total_bytes
+        self.max_entries = max_entries
+        self.lru = eviction == "lru"
         self.entries: OrderedDict[str, bytes] = OrderedDict()
         self.locks: dict[str, tuple[str, float]] = {}
         self.total = 0
+        self.evictions = 0  # entries dropped for room (expired ones are not counted)
+
+    @classmethod
+    def for_config(cls, config: GatewayConfig) -> MemoryCacheStore:
+        """The store `config.memory_cache` describes (defaults without the section)."""
+        mc = config.memory_cache or MemoryCacheConfig()
+        return cls(mc.max_bytes, mc.max_entries, mc.eviction)
 
     def _get(self, key: str) -> bytes | None:
         stored = self.entries.get(key)
@@ -158,7 +170,8 @@ class MemoryCacheStore:
         if _EXPIRY.unpack_from(stored)[0] <= time.monotonic():
             self._drop(key)
             return None
-        self.entries.move_to_end(key)
+        if self.lru:
+            self.entries.move_to_end(key)
         return stored[_EXPIRY.size:]
 
     def _locked(self, key: str) -> bool:
@@ -183,8 +196,9 @@ class MemoryCacheStore:
         self._drop(key)
         stored = self.entries[key] = _EXPIRY.pack(time.monotonic() + ttl_ms / 1000.0) + entry
         self.total += len(stored)
-        while self.total > self.max_total_bytes and self.entries:
+        while (self.total > self.max_total_bytes or len(self.entries) > self.max_entries) and self.entries:
             self._drop(next(iter(self.entries)))
+            self.evictions += 1
         if token is not None:
             self.unlock_now(key, token)
 

@@ -73,7 +73,16 @@ DESCRIPTIONS: dict[str, str] = {
     "issuers[].default_tier": "tier when the token names none",
     # pools[]
     "pools[].name": "referenced by routes",
-    "pools[].models": "model names (glob patterns allowed) this pool serves",
+    "pools[].models": "model names (glob patterns allowed) this pool serves; generation models first, in "
+                      "order of preference",
+    "pools[].embedding_models": "embedding models this pool serves (also served when not in `models`); "
+                                "never chosen as `/v1/generate`'s default",
+    "pools[].api_key_env": "environment variable holding the upstream's API key, sent as "
+                           "`authorization: Bearer <key>` (a vLLM `--api-key`, a hosted service); the "
+                           "client's own `authorization` is never forwarded",
+    "pools[].headers": "extra headers sent to every endpoint of the pool (use `${VAR}` for secrets); "
+                       "never logged or shown",
+    "pools[].headers.*": "one header's value",
     "pools[].endpoints": "static backends; a pool needs `endpoints`, `dns`, or both",
     "pools[].endpoints[].url": "`http(s)://host:port` of an OpenAI-compatible server",
     "pools[].endpoints[].weight": "share of traffic with `balancer: weighted`",
@@ -121,6 +130,8 @@ DESCRIPTIONS: dict[str, str] = {
     "routes[].paths": "any of `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/generate`",
     "routes[].pool": "pool name",
     "routes[].models": "model names or globs this route accepts; the first route matching path and model wins",
+    "routes[].default_model": "the model `/v1/generate` uses when the request names none; must be a "
+                              "generation model the route reaches (`check-config` says so)",
     "routes[].auth": "`jwt`, `none` (public), or `plugin` (an auth plugin decides)",
     "routes[].issuers": "issuer names accepted on this route",
     "routes[].plugins": "ordered plugin chain (`docs/plugins.md`)",
@@ -159,6 +170,12 @@ DESCRIPTIONS: dict[str, str] = {
     "redis.cluster": "use the redis-py Redis Cluster client; `url` names any node",
     "redis.max_connections": "connection pool size per gateway worker",
     "redis.retry_interval_s": "while degraded, how often a request may probe Redis again",
+    # memory_cache
+    "memory_cache": "the in-process cache store, used when there is no `redis:` (per worker process)",
+    "memory_cache.max_bytes": "total size of the stored (compressed) entries; beyond it entries are evicted",
+    "memory_cache.max_entries": "number of entries; beyond it entries are evicted",
+    "memory_cache.eviction": "`lru`: the least recently read entry goes first; `fifo`: the oldest stored "
+                             "(a hit does not reorder: slightly cheaper hits)",
     # plugins[]
     "plugins[].name": "referenced by `routes[].plugins[].name`, the admin API and `plugin_dir` file names",
     "plugins[].file": "the `.wasm` (relative to the policy file); absent: from `plugin_dir` or the admin API",
@@ -193,10 +210,13 @@ DEFAULTS: dict[str, str] = {
     "admin.issuer": "required",
     "routes[].pool": "the pool serving the model",
     "routes[].models": "any model of the pool",
+    "routes[].default_model": "the first generation model of the pool(s) in config order",
     "routes[].issuers": "all",
     "routes[].cache": "off",
     "redis": "in memory",
+    "memory_cache": "64 MiB, 100000 entries, LRU",
     "pools[].dns": "off",
+    "pools[].headers.*": "-",
     f"{_RL}.name": "`limit<index>`",
     "plugins[].upstreams.*": "-",
     f"{_RL}.tiers.*": "-",
@@ -235,5 +255,6 @@ NOTES: dict[str, str] = {
         "Algorithm, keys, token settlement and Redis failure modes: `docs/ratelimit-cache.md`."),
     "routes[].cache": "Keys, streams, single flight and storage: `docs/ratelimit-cache.md`.",
     "redis": "Degraded mode and recovery: `docs/ratelimit-cache.md` and `docs/operations.md`.",
+    "memory_cache": "Sizing, eviction and Redis memory: `docs/ratelimit-cache.md`.",
     "plugins[]": "Writing, deploying and hot-loading plugins: `docs/plugins.md`.",
 }

@@ -85,11 +85,12 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
     if not pools:
         raise top.error("pools", "at least one pool is required")
 
-    from gateway.cache.config import parse_cache_rule
+    from gateway.cache.config import parse_cache_rule, parse_memory_cache
     from gateway.ratelimit.config import parse_redis, parse_route_limits
     from wasm_plugins.config import parse_plugins
 
     redis = parse_redis(top.section("redis"))
+    memory_cache = parse_memory_cache(top.section("memory_cache")) if top.has("memory_cache") else None
     plugins = parse_plugins(top.sections("plugins"), base_dir)
     plugin_dir = top.str("plugin_dir", None)
     if plugin_dir:
@@ -102,7 +103,8 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
     _unique(top, "routes", [r.name for r in routes])
     top.done()
     return GatewayConfig(source=file, server=server, admin=admin, issuers=issuers, pools=pools,
-                         routes=tuple(routes), redis=redis, plugins=tuple(plugins), plugin_dir=plugin_dir)
+                         routes=tuple(routes), redis=redis, plugins=tuple(plugins), plugin_dir=plugin_dir,
+                         memory_cache=memory_cache)
 
 
 def _unique(sec: Section, key: str, names: list[str]) -> None:
@@ -205,7 +207,10 @@ def _pool(sec: Section) -> PoolConfig:
     cfg = PoolConfig(
         name=name,
         endpoints=tuple(endpoints),
-        models=tuple(sec.str_list("models", [])),
+        models=_pool_models(sec),
+        embedding_models=tuple(sec.str_list("embedding_models", [])),
+        upstream_headers=_upstream_headers(sec),
+        api_key_env=sec.str("api_key_env", None),
         balancer=sec.str("balancer", "least_outstanding",
                          choices=("least_outstanding", "round_robin", "weighted")),
         max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
@@ -224,6 +229,44 @@ def _pool(sec: Section) -> PoolConfig:
         s.done()
     sec.done()
     return cfg
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+# Set by the gateway itself, or meaningless per pool: a policy may not override them.
+_RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection",
+                               "keep-alive", "te", "trailers", "upgrade", "x-request-id", "x-forwarded-for"})
+
+
+def _upstream_headers(sec: Section) -> tuple[tuple[str, str], ...]:
+    """`api_key_env` (sent as `authorization: Bearer ...`) and `headers` (values may use ${VAR})."""
+    out: list[tuple[str, str]] = []
+    env = sec.str("api_key_env", None)
+    if env is not None:
+        value = os.environ.get(env)
+        if not value:
+            raise sec.error("api_key_env", f"environment variable {env} is not set")
+        out.append(("authorization", f"Bearer {value}"))
+    hsec = sec.section("headers")
+    for name in list(hsec.data):
+        value = hsec.str(str(name))
+        lower = str(name).lower()
+        if not _HEADER_NAME.match(str(name)):
+            raise hsec.error(str(name), "not a valid header name")
+        if lower in _RESERVED_HEADERS:
+            raise hsec.error(str(name), "set by the gateway; a pool cannot override it")
+        if lower == "authorization" and env is not None:
+            raise hsec.error(str(name), "api_key_env already sets authorization")
+        if any(c in value for c in "\r\n\0"):
+            raise hsec.error(str(name), "header values cannot contain line breaks or NUL")
+        out.append((lower, value))
+    hsec.done()
+    return tuple(out)
+
+
+def _pool_models(sec: Section) -> tuple[str, ...]:
+    """Every model the pool serves, in config order: `models`, then `embedding_models` not listed there."""
+    models = sec.str_list("models", [])
+    return tuple(models + [m for m in sec.str_list("embedding_models", []) if m not in models])
 
 
 def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerConfig, ...],
@@ -261,6 +304,14 @@ def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerCon
         plugins=tuple(bindings),
         rate_limits=tuple(parse_limits(sec.sections("rate_limits"))),
         cache=parse_cache(sec.section("cache")) if sec.has("cache") else None,
+        default_model=sec.str("default_model", None),
     )
     sec.done()
+    if cfg.default_model is not None:
+        from gateway.routing import generation_models, reaches_generation_model
+
+        if not reaches_generation_model(cfg, pools, cfg.default_model):
+            reachable = generation_models(cfg, pools)
+            raise sec.error("default_model", f"{cfg.default_model!r} is not a generation model this route reaches"
+                            f" (reachable: {', '.join(reachable) or 'none'})")
     return cfg

@@ -87,7 +87,7 @@ class RetryConfig:
 class PoolConfig:
     name: str
     endpoints: tuple[EndpointConfig, ...]
-    models: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()  # every model served, generation and embedding, in config order
     balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted
     max_inflight_per_endpoint: int = 256
     max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed answer is a failed attempt
@@ -96,6 +96,11 @@ class PoolConfig:
     outlier: OutlierConfig = OutlierConfig()
     retries: RetryConfig = RetryConfig()
     dns: Any = None  # endpoint discovery by DNS, see gateway.upstream.discovery
+    embedding_models: tuple[str, ...] = ()  # the subset of `models` that only embeds (never a generate default)
+    # Sent with every request to this pool's endpoints (credentials of a hosted or `--api-key` server):
+    # resolved at load time from `api_key_env` and `headers`; never in a repr, a log or a status page.
+    upstream_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    api_key_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class RouteConfig:
     plugins: tuple[PluginBinding, ...] = ()
     rate_limits: tuple[Any, ...] = ()  # gateway.ratelimit.config.LimitConfig
     cache: Any = None  # gateway.cache.config.CacheRule
+    default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,7 @@ class GatewayConfig:
     plugins: tuple[Any, ...] = ()  # wasm_plugins.config.PluginConfig
     plugin_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    memory_cache: Any = None  # gateway.cache.config.MemoryCacheConfig; None: its defaults
 
     def pool(self, name: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.name == name), None)

@@ -144,7 +144,7 @@ class DnsDiscovery:
         assert self.session is not None
         health = self.pool.config.health
         try:
-            async with self.session.get(endpoint.url + health.path,
+            async with self.session.get(endpoint.url + health.path, headers=self.pool.config.upstream_headers,
                                         timeout=aiohttp.ClientTimeout(total=health.timeout_s)) as resp:
                 await resp.read()
                 endpoint.healthy = resp.status == 200

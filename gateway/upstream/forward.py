@@ -120,6 +120,7 @@ class Upstreams:
         headers["x-request-id"] = ctx.request_id
         headers["x-forwarded-for"] = ctx.client_ip
         headers["content-type"] = "application/json"
+        headers.update(pool.config.upstream_headers)  # the pool's own credentials, never the client's
         pool.retry_budget.record_request()
         tried: set[Endpoint] = set()
         last_error: GatewayError | None = None

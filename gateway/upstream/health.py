@@ -47,17 +47,18 @@ class HealthChecker:
         cfg = self.pool.config.health
         try:
             timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-            async with self.session.get(endpoint.url + cfg.path, timeout=timeout) as resp:
+            async with self.session.get(endpoint.url + cfg.path, timeout=timeout,
+                                        headers=self.pool.config.upstream_headers) as resp:
                 await resp.read()
                 ok = resp.status == 200
         except UPSTREAM_ERRORS:  # garbage answers included: unhealthy, not a crashed round
             ok = False
-        if ok != endpoint.healthy:
-            log.warning("endpoint %s in pool %s is now %s", endpoint.url, self.pool.name,
-                        "healthy" if ok else "unhealthy")
+        if ok != endpoint.healthy:  # recovering is good news (INFO); failing needs attention (WARNING)
+            log.log(logging.INFO if ok else logging.WARNING, "endpoint %s in pool %s is now %s", endpoint.url,
+                    self.pool.name, "healthy" if ok else "unhealthy")
         endpoint.healthy = ok
         if endpoint.ejected and ok and time.monotonic() >= endpoint.ejected_until:
-            log.warning("endpoint %s in pool %s re-admitted", endpoint.url, self.pool.name)
+            log.info("endpoint %s in pool %s re-admitted", endpoint.url, self.pool.name)
             self.pool.readmit(endpoint)
         metrics.endpoint_healthy.labels(*endpoint.label()).set(
             1 if endpoint.healthy and not endpoint.ejected else 0)
