@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.loadtest.options import (
     OptionError,
@@ -16,9 +16,13 @@ from gateway.loadtest.options import (
     check_caps,
     endpoint_url,
     parse_duration,
+    parse_headers,
     parse_sweep,
     require_loopback,
 )
+
+if TYPE_CHECKING:
+    from gateway.loadtest.runner import Plan
 
 TOKEN_ENV = "EDGEGW_LOADTEST_TOKEN"
 
@@ -39,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--model", default=None, help="model name (default: the first of GET /v1/models)")
     p.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
+    p.add_argument("--header", action="append", default=[], help="extra request header 'Name: value' (repeatable)")
     p.add_argument("--temperature", type=float, default=None,
                    help="sent when given; note temperature 0 may be answered from the gateway's cache")
     p.add_argument("--think", default="0s", help="closed loop: pause between a user's requests")
@@ -50,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="directory for result.json and report.html")
     p.add_argument("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.add_argument("--progress-every", default="5s", help="when not on a terminal: a progress line this often")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=main)
 
@@ -81,7 +87,7 @@ async def _main(args: argparse.Namespace, url: str, sweep: Sweep | None, duratio
     from gateway.loadtest.workload import Workload, load_prompts
 
     token = args.token or os.environ.get(TOKEN_ENV)
-    target = Target(url, token, parse_duration(args.timeout, "--timeout"))
+    target = Target(url, token, parse_duration(args.timeout, "--timeout"), parse_headers(args.header))
     model = args.model or await _first_model(url, token)
     workload = Workload(load_prompts(args.prompts), model, args.max_tokens, args.stream, args.endpoint == "chat",
                         args.temperature, args.seed)
@@ -101,7 +107,7 @@ async def _main(args: argparse.Namespace, url: str, sweep: Sweep | None, duratio
         plan = _plan_for(base, sweep, load)
         run = Run(plan)
         current.append(run)
-        progress = None if args.quiet else Progress()
+        progress = None if args.quiet else Progress(every_s=parse_duration(args.progress_every, "--progress-every"))
         if sweep:
             console.print(f"[bold]{sweep.axis} = {load:g}[/]")
         await execute(plan, target, workload, run, tick=progress)
@@ -128,7 +134,7 @@ async def _main(args: argparse.Namespace, url: str, sweep: Sweep | None, duratio
     return 130 if current[-1].interrupted else 0
 
 
-def _plan_for(base: Any, sweep: Sweep | None, load: float) -> Any:
+def _plan_for(base: Plan, sweep: Sweep | None, load: float) -> Plan:
     from dataclasses import replace
 
     if sweep is None:

@@ -20,9 +20,11 @@ OVERHEAD_HEADER = "x-edgegw-overhead-ms"
 class Target:
     """Where requests go and how: the endpoint URL, headers and the request timeout."""
 
-    def __init__(self, url: str, token: str | None, timeout_s: float) -> None:
+    def __init__(self, url: str, token: str | None, timeout_s: float,
+                 extra_headers: dict[str, str] | None = None) -> None:
         self.url = url
-        self.headers = {"content-type": "application/json", "accept": "text/event-stream, application/json"}
+        self.headers = {"content-type": "application/json", "accept": "text/event-stream, application/json",
+                        **(extra_headers or {})}
         if token:
             self.headers["authorization"] = f"Bearer {token}"
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)

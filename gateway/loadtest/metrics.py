@@ -24,6 +24,7 @@ class Sample:
     token_times: list[float] = field(default_factory=list)  # arrival of each content event (streaming)
     output_tokens: int = 0  # usage.completion_tokens when the server sent it, else content events
     overhead_ms: float | None = None  # the gateway's x-edgegw-overhead-ms header
+    user: int = -1  # closed loop: which user sent it (0..N-1); open loop: -1
 
     @property
     def latency(self) -> float:
@@ -47,10 +48,10 @@ class Sample:
     def to_row(self) -> list[Any]:
         return [round(self.start, 4), round(self.end, 4), self.status, self.error_code,
                 None if self.ttft is None else round(self.ttft, 5), self.output_tokens,
-                None if self.overhead_ms is None else round(self.overhead_ms, 3)]
+                None if self.overhead_ms is None else round(self.overhead_ms, 3), self.user]
 
 
-SAMPLE_COLUMNS = ["start_s", "end_s", "status", "error_code", "ttft_s", "output_tokens", "overhead_ms"]
+SAMPLE_COLUMNS = ["start_s", "end_s", "status", "error_code", "ttft_s", "output_tokens", "overhead_ms", "user"]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

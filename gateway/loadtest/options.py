@@ -85,3 +85,14 @@ def check_caps(users: int, duration_s: float, max_requests: int, rate: float | N
         raise OptionError(f"--max-requests: between 1 and {MAX_REQUESTS}")
     if rate is not None and rate <= 0:
         raise OptionError("--rate: must be positive")
+
+
+def parse_headers(values: list[str]) -> dict[str, str]:
+    """`--header "Name: value"` (repeatable) as a dict."""
+    headers: dict[str, str] = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip():
+            raise OptionError(f"--header: expected 'Name: value', got {value!r}")
+        headers[name.strip().lower()] = content.strip()
+    return headers

@@ -75,11 +75,13 @@ async def execute(plan: Plan, target: Target, workload: Workload, run: Run | Non
     async with aiohttp.ClientSession(connector=connector) as session:
         ticker = asyncio.create_task(_tick(run, tick, tick_s)) if tick else None
 
-        async def one() -> None:
+        async def one(user: int = -1) -> None:
             run.issued += 1
             run.in_flight += 1
             try:
-                run.samples.append(await send(session, target, workload.next_body(), workload.stream, run.epoch))
+                sample = await send(session, target, workload.next_body(), workload.stream, run.epoch)
+                sample.user = user
+                run.samples.append(sample)
             finally:
                 run.in_flight -= 1
 
@@ -94,7 +96,7 @@ async def execute(plan: Plan, target: Target, workload: Workload, run: Run | Non
     return run
 
 
-async def _closed_loop(run: Run, one: Callable[[], Awaitable[None]], tasks: set[asyncio.Task[None]]) -> None:
+async def _closed_loop(run: Run, one: Callable[[int], Awaitable[None]], tasks: set[asyncio.Task[None]]) -> None:
     plan = run.plan
 
     async def user(index: int) -> None:
@@ -104,7 +106,7 @@ async def _closed_loop(run: Run, one: Callable[[], Awaitable[None]], tasks: set[
         run.active_users += 1
         try:
             while run._may_send():
-                await one()
+                await one(index)
                 if plan.think_s and await _sleep_until(run, run.now() + plan.think_s):
                     return
         finally:
@@ -122,7 +124,7 @@ async def _closed_loop(run: Run, one: Callable[[], Awaitable[None]], tasks: set[
     stop.cancel()
 
 
-async def _open_loop(run: Run, one: Callable[[], Awaitable[None]], tasks: set[asyncio.Task[None]]) -> None:
+async def _open_loop(run: Run, one: Callable[[int], Awaitable[None]], tasks: set[asyncio.Task[None]]) -> None:
     plan = run.plan
     assert plan.rate
     rng = random.Random(plan.seed)
@@ -139,7 +141,7 @@ async def _open_loop(run: Run, one: Callable[[], Awaitable[None]], tasks: set[as
         if run.in_flight >= plan.users:
             run.dropped += 1
             continue
-        task = asyncio.create_task(one())
+        task = asyncio.create_task(one(-1))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
