@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "unless --allow-remote. See docs/capacity.md.")
     p.add_argument("url", help="gateway URL, e.g. http://127.0.0.1:8080 (the /v1/... path is added)")
     p.add_argument("--token", default=None, help=f"bearer token (or set {TOKEN_ENV}, which stays out of `ps`)")
-    p.add_argument("--users", type=int, default=10, help="closed loop: concurrent users; open loop: in-flight cap")
+    p.add_argument("--users", type=int, default=None,
+                   help="closed loop: concurrent users (default 10); open loop: cap on requests in flight "
+                        "(default 1000)")
     p.add_argument("--ramp-up", default="0s", help="time to start all users, or to reach --rate (e.g. 10s)")
     p.add_argument("--duration", default="30s", help="whole run, ramp-up included (e.g. 60s, 2m)")
     p.add_argument("--rate", type=float, default=None, help="open loop: Poisson arrivals per second")
@@ -68,6 +70,8 @@ def main(args: argparse.Namespace) -> int:
         if not args.allow_remote:
             require_loopback(url)
         sweep = parse_sweep(args.sweep) if args.sweep else None
+        if args.users is None:
+            args.users = 1000 if args.rate or (sweep and sweep.axis == "rate") else 10
         duration = parse_duration(args.duration, "--duration")
         check_caps(args.users, duration, args.max_requests, args.rate, len(sweep.values) if sweep else 1)
         return asyncio.run(_main(args, url, sweep, duration))

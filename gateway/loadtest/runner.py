@@ -59,7 +59,7 @@ class Run:
         self.interrupted = True
         self.stopping.set()
 
-    def _may_send(self) -> bool:
+    def may_send(self) -> bool:
         if self.stopping.is_set() or self.now() >= self.plan.duration_s:
             return False
         return self.issued < self.plan.max_requests
@@ -105,7 +105,7 @@ async def _closed_loop(run: Run, one: Callable[[int], Awaitable[None]], tasks: s
             return
         run.active_users += 1
         try:
-            while run._may_send():
+            while run.may_send():
                 await one(index)
                 if plan.think_s and await _sleep_until(run, run.now() + plan.think_s):
                     return
@@ -135,7 +135,7 @@ async def _open_loop(run: Run, one: Callable[[int], Awaitable[None]], tasks: set
         at += rng.expovariate(plan.rate)
         if plan.ramp_up_s > 0 and at < plan.ramp_up_s and rng.random() >= at / plan.ramp_up_s:
             continue
-        if await _sleep_until(run, at) or not run._may_send():
+        if await _sleep_until(run, at) or not run.may_send():
             return
         run.active_users = run.in_flight
         if run.in_flight >= plan.users:

@@ -68,12 +68,12 @@ def test_streaming_run_honours_ramp_up_and_duration_and_reports(gateway: Gateway
     for u, at in first.items():
         assert abs(at - ramp_up * u / users) <= 0.1 * ramp_up, (u, at)
     assert data["timeseries"]["in_flight"][0] < users <= max(data["timeseries"]["in_flight"])
-    # LLM timings from the real SSE stream: tokens every 20 ms, the first one at once.
+    # LLM timings from the real SSE stream: the first token at once, then one every 20 ms.
     assert s["errors"] == 0 and s["rate_limited"] == 0 and s["ok"] == s["requests"] > 50
     assert s["output_tokens"] == tokens * s["ok"]
     assert TOKEN_DELAY_S * 0.9 <= s["itl_s"]["p50"] <= TOKEN_DELAY_S * 1.6, s["itl_s"]
     assert s["itl_s"]["count"] == (tokens - 1) * s["ok"]
-    assert s["ttft_s"]["p50"] < TOKEN_DELAY_S
+    assert s["ttft_s"]["p50"] < min(0.1, s["latency_s"]["p50"] / 4)  # the first event, not the whole stream
     assert s["latency_s"]["p50"] >= (tokens - 1) * TOKEN_DELAY_S
     assert s["latency_s"]["p50"] <= s["latency_s"]["p90"] <= s["latency_s"]["p99"]
     per_request = s["tokens_per_s_per_request"]["p50"]
