@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gateway.loadtest.runner import Plan
     from gateway.loadtest.workload import WorkloadError
 
     try:
@@ -74,32 +75,38 @@ def main(args: argparse.Namespace) -> int:
             args.users = 1000 if args.rate or (sweep and sweep.axis == "rate") else 10
         duration = parse_duration(args.duration, "--duration")
         check_caps(args.users, duration, args.max_requests, args.rate, len(sweep.values) if sweep else 1)
-        return asyncio.run(_main(args, url, sweep, duration))
+        plan = Plan(users=args.users, ramp_up_s=parse_duration(args.ramp_up, "--ramp-up"), duration_s=duration,
+                    rate=args.rate, max_requests=args.max_requests, grace_s=parse_duration(args.grace, "--grace"),
+                    think_s=parse_duration(args.think, "--think"), seed=args.seed)
+        if plan.ramp_up_s > duration:
+            raise OptionError("--ramp-up: longer than --duration")
+        if args.max_tokens < 1:
+            raise OptionError("--max-tokens: at least 1")
+        settings = {"timeout_s": parse_duration(args.timeout, "--timeout"), "headers": parse_headers(args.header),
+                    "progress_s": parse_duration(args.progress_every, "--progress-every")}
+        return asyncio.run(_main(args, url, sweep, plan, settings))
     except (OptionError, WorkloadError) as exc:
         print(f"edgegw loadtest: {exc}", file=sys.stderr)
         return 2
 
 
-async def _main(args: argparse.Namespace, url: str, sweep: Sweep | None, duration: float) -> int:
+async def _main(args: argparse.Namespace, url: str, sweep: Sweep | None, base: Plan,
+                settings: dict[str, Any]) -> int:
     from rich.console import Console
 
     from gateway.loadtest import html, report
     from gateway.loadtest.client import Target
     from gateway.loadtest.live import Progress
-    from gateway.loadtest.runner import Plan, Run, execute
+    from gateway.loadtest.runner import Run, execute
     from gateway.loadtest.sweep import print_sweep, sweep_result
     from gateway.loadtest.workload import Workload, load_prompts
 
     token = args.token or os.environ.get(TOKEN_ENV)
-    target = Target(url, token, parse_duration(args.timeout, "--timeout"), parse_headers(args.header))
+    target = Target(url, token, settings["timeout_s"], settings["headers"])
+    prompts = load_prompts(args.prompts)
     model = args.model or await _first_model(url, token)
-    workload = Workload(load_prompts(args.prompts), model, args.max_tokens, args.stream, args.endpoint == "chat",
-                        args.temperature, args.seed)
-    base = Plan(users=args.users, ramp_up_s=parse_duration(args.ramp_up, "--ramp-up"), duration_s=duration,
-                rate=args.rate, max_requests=args.max_requests, grace_s=parse_duration(args.grace, "--grace"),
-                think_s=parse_duration(args.think, "--think"), seed=args.seed)
-    if base.ramp_up_s > duration:
-        raise OptionError("--ramp-up: longer than --duration")
+    workload = Workload(prompts, model, args.max_tokens, args.stream, args.endpoint == "chat", args.temperature,
+                        args.seed)
     console = Console(width=None if sys.stdout.isatty() else 120)
     loads = sweep.values if sweep else [base.rate or base.users]
     runs: list[tuple[float, dict[str, Any]]] = []
@@ -111,7 +118,7 @@ async def _main(args: argparse.Namespace, url: str, sweep: Sweep | None, duratio
         plan = _plan_for(base, sweep, load)
         run = Run(plan)
         current.append(run)
-        progress = None if args.quiet else Progress(every_s=parse_duration(args.progress_every, "--progress-every"))
+        progress = None if args.quiet else Progress(every_s=settings["progress_s"])
         if sweep:
             console.print(f"[bold]{sweep.axis} = {load:g}[/]")
         await execute(plan, target, workload, run, tick=progress)
@@ -125,7 +132,6 @@ async def _main(args: argparse.Namespace, url: str, sweep: Sweep | None, duratio
         report.print_summary(data, console)
         if run.interrupted:
             break
-    args.report.mkdir(parents=True, exist_ok=True)
     if sweep:
         result = sweep_result(sweep.axis, url, runs)
         print_sweep(result, console)
