@@ -106,7 +106,7 @@ async def test_errors_are_classified_with_429s_apart(gateway: GatewayProc) -> No
     plan = Plan(users=3, ramp_up_s=0, duration_s=1.5)
     token = gateway.token("limited-partner")
     limited = await execute(plan, Target(gateway.url + "/v1/completions", token, 10), workload)
-    s = [smp for smp in limited.samples]
+    s = limited.samples
     assert sum(1 for x in s if x.ok) == TIGHT_RPM
     assert {x.status for x in s} == {200, 429}
     assert {x.error_code for x in s if x.status == 429} == {"rate_limit_exceeded"}
@@ -117,13 +117,23 @@ async def test_errors_are_classified_with_429s_apart(gateway: GatewayProc) -> No
     closed_port = await execute(Plan(users=1, ramp_up_s=0, duration_s=0.3, max_requests=2),
                                 Target(f"http://127.0.0.1:{free_port()}/v1/completions", token, 2), workload)
     assert [(x.status, x.error_code) for x in closed_port.samples] == [(0, "connect_error")] * 2
+    # A stream the backend cuts after two tokens: a 200 whose SSE ends with the gateway's error event.
+    # One request only, so the pool does not eject the backend for the tests that follow.
+    streaming = Workload(load_prompts(None), "fake-model", 6, stream=True, chat=True, temperature=None)
+    cut = await execute(Plan(users=1, ramp_up_s=0, duration_s=1, max_requests=1),
+                        Target(gateway.url + "/v1/chat/completions", token, 10,
+                               {"x-fake-fault": "die-mid-stream:2"}), streaming)
+    (broken,) = cut.samples
+    assert (broken.status, broken.ok, broken.error_code, len(broken.token_times)) == (
+        200, False, "upstream_stream_error", 2)
     from gateway.loadtest.metrics import summarise
 
-    summary = summarise(limited.samples + unauthorised.samples + closed_port.samples, 2.0)
+    summary = summarise(limited.samples + unauthorised.samples + closed_port.samples + cut.samples, 2.0)
     by = summary["errors_by_status_code"]
     assert by["429 rate_limit_exceeded"] == summary["rate_limited"] >= 1
     assert by["transport connect_error"] == 2 and sum(v for k, v in by.items() if k.startswith("401")) == 3
-    assert summary["errors"] == 5  # 401s and connect errors; the 429s are counted apart
+    assert by["200 upstream_stream_error"] == 1
+    assert summary["errors"] == 6  # 401s, connect errors and the cut stream; the 429s are counted apart
 
 
 def test_open_loop_sweep_finds_no_errors_and_writes_reports(gateway: GatewayProc, tmp_path: Path) -> None:
