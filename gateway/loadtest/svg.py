@@ -86,8 +86,11 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str,
                      f'<text x="{lx + 14}" y="18" class="legend">{escape(s.name)}</text>')
     for x, label in marks:
         px = LEFT + x / x_top * w
+        # Labels near the right edge go on the left of their line so they are not cut off.
+        left = px > LEFT + 0.8 * w
         parts.append(f'<line class="mark" x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{TOP + h}"/>'
-                     f'<text x="{px + 4:.1f}" y="{TOP + 24}" class="mark-label">{escape(label)}</text>')
+                     f'<text x="{px - 4 if left else px + 4:.1f}" y="{TOP + 24}" class="mark-label" '
+                     f'text-anchor="{"end" if left else "start"}">{escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

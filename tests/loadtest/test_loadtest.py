@@ -148,6 +148,17 @@ def test_open_loop_sweep_finds_no_errors_and_writes_reports(gateway: GatewayProc
     html = (tmp_path / "report.html").read_text()
     assert 'id="knee"' in html and "sweep-latency" in html and "knee 20" in html
     assert "knee: rate = 20" in proc.stdout
+    browser = Browser(tmp_path / "chromium-profile")
+    try:
+        browser.goto((tmp_path / "report.html").as_uri())
+        assert browser.js("document.querySelectorAll('svg.sweep-latency polyline').length") == 3
+        assert browser.js("document.querySelectorAll('svg.chart line.mark').length") == 3  # the knee, marked
+        assert browser.js("document.querySelectorAll('#sweep tr').length") == 3
+        assert browser.js("document.querySelectorAll('details').length") == 2  # each point's own report
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.screenshot(ARTIFACTS / "loadtest-sweep.png")
+    finally:
+        browser.close()
 
 
 def test_ctrl_c_stops_cleanly_with_a_partial_report(gateway: GatewayProc, tmp_path: Path) -> None:
