@@ -16,6 +16,9 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
 
     register_backend(sub)
     register_plugins(sub)
+    from gateway.loadtest.cli import register as register_loadtest
+
+    register_loadtest(sub)
 
 
 CONFIG_ENV = "EDGEGW_CONFIG"  # the policy file of every command that takes one (the image sets it)

@@ -99,6 +99,7 @@ def _auth_gate(routes: list[RouteConfig]) -> RouteConfig | None:
         issuers = tuple(dict.fromkeys(i for r in jwt_routes for i in r.issuers))
     return replace(jwt_routes[0], name="none", issuers=issuers, plugins=(), rate_limits=(), cache=None)
 
+
 def generation_models(route: RouteConfig, pools: tuple[PoolConfig, ...]) -> list[str]:
     """Concrete generation (not embedding) models a route reaches, in config order: its pool's, or every
     pool's when it names none, narrowed by the route's `models` patterns."""
