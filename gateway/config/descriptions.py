@@ -198,6 +198,7 @@ for _key, _what in _QUOTAS.items():
 # Defaults the recorded read cannot express: computed, or meaning "absent", or a key that is
 # required only once its enclosing `has()` check found it.
 DEFAULTS: dict[str, str] = {
+    "server.tls": "off (plain HTTP)",
     "admin.issuer": "any issuer",
     "routes[].pool": "the pool serving the model",
     "routes[].models": "any model of the pool",
