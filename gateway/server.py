@@ -48,7 +48,7 @@ def serve(config_path: str, host: str | None = None, port: int | None = None, wo
         host=host or config.server.host,
         port=port if port is not None else config.server.port,
         workers=workers,
-        loop="uvloop",
+        loop="gateway.serving.loop:new_event_loop",  # uvloop; TLS handshakes held to header_timeout_s
         http=protocol.EdgeHttpProtocol,
         ws="none",
         access_log=False,

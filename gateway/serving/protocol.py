@@ -61,6 +61,10 @@ def configure(limits: ListenerLimits) -> None:
     _limits = limits
 
 
+def current_limits() -> ListenerLimits:
+    return _limits
+
+
 def error_response(status: int, message: str, code: str) -> bytes:
     """A complete HTTP/1.1 response with an OpenAI-style JSON error body that closes the connection."""
     err = GatewayError(status, message, code, type="invalid_request_error" if status in (400, 431) else None)

@@ -35,9 +35,9 @@ class TlsGateway:
 
 
 def start_tls_gateway(tmp_path: Path, backend: FakeBackendProc, tls: dict[str, Any], ca: Authority,
-                      workers: int = 1) -> TlsGateway:
+                      workers: int = 1, **server: Any) -> TlsGateway:
     config = gateway_config([backend])
-    config["server"]["tls"] = tls
+    config["server"].update(server, tls=tls)
     port = free_port()
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -167,4 +167,30 @@ def test_certificate_is_reloaded_when_its_files_change(tmp_path: Path, backend: 
         assert httpx.get(gw.url + "/healthz", verify=ctx, timeout=5).status_code == 200
         assert "do not load" in gw.proc.log() and "Traceback" not in gw.proc.log()
     finally:
+        gw.proc.stop()
+
+
+def test_unfinished_handshakes_are_dropped_after_the_header_timeout(tmp_path: Path,
+                                                                   backend: FakeBackendProc) -> None:
+    ca = Authority()
+    cert, key = ca.issue("localhost").write(tmp_path, "server")
+    gw = start_tls_gateway(tmp_path, backend, {"cert_file": str(cert), "key_file": str(key)}, ca,
+                           header_timeout_s=1)
+    try:
+        silent = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(20)]
+        partial = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(20)]
+        for s in partial:
+            s.sendall(b"\x16\x03\x01\x02\x00")  # the start of a ClientHello, never finished
+        started = time.monotonic()
+        for s in silent + partial:
+            s.settimeout(6)
+            try:
+                assert s.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+        assert time.monotonic() - started < 4  # 1 s, not uvloop's default 60 s
+        assert httpx.get(gw.url + "/healthz", verify=client_context(ca, tmp_path), timeout=5).status_code == 200
+    finally:
+        for s in silent + partial:
+            s.close()
         gw.proc.stop()
