@@ -19,7 +19,16 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from _common import EDGEGW, LoadResult, Proc, free_port, print_table, start_server, wrk
+from _common import (
+    EDGEGW,
+    LoadResult,
+    Proc,
+    free_port,
+    instructions_per_request,
+    print_table,
+    start_server,
+    wrk,
+)
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
 SERVERS = ("edgegw", "uvicorn-stock", "granian")
@@ -27,7 +36,11 @@ SERVERS = ("edgegw", "uvicorn-stock", "granian")
 
 def start_gateway(server: str, config: Path, port: int) -> Proc:
     """The gateway app under `server` (one worker, uvloop, no access log of the server's own)."""
-    env = {"EDGEGW_CONFIG": str(config)}
+    return start_server(gateway_command(server, config, port), f"http://127.0.0.1:{port}/readyz", name=server,
+                        env={"EDGEGW_CONFIG": str(config)})
+
+
+def gateway_command(server: str, config: Path, port: int) -> list[str]:
     if server == "edgegw":
         args = [*EDGEGW, "serve", "--config", str(config), "--port", str(port)]
     elif server == "uvicorn-stock":
@@ -40,7 +53,7 @@ def start_gateway(server: str, config: Path, port: int) -> Proc:
         args = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(port),
                 "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096",
                 "gateway.server:app_factory"]
-    return start_server(args, f"http://127.0.0.1:{port}/readyz", name=server, env=env)
+    return args
 
 
 def print_server_ratios(servers: list[str], rows: list[LoadResult]) -> None:
@@ -59,6 +72,27 @@ def print_server_ratios(servers: list[str], rows: list[LoadResult]) -> None:
               f"{cpu[name] / cpu[base] if cpu[base] else 0:>8.2f}")
 
 
+def count_instructions(servers: list[str], config: Path, seconds: int) -> None:
+    from gateway.auth.mint import mint_token
+    from gateway.config import load_config
+
+    token = mint_token(load_config(config).issuers[0], "bench-partner", ttl_s=3600)
+    body = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}
+    counts = {}
+    for name in servers:
+        if name == "granian":
+            raise SystemExit("--instructions measures one-process servers; granian runs its worker in a child")
+        port = free_port()
+        counts[name] = instructions_per_request(
+            name, gateway_command(name, config, port), f"http://127.0.0.1:{port}/readyz",
+            f"http://127.0.0.1:{port}/v1/completions", body, {"authorization": f"Bearer {token}"},
+            seconds=seconds, env={"EDGEGW_CONFIG": str(config)})
+    base = servers[0]
+    print(f"\nCPU instructions per request under callgrind ({seconds}s each, 8 connections), ratio to {base}:")
+    for name in servers:
+        print(f"{name:<16}{counts[name] / 1000:>10.1f}k{counts[name] / counts[base]:>8.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=8)
@@ -67,6 +101,10 @@ def main() -> None:
     parser.add_argument("--servers", default="edgegw",
                         help=f"comma-separated HTTP servers to measure the gateway under: {', '.join(SERVERS)}")
     parser.add_argument("--rounds", type=int, default=1, help="measure each server this many times, interleaved")
+    parser.add_argument("--instructions", action="store_true",
+                        help="instead: each server's CPU instructions per request under callgrind (valgrind), "
+                             "the noise-free figure (uvicorn-based servers only: granian runs its worker in a "
+                             "child process)")
     args = parser.parse_args()
     servers = args.servers.split(",")
     for name in servers:
@@ -85,6 +123,12 @@ def main() -> None:
         "routes": [{"name": "r", "paths": ["/v1/completions", "/v1/chat/completions"]}],
     }
     (tmp / "gw.yaml").write_text(yaml.safe_dump(config))
+    if args.instructions:
+        try:
+            count_instructions(servers, tmp / "gw.yaml", args.seconds)
+        finally:
+            backend.stop()
+        return
     gateways: dict[str, Proc] = {}
     ports: dict[str, int] = {}
     try:

@@ -142,7 +142,12 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._unsupported_upgrade_warning()  # websockets are off: served as plain HTTP
+            # Websockets and h2c are off: the request is served as plain HTTP/1.1. The parser reads
+            # nothing after an upgrade request, so the connection closes after its response (uvicorn
+            # would log two warnings per such request and leave the connection hanging).
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
+            return
         except httptools.HttpParserError as exc:
             if self._refusal:
                 self._send_and_close(self._refusal)

@@ -215,6 +215,18 @@ def test_garbage_and_wrong_methods_get_openai_errors(tmp_path: Path, backend: Fa
     assert "Traceback" not in gw.proc.log()
 
 
+def test_upgrade_requests_are_served_as_http_and_closed(tmp_path: Path, backend: FakeBackendProc) -> None:
+    gw = _shared_gateway(tmp_path, backend)
+    for upgrade in (b"Connection: Upgrade\r\nUpgrade: websocket\r\n",
+                    b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"):
+        started = time.monotonic()
+        response = exchange(gw.port, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n" + upgrade + b"\r\n"
+                            b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 200") and b"connection: close" in response.lower()
+        assert response.count(b"HTTP/1.1") == 1 and time.monotonic() - started < 2
+    assert "Unsupported upgrade" not in gw.proc.log()
+
+
 _gateways: dict[str, GatewayProc] = {}
 
 
