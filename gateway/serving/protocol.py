@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import time
 from dataclasses import dataclass
 
 import httptools
@@ -34,8 +35,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.config.schema import ServerConfig
 from gateway.errors import GatewayError
+from gateway.serving.metrics import refusals_total
 
 log = logging.getLogger("edgegw.serving")
+_LOG_EVERY_S = 10.0
+_last_limit_log = [0.0]
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ _BODY_TIMEOUT = error_response(408, "request body not received in time", "body_t
 _HEAD_TOO_LARGE = error_response(431, "request headers too large", "header_too_large")
 _TOO_MANY_HEADERS = error_response(431, "too many request headers", "too_many_headers")
 _BUSY = error_response(503, "too many open connections, retry later", "connection_limit")
+_REASONS = {_HEAD_TIMEOUT: "header_timeout", _BODY_TIMEOUT: "body_timeout", _HEAD_TOO_LARGE: "header_too_large",
+            _TOO_MANY_HEADERS: "too_many_headers", _BUSY: "connection_limit"}
 
 
 class _Refuse(Exception):
@@ -110,6 +116,12 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self.transport = transport
             transport.write(_BUSY)
             transport.close()
+            refusals_total.labels("connection_limit").inc()
+            now = time.monotonic()
+            if now - _last_limit_log[0] >= _LOG_EVERY_S:  # once per period, not once per connection
+                _last_limit_log[0] = now
+                log.warning("server.max_connections (%d) reached: refusing new connections with 503",
+                            self.limits.max_connections)
             return
         super().connection_made(transport)
         self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
@@ -154,7 +166,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             else:
                 message = "invalid HTTP method" if isinstance(exc, httptools.HttpParserInvalidMethodError) \
                     else "malformed HTTP request"
-                self._send_and_close(error_response(400, message, "bad_request"))
+                self._send_and_close(error_response(400, message, "bad_request"), "bad_request")
             return
         if self._awaiting_head and self._raw_head_bytes:
             if self._raw_head_bytes > self.limits.max_header_bytes:
@@ -210,6 +222,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._send_and_close(_HEAD_TIMEOUT)
         else:
             self.transport.close()  # never sent anything: nothing to answer
+            refusals_total.labels("idle").inc()
 
     def _body_timeout(self) -> None:
         self._body_timer = None
@@ -223,8 +236,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._send_and_close(_BODY_TIMEOUT)
         else:
             self.transport.close()
+            refusals_total.labels("body_timeout").inc()
 
-    def _send_and_close(self, response: bytes) -> None:
+    def _send_and_close(self, response: bytes, reason: str | None = None) -> None:
+        refusals_total.labels(reason or _REASONS.get(response, "other")).inc()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True

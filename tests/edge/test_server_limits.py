@@ -116,6 +116,8 @@ def test_slowloris_and_idle_connections_are_closed_while_normal_requests_succeed
         assert closed_silently == n - n // 2
         with httpx.Client() as client:
             assert completion(gw, client) == 200
+        assert gw.metric("edgegw_listener_refusals_total", reason="header_timeout") == n // 2
+        assert gw.metric("edgegw_listener_refusals_total", reason="idle") >= n - n // 2
     finally:
         for s in slow:
             s.close()
@@ -176,6 +178,8 @@ def test_connections_beyond_the_limit_get_503_and_close(tmp_path: Path, backend:
         with httpx.Client() as client:
             assert completion(gw, client) == 200
             assert client.get(gw.url + "/healthz").status_code == 200  # same keep-alive connection
+        assert gw.metric("edgegw_listener_refusals_total", reason="connection_limit") == 1
+        assert "server.max_connections (40) reached" in gw.proc.log()
     finally:
         for s in held:
             s.close()
