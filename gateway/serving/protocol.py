@@ -100,7 +100,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._awaiting_head = True  # the next bytes belong to a request head
         self._in_body = False  # a head was parsed and its body is not complete yet
         self._raw_head_bytes = 0  # bytes read since the head began (upper bound while incomplete)
-        self._head_bytes = 0  # bytes of the parsed request line and headers
+        self._head_bytes = 0  # bytes of the parsed headers (the URL is added when checked)
         self._header_count = 0
         self._refusal = b""
         self._head_timer: asyncio.TimerHandle | None = None
@@ -176,22 +176,25 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         elif self._in_body and self._body_timer is None and not self.transport.is_closing():
             self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
 
-    def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        super().on_url(url)
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         self._head_bytes += len(name) + len(value) + 4
         if self._header_count > self.limits.max_headers:
             self._refusal = _TOO_MANY_HEADERS
             raise _Refuse
-        if self._head_bytes > self.limits.max_header_bytes:
+        if self._head_bytes + len(self.url) > self.limits.max_header_bytes:
             self._refusal = _HEAD_TOO_LARGE
             raise _Refuse
-        super().on_header(name, value)
+        # uvicorn's own on_header, inlined: this runs for every header of every request.
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._head_bytes + len(self.url) > self.limits.max_header_bytes:  # a long URL, few headers
+            self._refusal = _HEAD_TOO_LARGE
+            raise _Refuse
         self._awaiting_head = False
         self._in_body = True
         if self._head_timer is not None:

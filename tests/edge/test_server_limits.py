@@ -133,6 +133,8 @@ def test_header_bombs_get_431_and_memory_stays_bounded(tmp_path: Path, backend: 
         status, error = status_and_error(exchange(gw.port, b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: "
                                                   + b"a" * 40000 + b"\r\n\r\n"))
         assert (status, error["code"]) == (431, "header_too_large")
+        long_url = b"GET /healthz?q=" + b"a" * 40000 + b" HTTP/1.0\r\n\r\n"
+        assert status_and_error(exchange(gw.port, long_url))[0] == 431
         many = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(150)) + b"\r\n"
         status, error = status_and_error(exchange(gw.port, many))
         assert (status, error["code"], error["type"]) == (431, "too_many_headers", "invalid_request_error")
