@@ -72,25 +72,29 @@ def print_server_ratios(servers: list[str], rows: list[LoadResult]) -> None:
               f"{cpu[name] / cpu[base] if cpu[base] else 0:>8.2f}")
 
 
-def count_instructions(servers: list[str], config: Path, seconds: int) -> None:
+def count_instructions(servers: list[str], config: Path, seconds: int, rounds: int) -> None:
     from gateway.auth.mint import mint_token
     from gateway.config import load_config
 
     token = mint_token(load_config(config).issuers[0], "bench-partner", ttl_s=3600)
     body = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}
-    counts = {}
-    for name in servers:
-        if name == "granian":
-            raise SystemExit("--instructions measures one-process servers; granian runs its worker in a child")
-        port = free_port()
-        counts[name] = instructions_per_request(
-            name, gateway_command(name, config, port), f"http://127.0.0.1:{port}/readyz",
-            f"http://127.0.0.1:{port}/v1/completions", body, {"authorization": f"Bearer {token}"},
-            seconds=seconds, env={"EDGEGW_CONFIG": str(config)})
+    counts: dict[str, list[float]] = {name: [] for name in servers}
+    for _ in range(rounds):
+        for name in servers:
+            if name == "granian":
+                raise SystemExit("--instructions measures one-process servers; granian runs its worker in a child")
+            port = free_port()
+            counts[name].append(instructions_per_request(
+                name, gateway_command(name, config, port), f"http://127.0.0.1:{port}/readyz",
+                f"http://127.0.0.1:{port}/v1/completions", body, {"authorization": f"Bearer {token}"},
+                seconds=seconds, env={"EDGEGW_CONFIG": str(config)}))
+    median = {name: sorted(values)[len(values) // 2] for name, values in counts.items()}
     base = servers[0]
-    print(f"\nCPU instructions per request under callgrind ({seconds}s each, 8 connections), ratio to {base}:")
+    print(f"\nCPU instructions per request under callgrind ({seconds}s each, 8 connections, {rounds} rounds "
+          f"interleaved), median and ratio to {base}:")
     for name in servers:
-        print(f"{name:<16}{counts[name] / 1000:>10.1f}k{counts[name] / counts[base]:>8.3f}")
+        runs = " ".join(f"{v / 1000:.1f}k" for v in counts[name])
+        print(f"{name:<16}{median[name] / 1000:>10.1f}k{median[name] / median[base]:>8.3f}   runs: {runs}")
 
 
 def main() -> None:
@@ -125,7 +129,7 @@ def main() -> None:
     (tmp / "gw.yaml").write_text(yaml.safe_dump(config))
     if args.instructions:
         try:
-            count_instructions(servers, tmp / "gw.yaml", args.seconds)
+            count_instructions(servers, tmp / "gw.yaml", args.seconds, args.rounds)
         finally:
             backend.stop()
         return

@@ -57,6 +57,7 @@ def serve(config_path: str, host: str | None = None, port: int | None = None, wo
         # its client_ip (a rate-limit key), and it costs every request a frame.
         proxy_headers=False,
         log_level="warning",
+        server_header=False,  # no `server: uvicorn` banner (and one header less to check per response)
         timeout_keep_alive=config.server.keepalive_timeout_s,  # type: ignore[arg-type] - a float works
         timeout_graceful_shutdown=30,
         backlog=4096,
