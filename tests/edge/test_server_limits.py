@@ -230,6 +230,7 @@ def test_upgrade_requests_are_served_as_http_and_closed(tmp_path: Path, backend:
                             b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
         assert response.startswith(b"HTTP/1.1 200") and b"connection: close" in response.lower()
         assert response.count(b"HTTP/1.1") == 1 and time.monotonic() - started < 2
+        assert b"\r\nserver:" not in response.lower()  # no banner
     assert "Unsupported upgrade" not in gw.proc.log()
 
 
