@@ -18,8 +18,8 @@ sys.path.insert(0, str(ROOT))
 from gateway.progress import step  # noqa: E402
 from tests.harness import EDGEGW, Proc, free_port, start_server  # noqa: E402
 
-__all__ = ["EDGEGW", "ROOT", "LoadResult", "Proc", "cpu_seconds", "free_port", "print_table", "start_server",
-           "wrk"]
+__all__ = ["EDGEGW", "ROOT", "LoadResult", "Proc", "cpu_seconds", "free_port", "instructions_per_request",
+           "print_table", "start_server", "wrk"]
 
 _WRK_SCRIPT = """
 wrk.method = "POST"
@@ -122,3 +122,27 @@ def print_table(title: str, rows: list[LoadResult], baseline: LoadResult) -> Non
         cpu = f"{r.cpu_us_per_request:.0f}" if r.cpu_us_per_request is not None else "-"
         print(f"{r.name:<34}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.rps / baseline.rps:>9.2f}"
               f"{o50:>10}{o99:>10}{cpu:>12}{r.errors:>8}")
+
+
+def instructions_per_request(name: str, args: list[str], ready_url: str, url: str, body: dict,
+                             headers: dict[str, str], *, seconds: int = 10, connections: int = 8,
+                             env: dict[str, str] | None = None) -> float:
+    """CPU instructions per request of a one-process server under callgrind (needs valgrind): unlike
+    req/s and CPU time not moved by other load on the machine, but blind to cache misses and the kernel.
+    Counting starts after a warm-up, so start-up and first-request costs are left out."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed: apt-get install -y valgrind")
+    out = Path(tempfile.mkdtemp(prefix="edgegw-callgrind-")) / "out"
+    proc = Proc(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *args],
+                name=f"{name}-callgrind", env=env)
+    try:
+        proc.wait_http(ready_url, timeout=300)
+        wrk(f"warm-up {name} (callgrind)", url, body, headers, seconds=5, connections=connections)
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.popen.pid)], capture_output=True, check=True)
+        result = wrk(f"{name} (callgrind)", url, body, headers, seconds=seconds, connections=connections)
+        subprocess.run(["callgrind_control", "-d", str(proc.popen.pid)], capture_output=True, check=True)
+    finally:
+        proc.stop()
+    dump = Path(f"{out}.1").read_text()
+    total = int(re.search(r"^(?:totals|summary): (\d+)", dump, re.M).group(1))  # type: ignore[union-attr]
+    return total / (result.rps * seconds)

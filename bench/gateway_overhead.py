@@ -2,20 +2,99 @@
 
 Prints req/s, p50 and p99 for both, the ratio, and the gateway's own overhead from the
 `x-edgegw-overhead-ms` header. Load comes from wrk in another process. Run: `make bench`.
+
+`--servers` compares HTTP servers for the same app in one run, rounds interleaved:
+`edgegw` (`edgegw serve`: uvicorn with the edge listener limits), `uvicorn-stock` (uvicorn's own
+httptools protocol, no limits: the listener before the limits were added) and `granian` (when
+the `granian` package is importable).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
-from _common import EDGEGW, free_port, print_table, start_server, wrk
+from _common import (
+    EDGEGW,
+    LoadResult,
+    Proc,
+    free_port,
+    instructions_per_request,
+    print_table,
+    start_server,
+    wrk,
+)
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
+SERVERS = ("edgegw", "uvicorn-stock", "granian")
+
+
+def start_gateway(server: str, config: Path, port: int) -> Proc:
+    """The gateway app under `server` (one worker, uvloop, no access log of the server's own)."""
+    return start_server(gateway_command(server, config, port), f"http://127.0.0.1:{port}/readyz", name=server,
+                        env={"EDGEGW_CONFIG": str(config)})
+
+
+def gateway_command(server: str, config: Path, port: int) -> list[str]:
+    if server == "edgegw":
+        args = [*EDGEGW, "serve", "--config", str(config), "--port", str(port)]
+    elif server == "uvicorn-stock":
+        args = [sys.executable, "-m", "uvicorn", "gateway.server:app_factory", "--factory", "--port", str(port),
+                "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-proxy-headers",
+                "--log-level", "warning", "--backlog", "4096"]
+    else:
+        if importlib.util.find_spec("granian") is None:
+            raise SystemExit("--servers granian needs the granian package (pip install granian)")
+        args = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(port),
+                "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096",
+                "gateway.server:app_factory"]
+    return args
+
+
+def print_server_ratios(servers: list[str], rows: list[LoadResult]) -> None:
+    """Median req/s and CPU per request of each server over the rounds, against the first server."""
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    per = {name: rows[i::len(servers)] for i, name in enumerate(servers)}
+    rps = {name: median([r.rps for r in rs]) for name, rs in per.items()}
+    cpu = {name: median([r.cpu_us_per_request or 0.0 for r in rs]) for name, rs in per.items()}
+    base = servers[0]
+    print(f"\nmedians over rounds, ratio to {base}:")
+    print(f"{'server':<16}{'req/s':>10}{'ratio':>8}{'cpu us/req':>12}{'ratio':>8}")
+    for name in servers:
+        print(f"{name:<16}{rps[name]:>10.0f}{rps[name] / rps[base]:>8.2f}{cpu[name]:>12.0f}"
+              f"{cpu[name] / cpu[base] if cpu[base] else 0:>8.2f}")
+
+
+def count_instructions(servers: list[str], config: Path, seconds: int, rounds: int) -> None:
+    from gateway.auth.mint import mint_token
+    from gateway.config import load_config
+
+    token = mint_token(load_config(config).issuers[0], "bench-partner", ttl_s=3600)
+    body = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}
+    counts: dict[str, list[float]] = {name: [] for name in servers}
+    for _ in range(rounds):
+        for name in servers:
+            if name == "granian":
+                raise SystemExit("--instructions measures one-process servers; granian runs its worker in a child")
+            port = free_port()
+            counts[name].append(instructions_per_request(
+                name, gateway_command(name, config, port), f"http://127.0.0.1:{port}/readyz",
+                f"http://127.0.0.1:{port}/v1/completions", body, {"authorization": f"Bearer {token}"},
+                seconds=seconds, env={"EDGEGW_CONFIG": str(config)}))
+    median = {name: sorted(values)[len(values) // 2] for name, values in counts.items()}
+    base = servers[0]
+    print(f"\nCPU instructions per request under callgrind ({seconds}s each, 8 connections, {rounds} rounds "
+          f"interleaved), median and ratio to {base}:")
+    for name in servers:
+        runs = " ".join(f"{v / 1000:.1f}k" for v in counts[name])
+        print(f"{name:<16}{median[name] / 1000:>10.1f}k{median[name] / median[base]:>8.3f}   runs: {runs}")
 
 
 def main() -> None:
@@ -23,10 +102,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--access-log", default="file", choices=("file", "off"))
+    parser.add_argument("--servers", default="edgegw",
+                        help=f"comma-separated HTTP servers to measure the gateway under: {', '.join(SERVERS)}")
+    parser.add_argument("--rounds", type=int, default=1, help="measure each server this many times, interleaved")
+    parser.add_argument("--instructions", action="store_true",
+                        help="instead: each server's CPU instructions per request under callgrind (valgrind), "
+                             "the noise-free figure (uvicorn-based servers only: granian runs its worker in a "
+                             "child process)")
     args = parser.parse_args()
+    servers = args.servers.split(",")
+    for name in servers:
+        if name not in SERVERS:
+            parser.error(f"unknown server {name!r} (choose from {', '.join(SERVERS)})")
     os.environ["EDGEGW_BENCH_SECRET"] = SECRET
     tmp = Path(tempfile.mkdtemp(prefix="edgegw-bench-"))
-    bport, gport = free_port(), free_port()
+    bport = free_port()
     backend = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(bport)],
                            f"http://127.0.0.1:{bport}/healthz", name="fake-backend")
     config = {
@@ -38,31 +128,49 @@ def main() -> None:
         "routes": [{"name": "r", "paths": ["/v1/completions", "/v1/chat/completions"]}],
     }
     (tmp / "gw.yaml").write_text(yaml.safe_dump(config))
-    gateway = start_server([*EDGEGW, "serve", "--config", str(tmp / "gw.yaml"), "--port", str(gport)],
-                           f"http://127.0.0.1:{gport}/readyz", name="gateway")
+    if args.instructions:
+        try:
+            count_instructions(servers, tmp / "gw.yaml", args.seconds, args.rounds)
+        finally:
+            backend.stop()
+        return
+    gateways: dict[str, Proc] = {}
+    ports: dict[str, int] = {}
     try:
+        for name in servers:
+            ports[name] = free_port()
+            gateways[name] = start_gateway(name, tmp / "gw.yaml", ports[name])
         from gateway.auth.mint import mint_token
         from gateway.config import load_config
 
         token = mint_token(load_config(tmp / "gw.yaml").issuers[0], "bench-partner", ttl_s=3600)
         body = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}
         auth = {"authorization": f"Bearer {token}"}
-        # warm both paths (connection pools, token cache) before measuring
-        wrk("warm-up", f"http://127.0.0.1:{gport}/v1/completions", body, auth, seconds=2,
-            connections=args.connections)
+        # warm every path (connection pools, token cache) before measuring
+        for name in servers:
+            wrk(f"warm-up {name}", f"http://127.0.0.1:{ports[name]}/v1/completions", body, auth, seconds=2,
+                connections=args.connections)
         direct = wrk("backend direct", f"http://127.0.0.1:{bport}/v1/completions", body, auth,
                      seconds=args.seconds, connections=args.connections, cpu_pid=backend.popen.pid)
-        through = wrk("gateway (JWT auth) -> backend", f"http://127.0.0.1:{gport}/v1/completions", body, auth,
-                      seconds=args.seconds, connections=args.connections, cpu_pid=gateway.popen.pid)
+        rows = [direct]
+        for r in range(args.rounds):
+            for name in servers:
+                label = "gateway (JWT auth) -> backend" if servers == ["edgegw"] else f"gateway under {name}"
+                label += f" #{r + 1}" if args.rounds > 1 else ""
+                rows.append(wrk(label, f"http://127.0.0.1:{ports[name]}/v1/completions", body, auth,
+                                seconds=args.seconds, connections=args.connections,
+                                cpu_pid=gateways[name].popen.pid))
         print_table(f"Gateway overhead ({os.cpu_count()} cores, wrk -c{args.connections}, "
-                    f"{args.seconds}s each, access log {args.access_log})", [direct, through], direct)
+                    f"{args.seconds}s each, access log {args.access_log})", rows, direct)
+        if len(servers) > 1:
+            print_server_ratios(servers, rows[1:])
         print("\ncpu us/req: CPU time of that server process per request (robust on a busy machine);"
               " for the gateway row it is the gateway's own cost, upstream client work included")
         print("targets: >= 3000 req/s through one gateway worker with JWT auth; p50 overhead <= 1 ms")
     finally:
-        gateway.stop()
+        for proc in gateways.values():
+            proc.stop()
         backend.stop()
-
 
 if __name__ == "__main__":
     main()

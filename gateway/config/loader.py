@@ -24,6 +24,7 @@ from gateway.config.schema import (
     RouteConfig,
     ServerConfig,
     TimeoutConfig,
+    TlsConfig,
 )
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -67,7 +68,7 @@ def _substitute(text: str, file: str) -> str:
 def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayConfig:
     base_dir = base_dir or Path.cwd()
     top = Section(data, file, "")
-    server = _server(top.section("server"))
+    server = _server(top.section("server"), base_dir)
     admin_sec = top.section("admin")
     admin = AdminConfig(issuer=admin_sec.str("issuer", None), scope=admin_sec.str("scope", "admin"),
                         enabled=admin_sec.bool("enabled", True))
@@ -115,7 +116,7 @@ def _unique(sec: Section, key: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def _server(sec: Section) -> ServerConfig:
+def _server(sec: Section, base_dir: Path) -> ServerConfig:
     cfg = ServerConfig(
         host=sec.str("host", "127.0.0.1"),
         port=sec.int("port", 8080, min=0, max=65535),
@@ -124,7 +125,31 @@ def _server(sec: Section) -> ServerConfig:
         max_token_bytes=sec.int("max_token_bytes", 8192, min=256),
         access_log=sec.str("access_log", "stdout"),
         trust_forwarded_for=sec.bool("trust_forwarded_for", False),
+        header_timeout_s=sec.float("header_timeout_s", 10.0, min=0.1, max=300.0),
+        keepalive_timeout_s=sec.float("keepalive_timeout_s", 5.0, min=0.1, max=3600.0),
+        body_timeout_s=sec.float("body_timeout_s", 60.0, min=0.1, max=3600.0),
+        max_header_bytes=sec.int("max_header_bytes", 32768, min=1024, max=1 << 20),
+        max_headers=sec.int("max_headers", 100, min=8, max=1000),
+        max_connections=sec.int("max_connections", 4096, min=1, max=1 << 20),
+        tls=_tls(sec.section("tls"), base_dir) if sec.has("tls") else None,
     )
+    sec.done()
+    return cfg
+
+
+def _tls(sec: Section, base_dir: Path) -> TlsConfig:
+    cert_file = _path(sec, "cert_file", base_dir, required=True)
+    key_file = _path(sec, "key_file", base_dir, required=True)
+    assert cert_file and key_file
+    cfg = TlsConfig(
+        cert_file=cert_file,
+        key_file=key_file,
+        client_ca_file=_path(sec, "client_ca_file", base_dir),
+        client_auth=sec.str("client_auth", "none", choices=("none", "optional", "required")),
+        min_version=sec.str("min_version", "1.2", choices=("1.2", "1.3")),
+    )
+    if cfg.client_auth != "none" and not cfg.client_ca_file:
+        raise sec.error("client_ca_file", f"client_auth: {cfg.client_auth} needs the CA that signs client certificates")
     sec.done()
     return cfg
 
@@ -180,8 +205,8 @@ def _issuer(sec: Section, base_dir: Path) -> IssuerConfig:
     return cfg
 
 
-def _path(sec: Section, key: str, base_dir: Path) -> str | None:
-    value = sec.str(key, None)
+def _path(sec: Section, key: str, base_dir: Path, required: bool = False) -> str | None:
+    value = sec.str(key) if required else sec.str(key, None)
     if value is None:
         return None
     path = (base_dir / value).resolve()

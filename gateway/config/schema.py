@@ -7,6 +7,17 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """Server certificate (re-read when its files change) and optional client certificates (mTLS)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    client_auth: str = "none"  # none | optional | required
+    min_version: str = "1.2"  # 1.2 | 1.3
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -15,6 +26,14 @@ class ServerConfig:
     max_token_bytes: int = 8192
     access_log: str = "stdout"  # stdout | off | a file path
     trust_forwarded_for: bool = False
+    # Connection limits, enforced by gateway.serving.protocol before the app sees a request.
+    header_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 5.0
+    body_timeout_s: float = 60.0
+    max_header_bytes: int = 32768
+    max_headers: int = 100
+    max_connections: int = 4096  # per worker process
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True)
