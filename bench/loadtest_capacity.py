@@ -53,6 +53,7 @@ def main() -> None:
         "pools": [{"name": "p", "models": ["fake-model"], "endpoints": [{"url": f"http://127.0.0.1:{bport}"}]}],
         "routes": [{"name": "r", "paths": ["/v1/completions", "/v1/chat/completions"],
                     "rate_limits": [{"name": "partner", "key": "subject", "requests_per_minute": 10_000_000}]}],
+        "admin": {"issuer": "bench"},
     }
     (tmp / "gw.yaml").write_text(yaml.safe_dump(config))
     gateway = start_server([*EDGEGW, "serve", "--config", str(tmp / "gw.yaml"), "--port", str(gport),

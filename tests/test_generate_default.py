@@ -95,7 +95,8 @@ def _policy(tmp_path: Path, pool: dict[str, Any], route: dict[str, Any]) -> Path
     data = {"issuers": [{"name": "t", "issuer": "https://t", "algorithms": ["HS256"],
                          "secret_env": "EDGEGW_TEST_SECRET"}],
             "pools": [{"name": "p", "endpoints": [{"url": "http://127.0.0.1:1"}], **pool}],
-            "routes": [{"name": "r", "paths": ["/v1/generate"], **route}]}
+            "routes": [{"name": "r", "paths": ["/v1/generate"], **route}],
+            "admin": {"issuer": "t"}}
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

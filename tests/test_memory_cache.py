@@ -40,7 +40,7 @@ def _policy(tmp_path: Path, memory_cache: Any) -> Path:
                          "secret_env": "EDGEGW_TEST_SECRET"}],
             "pools": [{"name": "p", "models": ["m"], "endpoints": [{"url": "http://127.0.0.1:1"}]}],
             "routes": [{"name": "r", "paths": ["/v1/completions"]}],
-            "memory_cache": memory_cache}
+            "memory_cache": memory_cache, "admin": {"issuer": "t"}}
     (path := tmp_path / "gw.yaml").write_text(yaml.safe_dump(data))
     return path
 

@@ -17,6 +17,7 @@ BASE: dict[str, Any] = {
     "issuers": [{"name": "t", "issuer": "https://t", "algorithms": ["HS256"], "secret_env": "EDGEGW_TEST_SECRET"}],
     "pools": [{"name": "p", "models": ["m"], "endpoints": [{"url": "http://127.0.0.1:1"}]}],
     "routes": [{"name": "r", "paths": ["/v1/completions"]}],
+    "admin": {"issuer": "t"},
 }
 
 
