@@ -76,7 +76,8 @@ def test_check_config_notes_a_missing_plugin_dir_and_refuses_a_file(tmp_path: Pa
     data = {"issuers": [{"name": "t", "issuer": "https://t", "algorithms": ["HS256"],
                          "secret_env": "EDGEGW_TEST_SECRET"}],
             "pools": [{"name": "p", "models": ["m"], "endpoints": [{"url": "http://127.0.0.1:1"}]}],
-            "routes": [{"name": "r", "paths": ["/v1/completions"]}], "plugin_dir": "plugins.d"}
+            "routes": [{"name": "r", "paths": ["/v1/completions"]}], "plugin_dir": "plugins.d",
+            "admin": {"issuer": "t"}}
     policy.write_text(yaml.safe_dump(data))
     noted = subprocess.run([*EDGEGW, "check-config", str(policy)], capture_output=True, text=True, cwd=ROOT)
     assert noted.returncode == 0 and "does not exist yet; `edgegw serve` creates it" in noted.stdout

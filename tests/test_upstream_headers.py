@@ -55,7 +55,7 @@ def _policy(tmp_path: Path, **pool: Any) -> Path:
     data = {"issuers": [{"name": "t", "issuer": "https://t", "algorithms": ["HS256"],
                          "secret_env": "EDGEGW_TEST_SECRET"}],
             "pools": [{"name": "p", "models": ["m"], "endpoints": [{"url": "http://127.0.0.1:1"}], **pool}],
-            "routes": [{"name": "r", "paths": ["/v1/completions"]}]}
+            "routes": [{"name": "r", "paths": ["/v1/completions"]}], "admin": {"issuer": "t"}}
     (path := tmp_path / "gw.yaml").write_text(yaml.safe_dump(data))
     return path
 
