@@ -48,6 +48,7 @@ class Plugin:
             self.canary, self.canary_cfg = version, canary
         else:
             if self.stable is not None:
+                self.stable.retire()  # kept for rollback as a module: no instance, no memory
                 self.history.append(self.stable)
                 self._trim()
             if self.canary is not None and self.canary is not version:

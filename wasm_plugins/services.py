@@ -59,6 +59,11 @@ class Queues:
         self.owner[qid] = (instance, root_id)
         return qid
 
+    def forget(self, instance: Any) -> None:
+        """An instance is released: its queues stay (others may still enqueue), unowned."""
+        for qid in [q for q, (owner, _) in self.owner.items() if owner is instance]:
+            del self.owner[qid]
+
     def resolve(self, name: str) -> int | None:
         return self.ids.get(name)
 

@@ -78,8 +78,12 @@ class PluginVersion:
     def _new_instance(self) -> PluginInstance:
         inst = PluginInstance(self, self.services)
         pmetrics.instances_total.labels(self.name).inc()
-        for config in sorted(self.configs):
-            inst.root_for(config)
+        try:
+            for config in sorted(self.configs):
+                inst.root_for(config)
+        except BaseException:
+            inst.release()
+            raise
         return inst
 
     def root_for(self, inst: PluginInstance, config: bytes) -> int:
@@ -90,9 +94,12 @@ class PluginVersion:
     def instance_failed(self, inst: PluginInstance | None, reason: str) -> None:
         """A trap poisons an instance: the next request gets a fresh one, after a growing pause if the
         failures keep coming (the spec's crash-loop protection)."""
-        if inst is not None and inst is self.instance:
-            inst.retire()
-            self.instance = None
+        if inst is not None:
+            if inst is self.instance:
+                self.instance = None
+            # Broken: nothing can run in it any more (paused streams get `instance_lost`), so its
+            # memory goes now rather than when the last reference to it happens to die.
+            inst.release() if inst.broken else inst.retire()
         self.failures_in_row += 1
         if self.failures_in_row > 1:
             delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (self.failures_in_row - 2))
@@ -115,8 +122,11 @@ class PluginVersion:
         return len(recent), recent.count(False) / len(recent)
 
     def retire(self) -> None:
-        if self.instance is not None:
-            self.instance.retire()
+        """Out of service (replaced, rolled back, in the history, unloaded): its instance is released
+        once the requests running on it end. The module stays, so a rollback only instantiates."""
+        inst, self.instance = self.instance, None
+        if inst is not None:
+            inst.retire()
 
     def describe(self) -> dict[str, Any]:
         return {"version": self.number, "sha256": self.sha256, "abi": self.info.abi_version,
