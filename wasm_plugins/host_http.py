@@ -20,6 +20,7 @@ class HttpHost:
     version: Any
     services: Any
     configuring: bytes | None
+    delivering: CallResult | None  # the http call answer being handed to proxy_on_http_call_response
 
     # helpers implemented by PluginInstance
     def copy_out(self, data: bytes, ptr_ptr: int, size_ptr: int) -> None: ...
@@ -33,8 +34,8 @@ class HttpHost:
                 return st.request_headers
             if map_type == abi.HTTP_RESPONSE_HEADERS:
                 return st.response_headers
-        if map_type == abi.HTTP_CALL_RESPONSE_HEADERS and st is not None and st.call is not None:
-            return st.call.headers
+        if map_type == abi.HTTP_CALL_RESPONSE_HEADERS and self.delivering is not None:
+            return self.delivering.headers
         if map_type in (abi.HTTP_REQUEST_TRAILERS, abi.HTTP_RESPONSE_TRAILERS, abi.HTTP_CALL_RESPONSE_TRAILERS):
             return []
         return None
@@ -121,7 +122,7 @@ class HttpHost:
         if buffer_type == abi.VM_CONFIGURATION:
             return self.version.vm_config
         if buffer_type == abi.HTTP_CALL_RESPONSE_BODY:
-            return st.call.body if st is not None and st.call is not None else None
+            return self.delivering.body if self.delivering is not None else None
         if isinstance(st, StreamState):
             if buffer_type == abi.HTTP_REQUEST_BODY:
                 return st.request_body
@@ -259,8 +260,7 @@ class HttpHost:
         return abi.OK
 
     def proxy_get_status(self, ret_code: int, ret_msg_ptr: int, ret_msg_size: int) -> int:
-        st = self.current
-        code = st.call.status if st is not None and st.call is not None else 0
+        code = self.delivering.status if self.delivering is not None else 0
         self.mem.write_u32(ret_code, code)
         self.mem.write_u32(ret_msg_ptr, 0)
         self.mem.write_u32(ret_msg_size, 0)

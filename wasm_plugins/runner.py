@@ -40,12 +40,16 @@ async def settle(inst: PluginInstance, st: StreamState) -> None:
             if task not in done:
                 continue
             del st.pending[token]
-            st.call = task.result()
+            answer = inst.delivering = task.result()
             try:
-                inst.callback(st, "proxy_on_http_call_response", st.id, token, len(st.call.headers),
-                              len(st.call.body), 0)
+                # As in Envoy (the call is made on the root context), the answer goes to the root
+                # context's id: the Go and C++ SDKs look the call up there and fail on any other id.
+                # The stream stays current for hosts' sake; SDKs switch to it with
+                # proxy_set_effective_context, remembered per call by their token.
+                inst.callback(st, "proxy_on_http_call_response", st.root_id, token, len(answer.headers),
+                              len(answer.body), 0)
             finally:
-                st.call = None
+                inst.delivering = None
             if st.ended or st.continued:
                 break
     # Nothing left that could resume the stream: continue (Envoy would hang until its timeout).

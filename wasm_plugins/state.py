@@ -34,7 +34,6 @@ class ContextState:
     id: int
     root_id: int  # own id for a root context
     pending: dict[int, asyncio.Task[CallResult]] = field(default_factory=dict)  # http calls by token
-    call: CallResult | None = None  # the response being delivered to on_http_call_response
 
     @property
     def is_root(self) -> bool:
