@@ -4,13 +4,22 @@ and `proxy_http_call`. Mixed into PluginInstance; `self.current` is the context 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from wasm_plugins import abi
 from wasm_plugins.abi import deserialize_map, serialize_map
 from wasm_plugins.properties import get_property, parse_path, set_property
+from wasm_plugins.pseudo import ORIGIN_FORM
 from wasm_plugins.raw import HostTrap
 from wasm_plugins.state import CallResult, ContextState, LocalResponse, RootState, StreamState
+
+# Headers of an http call the host owns: framing and connection management (aiohttp sets them
+# for what it really sends) and the Host of the upstream it really connects to.
+_CALL_DROP = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+                        "trailer", "upgrade", "expect", "proxy-connection", "proxy-authorization"})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP method or header name
+_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")  # a header value: no CR, LF or other controls
 
 
 class HttpHost:
@@ -234,14 +243,33 @@ class HttpHost:
 
     def proxy_http_call(self, uptr: int, usize: int, hptr: int, hsize: int, bptr: int, bsize: int,
                         tptr: int, tsize: int, timeout_ms: int, ret_token: int) -> int:
+        """A call to one of the plugin's upstreams, built from parts: the connection always goes to
+        the configured upstream's scheme, host and port; `:path` must be origin-form (start with
+        '/'); `:authority`/`host` never redirect it (the upstream gets its own Host); framing
+        headers are the host's (content-length of the body actually sent). BAD_ARGUMENT otherwise."""
         upstream = self.mem.read_str(uptr, usize)
         headers = deserialize_map(self.mem.read(hptr, hsize))
         body = self.mem.read(bptr, bsize)
         deserialize_map(self.mem.read(tptr, tsize))  # validated, then ignored: HTTP/1.1 upstreams
         st = self.current
-        base = self.version.upstreams.get(upstream)
-        names = {k.lower(): v for k, v in headers}
-        if base is None or st is None or ":path" not in names:
+        target = self.version.targets.get(upstream)
+        if target is None or st is None:
+            return abi.BAD_ARGUMENT
+        method = path = None
+        sent: list[tuple[str, str]] = []
+        for k, v in headers:
+            name = k.lower()
+            if name == ":path":
+                path = path or v
+            elif name == ":method":
+                method = method or v
+            elif name[:1] == ":" or name in _CALL_DROP:
+                continue
+            elif not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(v):
+                return abi.BAD_ARGUMENT
+            else:
+                sent.append((k, v))
+        if path is None or not ORIGIN_FORM.fullmatch(path) or not _TOKEN.fullmatch(method or "GET"):
             return abi.BAD_ARGUMENT
         try:
             loop = asyncio.get_running_loop()
@@ -250,9 +278,7 @@ class HttpHost:
         limit = self.version.limits.http_call_timeout_ms
         timeout = min(timeout_ms or limit, limit) / 1000.0
         token = self.services.next_token()
-        task = loop.create_task(self.services.http_call(base, names.get(":method", "GET"), names[":path"],
-                                                        [(k, v) for k, v in headers if not k.startswith(":")],
-                                                        body, timeout))
+        task = loop.create_task(self.services.http_call(target, (method or "GET").upper(), path, sent, body, timeout))
         st.pending[token] = task
         if st.is_root:
             task.add_done_callback(lambda t, root=st, tok=token: self.deliver_root_call(root, tok, t))

@@ -14,12 +14,13 @@ import orjson
 
 from wasm_plugins import abi
 from wasm_plugins.instance import PluginInstance
+from wasm_plugins.pseudo import apply_pseudo_headers, check_unchanged, request_target
 from wasm_plugins.raw import WasmCallError
 from wasm_plugins.state import StreamState
 
 
 def request_headers(ctx: Any) -> list[tuple[str, str]]:
-    return [(":method", ctx.method), (":path", ctx.path), (":authority", ctx.headers.get("host", "")),
+    return [(":method", ctx.method), (":path", request_target(ctx)), (":authority", ctx.headers.get("host", "")),
             (":scheme", "http"), *ctx.headers.items()]
 
 
@@ -106,15 +107,28 @@ async def run_response(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSt
         error = inst.close_stream(st)
     if error is not None:
         raise error
-    if not st.ended and st.response_headers_changed:
-        ctx.response_headers = {k: v for k, v in st.response_headers or () if not k.startswith(":")}
+    if not st.ended:
+        if st.request_headers_changed:  # the request went upstream already: only a read-only view
+            check_unchanged(st.request_headers, request_headers(ctx), "the request was already forwarded")
+        if st.response_headers_changed:
+            check_unchanged(st.response_headers, [(":status", str(ctx.status))],
+                            "a response plugin cannot change the status (answer with a local response)")
+            ctx.response_headers = {k: v for k, v in st.response_headers or () if not k.startswith(":")}
     return st
 
 
 def apply_request(st: StreamState, ctx: Any) -> None:
     """Carry the plugin's header and body changes into the request the gateway forwards."""
     if st.request_headers_changed and st.request_headers is not None:
-        ctx.headers = {k: v for k, v in st.request_headers if not k.startswith(":")}
+        headers: dict[str, str] = {}
+        pseudo: dict[str, str] = {}
+        for k, v in st.request_headers:
+            if k[:1] == ":":
+                pseudo.setdefault(k, v)
+            else:
+                headers[k] = v
+        apply_pseudo_headers(pseudo, ctx, headers)
+        ctx.headers = headers
     if st.request_body_changed and st.request_body is not None:
         try:
             data = orjson.loads(st.request_body)

@@ -44,6 +44,7 @@ class ContextState:
 class RootState(ContextState):
     config: bytes = b""
     tick_ms: int = 0
+    tick_raised: bool = False  # a shorter period was asked for and raised to limits.min_tick_ms
     tick_task: asyncio.Task[None] | None = None
 
 

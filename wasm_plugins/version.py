@@ -15,6 +15,7 @@ from wasm_plugins.engine import Compiled
 from wasm_plugins.instance import PluginInstance
 from wasm_plugins.module import ModuleInfo
 from wasm_plugins.raw import WasmCallError
+from wasm_plugins.services import parse_upstream
 
 log = logging.getLogger("edgegw.plugins")
 
@@ -32,7 +33,7 @@ class VersionMeta:
 class PluginVersion:
     def __init__(self, name: str, number: int, compiled: Compiled, info: ModuleInfo, limits: Limits,
                  vm_config: bytes, upstreams: dict[str, str], config_value: Any, meta: VersionMeta,
-                 services: Any) -> None:
+                 services: Any, root_id: str = "", vm_id: str = "") -> None:
         self.name = name
         self.number = number
         self.compiled = compiled
@@ -42,16 +43,18 @@ class PluginVersion:
         self.limits = limits
         self.vm_config = vm_config
         self.upstreams = upstreams
+        self.targets = {name: parse_upstream(url) for name, url in upstreams.items()}
         self.config_value = config_value  # default configuration; routes may override it
         self.meta = meta
         self.services = services
-        self.properties = {"plugin_name": name, "plugin_root_id": name, "plugin_vm_id": name,
+        self.properties = {"plugin_name": name, "plugin_root_id": root_id, "plugin_vm_id": vm_id,
                            "edgegw.plugin_version": str(number), "edgegw.plugin_sha256": self.sha256}
         self.instance: PluginInstance | None = None
         self.configs: set[bytes] = set()  # every configuration a route used: re-applied to new instances
         self.failures_in_row = 0
         self.retry_at = 0.0
         self.outcomes: deque[bool] = deque(maxlen=1000)  # recent results (canary decisions)
+        self.answers: dict[str, deque[int]] = {}  # route -> how recent requests were answered (Plugin.observe)
         self.requests = 0
         self.failures = 0
         self._config_cache: dict[int, tuple[Any, bytes]] = {}

@@ -98,6 +98,8 @@ class Upstreams:
         headers["x-request-id"] = ctx.request_id
         headers["x-forwarded-for"] = ctx.client_ip
         headers["content-type"] = "application/json"
+        if ctx.upstream_host:  # a plugin set `:authority`
+            headers["host"] = ctx.upstream_host
         pool.retry_budget.record_request()
         tried: set[Endpoint] = set()
         last_error: GatewayError | None = None
