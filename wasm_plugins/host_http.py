@@ -49,13 +49,18 @@ class HttpHost:
             return []
         return None
 
-    def _changed(self, map_type: int) -> None:
+    def _changed(self, map_type: int, key: str) -> None:
+        """Note a change of a stream's header map; `key` ":" when a whole map was replaced."""
         st = self.current
         if isinstance(st, StreamState):
             if map_type == abi.HTTP_REQUEST_HEADERS:
                 st.request_headers_changed = True
             elif map_type == abi.HTTP_RESPONSE_HEADERS:
                 st.response_headers_changed = True
+            else:
+                return
+            if key[:1] == ":":
+                st.pseudo_changed = True
 
     def proxy_get_header_map_size(self, map_type: int, ret_size: int) -> int:
         pairs = self._map(map_type)
@@ -77,7 +82,7 @@ class HttpHost:
         if pairs is None:
             return abi.NOT_FOUND
         pairs[:] = new
-        self._changed(map_type)
+        self._changed(map_type, ":")
         return abi.OK
 
     def proxy_get_header_map_value(self, map_type: int, kptr: int, ksize: int, ret_ptr: int, ret_size: int) -> int:
@@ -97,7 +102,7 @@ class HttpHost:
         if pairs is None:
             return abi.NOT_FOUND
         pairs.append((key, value))
-        self._changed(map_type)
+        self._changed(map_type, key)
         return abi.OK
 
     def proxy_replace_header_map_value(self, map_type: int, kptr: int, ksize: int, vptr: int, vsize: int) -> int:
@@ -107,7 +112,7 @@ class HttpHost:
             return abi.NOT_FOUND
         pairs[:] = [(k, v) for k, v in pairs if k != key]
         pairs.append((key, value))
-        self._changed(map_type)
+        self._changed(map_type, key)
         return abi.OK
 
     def proxy_remove_header_map_value(self, map_type: int, kptr: int, ksize: int) -> int:
@@ -116,7 +121,7 @@ class HttpHost:
         if pairs is None:
             return abi.NOT_FOUND
         pairs[:] = [(k, v) for k, v in pairs if k != key]
-        self._changed(map_type)
+        self._changed(map_type, key)
         return abi.OK
 
     # --- buffers ------------------------------------------------------------------------------

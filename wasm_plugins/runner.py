@@ -108,11 +108,12 @@ async def run_response(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSt
     if error is not None:
         raise error
     if not st.ended:
-        if st.request_headers_changed:  # the request went upstream already: only a read-only view
+        if st.pseudo_changed:
+            # the request went upstream already: its headers are a read-only view here
             check_unchanged(st.request_headers, request_headers(ctx), "the request was already forwarded")
-        if st.response_headers_changed:
             check_unchanged(st.response_headers, [(":status", str(ctx.status))],
                             "a response plugin cannot change the status (answer with a local response)")
+        if st.response_headers_changed:
             ctx.response_headers = {k: v for k, v in st.response_headers or () if not k.startswith(":")}
     return st
 
@@ -120,15 +121,18 @@ async def run_response(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSt
 def apply_request(st: StreamState, ctx: Any) -> None:
     """Carry the plugin's header and body changes into the request the gateway forwards."""
     if st.request_headers_changed and st.request_headers is not None:
-        headers: dict[str, str] = {}
-        pseudo: dict[str, str] = {}
-        for k, v in st.request_headers:
-            if k[:1] == ":":
-                pseudo.setdefault(k, v)
-            else:
-                headers[k] = v
-        apply_pseudo_headers(pseudo, ctx, headers)
-        ctx.headers = headers
+        if st.pseudo_changed:
+            headers: dict[str, str] = {}
+            pseudo: dict[str, str] = {}
+            for k, v in st.request_headers:
+                if k[:1] == ":":
+                    pseudo.setdefault(k, v)
+                else:
+                    headers[k] = v
+            apply_pseudo_headers(pseudo, ctx, headers)
+            ctx.headers = headers
+        else:
+            ctx.headers = {k: v for k, v in st.request_headers if not k.startswith(":")}
     if st.request_body_changed and st.request_body is not None:
         try:
             data = orjson.loads(st.request_body)

@@ -61,6 +61,7 @@ class StreamState(ContextState):
     request_headers_changed: bool = False
     request_body_changed: bool = False
     response_headers_changed: bool = False
+    pseudo_changed: bool = False  # a change may have touched a pseudo-header (`:path`, `:status`...)
     local_response: LocalResponse | None = None
     continued: bool = False
     reset: bool = False
