@@ -238,8 +238,8 @@ class Services:
         no headers or body, which is how Envoy reports them to `proxy_on_http_call_response`."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
-        url = target.url(path)
         try:
+            url = target.url(path)
             # aiohttp frames the body itself (content-length of what is sent, `data=b""` included):
             # the plugin's own framing headers were dropped (a copied content-length with no body
             # would leave the upstream waiting for bytes that never come).
@@ -250,7 +250,8 @@ class Services:
                 pairs = [(":status", str(resp.status))] + [(k.lower(), v) for k, v in resp.headers.items()]
                 return CallResult(resp.status, pairs, data)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            log.info("plugin http call to %s failed: %s", url, exc or type(exc).__name__)
+            log.info("plugin http call to %s://%s:%d%s%s failed: %s", target.scheme, target.host, target.port,
+                     target.prefix, path, exc or type(exc).__name__)
             return CallResult(0, [], b"")
 
     async def close(self) -> None:
