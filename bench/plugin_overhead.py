@@ -9,12 +9,18 @@
    process's CPU time per request (all its threads, from /proc), which a busy machine does not inflate
    the way it inflates wall-clock latency. Variants alternate in blocks so drift hits them alike.
 3. Cold load: compile from bytes vs deserialize from the on-disk cache, plus instantiate+configure.
+
+`--instructions` measures instead the plugin stage's CPU instructions per request in process under
+callgrind (needs valgrind; a few minutes): two runs per variant with different request counts, the
+difference divided by the extra requests, so start-up cancels out. The figure a noisy shared machine
+does not move (the epoch ticker is stopped in these runs: its instructions would scale with time).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -109,6 +115,67 @@ async def in_process(built: dict[str, Path], n: int) -> None:
     for name, samples in results.items():
         print(row(name, samples, None if samples is base else base))
     await manager.stop()
+
+
+async def stage_loop(built: dict[str, Path], variant: str, n: int) -> None:
+    """`n` requests (after 200 to warm up) through one variant's plugin stage: the body of a
+    callgrind run (`--instructions`)."""
+    import wasm_plugins.engine
+
+    wasm_plugins.engine._tick = lambda eng: None  # no epoch thread: deadlines never fire here
+    from gateway.config.schema import PluginBinding, RouteConfig
+    from gateway.context import RequestContext
+    from wasm_plugins.config import Limits, PluginConfig, encode_config
+    from wasm_plugins.manager import PluginManager
+    from wasm_plugins.stage import PluginPhaseStage
+
+    config = {"router": ROUTER, "redact": REDACT}.get(variant)
+    phase = "preprocess" if variant == "redact" else "routing"
+    specs = () if config is None else (PluginConfig(variant, str(built[variant]), config=encode_config(config),
+                                                    config_value=config, limits=Limits(deadline_ms=10_000)),)
+    manager = PluginManager(specs, None)
+    await manager.start()
+    bindings = () if config is None else (PluginBinding(variant, phase),)
+    route = RouteConfig("r", ("/v1/completions",), plugins=bindings)
+    stage = PluginPhaseStage(manager, phase)
+    body = b'{"model":"m","prompt":"%s","max_tokens":500}' % PROMPT.encode()
+    for i in range(200 + n):
+        if i == 200:
+            # Everything alive now stays out of later collections: a full collection scans the whole
+            # heap (imports included), and where one falls would otherwise swamp the difference.
+            gc.collect()
+            gc.freeze()
+        ctx = RequestContext("bench", "POST", "/v1/completions", {"host": "gw", "content-type": "application/json"},
+                             "127.0.0.1", body=body)
+        ctx.route = route
+        if stage.enabled_for(ctx):
+            await stage.on_request(ctx)
+            await stage.on_response(ctx)
+    await manager.stop()
+
+
+def instructions() -> None:
+    """Instructions per request of each variant's plugin stage (see the module docstring)."""
+    import re
+    import subprocess
+
+    counts: dict[str, float] = {}
+    for variant in ("none", "router", "redact"):
+        totals = []
+        for n in (300, 2300):
+            proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                                   __file__, "--stage-loop", variant, "--requests", str(n)],
+                                  capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+            found = re.search(r"Collected : (\d+)", proc.stderr)
+            if proc.returncode != 0 or found is None:
+                raise RuntimeError(f"callgrind run failed:\n{proc.stderr[-2000:]}")
+            totals.append(int(found.group(1)))
+        counts[variant] = (totals[1] - totals[0]) / 2000
+    print("instructions per request, plugin stage in process (callgrind):")
+    for variant, name in (("none", "no plugins"), ("router", "header-only (router)"),
+                          ("redact", "body rewrite (redact)")):
+        extra = "" if variant == "none" else f"  added {counts[variant] - counts['none']:10.0f}"
+        print(f"  {name:28s} {counts[variant]:10.0f}{extra}")
 
 
 def through_gateway(built: dict[str, Path], n: int, block: int) -> None:
@@ -209,10 +276,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--skip-gateway", action="store_true")
     parser.add_argument("--block", type=int, default=100, help="requests per variant before switching (CPU reads)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="instead: instructions per request under callgrind (valgrind), the noise-free figure")
+    parser.add_argument("--stage-loop", default=None, help=argparse.SUPPRESS)  # one callgrind run's body
     args = parser.parse_args()
     from wasm_plugins.build import build_all
 
+    if args.stage_loop is not None:
+        built = {name: ROOT / "build" / "plugins" / f"{name}.wasm" for name in ("router", "redact")}
+        asyncio.run(stage_loop(built, args.stage_loop, args.requests))
+        return
     built = build_all(ROOT / "build" / "plugins")
+    if args.instructions:
+        instructions()
+        return
     asyncio.run(in_process(built, args.requests))
     if not args.skip_gateway:
         through_gateway(built, max(200, args.requests // 3), args.block)

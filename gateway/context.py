@@ -38,6 +38,9 @@ class RequestContext:
     body: bytes = b""
     body_json: dict[str, Any] | None = None
     started: float = field(default_factory=time.perf_counter)
+    query: str = ""  # the raw query string, without '?'
+    upstream_path: str | None = None  # set by a plugin that changed `:path`: forwarded instead
+    upstream_host: str | None = None  # set by a plugin that changed `:authority`: the upstream Host
 
     route: RouteConfig | None = None
     model: str | None = None

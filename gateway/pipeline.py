@@ -113,7 +113,7 @@ class Pipeline:
         spec = SPECS[ctx.path]
         if ctx.body_dirty:
             ctx.body = orjson.dumps(ctx.body_json)
-        upstream = await self.upstreams.send(ctx, spec.upstream_path, ctx.body)
+        upstream = await self.upstreams.send(ctx, ctx.upstream_path or spec.upstream_path, ctx.body)
         if upstream.body is None:
             return Reply(upstream.status, upstream.headers, stream=self._stream(ctx, upstream))
         body = upstream.body

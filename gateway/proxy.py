@@ -95,7 +95,8 @@ class ProxyEndpoint:
         if self.trust_forwarded_for and "x-forwarded-for" in headers:
             client_ip = headers["x-forwarded-for"].split(",")[0].strip()
         return RequestContext(request_id=request_id, method=scope["method"], path=scope["path"],
-                              headers=headers, client_ip=client_ip)
+                              headers=headers, client_ip=client_ip,
+                              query=scope.get("query_string", b"").decode("latin-1"))
 
     async def _read_body(self, ctx: RequestContext, receive: Any) -> bytes:
         declared = ctx.headers.get("content-length")

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.progress import step
@@ -28,14 +29,29 @@ def _stale(out: Path, sources: list[Path]) -> bool:
     return not out.exists() or any(s.stat().st_mtime > out.stat().st_mtime for s in sources)
 
 
-def build_c(src: Path, out: Path) -> None:
-    header = src.parent / "proxy_wasm.h"
+# Plugins that use a libc and WASI as SDK-built modules do (Go, Rust and C++ runtimes): wasi-libc
+# from zig, built as a reactor (`_initialize`, no `main`).
+WASI_FLAGS = ["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-Wall", "-Werror",
+              "-Wl,-z,stack-size=65536", "-s"]
+HEADER_DIR = EXAMPLES / "c"
+
+
+def build_c(src: Path, out: Path, flags: list[str] = C_FLAGS) -> None:
+    """One C plugin with zig's clang; `proxy_wasm.h` (the examples' mini SDK) is on the include path."""
+    header = HEADER_DIR / "proxy_wasm.h"
     if not _stale(out, [src, header]):
         return
-    cmd = [sys.executable, "-m", "ziglang", "cc", *C_FLAGS, "-o", str(out), str(src)]
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    cmd = [sys.executable, "-m", "ziglang", "cc", *flags, "-I", str(HEADER_DIR), "-o", str(tmp), str(src)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=src.parent)
-    if proc.returncode != 0:
+    if proc.returncode != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
         raise RuntimeError(f"{src.name}: zig cc failed:\n{proc.stderr.strip()}")
+    tmp.replace(out)
+
+
+def build_wasi_c(src: Path, out: Path) -> None:
+    build_c(src, out, WASI_FLAGS)
 
 
 def build_wat(src: Path, out: Path) -> None:
@@ -89,17 +105,34 @@ def build_as(src: Path, out: Path) -> None:
 
 def build_all(outdir: str | Path) -> dict[str, Path]:
     """Build every example into `outdir`; returns name -> path. Raises RuntimeError on a failure."""
+    jobs = _jobs(EXAMPLES)
+    jobs += [(p, build_as) for p in sorted((AS_DIR / "assembly").glob("*.ts"))]
+    return _build(jobs, EXAMPLES, outdir)
+
+
+def build_tree(src_dir: str | Path, outdir: str | Path) -> dict[str, Path]:
+    """Build the plugins of a tree laid out like the examples: `c/*.c` (freestanding, the mini
+    SDK), `wasi/*.c` (wasi-libc reactors) and `wat/*.wat`. The tests' own plugins use it."""
+    root = Path(src_dir).resolve()
+    return _build(_jobs(root), root, outdir)
+
+
+def _jobs(root: Path) -> list[tuple[Path, Callable[[Path, Path], None]]]:
+    jobs: list[tuple[Path, Callable[[Path, Path], None]]] = [(p, build_c) for p in sorted((root / "c").glob("*.c"))]
+    jobs += [(p, build_wasi_c) for p in sorted((root / "wasi").glob("*.c"))]
+    jobs += [(p, build_wat) for p in sorted((root / "wat").glob("*.wat"))]
+    return jobs
+
+
+def _build(jobs: list[tuple[Path, Callable[[Path, Path], None]]], root: Path, outdir: str | Path) -> dict[str, Path]:
     out = Path(outdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     built: dict[str, Path] = {}
     errors: list[str] = []
-    jobs = [(p, build_c) for p in sorted((EXAMPLES / "c").glob("*.c"))]
-    jobs += [(p, build_wat) for p in sorted((EXAMPLES / "wat").glob("*.wat"))]
-    jobs += [(p, build_as) for p in sorted((AS_DIR / "assembly").glob("*.ts"))]
     for src, builder in jobs:
         target = out / f"{src.stem}.wasm"
         try:
-            with step(f"plugin {src.relative_to(EXAMPLES)}"):
+            with step(f"plugin {src.relative_to(root)}"):
                 builder(src, target)
             built[src.stem] = target
         except (RuntimeError, OSError) as exc:

@@ -4,13 +4,22 @@ and `proxy_http_call`. Mixed into PluginInstance; `self.current` is the context 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from wasm_plugins import abi
 from wasm_plugins.abi import deserialize_map, serialize_map
 from wasm_plugins.properties import get_property, parse_path, set_property
+from wasm_plugins.pseudo import ORIGIN_FORM
 from wasm_plugins.raw import HostTrap
 from wasm_plugins.state import CallResult, ContextState, LocalResponse, RootState, StreamState
+
+# Headers of an http call the host owns: framing and connection management (aiohttp sets them
+# for what it really sends) and the Host of the upstream it really connects to.
+_CALL_DROP = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+                        "trailer", "upgrade", "expect", "proxy-connection", "proxy-authorization"})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP method or header name
+_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")  # a header value: no CR, LF or other controls
 
 
 class HttpHost:
@@ -20,6 +29,7 @@ class HttpHost:
     version: Any
     services: Any
     configuring: bytes | None
+    delivering: CallResult | None  # the http call answer being handed to proxy_on_http_call_response
 
     # helpers implemented by PluginInstance
     def copy_out(self, data: bytes, ptr_ptr: int, size_ptr: int) -> None: ...
@@ -33,19 +43,24 @@ class HttpHost:
                 return st.request_headers
             if map_type == abi.HTTP_RESPONSE_HEADERS:
                 return st.response_headers
-        if map_type == abi.HTTP_CALL_RESPONSE_HEADERS and st is not None and st.call is not None:
-            return st.call.headers
+        if map_type == abi.HTTP_CALL_RESPONSE_HEADERS and self.delivering is not None:
+            return self.delivering.headers
         if map_type in (abi.HTTP_REQUEST_TRAILERS, abi.HTTP_RESPONSE_TRAILERS, abi.HTTP_CALL_RESPONSE_TRAILERS):
             return []
         return None
 
-    def _changed(self, map_type: int) -> None:
+    def _changed(self, map_type: int, key: str) -> None:
+        """Note a change of a stream's header map; `key` ":" when a whole map was replaced."""
         st = self.current
         if isinstance(st, StreamState):
             if map_type == abi.HTTP_REQUEST_HEADERS:
                 st.request_headers_changed = True
             elif map_type == abi.HTTP_RESPONSE_HEADERS:
                 st.response_headers_changed = True
+            else:
+                return
+            if key[:1] == ":":
+                st.pseudo_changed = True
 
     def proxy_get_header_map_size(self, map_type: int, ret_size: int) -> int:
         pairs = self._map(map_type)
@@ -67,7 +82,7 @@ class HttpHost:
         if pairs is None:
             return abi.NOT_FOUND
         pairs[:] = new
-        self._changed(map_type)
+        self._changed(map_type, ":")
         return abi.OK
 
     def proxy_get_header_map_value(self, map_type: int, kptr: int, ksize: int, ret_ptr: int, ret_size: int) -> int:
@@ -87,7 +102,7 @@ class HttpHost:
         if pairs is None:
             return abi.NOT_FOUND
         pairs.append((key, value))
-        self._changed(map_type)
+        self._changed(map_type, key)
         return abi.OK
 
     def proxy_replace_header_map_value(self, map_type: int, kptr: int, ksize: int, vptr: int, vsize: int) -> int:
@@ -97,7 +112,7 @@ class HttpHost:
             return abi.NOT_FOUND
         pairs[:] = [(k, v) for k, v in pairs if k != key]
         pairs.append((key, value))
-        self._changed(map_type)
+        self._changed(map_type, key)
         return abi.OK
 
     def proxy_remove_header_map_value(self, map_type: int, kptr: int, ksize: int) -> int:
@@ -106,7 +121,7 @@ class HttpHost:
         if pairs is None:
             return abi.NOT_FOUND
         pairs[:] = [(k, v) for k, v in pairs if k != key]
-        self._changed(map_type)
+        self._changed(map_type, key)
         return abi.OK
 
     # --- buffers ------------------------------------------------------------------------------
@@ -121,7 +136,7 @@ class HttpHost:
         if buffer_type == abi.VM_CONFIGURATION:
             return self.version.vm_config
         if buffer_type == abi.HTTP_CALL_RESPONSE_BODY:
-            return st.call.body if st is not None and st.call is not None else None
+            return self.delivering.body if self.delivering is not None else None
         if isinstance(st, StreamState):
             if buffer_type == abi.HTTP_REQUEST_BODY:
                 return st.request_body
@@ -233,14 +248,33 @@ class HttpHost:
 
     def proxy_http_call(self, uptr: int, usize: int, hptr: int, hsize: int, bptr: int, bsize: int,
                         tptr: int, tsize: int, timeout_ms: int, ret_token: int) -> int:
+        """A call to one of the plugin's upstreams, built from parts: the connection always goes to
+        the configured upstream's scheme, host and port; `:path` must be origin-form (start with
+        '/'); `:authority`/`host` never redirect it (the upstream gets its own Host); framing
+        headers are the host's (content-length of the body actually sent). BAD_ARGUMENT otherwise."""
         upstream = self.mem.read_str(uptr, usize)
         headers = deserialize_map(self.mem.read(hptr, hsize))
         body = self.mem.read(bptr, bsize)
         deserialize_map(self.mem.read(tptr, tsize))  # validated, then ignored: HTTP/1.1 upstreams
         st = self.current
-        base = self.version.upstreams.get(upstream)
-        names = {k.lower(): v for k, v in headers}
-        if base is None or st is None or ":path" not in names:
+        target = self.version.targets.get(upstream)
+        if target is None or st is None:
+            return abi.BAD_ARGUMENT
+        method = path = None
+        sent: list[tuple[str, str]] = []
+        for k, v in headers:
+            name = k.lower()
+            if name == ":path":
+                path = path or v
+            elif name == ":method":
+                method = method or v
+            elif name[:1] == ":" or name in _CALL_DROP:
+                continue
+            elif not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(v):
+                return abi.BAD_ARGUMENT
+            else:
+                sent.append((k, v))
+        if path is None or not ORIGIN_FORM.fullmatch(path) or not _TOKEN.fullmatch(method or "GET"):
             return abi.BAD_ARGUMENT
         try:
             loop = asyncio.get_running_loop()
@@ -249,9 +283,7 @@ class HttpHost:
         limit = self.version.limits.http_call_timeout_ms
         timeout = min(timeout_ms or limit, limit) / 1000.0
         token = self.services.next_token()
-        task = loop.create_task(self.services.http_call(base, names.get(":method", "GET"), names[":path"],
-                                                        [(k, v) for k, v in headers if not k.startswith(":")],
-                                                        body, timeout))
+        task = loop.create_task(self.services.http_call(target, (method or "GET").upper(), path, sent, body, timeout))
         st.pending[token] = task
         if st.is_root:
             task.add_done_callback(lambda t, root=st, tok=token: self.deliver_root_call(root, tok, t))
@@ -259,8 +291,7 @@ class HttpHost:
         return abi.OK
 
     def proxy_get_status(self, ret_code: int, ret_msg_ptr: int, ret_msg_size: int) -> int:
-        st = self.current
-        code = st.call.status if st is not None and st.call is not None else 0
+        code = self.delivering.status if self.delivering is not None else 0
         self.mem.write_u32(ret_code, code)
         self.mem.write_u32(ret_msg_ptr, 0)
         self.mem.write_u32(ret_msg_size, 0)

@@ -48,6 +48,12 @@ class MiscHost:
         st = self.current
         root = self.contexts.get(st.root_id) if st is not None else None
         if isinstance(root, RootState):
+            floor = self.version.limits.min_tick_ms
+            if 0 < period < floor:  # each tick costs a callback: a 1 ms tick kept a sixth of a core busy
+                if not root.tick_raised:
+                    self.log.info("tick period %d ms raised to %d ms (limits.min_tick_ms)", period, floor)
+                    root.tick_raised = True
+                period = floor
             root.tick_ms = period
             self.start_tick(root)
         return abi.OK

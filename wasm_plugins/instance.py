@@ -21,8 +21,8 @@ from wasm_plugins.host_http import HttpHost
 from wasm_plugins.host_misc import MiscHost, unimplemented_stub
 from wasm_plugins.module import WASI_MODULES
 from wasm_plugins.raw import Fuel, HostTrap, RawMemory, WasmCallError, callee, host_func
-from wasm_plugins.state import ContextState, RootState, StreamState
-from wasm_plugins.wasi import ProcExit, WasiHost, denied
+from wasm_plugins.state import CallResult, ContextState, RootState, StreamState
+from wasm_plugins.wasi import ENV_FUNCTIONS, ProcExit, WasiHost, denied
 
 log = logging.getLogger("edgegw.plugins")
 
@@ -39,9 +39,10 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         self.limits = version.limits
         self.memory_cap = version.limits.memory_mb << 20
         self.ticks = deadline_ticks(version.limits.deadline_ms)
-        self.store = wasmtime.Store(engine())
-        self.store.set_limits(memory_size=self.memory_cap, instances=4, tables=4, memories=1)
-        self.fuel = Fuel(self.store, version.limits.fuel, self.ticks)
+        store = wasmtime.Store(engine())
+        store.set_limits(memory_size=self.memory_cap, instances=4, tables=4, memories=1)
+        self.store: wasmtime.Store | None = store
+        self.fuel = Fuel(store, version.limits.fuel, self.ticks)
         self.pending_error: BaseException | None = None
         self.current: ContextState | None = None
         self.contexts: dict[int, ContextState] = {}
@@ -51,24 +52,36 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         self.broken: str | None = None
         self.retired = False
         self.fuel_used = 0
+        self.active = 0  # stream contexts open in this instance (requests running on it)
+        self.delivering: CallResult | None = None  # the http call answer being handed to the plugin
         self._ids = itertools.count(1)
         self.fn: dict[str, Any] = {}
         self.mem: Any = None
+        self.alloc: Any = None
+        try:
+            self._start(version)
+        except BaseException:
+            self.release()  # its memory and compiled state go now, not when a collector finds them
+            raise
+
+    def _start(self, version: Any) -> None:
+        store = self.store
+        assert store is not None
         module = version.module
-        externs = [self._import(i.module, i.name or "", i.type) for i in module.imports]
+        externs = [self._import(store, i.module, i.name or "", i.type) for i in module.imports]
         self.fuel.arm()
         try:
-            instance = wasmtime.Instance(self.store, module, externs)
+            instance = wasmtime.Instance(store, module, externs)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             raise self._failure(exc) from None
-        exports = instance.exports(self.store)
+        exports = instance.exports(store)
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)
-        self.mem = RawMemory(self.store, memory)
+        self.mem = RawMemory(store, memory)
         for name in version.info.callbacks:
             func = exports[name]
             assert isinstance(func, wasmtime.Func)
-            self.fn[name] = callee(self.store, func)
+            self.fn[name] = callee(store, func)
         self.alloc = self.fn.get("proxy_on_memory_allocate") or self.fn.get("malloc")
         # The end-of-stream callbacks this plugin exports (most export none of them): closing a stream
         # then costs nothing for the others.
@@ -85,17 +98,17 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
 
     # --- imports ------------------------------------------------------------------------------
 
-    def _import(self, module: str, name: str, ty: Any) -> wasmtime.Func:
+    def _import(self, store: wasmtime.Store, module: str, name: str, ty: Any) -> wasmtime.Func:
         fn: Any = None
         if module == "env":
-            fn = getattr(self, name, None) if name.startswith("proxy_") else getattr(self, "as_" + name, None)
+            fn = getattr(self, name if name.startswith("proxy_") else ENV_FUNCTIONS.get(name, "-"), None)
             if fn is None and name.startswith("proxy_"):
                 fn = unimplemented_stub(str(ty.results[0]) if ty.results else None)
         elif module in WASI_MODULES:
             fn = getattr(self, "wasi_" + name, None) or denied(name)
         if fn is None or not isinstance(ty, wasmtime.FuncType):
             raise WasmCallError("link", f"unresolved import {module}.{name}")
-        return host_func(self.store, ty, fn, self)
+        return host_func(store, ty, fn, self)
 
     # --- calling into the plugin ----------------------------------------------------------------
 
@@ -103,10 +116,10 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         """Run one callback under the sandbox: fresh fuel and deadline. A failure breaks the instance
         and raises WasmCallError with the reason."""
         f = self.fn.get(name)
-        if f is None:
+        if f is None or self.broken:
+            if self.broken:  # checked before anything touches the store: a released one is gone
+                raise WasmCallError("instance_lost", f"instance failed earlier ({self.broken})")
             return None
-        if self.broken:
-            raise WasmCallError("instance_lost", f"instance failed earlier ({self.broken})")
         fuel = self.fuel
         fuel.arm()
         self.pending_error = None
@@ -131,9 +144,12 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
     def _failure(self, exc: Exception) -> WasmCallError:
         reason = self._classify(exc)
         err = self.pending_error
-        message = str(err) if isinstance(err, HostTrap) else str(exc).strip().splitlines()[0]
+        message = str(err) if isinstance(err, HostTrap) else trap_message(exc)
         if err is not None and not isinstance(err, HostTrap):
             log.error("plugin %s: host function failed", self.version.name, exc_info=err)
+        self.flush_stdio()  # what the plugin wrote before it died (a panic message) goes out first
+        if err is not None:
+            forget_frames(err)
         self.broken = reason
         return WasmCallError(reason, message)
 
@@ -202,7 +218,13 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         st = StreamState(id=next(self._ids), root_id=root_id, ctx=ctx, plugin_name=self.version.name)
         self.contexts[st.id] = st
         self.current = st
-        self.call("proxy_on_context_create", st.id, root_id)
+        self.active += 1
+        try:
+            self.call("proxy_on_context_create", st.id, root_id)
+        except WasmCallError:
+            self.active -= 1
+            self.contexts.pop(st.id, None)
+            raise
         return st
 
     def callback(self, st: StreamState, name: str, *args: int) -> int:
@@ -226,6 +248,9 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         finally:
             self.contexts.pop(st.id, None)
             self.current = None
+            self.active -= 1
+            if self.retired and self.active == 0:
+                self.release()
 
     # --- root-context events: ticks, queues, http calls made outside a request -------------------
 
@@ -254,12 +279,12 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         root.pending.pop(token, None)
         if task.cancelled() or not isinstance(root, RootState):
             return
-        root.call = task.result()
+        answer = self.delivering = task.result()
         try:
-            self._root_event(root, "proxy_on_http_call_response", root.id, token, len(root.call.headers),
-                             len(root.call.body), 0)
+            self._root_event(root, "proxy_on_http_call_response", root.id, token, len(answer.headers),
+                             len(answer.body), 0)
         finally:
-            root.call = None
+            self.delivering = None
 
     def _root_event(self, root: RootState, name: str, *args: int) -> None:
         if self.broken or self.retired:
@@ -274,11 +299,62 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
             self.current = None
 
     def retire(self) -> None:
-        """Stop timers and background calls; streams still running finish on this instance."""
+        """Stop timers and background calls; streams still running finish on this instance, and the
+        last one to end releases it."""
         self.retired = True
+        self._stop_roots()
+        if self.active == 0:
+            self.release()
+
+    def _stop_roots(self) -> None:
         for st in list(self.contexts.values()):
             if isinstance(st, RootState):
                 if st.tick_task is not None:
                     st.tick_task.cancel()
+                    st.tick_task = None
                 for task in st.pending.values():
                     task.cancel()
+                st.pending.clear()
+
+    def release(self) -> None:
+        """Free the store now: its linear memory, instance and host functions (wasmtime finalizes
+        them, which drops their trampolines). Only for an instance nothing will call again: a broken
+        one (every call checks `broken` before entering the store) or a retired one whose last
+        stream ended. Safe to call twice."""
+        if self.store is None:
+            return
+        self.flush_stdio()
+        self.broken = self.broken or "released"
+        self.retired = True
+        self._stop_roots()
+        self.services.queues.forget(self)
+        self.fn = {}
+        self.alloc = None
+        self.mem = None
+        self.bound.clear()
+        self.pending_error = None
+        store, self.store = self.store, None
+        store.close()
+
+
+def trap_message(exc: BaseException) -> str:
+    """The line of a wasmtime error that says what happened ("wasm trap: ..."), not its backtrace."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("wasm trap:"):
+            return line
+    for line in lines:
+        if not line.startswith("error while executing") and not line[:1].isdigit():
+            return line
+    return lines[0] if lines else type(exc).__name__
+
+
+def forget_frames(exc: BaseException | None) -> None:
+    """Drop the tracebacks of an exception and of those it was raised from: their frames hold the
+    instance (and so its store) as long as the exception lives, and an exception kept in a frame's
+    local is a cycle only the collector would ever break."""
+    seen = 0
+    while exc is not None and seen < 16:
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+        seen += 1

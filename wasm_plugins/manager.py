@@ -15,7 +15,7 @@ from wasm_plugins import pmetrics
 from wasm_plugins.config import CanaryConfig, PluginConfig
 from wasm_plugins.engine import CompileError, compile_module
 from wasm_plugins.module import inspect
-from wasm_plugins.plugin import Plugin
+from wasm_plugins.plugin import Plugin, outcome
 from wasm_plugins.raw import WasmCallError
 from wasm_plugins.replies import failure_error, local_reply
 from wasm_plugins.runner import run_request, run_response
@@ -93,7 +93,8 @@ class PluginManager:
             spec = plugin.spec
             version = PluginVersion(name, plugin.next_number(), compiled, info, spec.limits, spec.vm_config,
                                     spec.upstreams, spec.config_value if config is _UNSET else config,
-                                    VersionMeta(source, description), self.services)
+                                    VersionMeta(source, description), self.services, root_id=spec.root_id,
+                                    vm_id=spec.vm_id)
             configs = {version.config_for(None)} | {version.config_for(o) for o in plugin.overrides.values()}
             try:
                 version.prepare(configs)
@@ -178,6 +179,8 @@ class PluginManager:
                 tally = self._tallies[(name, phase)] = pmetrics.PhaseTally(name, phase)
             tally.add(elapsed, st.fuel if st is not None else 0)  # fuel: of completed runs, as before
         plugin.record(version, True)
+        if plugin.canary is not None:
+            _judge(plugin, version, ctx, st, phase)
         return local_reply(name, st, phase) if st.local_response is not None or st.reset else None
 
     def _failed(self, plugin: Plugin | None, name: str, version: PluginVersion | None,
@@ -191,3 +194,23 @@ class PluginManager:
             pmetrics.skipped_total.labels(name).inc()
             return None
         raise failure_error(name, exc.reason, exc.reason in _UNAVAILABLE)
+
+
+JUDGED = "wasm_judged"  # ctx.scratch: (plugin, version, route) waiting for the request's final status
+
+
+def _judge(plugin: Plugin, version: PluginVersion, ctx: Any, st: Any, phase: str) -> None:
+    """Note how this request was answered, for canary judging (only while the plugin has a canary)."""
+    route = ctx.route.name if ctx.route is not None else ""
+    local = st.local_response
+    if local is not None or st.reset:
+        plugin.observe(version, route, outcome(local.status if local is not None else 502, True))
+    elif phase == "response":
+        plugin.observe(version, route, outcome(ctx.status, False))
+    else:  # the status is known once the upstream answered: PluginPhaseStage.on_response settles it
+        ctx.scratch.setdefault(JUDGED, []).append((plugin, version, route))
+
+
+def settle_judged(ctx: Any) -> None:
+    for plugin, version, route in ctx.scratch.pop(JUDGED, ()):
+        plugin.observe(version, route, outcome(ctx.status, False))

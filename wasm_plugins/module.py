@@ -12,10 +12,9 @@ import wasmtime
 from wasm_plugins.abi import ABI_VERSIONS, CALLBACKS
 from wasm_plugins.host_http import HttpHost
 from wasm_plugins.host_misc import MiscHost
-from wasm_plugins.wasi import wasi_names
+from wasm_plugins.wasi import ENV_FUNCTIONS, wasi_names
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
-AS_ENV = {"abort", "trace", "seed"}
 
 
 def _proxy_names() -> set[str]:
@@ -31,7 +30,7 @@ def classify_import(module: str, name: str, ty: object) -> str:
     if not isinstance(ty, wasmtime.FuncType):
         return "unresolved"  # imported memories, tables, globals: this host provides none
     if module == "env":
-        if name in PROXY_NAMES or name in AS_ENV:
+        if name in PROXY_NAMES or name in ENV_FUNCTIONS:
             return "implemented"
         if name.startswith("proxy_") and len(ty.results) <= 1:
             return "stubbed"

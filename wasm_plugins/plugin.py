@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from typing import Any
 
 from wasm_plugins import pmetrics
@@ -15,6 +16,11 @@ from wasm_plugins.version import PluginVersion
 log = logging.getLogger("edgegw.plugins")
 
 HISTORY = 5  # previous stable versions kept for rollback
+LOCAL, C4XX, C5XX = 1, 2, 4  # how a request was answered (Plugin.observe)
+
+
+def outcome(status: int, local: bool) -> int:
+    return (LOCAL if local else 0) | (C4XX if 400 <= status < 500 else C5XX if status >= 500 else 0)
 
 
 class Plugin:
@@ -48,6 +54,7 @@ class Plugin:
             self.canary, self.canary_cfg = version, canary
         else:
             if self.stable is not None:
+                self.stable.retire()  # kept for rollback as a module: no instance, no memory
                 self.history.append(self.stable)
                 self._trim()
             if self.canary is not None and self.canary is not version:
@@ -104,6 +111,32 @@ class Plugin:
             self.rollback(f"canary failure rate {rate:.0%} > {cfg.max_failure_rate:.0%}")
         elif cfg.promote_after and version.requests >= cfg.promote_after and ok:
             self.promote()
+
+    def observe(self, version: PluginVersion, route: str, outcome: int) -> None:
+        """While a canary runs: how a request this version handled on `route` was answered (a bit
+        set of LOCAL, C4XX, C5XX). The canary is rolled back when on some route its share of any of
+        them exceeds the stable version's by more than `max_status_shift` (both having seen
+        `min_requests` there): a plugin's own answers are not failures, but a canary that answers
+        403 to everything is not healthy either."""
+        cfg = self.canary_cfg
+        window = version.answers.get(route)
+        if window is None:
+            window = version.answers[route] = deque(maxlen=cfg.window)
+        window.append(outcome)
+        stable = self.stable
+        if version is not self.canary or stable is None:
+            return
+        base = stable.answers.get(route)
+        if base is None or len(window) < cfg.min_requests or len(base) < cfg.min_requests:
+            return
+        for bit, what in ((LOCAL, "answered locally"), (C4XX, "answered 4xx"), (C5XX, "answered 5xx")):
+            share = sum(1 for o in window if o & bit) / len(window)
+            stable_share = sum(1 for o in base if o & bit) / len(base)
+            if share - stable_share > cfg.max_status_shift:
+                log.warning("plugin %s: canary v%d %s to %.0f%% of requests on route %s (stable: %.0f%%): "
+                            "rolling back", self.name, version.number, what, share * 100, route, stable_share * 100)
+                self.rollback(f"canary {what} {share:.0%} on route {route!r}, stable {stable_share:.0%}")
+                return
 
     def _trim(self) -> None:
         while len(self.history) > HISTORY:

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from wasm_plugins.abi import serialize_map
+from wasm_plugins.pseudo import request_target
 from wasm_plugins.state import StreamState
 
 WRITABLE = {"edgegw.pool": "pool_override", "edgegw.subject": "subject", "edgegw.tenant": "tenant",
@@ -93,8 +94,11 @@ def set_property(path: list[str], value: bytes, st: StreamState | None, key: str
     st.properties[key] = value
 
 
+# Envoy's vocabulary: `path` is the whole request target (with the query), `url_path` without it,
+# `query` the part after '?' (empty when there is none).
 _REQUEST_STRINGS: dict[str, Callable[[Any], str | None]] = {
-    "path": lambda ctx: ctx.path, "url_path": lambda ctx: ctx.path, "method": lambda ctx: ctx.method,
+    "path": request_target, "url_path": lambda ctx: request_target(ctx).partition("?")[0],
+    "query": lambda ctx: request_target(ctx).partition("?")[2], "method": lambda ctx: ctx.method,
     "id": lambda ctx: ctx.request_id, "host": lambda ctx: ctx.headers.get("host"),
     "scheme": lambda ctx: "http", "protocol": lambda ctx: "HTTP/1.1",
     "useragent": lambda ctx: ctx.headers.get("user-agent"), "referer": lambda ctx: ctx.headers.get("referer"),

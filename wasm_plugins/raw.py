@@ -175,8 +175,10 @@ def host_func(store: wasmtime.Store, ty: wasmtime.FuncType, fn: Callable[..., An
     callback = _trampoline(fn, _kinds(ty.params), results[0] if results else None, owner)
     _HOST[env] = callback
     raw = ffi.wasmtime_func_t()
-    ffi.wasmtime_func_new_unchecked(store._context(), ty.ptr(), ctypes.cast(callback, ffi.wasmtime_func_unchecked_callback_t),
-                                    env, _finalize, byref(raw))
+    # The callback's code address, read out of it: `ctypes.cast` would record the callback in its own
+    # `_objects`, a cycle that keeps it (and through its closure the instance) alive until a collection.
+    code = ffi.wasmtime_func_unchecked_callback_t(c_void_p.from_buffer(callback).value)
+    ffi.wasmtime_func_new_unchecked(store._context(), ty.ptr(), code, env, _finalize, byref(raw))
     return wasmtime.Func._from_raw(raw)
 
 

@@ -14,12 +14,13 @@ import orjson
 
 from wasm_plugins import abi
 from wasm_plugins.instance import PluginInstance
+from wasm_plugins.pseudo import apply_pseudo_headers, check_unchanged, request_target
 from wasm_plugins.raw import WasmCallError
 from wasm_plugins.state import StreamState
 
 
 def request_headers(ctx: Any) -> list[tuple[str, str]]:
-    return [(":method", ctx.method), (":path", ctx.path), (":authority", ctx.headers.get("host", "")),
+    return [(":method", ctx.method), (":path", request_target(ctx)), (":authority", ctx.headers.get("host", "")),
             (":scheme", "http"), *ctx.headers.items()]
 
 
@@ -40,12 +41,16 @@ async def settle(inst: PluginInstance, st: StreamState) -> None:
             if task not in done:
                 continue
             del st.pending[token]
-            st.call = task.result()
+            answer = inst.delivering = task.result()
             try:
-                inst.callback(st, "proxy_on_http_call_response", st.id, token, len(st.call.headers),
-                              len(st.call.body), 0)
+                # As in Envoy (the call is made on the root context), the answer goes to the root
+                # context's id: the Go and C++ SDKs look the call up there and fail on any other id.
+                # The stream stays current for hosts' sake; SDKs switch to it with
+                # proxy_set_effective_context, remembered per call by their token.
+                inst.callback(st, "proxy_on_http_call_response", st.root_id, token, len(answer.headers),
+                              len(answer.body), 0)
             finally:
-                st.call = None
+                inst.delivering = None
             if st.ended or st.continued:
                 break
     # Nothing left that could resume the stream: continue (Envoy would hang until its timeout).
@@ -102,15 +107,32 @@ async def run_response(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSt
         error = inst.close_stream(st)
     if error is not None:
         raise error
-    if not st.ended and st.response_headers_changed:
-        ctx.response_headers = {k: v for k, v in st.response_headers or () if not k.startswith(":")}
+    if not st.ended:
+        if st.pseudo_changed:
+            # the request went upstream already: its headers are a read-only view here
+            check_unchanged(st.request_headers, request_headers(ctx), "the request was already forwarded")
+            check_unchanged(st.response_headers, [(":status", str(ctx.status))],
+                            "a response plugin cannot change the status (answer with a local response)")
+        if st.response_headers_changed:
+            ctx.response_headers = {k: v for k, v in st.response_headers or () if not k.startswith(":")}
     return st
 
 
 def apply_request(st: StreamState, ctx: Any) -> None:
     """Carry the plugin's header and body changes into the request the gateway forwards."""
     if st.request_headers_changed and st.request_headers is not None:
-        ctx.headers = {k: v for k, v in st.request_headers if not k.startswith(":")}
+        if st.pseudo_changed:
+            headers: dict[str, str] = {}
+            pseudo: dict[str, str] = {}
+            for k, v in st.request_headers:
+                if k[:1] == ":":
+                    pseudo.setdefault(k, v)
+                else:
+                    headers[k] = v
+            apply_pseudo_headers(pseudo, ctx, headers)
+            ctx.headers = headers
+        else:
+            ctx.headers = {k: v for k, v in st.request_headers if not k.startswith(":")}
     if st.request_body_changed and st.request_body is not None:
         try:
             data = orjson.loads(st.request_body)

@@ -8,10 +8,12 @@ import itertools
 import logging
 import re
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
+from yarl import URL
 
 from gateway import metrics as gw_metrics
 from wasm_plugins import abi, pmetrics
@@ -58,6 +60,11 @@ class Queues:
             self.items[qid] = deque(maxlen=_MAX_QUEUE)
         self.owner[qid] = (instance, root_id)
         return qid
+
+    def forget(self, instance: Any) -> None:
+        """An instance is released: its queues stay (others may still enqueue), unowned."""
+        for qid in [q for q, (owner, _) in self.owner.items() if owner is instance]:
+            del self.owner[qid]
 
     def resolve(self, name: str) -> int | None:
         return self.ids.get(name)
@@ -185,6 +192,31 @@ class PluginMetrics:
         return abi.OK, self.values[mid - 1]
 
 
+@dataclass(frozen=True)
+class Target:
+    """An upstream a plugin may call: where every call to it connects, whatever the call says."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str  # the configured URL's own path, before the call's
+
+    def url(self, path: str) -> URL:
+        """`path` is origin-form (checked by the caller): '/', then path and optional query."""
+        path, _, query = path.partition("?")
+        return URL.build(scheme=self.scheme, host=self.host, port=self.port, path=self.prefix + path,
+                         query_string=query, encoded=True)
+
+
+def parse_upstream(url: str) -> Target:
+    """A configured upstream URL (validated as http(s)://host[:port][/prefix] by the config reader)."""
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    return Target(parsed.scheme, parsed.raw_host, parsed.port or (443 if parsed.scheme == "https" else 80),
+                  parsed.raw_path.rstrip("/"))
+
+
 class Services:
     """Everything plugin instances of one gateway worker share."""
 
@@ -198,21 +230,28 @@ class Services:
     def next_token(self) -> int:
         return next(self._tokens) & 0x7FFFFFFF or next(self._tokens)
 
-    async def http_call(self, base: str, method: str, path: str, headers: list[tuple[str, str]], body: bytes,
+    async def http_call(self, target: Target, method: str, path: str, headers: list[tuple[str, str]], body: bytes,
                         timeout_s: float) -> CallResult:
-        """One `proxy_http_call`. Failures (connect, timeout) answer status 0 with no headers or body,
-        which is how Envoy reports them to `proxy_on_http_call_response`."""
+        """One `proxy_http_call` to `target` (an upstream of the plugin): the URL is built from the
+        target's scheme, host and port and the call's origin-form `path`, never by joining strings,
+        so nothing in the path can name another host. Failures (connect, timeout) answer status 0 with
+        no headers or body, which is how Envoy reports them to `proxy_on_http_call_response`."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
+            self._session = aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
         try:
-            async with self._session.request(method, base + path, headers=headers, data=body or None,
+            url = target.url(path)
+            # aiohttp frames the body itself (content-length of what is sent, `data=b""` included):
+            # the plugin's own framing headers were dropped (a copied content-length with no body
+            # would leave the upstream waiting for bytes that never come).
+            async with self._session.request(method, url, headers=headers, data=body,
                                              timeout=aiohttp.ClientTimeout(total=timeout_s),
                                              allow_redirects=False) as resp:
                 data = await resp.read()
                 pairs = [(":status", str(resp.status))] + [(k.lower(), v) for k, v in resp.headers.items()]
                 return CallResult(resp.status, pairs, data)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.info("plugin http call to %s%s failed: %s", base, path, exc or type(exc).__name__)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            log.info("plugin http call to %s://%s:%d%s%s failed: %s", target.scheme, target.host, target.port,
+                     target.prefix, path, exc or type(exc).__name__)
             return CallResult(0, [], b"")
 
     async def close(self) -> None:

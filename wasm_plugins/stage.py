@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from gateway.context import RequestContext
 from gateway.stages.base import Stage
+from wasm_plugins.manager import JUDGED, settle_judged
 
 PHASES = ("auth", "routing", "preprocess", "response")
 
@@ -48,6 +49,8 @@ class PluginPhaseStage(Stage):
         return None
 
     async def on_response(self, ctx: RequestContext) -> None:
+        if JUDGED in ctx.scratch:
+            settle_judged(ctx)
         if self.phase != "response":
             return
         for binding in self._chain(ctx):

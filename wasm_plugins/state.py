@@ -34,7 +34,6 @@ class ContextState:
     id: int
     root_id: int  # own id for a root context
     pending: dict[int, asyncio.Task[CallResult]] = field(default_factory=dict)  # http calls by token
-    call: CallResult | None = None  # the response being delivered to on_http_call_response
 
     @property
     def is_root(self) -> bool:
@@ -45,6 +44,7 @@ class ContextState:
 class RootState(ContextState):
     config: bytes = b""
     tick_ms: int = 0
+    tick_raised: bool = False  # a shorter period was asked for and raised to limits.min_tick_ms
     tick_task: asyncio.Task[None] | None = None
 
 
@@ -61,6 +61,7 @@ class StreamState(ContextState):
     request_headers_changed: bool = False
     request_body_changed: bool = False
     response_headers_changed: bool = False
+    pseudo_changed: bool = False  # a change may have touched a pseudo-header (`:path`, `:status`...)
     local_response: LocalResponse | None = None
     continued: bool = False
     reset: bool = False

@@ -15,6 +15,7 @@ from wasm_plugins.engine import Compiled
 from wasm_plugins.instance import PluginInstance
 from wasm_plugins.module import ModuleInfo
 from wasm_plugins.raw import WasmCallError
+from wasm_plugins.services import parse_upstream
 
 log = logging.getLogger("edgegw.plugins")
 
@@ -32,7 +33,7 @@ class VersionMeta:
 class PluginVersion:
     def __init__(self, name: str, number: int, compiled: Compiled, info: ModuleInfo, limits: Limits,
                  vm_config: bytes, upstreams: dict[str, str], config_value: Any, meta: VersionMeta,
-                 services: Any) -> None:
+                 services: Any, root_id: str = "", vm_id: str = "") -> None:
         self.name = name
         self.number = number
         self.compiled = compiled
@@ -42,16 +43,18 @@ class PluginVersion:
         self.limits = limits
         self.vm_config = vm_config
         self.upstreams = upstreams
+        self.targets = {name: parse_upstream(url) for name, url in upstreams.items()}
         self.config_value = config_value  # default configuration; routes may override it
         self.meta = meta
         self.services = services
-        self.properties = {"plugin_name": name, "plugin_root_id": name, "plugin_vm_id": name,
+        self.properties = {"plugin_name": name, "plugin_root_id": root_id, "plugin_vm_id": vm_id,
                            "edgegw.plugin_version": str(number), "edgegw.plugin_sha256": self.sha256}
         self.instance: PluginInstance | None = None
         self.configs: set[bytes] = set()  # every configuration a route used: re-applied to new instances
         self.failures_in_row = 0
         self.retry_at = 0.0
         self.outcomes: deque[bool] = deque(maxlen=1000)  # recent results (canary decisions)
+        self.answers: dict[str, deque[int]] = {}  # route -> how recent requests were answered (Plugin.observe)
         self.requests = 0
         self.failures = 0
         self._config_cache: dict[int, tuple[Any, bytes]] = {}
@@ -78,8 +81,12 @@ class PluginVersion:
     def _new_instance(self) -> PluginInstance:
         inst = PluginInstance(self, self.services)
         pmetrics.instances_total.labels(self.name).inc()
-        for config in sorted(self.configs):
-            inst.root_for(config)
+        try:
+            for config in sorted(self.configs):
+                inst.root_for(config)
+        except BaseException:
+            inst.release()
+            raise
         return inst
 
     def root_for(self, inst: PluginInstance, config: bytes) -> int:
@@ -90,9 +97,12 @@ class PluginVersion:
     def instance_failed(self, inst: PluginInstance | None, reason: str) -> None:
         """A trap poisons an instance: the next request gets a fresh one, after a growing pause if the
         failures keep coming (the spec's crash-loop protection)."""
-        if inst is not None and inst is self.instance:
-            inst.retire()
-            self.instance = None
+        if inst is not None:
+            if inst is self.instance:
+                self.instance = None
+            # Broken: nothing can run in it any more (paused streams get `instance_lost`), so its
+            # memory goes now rather than when the last reference to it happens to die.
+            inst.release() if inst.broken else inst.retire()
         self.failures_in_row += 1
         if self.failures_in_row > 1:
             delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (self.failures_in_row - 2))
@@ -115,8 +125,11 @@ class PluginVersion:
         return len(recent), recent.count(False) / len(recent)
 
     def retire(self) -> None:
-        if self.instance is not None:
-            self.instance.retire()
+        """Out of service (replaced, rolled back, in the history, unloaded): its instance is released
+        once the requests running on it end. The module stays, so a rollback only instantiates."""
+        inst, self.instance = self.instance, None
+        if inst is not None:
+            inst.retire()
 
     def describe(self) -> dict[str, Any]:
         return {"version": self.number, "sha256": self.sha256, "abi": self.info.abi_version,

@@ -5,12 +5,20 @@ code (never a trap), as a WASI runtime without preopened directories would."""
 from __future__ import annotations
 
 import os
+import struct
 import time
 from typing import Any
 
 from wasm_plugins.raw import HostTrap
 
 ESUCCESS, EBADF, EINVAL, ENOSYS, ENOTSUP, ESPIPE, ENOTCAPABLE = 0, 8, 28, 52, 58, 70, 76
+_MAX_LINE = 4096  # bytes of one log line; longer output is logged in pieces
+
+# poll_oneoff's records (preview1): a subscription is 48 bytes (userdata u64, tag u8, then the
+# clock or fd union at offset 16); an event is 32 (userdata u64, errno u16, type u8, then fd data).
+_SUBSCRIPTION, _EVENT, _EVENTTYPE_CLOCK = 48, 32, 0
+_SUB_HEAD = struct.Struct("<QB")
+_EVENT_HEAD = struct.Struct("<QHB")
 
 # Everything in wasi_snapshot_preview1 that has no capability here, with the errno it answers.
 _DENIED = {
@@ -48,20 +56,54 @@ class WasiHost:
     def wasi_fd_write(self, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int:
         if fd not in (1, 2):
             return EBADF
-        chunks = []
+        mem = self.mem
+        total = 0
         for i in range(iovs_len):
-            ptr = self.mem.read_u32(iovs + 8 * i)
-            size = self.mem.read_u32(iovs + 8 * i + 4)
-            chunks.append(self.mem.read(ptr, size))
-        data = b"".join(chunks)
-        text = data.decode("utf-8", "replace").rstrip("\n")
-        if text:
-            level = 4 if fd == 2 else 2
-            if data[:1] == b"[":
-                level = _SDK_LEVELS.get(data.split(b"]", 1)[0] + b"]", level)
-            self.plugin_log(level, text)
-        self.mem.write_u32(nwritten, len(data))
+            ptr = mem.read_u32(iovs + 8 * i)
+            size = mem.read_u32(iovs + 8 * i + 4)
+            if size:
+                self._stdio_write(fd, mem.read(ptr, size))
+                total += size
+        mem.write_u32(nwritten, total)
         return ESUCCESS
+
+    # Runtimes write a line in pieces (Go's print: each argument, then the newline; libc's stderr is
+    # unbuffered), so output is buffered per stream and each complete line becomes one log record.
+    # A failure, proc_exit or release flushes what is left, so a panic's last words are not lost.
+    _stdio: dict[int, bytearray] | None = None
+
+    def _stdio_write(self, fd: int, data: bytes) -> None:
+        if self._stdio is None:
+            self._stdio = {1: bytearray(), 2: bytearray()}
+        buf = self._stdio[fd]
+        buf += data
+        if b"\n" not in data and len(buf) < _MAX_LINE:
+            return
+        *lines, rest = bytes(buf).split(b"\n")
+        buf[:] = rest
+        for line in lines:
+            self._stdio_line(fd, line)
+        while len(buf) >= _MAX_LINE:  # a runaway line: logged in pieces, never held without bound
+            self._stdio_line(fd, bytes(buf[:_MAX_LINE]))
+            del buf[:_MAX_LINE]
+
+    def _stdio_line(self, fd: int, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        if not text:
+            return
+        level = 4 if fd == 2 else 2
+        if line[:1] == b"[":
+            level = _SDK_LEVELS.get(line.split(b"]", 1)[0] + b"]", level)
+        self.plugin_log(level, text)
+
+    def flush_stdio(self) -> None:
+        """Log what the plugin wrote without a final newline."""
+        if self._stdio:
+            for fd, buf in self._stdio.items():
+                if buf:
+                    line = bytes(buf)
+                    buf.clear()
+                    self._stdio_line(fd, line)
 
     def wasi_fd_fdstat_get(self, fd: int, out: int) -> int:
         if fd > 2:
@@ -108,8 +150,37 @@ class WasiHost:
     def wasi_sched_yield(self) -> int:
         return ESUCCESS
 
+    def wasi_poll_oneoff(self, subs: int, events: int, nsubs: int, nevents: int) -> int:
+        """Clock subscriptions fire at once (a plugin callback must not sleep: its deadline is
+        wall-clock), so Go's `usleep` and libc's `nanosleep` return immediately; fd subscriptions
+        answer EBADF (there are no pollable descriptors). One event per subscription."""
+        if nsubs == 0:
+            return EINVAL
+        if nsubs > 64:
+            return ENOTSUP
+        mem = self.mem
+        out = bytearray(_EVENT * nsubs)
+        for i in range(nsubs):
+            sub = mem.read(subs + _SUBSCRIPTION * i, _SUBSCRIPTION)
+            userdata, tag = _SUB_HEAD.unpack_from(sub)
+            error = ESUCCESS if tag == _EVENTTYPE_CLOCK else EBADF
+            _EVENT_HEAD.pack_into(out, _EVENT * i, userdata, error, tag)
+        mem.write(events, bytes(out))
+        mem.write_u32(nevents, nsubs)
+        return ESUCCESS
+
     def wasi_proc_exit(self, code: int) -> None:
+        self.flush_stdio()
         raise ProcExit(code)
+
+    # Emscripten's standalone builds (the C++ SDK's toolchain) import these two from `env`, as
+    # Envoy's host (proxy-wasm-cpp-host) provides them: memory growth needs no action here (the
+    # host re-reads the memory's size on access), and there is one thread.
+    def em_emscripten_notify_memory_growth(self, index: int) -> None:
+        return None
+
+    def em_pthread_equal(self, left: int, right: int) -> int:
+        return int(left == right)
 
     # AssemblyScript's runtime imports (without the WASI shim): env.abort, env.trace, env.seed.
     def as_abort(self, msg: int, file: int, line: int, col: int) -> None:
@@ -140,3 +211,9 @@ def denied(name: str) -> Any:
 
 def wasi_names() -> set[str]:
     return set(_DENIED) | {n[5:] for n in dir(WasiHost) if n.startswith("wasi_")}
+
+
+# `env` imports that are not proxy-wasm calls: name -> the WasiHost method implementing it.
+ENV_FUNCTIONS = {"abort": "as_abort", "trace": "as_trace", "seed": "as_seed",
+                 "emscripten_notify_memory_growth": "em_emscripten_notify_memory_growth",
+                 "pthread_equal": "em_pthread_equal"}

@@ -215,6 +215,13 @@ DESCRIPTIONS: dict[str, str] = {
     "plugins[].canary.window": "requests over which the failure rate is measured",
     "plugins[].canary.promote_after": "promote after this many requests (0: only by "
                                       "`POST /admin/plugins/NAME/promote`)",
+    "plugins[].root_id": "the `plugin_root_id` property: the root id an SDK registers its contexts under "
+                         "(the C++ SDK's default is \"\")",
+    "plugins[].vm_id": "the `plugin_vm_id` property",
+    "plugins[].limits.min_tick_ms": "shortest tick period: a shorter `proxy_set_tick_period_milliseconds` is raised to it",
+    "plugins[].canary.max_status_shift": "roll back when, on a route, the share of the canary's requests answered "
+                                         "locally by the plugin, with a 4xx or with a 5xx exceeds the stable "
+                                         "version's there by more than this",
 }
 for _key, _what in _QUOTAS.items():
     DESCRIPTIONS[f"{_RL}.{_key}"] = f"at most this many {_what}"

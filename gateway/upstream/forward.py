@@ -121,6 +121,8 @@ class Upstreams:
         headers["x-forwarded-for"] = ctx.client_ip
         headers["content-type"] = "application/json"
         headers.update(pool.config.upstream_headers)  # the pool's own credentials, never the client's
+        if ctx.upstream_host:  # a plugin set `:authority`
+            headers["host"] = ctx.upstream_host
         pool.retry_budget.record_request()
         tried: set[Endpoint] = set()
         last_error: GatewayError | None = None

@@ -83,6 +83,8 @@ class FakeBackend:
         self.stats["requests"] += 1
         self.stats["by_path"][path] = self.stats["by_path"].get(path, 0) + 1
         self.stats["last_headers"] = {k: v for k, v in headers.items() if k != "host"}
+        self.stats["last_host"] = headers.get("host")
+        self.stats["last_query"] = scope.get("query_string", b"").decode("latin-1")
         fault = headers.get("x-fake-fault") or self.fault or ""
         self.stats["in_flight"] += 1
         try:

@@ -24,6 +24,23 @@ def plugins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_all(PLUGIN_DIR)
 
 
+@pytest.fixture(scope="session")
+def own_plugins(plugins: dict[str, Path]) -> dict[str, Path]:
+    """The tests' own plugins (`tests/plugins/wasm/`): each reproduces one SDK's contract with the
+    host or one misbehaviour, built from source like the examples."""
+    from wasm_plugins.build import build_tree
+
+    return build_tree(ROOT / "tests" / "plugins" / "wasm", PLUGIN_DIR / "tests")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 ROUTER_CONFIG = {"rules": ["header:x-partner-tier=premium->premium", "claim:tier=gold->premium",
                            "tenant=acme->premium"], "default": "default"}
 AUTH_CONFIG = {"keys": ["key-alpha|partner-a|acme|premium", "key-beta|partner-b|globex|default"],

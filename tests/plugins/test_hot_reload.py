@@ -145,6 +145,23 @@ async def test_canary_promotion(env: Any) -> None:
     assert resp.json()["stable"]["version"] == _state(gw)["stable"]["version"]
 
 
+async def test_deny_canary_is_rolled_back(env: Any) -> None:
+    """A canary that answers 403 to everything never fails, but answers locally far more often than
+    the stable version on the same route: judged against it, it is rolled back."""
+    gw, plugins = env
+    stable = _state(gw)["stable"]
+    # the auth plugin with keys nobody sends: every request gets its own 401, no failure at all
+    resp = _put(gw, "hot", plugins["auth"].read_bytes(), canary="0.5", config='{"keys": ["k|s|t|x"]}')
+    assert resp.status_code == 201 and resp.json()["role"] == "canary", resp.text
+    statuses = await _load(gw, 60, 2)
+    state = _state(gw)
+    assert state["canary"] is None, state
+    assert state["stable"]["sha256"] == stable["sha256"]
+    assert any("rolled back canary (canary answered locally" in e["event"] for e in state["events"]), state
+    assert 0 < statuses.count(401) <= 30 and statuses[-20:].count(200) == 20, statuses
+    assert gw.metric("edgegw_plugin_rollbacks_total", plugin="hot", reason="canary") == 2
+
+
 def test_plugin_directory_and_delete(plugins: dict[str, Path], make_backend: Any, make_gateway: Any,
                                      tmp_path: Path) -> None:
     backend = make_backend()

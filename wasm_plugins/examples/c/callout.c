@@ -5,7 +5,10 @@
  */
 #include "proxy_wasm.h"
 
+/* Envoy's contract: the call belongs to the root context and its answer arrives with the root's
+ * id, so the stream that asked is found by the call's token (as the SDKs do), then made current. */
 static uint32_t waiting[PW_CONTEXTS];  /* stream context % PW_CONTEXTS -> http call token */
+static uint32_t caller[PW_CONTEXTS];   /* http call token % PW_CONTEXTS -> stream context */
 
 PW_EXPORT(proxy_on_context_create) void on_context_create(uint32_t id, uint32_t parent) { pw_note_context(id, parent); }
 PW_EXPORT(proxy_on_configure) int32_t on_configure(uint32_t id, size_t size) { return 1; }
@@ -21,16 +24,20 @@ PW_EXPORT(proxy_on_request_headers) int32_t on_request_headers(uint32_t id, uint
     return PW_PAUSE;
   }
   waiting[id % PW_CONTEXTS] = token;
+  caller[token % PW_CONTEXTS] = id;
   return PW_PAUSE;
 }
 
-PW_EXPORT(proxy_on_http_call_response) void on_http_call_response(uint32_t id, uint32_t token, uint32_t headers,
+PW_EXPORT(proxy_on_http_call_response) void on_http_call_response(uint32_t root, uint32_t token, uint32_t headers,
                                                                   uint32_t body, uint32_t trailers) {
+  uint32_t id = caller[token % PW_CONTEXTS];
+  if (id == 0 || waiting[id % PW_CONTEXTS] != token || proxy_set_effective_context(id) != PW_OK) return;
   pw_buf status = {0, 0};
-  int ok = waiting[id % PW_CONTEXTS] == token && headers > 0 &&
-           pw_get_header(PW_CALL_RESPONSE_HEADERS, ":status", &status) == PW_OK && status.len == 3 && status.data[0] == '2';
+  int ok = headers > 0 && pw_get_header(PW_CALL_RESPONSE_HEADERS, ":status", &status) == PW_OK && status.len == 3 &&
+           status.data[0] == '2';
   pw_buf_free(&status);
   waiting[id % PW_CONTEXTS] = 0;
+  caller[token % PW_CONTEXTS] = 0;
   if (ok) proxy_continue_stream(0);
   else pw_send_json(403, "{\"error\":{\"message\":\"denied by the authorization service\",\"type\":\"permission_error\",\"param\":null,\"code\":\"authz_denied\"}}");
 }

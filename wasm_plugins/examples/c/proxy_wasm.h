@@ -44,6 +44,10 @@ PW_IMPORT(proxy_http_call) int32_t proxy_http_call(const char *up, size_t uplen,
                                                    const char *body, size_t blen, const char *trailers,
                                                    size_t tlen, uint32_t timeout_ms, uint32_t *token);
 PW_IMPORT(proxy_continue_stream) int32_t proxy_continue_stream(int32_t stream);
+PW_IMPORT(proxy_set_effective_context) int32_t proxy_set_effective_context(uint32_t context_id);
+PW_IMPORT(proxy_add_header_map_value) int32_t proxy_add_header_map_value(int32_t map, const char *key, size_t klen,
+                                                                         const char *val, size_t vlen);
+PW_IMPORT(proxy_get_header_map_pairs) int32_t proxy_get_header_map_pairs(int32_t map, char **ptr, size_t *len);
 PW_IMPORT(proxy_define_metric) int32_t proxy_define_metric(int32_t type, const char *name, size_t len,
                                                            uint32_t *id);
 PW_IMPORT(proxy_increment_metric) int32_t proxy_increment_metric(uint32_t id, int64_t delta);
