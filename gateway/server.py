@@ -42,6 +42,10 @@ def serve(config_path: str, host: str | None = None, port: int | None = None, wo
         # Each worker writes its metrics to files here, so any worker's /metrics reports them all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="edgegw-metrics-")
     _raise_fd_limit(config.server.max_connections)
+    if workers > 1:
+        from gateway.policy.signals import forward_sighup_to_workers
+
+        forward_sighup_to_workers()  # SIGHUP reloads the policy in each worker, not a restart
     uvicorn.run(
         "gateway.server:app_factory",
         factory=True,

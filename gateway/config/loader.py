@@ -40,6 +40,11 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         text = Path(file).read_text()
     except OSError as exc:
         raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
+    return load_config_text(text, file)
+
+
+def load_config_text(text: str, file: str) -> GatewayConfig:
+    """Validate policy `text` as if read from `file` (errors name it; relative paths resolve beside it)."""
     try:
         data = yaml.safe_load(_substitute(text, file))
     except yaml.YAMLError as exc:

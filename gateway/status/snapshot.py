@@ -142,4 +142,5 @@ def snapshot(gateway: Any) -> dict[str, Any]:
     now = time.time()
     return {"time": now, "ready": gateway.upstreams.ready(), "pools": pools(gateway),
             "plugins": plugins(gateway, now), "ratelimit": ratelimit(now), "cache": cache(),
-            "totals": totals(now), "series": activity.series(now), "errors": activity.recent_errors()}
+            "totals": totals(now), "series": activity.series(now), "errors": activity.recent_errors(),
+            "policy": gateway.policy.describe()}

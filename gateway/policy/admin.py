@@ -1,0 +1,75 @@
+"""`/admin/policy`: read the active policy, replace it (YAML body) and roll back. Admin scope required."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.errors import GatewayError
+from gateway.policy.runtime import PolicyRefused, PolicyRuntime
+
+MAX_POLICY_BYTES = 4 << 20
+
+
+def policy_routes(runtime: PolicyRuntime, require_admin: Callable[[Request], Awaitable[Any]]) -> list[Route]:
+    """GET/PUT /admin/policy, GET /admin/policy/version, POST /admin/policy/rollback."""
+
+    def headers() -> dict[str, str]:
+        return {"x-edgegw-policy-version": runtime.current.version, "cache-control": "no-store"}
+
+    async def get_policy(request: Request) -> Response:
+        await require_admin(request)
+        return Response(runtime.current.text, media_type="application/yaml", headers=headers())
+
+    async def get_version(request: Request) -> Response:
+        await require_admin(request)
+        return JSONResponse(runtime.describe(), headers=headers())
+
+    async def put_policy(request: Request) -> Response:
+        await require_admin(request)
+        body = await _read_body(request)
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise GatewayError(400, "the policy must be UTF-8 YAML text", "policy_invalid") from None
+        try:
+            version = await runtime.publish(text, "admin")
+        except PolicyRefused as exc:
+            raise _refused(exc) from None
+        return JSONResponse({"applied": version.describe()}, headers=headers())
+
+    async def rollback(request: Request) -> Response:
+        await require_admin(request)
+        try:
+            version = await runtime.rollback()
+        except PolicyRefused as exc:
+            raise _refused(exc) from None
+        return JSONResponse({"applied": version.describe()}, headers=headers())
+
+    return [Route("/admin/policy", get_policy, methods=["GET"]),
+            Route("/admin/policy", put_policy, methods=["PUT"]),
+            Route("/admin/policy/version", get_version, methods=["GET"]),
+            Route("/admin/policy/rollback", rollback, methods=["POST"])]
+
+
+def _refused(exc: PolicyRefused) -> GatewayError:
+    return GatewayError(400 if exc.message.startswith("invalid configuration") else 409,
+                        f"policy refused: {exc.message}", "policy_refused")
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_POLICY_BYTES:
+        raise GatewayError(413, f"a policy is at most {MAX_POLICY_BYTES} bytes", "body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_POLICY_BYTES:
+            raise GatewayError(413, f"a policy is at most {MAX_POLICY_BYTES} bytes", "body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
