@@ -31,6 +31,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
               "ES256", "ES384", "ES512", "EdDSA")
 PHASES = ("auth", "routing", "preprocess", "response")
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
@@ -45,8 +46,17 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
 
 def load_config_text(text: str, file: str) -> GatewayConfig:
     """Validate policy `text` as if read from `file` (errors name it; relative paths resolve beside it)."""
+    substituted = _substitute(text, file)
     try:
-        data = yaml.safe_load(_substitute(text, file))
+        # libyaml when present (a 200-route policy parses ~10x faster: hot reload); an error is
+        # reported by the pure-Python parser, whose messages are the documented ones.
+        data = yaml.load(substituted, Loader=_FAST_LOADER)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        data = None
+    else:
+        return parse_config(data, file, base_dir=Path(file).resolve().parent)
+    try:
+        data = yaml.safe_load(substituted)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(file)"
