@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--reloads", type=int, default=5)
     parser.add_argument("--before", default=None, help="a checkout to compare per-request cost against")
     parser.add_argument("--instructions", action="store_true", help="with --before: callgrind instructions")
+    parser.add_argument("--no-reload", action="store_true", help="only the before/after comparison")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
@@ -181,7 +182,8 @@ def main() -> None:
                             ",".join(["fake-model", *(f"model-{i}" for i in range(args.routes))])],
                            f"http://127.0.0.1:{bport}/healthz", name="fake-backend")
     try:
-        reload_times(args, bport, tmp)
+        if not args.no_reload:
+            reload_times(args, bport, tmp)
         if args.before:
             overhead(args, bport, tmp)
     finally:

@@ -22,6 +22,7 @@ from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.policy.admin import policy_routes
 from gateway.policy.parts import Parts
+from gateway.policy.rollouts import rollout_routes
 from gateway.policy.runtime import PolicyRuntime
 from gateway.startup import log_readiness, plugins_off_routes
 from gateway.status import status_routes
@@ -126,6 +127,7 @@ class Gateway:
             Route("/admin/pools", self.admin_pools, methods=["GET"]),
             *status_routes(self),
             *policy_routes(self.policy, self.require_admin),
+            *rollout_routes(self, self.require_admin),
         ]
         if self.plugins is not None:
             from wasm_plugins.admin import admin_routes

@@ -264,9 +264,34 @@ def _pool(sec: Section) -> PoolConfig:
         retries=RetryConfig(r.int("attempts", 2, min=0, max=10), r.float("budget_ratio", 0.2, min=0.0, max=1.0),
                             r.float("min_retries_per_s", 5.0, min=0.0)),
         dns=dns,
+        rollout=_rollout(sec.section("rollout"), endpoints) if sec.has("rollout") else None,
     )
     for s in (t, h, o, r):
         s.done()
+    sec.done()
+    return cfg
+
+
+def _rollout(sec: Section, endpoints: list[EndpointConfig]) -> Any:
+    """A pool's `rollout:` (see gateway.upstream.rollout): its canary group must have endpoints."""
+    from gateway.upstream.rollout import RolloutConfig
+
+    steps = sec.raw("steps", [5, 25, 50, 100])
+    if not isinstance(steps, list) or not steps or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 100 for x in steps):
+        raise sec.error("steps", "expected a list of canary shares in percent, each above 0 and at most 100")
+    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise sec.error("steps", "shares must increase")
+    cfg = RolloutConfig(
+        canary_group=sec.str("canary_group", "canary"),
+        steps=tuple(float(x) for x in steps),
+        interval_s=sec.float("interval_s", 60.0, min=0.0),
+        min_requests=sec.int("min_requests", 100, min=1),
+        max_error_rate_increase=sec.float("max_error_rate_increase", 0.02, min=0.0, max=1.0),
+        max_latency_ratio=sec.float("max_latency_ratio", 1.5, min=1.0),
+    )
+    if endpoints and not any(e.group == cfg.canary_group for e in endpoints):
+        raise sec.error("canary_group", f"no endpoint of this pool has group {cfg.canary_group!r}")
     sec.done()
     return cfg
 

@@ -27,3 +27,26 @@ def policy_section(policy: dict[str, Any] | None) -> str:
     parts.append('<table><thead><tr><th>version</th><th>loaded</th><th>origin</th><th class="n">routes</th>'
                  f'<th class="n">pools</th></tr></thead><tbody>{rows}</tbody></table></section>')
     return "".join(parts)
+
+
+def rollouts_section(rollouts: list[dict[str, Any]] | None) -> str:
+    """Each pool's backend rollout: state, share, canary and stable side by side, the events."""
+    if not rollouts:
+        return ""
+    parts = ["<h2>Backend rollouts</h2>"]
+    for r in rollouts:
+        c, s = r["canary"], r["stable"]
+        alert = ' class="alert"' if r["state"] == "rolled_back" else ""
+        parts.append(
+            f'<section class="rollout"><h3>{escape(r["pool"])} <small{alert}>{escape(r["state"])} · step '
+            f'{r["step"]}/{len(r["steps"])} · canary share {r["share"] * 100:g}% · {r["exposed"]} canary '
+            f'requests</small></h3><table><thead><tr><th>group</th><th class="n">requests</th>'
+            '<th class="n">errors</th><th class="n">error rate</th><th class="n">p99 ms</th></tr></thead><tbody>'
+            + "".join(f'<tr><td>{name}</td><td class="n">{g["requests"]}</td><td class="n">{g["errors"]}</td>'
+                      f'<td class="n">{g["error_rate"] * 100:.1f}%</td><td class="n">{g["p99_ms"]}</td></tr>'
+                      for name, g in (("canary", c), ("stable", s)))
+            + "</tbody></table><ul>"
+            + "".join(f'<li>{_when(e["at"])} {escape(e["event"])}: {escape(e["detail"])}</li>'
+                      for e in r["events"][:10])
+            + "</ul></section>")
+    return "".join(parts)
