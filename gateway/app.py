@@ -21,6 +21,7 @@ from gateway.auth.verifier import bearer_token, single_authorization
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.policy.admin import policy_routes
+from gateway.policy.canary_control import CanaryControl
 from gateway.policy.parts import Parts
 from gateway.policy.rollouts import rollout_routes
 from gateway.policy.runtime import PolicyRuntime
@@ -38,6 +39,7 @@ class Gateway:
         self.edge: EdgeApp | None = None
         self.policy = PolicyRuntime(config, self.install)
         self.install(self.policy.parts)
+        self.canary = CanaryControl(self.policy, self._set_entry)
 
     def install(self, parts: Parts) -> None:
         """Make `parts` the version new requests use (requests in flight keep theirs)."""
@@ -54,6 +56,11 @@ class Gateway:
         if self.edge is not None:
             self.edge._proxy = parts.proxy
 
+    def _set_entry(self, proxy: Any) -> None:
+        """The inference entry point: the active version's proxy, or a canary's split between two."""
+        if self.edge is not None:
+            self.edge._proxy = proxy
+
     async def require_admin(self, request: Request) -> dict[str, Any]:
         """The admin check of the active version (its issuer and scope)."""
         return await self._require_admin(request)
@@ -61,6 +68,7 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.policy.start()
+        await self.canary.start()
         # Start-up objects live forever: move them out of the collector's way, and collect young
         # objects less often (requests allocate many short-lived ones).
         gc.collect()
@@ -70,6 +78,7 @@ class Gateway:
         try:
             yield
         finally:
+            await self.canary.stop()
             await self.policy.stop()
             if self.plugins is not None:
                 await self.plugins.stop()
@@ -126,7 +135,7 @@ class Gateway:
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/admin/pools", self.admin_pools, methods=["GET"]),
             *status_routes(self),
-            *policy_routes(self.policy, self.require_admin),
+            *policy_routes(self.policy, self.canary, self.require_admin),
             *rollout_routes(self, self.require_admin),
         ]
         if self.plugins is not None:

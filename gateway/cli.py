@@ -19,6 +19,9 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
     from gateway.loadtest.cli import register as register_loadtest
 
     register_loadtest(sub)
+    from gateway.policy.cli import register as register_policy
+
+    register_policy(sub)
 
 
 CONFIG_ENV = "EDGEGW_CONFIG"  # the policy file of every command that takes one (the image sets it)

@@ -5,18 +5,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.errors import GatewayError
+from gateway.policy.canary import CanarySettings
+from gateway.policy.canary_control import CanaryControl
 from gateway.policy.runtime import PolicyRefused, PolicyRuntime
 
 MAX_POLICY_BYTES = 4 << 20
 
 
-def policy_routes(runtime: PolicyRuntime, require_admin: Callable[[Request], Awaitable[Any]]) -> list[Route]:
-    """GET/PUT /admin/policy, GET /admin/policy/version, POST /admin/policy/rollback."""
+def policy_routes(runtime: PolicyRuntime, canary: CanaryControl,
+                  require_admin: Callable[[Request], Awaitable[Any]]) -> list[Route]:
+    """GET/PUT /admin/policy, GET /admin/policy/version, POST /admin/policy/rollback, and the canary:
+    POST /admin/policy/canary (JSON: `policy` text and settings), GET it, POST .../promote and .../abort."""
 
     def headers() -> dict[str, str]:
         return {"x-edgegw-policy-version": runtime.current.version, "cache-control": "no-store"}
@@ -50,7 +55,46 @@ def policy_routes(runtime: PolicyRuntime, require_admin: Callable[[Request], Awa
             raise _refused(exc) from None
         return JSONResponse({"applied": version.describe()}, headers=headers())
 
+    async def canary_start(request: Request) -> Response:
+        await require_admin(request)
+        try:
+            data = orjson.loads(await _read_body(request))
+        except orjson.JSONDecodeError:
+            raise GatewayError(400, "expected a JSON object: {\"policy\": YAML text, settings...}",
+                               "invalid_json") from None
+        if not isinstance(data, dict) or not isinstance(data.get("policy"), str):
+            raise GatewayError(400, "`policy` (the YAML text) is required", "invalid_request", param="policy")
+        text = data.pop("policy")
+        try:
+            settings = CanarySettings.parse(data)
+        except ValueError as exc:
+            raise GatewayError(400, str(exc), "invalid_request") from None
+        try:
+            started = await canary.begin(text, settings)
+        except PolicyRefused as exc:
+            raise _refused(exc) from None
+        return JSONResponse(started.describe(), headers=headers())
+
+    async def canary_status(request: Request) -> Response:
+        await require_admin(request)
+        return JSONResponse(canary.describe(), headers=headers())
+
+    def canary_decision(state: str, verb: str) -> Any:
+        async def decide(request: Request) -> Response:
+            claims = await require_admin(request)
+            try:
+                decided = await canary.decide(state, f"{verb} by {claims.get('sub', 'an operator')}")
+            except PolicyRefused as exc:
+                raise GatewayError(409, exc.message, "no_canary") from None
+            return JSONResponse(decided.describe(), headers=headers())
+
+        return decide
+
     return [Route("/admin/policy", get_policy, methods=["GET"]),
+            Route("/admin/policy/canary", canary_start, methods=["POST"]),
+            Route("/admin/policy/canary", canary_status, methods=["GET"]),
+            Route("/admin/policy/canary/promote", canary_decision("promoted", "promoted"), methods=["POST"]),
+            Route("/admin/policy/canary/abort", canary_decision("aborted", "aborted"), methods=["POST"]),
             Route("/admin/policy", put_policy, methods=["PUT"]),
             Route("/admin/policy/version", get_version, methods=["GET"]),
             Route("/admin/policy/rollback", rollback, methods=["POST"])]

@@ -58,6 +58,7 @@ class PolicyRuntime:
         self._lock = asyncio.Lock()
         self._watcher: FileWatcher | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self.on_applied: Callable[[PolicyVersion], None] | None = None  # the canary control's hook
         self._info(None, self.current)
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -132,9 +133,11 @@ class PolicyRuntime:
             pm.policy_reload_seconds.set(elapsed)
             pm.policy_reloads_total.labels(origin, "applied").inc()
             self._info(previous, self.current)
-            self._retire(old, parts)
+            self.retire(old, parts)
             log.info("policy %s -> %s applied (%s, %.0f ms, %d routes, %d pools)", previous.version,
                      self.current.version, origin, elapsed * 1000, len(config.routes), len(config.pools))
+            if self.on_applied is not None:
+                self.on_applied(self.current)
             return self.current
 
     async def publish(self, text: str, origin: str = "admin") -> PolicyVersion:
@@ -185,7 +188,8 @@ class PolicyRuntime:
                   self.current.version)
         return PolicyRefused(message, version)
 
-    def _retire(self, old: Parts, new: Parts) -> None:
+    def retire(self, old: Parts, new: Parts) -> None:
+        """Stop what only `old` used: background work now, the rest once its requests can have finished."""
         gone = retired(old, new)
         drain_s = max((p.timeouts.total_s for p in old.config.pools), default=0.0)
 

@@ -144,4 +144,4 @@ def snapshot(gateway: Any) -> dict[str, Any]:
     return {"time": now, "ready": gateway.upstreams.ready(), "pools": pools(gateway),
             "plugins": plugins(gateway, now), "ratelimit": ratelimit(now), "cache": cache(),
             "totals": totals(now), "series": activity.series(now), "errors": activity.recent_errors(),
-            "policy": gateway.policy.describe(), "rollouts": rollouts(gateway)}
+            "policy": {**gateway.policy.describe(), "canary": gateway.canary.describe()}, "rollouts": rollouts(gateway)}

@@ -21,16 +21,19 @@ class Load:
 
     Every answer other than 200 is a failure (kept with its body for the assertion message)."""
 
-    def __init__(self, url: str, token: str, clients: int = 16, path: str = "/v1/chat/completions") -> None:
+    def __init__(self, url: str, token: str | list[str], clients: int = 16, path: str = "/v1/chat/completions") -> None:
+        """`token`: one for every client, or one per client (its length sets the number of clients)."""
         self.url = url
-        self.headers = {"authorization": f"Bearer {token}"}
+        tokens = token if isinstance(token, list) else [token] * clients
+        clients = len(tokens)
         self.path = path
         self.stop_event = threading.Event()
         self.statuses: Counter[int] = Counter()
         self.backends: Counter[str] = Counter()
         self.failures: list[str] = []
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        self.by_token: Counter[str] = Counter()
+        self.threads = [threading.Thread(target=self._run, args=(t,), daemon=True) for t in tokens]
 
     def __enter__(self) -> Load:
         for t in self.threads:
@@ -42,8 +45,9 @@ class Load:
         for t in self.threads:
             t.join(timeout=30)
 
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, headers=self.headers, timeout=30) as client:
+    def _run(self, token: str) -> None:
+        headers = {"authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as client:
             while not self.stop_event.is_set():
                 try:
                     resp = client.post(self.path, json=CHAT)
@@ -53,6 +57,7 @@ class Load:
                     status, body, backend = 0, repr(exc), ""
                 with self.lock:
                     self.statuses[status] += 1
+                    self.by_token[f"{token}:{status}"] += 1
                     if backend:
                         self.backends[backend] += 1
                     if status != 200:
