@@ -10,10 +10,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.config.reader import ConfigError
 from gateway.errors import GatewayError
 from gateway.policy.canary import CanarySettings
 from gateway.policy.canary_control import CanaryControl
+from gateway.policy.restart import report
 from gateway.policy.runtime import PolicyRefused, PolicyRuntime
+from gateway.policy.version import policy_hash, refusal_text, validate_policy
 
 MAX_POLICY_BYTES = 4 << 20
 
@@ -46,6 +49,20 @@ def policy_routes(runtime: PolicyRuntime, canary: CanaryControl,
         except PolicyRefused as exc:
             raise _refused(exc) from None
         return JSONResponse({"applied": version.describe()}, headers=headers())
+
+    async def check(request: Request) -> Response:
+        """What `check-config --against` asks: is this text valid here, and what would a reload apply when."""
+        await require_admin(request)
+        try:
+            text = (await _read_body(request)).decode()
+        except UnicodeDecodeError:
+            raise GatewayError(400, "the policy must be UTF-8 YAML text", "policy_invalid") from None
+        try:
+            config = validate_policy(text, runtime.path)
+        except ConfigError as exc:
+            raise GatewayError(400, f"policy refused: {refusal_text(exc)}", "policy_refused") from None
+        return JSONResponse({"version": policy_hash(text), "running": runtime.current.version,
+                             "changes": report(runtime.current.config, config)}, headers=headers())
 
     async def rollback(request: Request) -> Response:
         await require_admin(request)
@@ -97,6 +114,7 @@ def policy_routes(runtime: PolicyRuntime, canary: CanaryControl,
             Route("/admin/policy/canary/abort", canary_decision("aborted", "aborted"), methods=["POST"]),
             Route("/admin/policy", put_policy, methods=["PUT"]),
             Route("/admin/policy/version", get_version, methods=["GET"]),
+            Route("/admin/policy/check", check, methods=["POST"]),
             Route("/admin/policy/rollback", rollback, methods=["POST"])]
 
 

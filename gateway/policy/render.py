@@ -21,6 +21,7 @@ def policy_section(policy: dict[str, Any] | None) -> str:
     if refused:
         parts.append(f'<p class="alert">refused at {_when(refused["at"])} ({escape(refused["origin"])}): '
                      f'version <code>{escape(refused["version"])}</code>: {escape(refused["message"])}</p>')
+    parts.append(_canary(policy.get("canary") or {}))
     rows = "".join(f'<tr><td><code>{escape(v["version"])}</code></td><td>{_when(v["loaded_at"])}</td>'
                    f'<td>{escape(v["origin"])}</td><td class="n">{v["routes"]}</td><td class="n">{v["pools"]}</td></tr>'
                    for v in policy["history"])
@@ -50,3 +51,26 @@ def rollouts_section(rollouts: list[dict[str, Any]] | None) -> str:
                       for e in r["events"][:10])
             + "</ul></section>")
     return "".join(parts)
+
+
+def _canary(canary: dict[str, Any]) -> str:
+    """The running policy canary (its arms side by side) and the last ones' outcomes."""
+    out = []
+    current = canary.get("current")
+    if current:
+        k, s = current["canary"], current["stable"]
+        rows = "".join(
+            f'<tr><td>{name}</td><td class="n">{g["requests"]}</td><td class="n">{g["error_rate"] * 100:.1f}%</td>'
+            f'<td class="n">{g["rate_429"] * 100:.1f}%</td><td class="n">{g["rate_4xx"] * 100:.1f}%</td>'
+            f'<td class="n">{g["p99_overhead_ms"]}</td><td class="n">{g["p99_upstream_ms"]}</td></tr>'
+            for name, g in (("canary", k), ("stable", s)))
+        out.append(f'<p>canary <code>{escape(current["version"])}</code> {escape(current["state"])}: step '
+                   f'{current["step"]}/{len(current["settings"]["steps"])}, {current["share"] * 100:g}% of callers</p>'
+                   '<table><thead><tr><th>arm</th><th class="n">requests</th><th class="n">5xx</th>'
+                   '<th class="n">429</th><th class="n">4xx</th><th class="n">p99 overhead ms</th>'
+                   f'<th class="n">p99 upstream ms</th></tr></thead><tbody>{rows}</tbody></table>')
+    for past in canary.get("history", [])[:5]:
+        last = past["events"][0] if past["events"] else {"detail": ""}
+        out.append(f'<p>canary <code>{escape(past["version"])}</code> {escape(past["state"])}: '
+                   f'{escape(last["detail"])}</p>')
+    return "".join(out)

@@ -27,8 +27,10 @@ from gateway.config.reader import ConfigError
 from gateway.config.schema import GatewayConfig
 from gateway.policy import metrics as pm
 from gateway.policy.parts import Parts, build_parts, merge_upstreams, retired, start_parts
+from gateway.policy.restart import RESTART, report
 from gateway.policy.version import History, PolicyVersion, Refusal, policy_hash, refusal_text, validate_policy
 from gateway.policy.watch import FileWatcher, file_state
+from gateway.serving import protocol
 
 log = logging.getLogger("edgegw.policy")
 
@@ -55,6 +57,7 @@ class PolicyRuntime:
         self.history = History()
         self.history.push(self.current)
         self.refusal: Refusal | None = None
+        self.pending_restart: list[str] = []  # keys of applied versions that only a restart applies
         self._lock = asyncio.Lock()
         self._watcher: FileWatcher | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -123,12 +126,18 @@ class PolicyRuntime:
             except Exception as exc:  # a part that cannot start (a plugin, a JWKS file)
                 log.exception("policy %s could not be started", version)
                 raise self._refuse(version, origin, f"cannot start: {exc}") from None
+            pending = [c["key"] for c in report(old.config, config) if c["applies"] == RESTART]
             self.install(parts)  # from here new requests use it
+            protocol.configure(protocol.ListenerLimits.of(config.server))  # from the next connection
             self.parts = parts
             previous = self.current
             self.current = PolicyVersion.of(text, config, origin)
             self.history.push(self.current)
             self.refusal = None
+            self.pending_restart = pending
+            if pending:
+                log.warning("policy %s: these changes wait for a restart: %s", self.current.version,
+                            ", ".join(pending))
             elapsed = time.perf_counter() - started
             pm.policy_reload_seconds.set(elapsed)
             pm.policy_reloads_total.labels(origin, "applied").inc()
@@ -215,4 +224,5 @@ class PolicyRuntime:
         return {"version": self.current.version, "loaded_at": self.current.loaded_at,
                 "origin": self.current.origin, "file": self.path, "pid": os.getpid(),
                 "refused": self.refusal.describe() if self.refusal else None,
+                "pending_restart": self.pending_restart,
                 "history": self.history.describe()}
