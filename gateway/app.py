@@ -22,7 +22,7 @@ from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.policy.admin import policy_routes
 from gateway.policy.canary_control import CanaryControl
-from gateway.policy.parts import Parts
+from gateway.policy.parts import FollowPlugins, Parts
 from gateway.policy.rollouts import rollout_routes
 from gateway.policy.runtime import PolicyRuntime
 from gateway.startup import log_readiness, plugins_off_routes
@@ -141,7 +141,7 @@ class Gateway:
         if self.plugins is not None:
             from wasm_plugins.admin import admin_routes
 
-            routes += admin_routes(self.plugins, self.require_admin)
+            routes += admin_routes(FollowPlugins(self), self.require_admin)
         else:
             routes += plugins_off_routes(self.config, self.require_admin)
         return routes
