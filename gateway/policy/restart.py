@@ -31,6 +31,8 @@ APPLIES: dict[str, tuple[str, str]] = {
     "server.max_connections": (NEXT_CONNECTION, "counted against as connections open"),
     "server.max_token_bytes": (LIVE, "a new token verifier (its token cache starts empty)"),
     "server.access_log": (LIVE, "the next request is logged to the new target"),
+    "server.max_body_bytes": (LIVE, "checked per request"),
+    "server.trust_forwarded_for": (LIVE, "read per request"),
     "issuers": (LIVE, "a changed issuer list gets a new verifier: JWKS fetched again, token cache empty"),
     "pools": (LIVE, "a changed pool is rebuilt and health-checked before it serves (its connections, "
                     "ejections and rollout start afresh); unchanged pools keep theirs"),
