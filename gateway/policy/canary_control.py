@@ -175,7 +175,13 @@ class CanaryControl:
             canary.event("promoted", "the policy file now holds this version")
         else:
             canary.state = "aborted"
-            canary.event("aborted", f"the stable policy changed to {version.version}")
+            why = f"the stable policy changed to {version.version}"
+            canary.event("aborted", why)
+            data = self._read()
+            if data is not None and data.get("id") == canary.id and data.get("state") == "running":
+                # So a worker started later does not resume it (every worker may write this: same verdict).
+                with contextlib.suppress(OSError):
+                    self._write({**data, "state": "aborted", "why": why, "at": time.time()})
         self._end()
 
     # --- the file ----------------------------------------------------------------------------------

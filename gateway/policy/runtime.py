@@ -56,6 +56,7 @@ class PolicyRuntime:
         self.parts = build_parts(config)
         self.history = History()
         self.history.push(self.current)
+        self.started = self.current
         self.refusal: Refusal | None = None
         self.pending_restart: list[str] = []  # keys of applied versions that only a restart applies
         self._lock = asyncio.Lock()
@@ -117,16 +118,20 @@ class PolicyRuntime:
             except ConfigError as exc:
                 raise self._refuse(version, origin, refusal_text(exc)) from None
             old = self.parts
+            parts: Parts | None = None
             try:
                 upstreams = await merge_upstreams(config, old.upstreams, old.config)
                 parts = build_parts(config, old, upstreams)
                 await start_parts(parts)
-            except ConfigError as exc:
-                raise self._refuse(version, origin, refusal_text(exc)) from None
             except Exception as exc:  # a part that cannot start (a plugin, a JWKS file)
+                if parts is not None:
+                    self.retire(parts, old)
+                if isinstance(exc, ConfigError):
+                    raise self._refuse(version, origin, refusal_text(exc)) from None
                 log.exception("policy %s could not be started", version)
                 raise self._refuse(version, origin, f"cannot start: {exc}") from None
-            pending = [c["key"] for c in report(old.config, config) if c["applies"] == RESTART]
+            # Against what this process started with: that is what the socket and workers still are.
+            pending = [c["key"] for c in report(self.started.config, config) if c["applies"] == RESTART]
             self.install(parts)  # from here new requests use it
             protocol.configure(protocol.ListenerLimits.of(config.server))  # from the next connection
             self.parts = parts
