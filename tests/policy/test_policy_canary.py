@@ -123,3 +123,31 @@ def test_a_sound_canary_is_promoted_to_every_worker(tmp_path: Path) -> None:
     finally:
         gw.proc.stop()
         backend.proc.stop()
+
+
+def test_a_stable_change_during_a_canary_aborts_it(tmp_path: Path) -> None:
+    backend = start_fake_backend()
+    gw = start_gateway(tmp_path, limited(backend, 100))
+    admin = {"authorization": f"Bearer {gw.token('ops', scopes=['admin'])}"}
+    try:
+        body = {"policy": yaml.safe_dump(limited(backend, 50)), "steps": [10, 100], "min_step_s": 3600}
+        resp = httpx.post(gw.url + "/admin/policy/canary", json=body, headers=admin, timeout=10)
+        assert resp.status_code == 200 and resp.json()["state"] == "running", resp.text
+        # One canary at a time; bad settings and invalid policies are refused with a reason.
+        again = httpx.post(gw.url + "/admin/policy/canary", json=body, headers=admin, timeout=10)
+        assert again.status_code == 409 and "is running" in again.json()["error"]["message"]
+        bad = httpx.post(gw.url + "/admin/policy/canary", json={**body, "steps": [50, 10]}, headers=admin,
+                         timeout=10)
+        assert bad.status_code == 400 and "increase" in bad.json()["error"]["message"]
+        third = yaml.safe_dump(limited(backend, 70))
+        assert httpx.put(gw.url + "/admin/policy", content=third, headers=admin, timeout=10).status_code == 200
+        view = canary_view(gw, admin)
+        assert view["current"] is None and view["history"][0]["state"] == "aborted"
+        assert view["stable"] == policy_hash(third)
+        canary_file = gw.config_path.with_name(f".{gw.config_path.name}.canary.json")
+        assert '"state":"aborted"' in canary_file.read_text()
+        page = httpx.get(gw.url + "/admin/panel", headers=admin, timeout=5).text
+        assert "aborted" in page and "the stable policy changed" in page
+    finally:
+        gw.proc.stop()
+        backend.proc.stop()
