@@ -144,6 +144,8 @@ DESCRIPTIONS: dict[str, str] = {
                                                "stable group's by this much (0.02: two points)",
     "pools[].rollout.max_latency_ratio": "the canary's p99 latency may be this many times the stable "
                                          "group's (differences under 10 ms never fail a step)",
+    "pools[].rollout.max_ttft_ratio": "streams: the canary's p99 time to first byte may be this many times "
+                                      "the stable group's (differences under 10 ms never fail a step)",
     # pools[].dns
     "pools[].dns.name": "the hostname whose A records are the endpoints",
     "pools[].dns.port": "every discovered address is reached on this port",

@@ -289,6 +289,7 @@ def _rollout(sec: Section, endpoints: list[EndpointConfig]) -> Any:
         min_requests=sec.int("min_requests", 100, min=1),
         max_error_rate_increase=sec.float("max_error_rate_increase", 0.02, min=0.0, max=1.0),
         max_latency_ratio=sec.float("max_latency_ratio", 1.5, min=1.0),
+        max_ttft_ratio=sec.float("max_ttft_ratio", 1.5, min=1.0),
     )
     if endpoints and not any(e.group == cfg.canary_group for e in endpoints):
         raise sec.error("canary_group", f"no endpoint of this pool has group {cfg.canary_group!r}")

@@ -42,9 +42,11 @@ def rollouts_section(rollouts: list[dict[str, Any]] | None) -> str:
             f'<section class="rollout"><h3>{escape(r["pool"])} <small{alert}>{escape(r["state"])} · step '
             f'{r["step"]}/{len(r["steps"])} · canary share {r["share"] * 100:g}% · {r["exposed"]} canary '
             f'requests</small></h3><table><thead><tr><th>group</th><th class="n">requests</th>'
-            '<th class="n">errors</th><th class="n">error rate</th><th class="n">p99 ms</th></tr></thead><tbody>'
+            '<th class="n">errors</th><th class="n">error rate</th><th class="n">p99 ms</th>'
+            '<th class="n">p99 first byte ms</th></tr></thead><tbody>'
             + "".join(f'<tr><td>{name}</td><td class="n">{g["requests"]}</td><td class="n">{g["errors"]}</td>'
-                      f'<td class="n">{g["error_rate"] * 100:.1f}%</td><td class="n">{g["p99_ms"]}</td></tr>'
+                      f'<td class="n">{g["error_rate"] * 100:.1f}%</td><td class="n">{g["p99_ms"]}</td>'
+                      f'<td class="n">{g["ttft_p99_ms"]}</td></tr>'
                       for name, g in (("canary", c), ("stable", s)))
             + "</tbody></table><ul>"
             + "".join(f'<li>{_when(e["at"])} {escape(e["event"])}: {escape(e["detail"])}</li>'

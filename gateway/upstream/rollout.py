@@ -42,6 +42,7 @@ class RolloutConfig:
     min_requests: int = 100  # canary requests per step before it is judged
     max_error_rate_increase: float = 0.02  # canary 5xx rate minus stable's, at most
     max_latency_ratio: float = 1.5  # canary p99 over stable p99, at most
+    max_ttft_ratio: float = 1.5  # streams: canary p99 time to first token over stable's, at most
 
 
 class GroupStats:
@@ -51,6 +52,7 @@ class GroupStats:
         self.requests = 0
         self.errors = 0
         self.latencies: deque[float] = deque(maxlen=_SAMPLES)
+        self.first_bytes: deque[float] = deque(maxlen=_SAMPLES)  # streams only
 
     def record(self, ok: bool, latency_s: float | None) -> None:
         self.requests += 1
@@ -65,15 +67,24 @@ class GroupStats:
 
     @property
     def p99_s(self) -> float | None:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return _p99(self.latencies)
+
+    @property
+    def ttft_p99_s(self) -> float | None:
+        return _p99(self.first_bytes)
 
     def describe(self) -> dict[str, Any]:
-        p99 = self.p99_s
+        p99, ttft = self.p99_s, self.ttft_p99_s
         return {"requests": self.requests, "errors": self.errors, "error_rate": round(self.error_rate, 4),
-                "p99_ms": None if p99 is None else round(p99 * 1000, 3)}
+                "p99_ms": None if p99 is None else round(p99 * 1000, 3),
+                "ttft_p99_ms": None if ttft is None else round(ttft * 1000, 3)}
+
+
+def _p99(samples: deque[float]) -> float | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 class BackendRollout:
@@ -117,6 +128,14 @@ class BackendRollout:
             self.stable.record(ok, latency_s)
             self.baseline.record(ok, latency_s)
 
+    def first_byte(self, endpoint: Any, seconds: float) -> None:
+        """A stream's time to its first byte (the forwarder reports it when the answer starts)."""
+        if self.state == "running":
+            group = self.canary if endpoint.group == self.config.canary_group else self.stable
+            group.first_bytes.append(seconds)
+            if group is self.stable:
+                self.baseline.first_bytes.append(seconds)
+
     # --- judgement -----------------------------------------------------------------------------
 
     def verdict(self) -> str | None:
@@ -127,11 +146,11 @@ class BackendRollout:
         if increase > cfg.max_error_rate_increase:
             return (f"error rate {self.canary.error_rate:.1%} vs stable {stable.error_rate:.1%} "
                     f"(allowed +{cfg.max_error_rate_increase:.1%})")
-        canary_p99, stable_p99 = self.canary.p99_s, stable.p99_s
-        if canary_p99 is not None and stable_p99 is not None and canary_p99 > LATENCY_FLOOR_S and \
-                canary_p99 > stable_p99 * cfg.max_latency_ratio:
-            return (f"p99 latency {canary_p99 * 1000:.0f} ms vs stable {stable_p99 * 1000:.0f} ms "
-                    f"(allowed x{cfg.max_latency_ratio:g})")
+        for label, mine, theirs, ratio in (
+                ("p99 latency", self.canary.p99_s, stable.p99_s, cfg.max_latency_ratio),
+                ("p99 time to first token", self.canary.ttft_p99_s, stable.ttft_p99_s, cfg.max_ttft_ratio)):
+            if mine is not None and theirs is not None and mine > LATENCY_FLOOR_S and mine > theirs * ratio:
+                return f"{label} {mine * 1000:.0f} ms vs stable {theirs * 1000:.0f} ms (allowed x{ratio:g})"
         return None
 
     def _judge(self) -> None:

@@ -21,12 +21,14 @@ class Load:
 
     Every answer other than 200 is a failure (kept with its body for the assertion message)."""
 
-    def __init__(self, url: str, token: str | list[str], clients: int = 16, path: str = "/v1/chat/completions") -> None:
+    def __init__(self, url: str, token: str | list[str], clients: int = 16, path: str = "/v1/chat/completions",
+                 body: dict[str, Any] | None = None) -> None:
         """`token`: one for every client, or one per client (its length sets the number of clients)."""
         self.url = url
         tokens = token if isinstance(token, list) else [token] * clients
         clients = len(tokens)
         self.path = path
+        self.body = body or CHAT
         self.stop_event = threading.Event()
         self.statuses: Counter[int] = Counter()
         self.backends: Counter[str] = Counter()
@@ -50,9 +52,10 @@ class Load:
         with httpx.Client(base_url=self.url, headers=headers, timeout=30) as client:
             while not self.stop_event.is_set():
                 try:
-                    resp = client.post(self.path, json=CHAT)
+                    resp = client.post(self.path, json=self.body)
                     status, body = resp.status_code, resp.text
-                    backend = resp.json().get("system_fingerprint", "") if status == 200 else ""
+                    streamed = self.body.get("stream")
+                    backend = resp.json().get("system_fingerprint", "") if status == 200 and not streamed else ""
                 except httpx.HTTPError as exc:
                     status, body, backend = 0, repr(exc), ""
                 with self.lock:

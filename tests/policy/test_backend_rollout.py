@@ -107,3 +107,23 @@ def test_abort_by_hand(tmp_path: Path) -> None:
         gw.proc.stop()
         stable.proc.stop()
         canary.proc.stop()
+
+
+def test_a_canary_slow_to_its_first_token_is_rolled_back(tmp_path: Path) -> None:
+    stable = start_fake_backend(name="stable")
+    canary = start_fake_backend(name="canary")
+    canary.control(fault="slow:0.15")  # every answer starts 150 ms late
+    gw = start_gateway(tmp_path, rollout_policy(stable, canary, max_latency_ratio=1000, max_ttft_ratio=1.5))
+    admin = {"authorization": f"Bearer {gw.token('ops', scopes=['admin'])}"}
+    streamed = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+                "stream": True}
+    try:
+        with Load(gw.url, gw.token("load"), clients=4, body=streamed) as load:
+            wait_until(lambda: rollout_state(gw, admin)["state"] == "rolled_back", 40)
+        state = rollout_state(gw, admin)
+        assert "time to first token" in state["events"][0]["detail"], state["events"]
+        assert load.failures == []
+    finally:
+        gw.proc.stop()
+        stable.proc.stop()
+        canary.proc.stop()
