@@ -16,57 +16,59 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway import metrics
-from gateway.accesslog import AccessLog
 from gateway.api import SPECS
-from gateway.auth.admin import make_require_admin
-from gateway.auth.verifier import JwtVerifier, bearer_token, single_authorization
+from gateway.auth.verifier import bearer_token, single_authorization
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError
-from gateway.pipeline import Pipeline, build_stages
-from gateway.proxy import ProxyEndpoint
-from gateway.routing import RouteTable
-from gateway.startup import ensure_plugin_dir, log_readiness, plugins_off_routes
+from gateway.policy.admin import policy_routes
+from gateway.policy.canary_control import CanaryControl
+from gateway.policy.parts import FollowPlugins, Parts
+from gateway.policy.rollouts import rollout_routes
+from gateway.policy.runtime import PolicyRuntime
+from gateway.startup import log_readiness, plugins_off_routes
 from gateway.status import status_routes
-from gateway.upstream.forward import Upstreams
 
 log = logging.getLogger("edgegw")
 
 
 class Gateway:
-    """Everything one gateway worker runs, built once from a validated config."""
+    """Everything one gateway worker runs. The request-path objects belong to the active policy
+    version (`gateway.policy`): a reload installs a new set with `install`, one assignment each."""
 
     def __init__(self, config: GatewayConfig) -> None:
-        self.config = config
-        self.verifier = JwtVerifier(config.issuers, config.server.max_token_bytes)
-        self.table = RouteTable(config)
-        self.upstreams = Upstreams(config.pools)
-        self.plugins = self._plugin_manager(config)
-        self.stages = build_stages(config, self.verifier, self.table, self.upstreams, self.plugins)
-        self.pipeline = Pipeline(self.stages, self.upstreams)
-        self.access_log = AccessLog(config.server.access_log)
-        self.proxy = ProxyEndpoint(self.table, self.pipeline, self.access_log, config.server.max_body_bytes,
-                                   config.server.trust_forwarded_for)
-        self.require_admin = make_require_admin(self.verifier, config.admin)
+        self.edge: EdgeApp | None = None
+        self.policy = PolicyRuntime(config, self.install)
+        self.install(self.policy.parts)
+        self.canary = CanaryControl(self.policy, self._set_entry)
 
-    @staticmethod
-    def _plugin_manager(config: GatewayConfig) -> Any | None:
-        if not config.plugins and not config.plugin_dir:
-            return None
-        from wasm_plugins.manager import PluginManager
+    def install(self, parts: Parts) -> None:
+        """Make `parts` the version new requests use (requests in flight keep theirs)."""
+        self.config = parts.config
+        self.verifier = parts.verifier
+        self.table = parts.table
+        self.upstreams = parts.upstreams
+        self.plugins = parts.plugins
+        self.stages = parts.stages
+        self.pipeline = parts.pipeline
+        self.access_log = parts.access_log
+        self.proxy = parts.proxy
+        self._require_admin = parts.require_admin
+        if self.edge is not None:
+            self.edge._proxy = parts.proxy
 
-        ensure_plugin_dir(config)
-        return PluginManager(config.plugins, config.plugin_dir)
+    def _set_entry(self, proxy: Any) -> None:
+        """The inference entry point: the active version's proxy, or a canary's split between two."""
+        if self.edge is not None:
+            self.edge._proxy = proxy
+
+    async def require_admin(self, request: Request) -> dict[str, Any]:
+        """The admin check of the active version (its issuer and scope)."""
+        return await self._require_admin(request)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        await self.verifier.start()
-        await self.upstreams.start()
-        for stage in self.stages:
-            start = getattr(stage, "start", None)
-            if start is not None:
-                await start()
-        if self.plugins is not None:
-            await self.plugins.start()
+        await self.policy.start()
+        await self.canary.start()
         # Start-up objects live forever: move them out of the collector's way, and collect young
         # objects less often (requests allocate many short-lived ones).
         gc.collect()
@@ -76,6 +78,8 @@ class Gateway:
         try:
             yield
         finally:
+            await self.canary.stop()
+            await self.policy.stop()
             if self.plugins is not None:
                 await self.plugins.stop()
             for stage in self.stages:
@@ -131,11 +135,13 @@ class Gateway:
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/admin/pools", self.admin_pools, methods=["GET"]),
             *status_routes(self),
+            *policy_routes(self.policy, self.canary, self.require_admin),
+            *rollout_routes(self, self.require_admin),
         ]
         if self.plugins is not None:
             from wasm_plugins.admin import admin_routes
 
-            routes += admin_routes(self.plugins, self.require_admin)
+            routes += admin_routes(FollowPlugins(self), self.require_admin)
         else:
             routes += plugins_off_routes(self.config, self.require_admin)
         return routes
@@ -177,7 +183,8 @@ class EdgeApp:
         self.gateway = gateway
         self.starlette = starlette
         self.state = starlette.state
-        self._proxy = gateway.proxy
+        self._proxy = gateway.proxy  # replaced by `Gateway.install` on a policy reload
+        gateway.edge = self
         self._hot = frozenset(SPECS)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -19,6 +19,9 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
     from gateway.loadtest.cli import register as register_loadtest
 
     register_loadtest(sub)
+    from gateway.policy.cli import register as register_policy
+
+    register_policy(sub)
 
 
 CONFIG_ENV = "EDGEGW_CONFIG"  # the policy file of every command that takes one (the image sets it)
@@ -56,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a policy file and exit")
     p.add_argument("file", nargs="?", default=default_config() or DEFAULT_CONFIG,
                    help=f"policy file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})")
+    p.add_argument("--against", metavar="RUNNING_URL", default=None,
+                   help="also ask this running gateway which changes a reload applies live, at the next "
+                        "connection, or only at restart (exit 3 when a restart is needed)")
+    p.add_argument("--token", default=os.environ.get("EDGEGW_ADMIN_TOKEN"),
+                   help="admin token for --against (default: $EDGEGW_ADMIN_TOKEN)")
     p.set_defaults(func=_check_config)
 
     p = sub.add_parser("token", help="mint a JWT for an HS* issuer (demo and tests)")
@@ -112,6 +120,10 @@ def _check_config(args: argparse.Namespace) -> int:
           f"{len(cfg.routes)} routes, {len(cfg.plugins)} plugins)")
     if cfg.plugin_dir and not Path(cfg.plugin_dir).exists():
         print(f"note: plugin_dir {cfg.plugin_dir} does not exist yet; `edgegw serve` creates it")
+    if args.against:
+        from gateway.policy.check import check_against
+
+        return check_against(args.file, args.against, args.token)
     return 0
 
 

@@ -103,16 +103,25 @@ def _auth_gate(routes: list[RouteConfig]) -> RouteConfig | None:
 def generation_models(route: RouteConfig, pools: tuple[PoolConfig, ...]) -> list[str]:
     """Concrete generation (not embedding) models a route reaches, in config order: its pool's, or every
     pool's when it names none, narrowed by the route's `models` patterns."""
-    names: list[str] = []
+    # Linear in models per route (a policy reload rebuilds this for hundreds of routes): names kept in
+    # an ordered dict, literal route patterns matched by set membership.
+    literal = None if any(_wild(p) for p in route.models) else frozenset(route.models)
+    names: dict[str, None] = {}
     for pool in pools:
         if route.pool is not None and pool.name != route.pool:
             continue
+        embedding = frozenset(pool.embedding_models)
         for m in pool.models:
-            if m in pool.embedding_models or any(c in m for c in "*?[") or m in names:
+            if m in embedding or m in names or _wild(m):
                 continue
-            if not route.models or any(fnmatchcase(m, p) for p in route.models):
-                names.append(m)
-    return names
+            if not route.models or (m in literal if literal is not None
+                                    else any(fnmatchcase(m, p) for p in route.models)):
+                names[m] = None
+    return list(names)
+
+
+def _wild(name: str) -> bool:
+    return "*" in name or "?" in name or "[" in name
 
 
 def reaches_generation_model(route: RouteConfig, pools: tuple[PoolConfig, ...], model: str) -> bool:

@@ -26,6 +26,7 @@ def app_factory():  # noqa: ANN201 - uvicorn's factory hook
     from gateway.app import create_app
 
     config = worker_config()
+    _log_format()  # spawned workers do not inherit the parent's logging set-up
     protocol.configure(protocol.ListenerLimits.of(config.server))
     return create_app(config)
 
@@ -34,14 +35,17 @@ def serve(config_path: str, host: str | None = None, port: int | None = None, wo
     config = load_config(config_path)  # fail fast, in the parent, with a clear error
     if config.server.tls:
         tls.check(config.server.tls, config.source)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_format()
     os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     workers = workers or config.server.workers
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics to files here, so any worker's /metrics reports them all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="edgegw-metrics-")
     _raise_fd_limit(config.server.max_connections)
+    if workers > 1:
+        from gateway.policy.signals import forward_sighup_to_workers
+
+        forward_sighup_to_workers()  # SIGHUP reloads the policy in each worker, not a restart
     uvicorn.run(
         "gateway.server:app_factory",
         factory=True,
@@ -64,6 +68,11 @@ def serve(config_path: str, host: str | None = None, port: int | None = None, wo
         ssl_context_factory=tls.context_factory if config.server.tls else None,
     )
     return 0
+
+
+def _log_format() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _raise_fd_limit(max_connections: int) -> None:

@@ -131,6 +131,21 @@ DESCRIPTIONS: dict[str, str] = {
     "pools[].retries.budget_ratio": "retries may add at most this share of recent requests...",
     "pools[].retries.min_retries_per_s": "...but this many are always allowed",
     "pools[].dns": "endpoint discovery by DNS (a headless Kubernetes Service); see the table below",
+    "pools[].rollout": "roll the canary endpoint group out step by step, judged against the other (stable) "
+                       "endpoints; rolled back at once on a failed step, promoted after the last "
+                       "(docs/policy-reload.md)",
+    "pools[].rollout.canary_group": "the endpoints (`endpoints[].group`) being rolled out; every other "
+                                    "endpoint of the pool is stable",
+    "pools[].rollout.steps": "the canary's share of the pool's traffic, in percent, step by step (increasing)",
+    "pools[].rollout.interval_s": "least time a step lasts before it can pass",
+    "pools[].rollout.min_requests": "canary requests a step needs before it is judged (a failure is judged "
+                                    "as soon as they are in)",
+    "pools[].rollout.max_error_rate_increase": "the canary's 5xx/connection-failure rate may exceed the "
+                                               "stable group's by this much (0.02: two points)",
+    "pools[].rollout.max_latency_ratio": "the canary's p99 latency may be this many times the stable "
+                                         "group's (differences under 10 ms never fail a step)",
+    "pools[].rollout.max_ttft_ratio": "streams: the canary's p99 time to first byte may be this many times "
+                                      "the stable group's (differences under 10 ms never fail a step)",
     # pools[].dns
     "pools[].dns.name": "the hostname whose A records are the endpoints",
     "pools[].dns.port": "every discovered address is reached on this port",
@@ -230,6 +245,8 @@ for _key, _what in _QUOTAS.items():
 # Defaults the recorded read cannot express: computed, or meaning "absent", or a key that is
 # required only once its enclosing `has()` check found it.
 DEFAULTS: dict[str, str] = {
+    "pools[].rollout": "off (groups take traffic by `weight`)",
+    "pools[].rollout.steps": "`[5, 25, 50, 100]`",
     "server.tls": "off (plain HTTP)",
     "admin.issuer": "required",
     "routes[].pool": "the pool serving the model",
@@ -262,6 +279,7 @@ for _key in _QUOTAS:
 
 # Types the recorded reads cannot express (a typed read plus a raw one for a special word).
 TYPES: dict[str, str] = {f"{_RL}.tiers.*.{_key}": "integer" for _key in _QUOTAS}
+TYPES["pools[].rollout.steps"] = "list of numbers"
 
 # Prose printed under a table's heading, by table prefix.
 NOTES: dict[str, str] = {

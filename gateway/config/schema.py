@@ -120,6 +120,7 @@ class PoolConfig:
     # resolved at load time from `api_key_env` and `headers`; never in a repr, a log or a status page.
     upstream_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_key_env: str | None = None
+    rollout: Any = None  # gateway.upstream.rollout.RolloutConfig: canary group rolled out step by step
 
 
 @dataclass(frozen=True)

@@ -216,16 +216,18 @@ class Planner:
 
     def __init__(self, key_prefix: str) -> None:
         self.key_prefix = key_prefix
-        self._plans: dict[tuple[str, str | None], RoutePlan] = {}
+        # With the route object the plan was made for: a policy reload brings a new one.
+        self._plans: dict[tuple[str, str | None], tuple[Any, RoutePlan]] = {}
 
     def plan(self, ctx: RequestContext) -> RoutePlan:
         route = ctx.route
         assert route is not None
-        plan = self._plans.get((route.name, ctx.tier))
-        if plan is None:
-            # The route is the Redis Cluster hash tag: every key of one request shares a slot.
-            tag = route.name.replace("{", "").replace("}", "")
-            plan = self._plans[(route.name, ctx.tier)] = RoutePlan(
-                [(limit, limit.quotas_for(ctx.tier)) for limit in route.rate_limits],
-                f"{self.key_prefix}:rl:{{{tag}}}:")
+        found = self._plans.get((route.name, ctx.tier))
+        if found is not None and found[0] is route:
+            return found[1]
+        # The route is the Redis Cluster hash tag: every key of one request shares a slot.
+        tag = route.name.replace("{", "").replace("}", "")
+        plan = RoutePlan([(limit, limit.quotas_for(ctx.tier)) for limit in route.rate_limits],
+                         f"{self.key_prefix}:rl:{{{tag}}}:")
+        self._plans[(route.name, ctx.tier)] = (route, plan)
         return plan

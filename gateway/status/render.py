@@ -10,6 +10,8 @@ import time
 from html import escape
 from typing import Any
 
+from gateway.policy.render import policy_section, rollouts_section
+
 REFRESH_S = 2
 
 
@@ -50,7 +52,8 @@ updated <time id="updated">{_clock(snap["time"])}</time>
 
 def panel(snap: dict[str, Any]) -> str:
     return "".join((_overview(snap), _pools(snap["pools"]), _plugins(snap["plugins"]),
-                    _errors(snap["errors"])))
+                    policy_section(snap.get("policy")),
+                    rollouts_section(snap.get("rollouts")), _errors(snap["errors"])))
 
 
 def _clock(ts: float) -> str:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from gateway import metrics
+from gateway.policy.rollouts import rollouts
 from gateway.status.activity import activity
 
 
@@ -142,4 +143,5 @@ def snapshot(gateway: Any) -> dict[str, Any]:
     now = time.time()
     return {"time": now, "ready": gateway.upstreams.ready(), "pools": pools(gateway),
             "plugins": plugins(gateway, now), "ratelimit": ratelimit(now), "cache": cache(),
-            "totals": totals(now), "series": activity.series(now), "errors": activity.recent_errors()}
+            "totals": totals(now), "series": activity.series(now), "errors": activity.recent_errors(),
+            "policy": {**gateway.policy.describe(), "canary": gateway.canary.describe()}, "rollouts": rollouts(gateway)}

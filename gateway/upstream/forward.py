@@ -194,6 +194,8 @@ class Upstreams:
             "text/event-stream")
         if streaming:
             ctx.upstream_s += time.perf_counter() - started
+            if pool.rollout is not None:  # a stream's first byte: time to first token, for the rollout's judge
+                pool.rollout.first_byte(endpoint, time.perf_counter() - started)
             ctx.scratch["_release"] = release
             ctx.scratch["_started"] = started
             return UpstreamResponse(resp.status, out_headers, None, raw=resp, endpoint=endpoint)

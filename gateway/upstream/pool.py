@@ -13,6 +13,7 @@ from yarl import URL
 from gateway import metrics
 from gateway.config.schema import EndpointConfig, PoolConfig
 from gateway.errors import unavailable
+from gateway.upstream.rollout import BackendRollout
 
 
 @dataclass(eq=False)
@@ -105,6 +106,8 @@ class Pool:
         self.endpoints: list[Endpoint] = []
         self.retry_budget = RetryBudget(config.retries.budget_ratio, config.retries.min_retries_per_s)
         self._rr = 0
+        # A canary rollout between endpoint groups (`rollout:`); None for most pools.
+        self.rollout = BackendRollout(config.name, config.rollout) if config.rollout is not None else None
         pick = {"least_outstanding": self._pick_p2c, "round_robin": self._pick_rr,
                 "weighted": self._pick_weighted}
         self._pick = pick[config.balancer]
@@ -135,6 +138,8 @@ class Pool:
             if up and all(e.in_flight >= limit for e in up):
                 raise unavailable(f"pool {self.name!r} is saturated; retry shortly", 1, "pool_saturated")
             raise unavailable(f"pool {self.name!r} has no healthy endpoint", 2, "no_healthy_upstream")
+        if self.rollout is not None:
+            candidates = self.rollout.narrow(candidates)
         if len(candidates) == 1:
             return candidates[0]
         return self._pick(candidates)
@@ -166,12 +171,16 @@ class Pool:
     # --- outcomes, reported by the forwarder -------------------------------------------------
 
     def on_success(self, endpoint: Endpoint, latency_s: float) -> None:
+        if self.rollout is not None:
+            self.rollout.record(endpoint, True, latency_s)
         endpoint.consecutive_failures = 0
         endpoint.ejections = 0
         endpoint.latency_ewma_s = latency_s if endpoint.latency_ewma_s == 0 else (
             0.8 * endpoint.latency_ewma_s + 0.2 * latency_s)
 
     def on_failure(self, endpoint: Endpoint) -> None:
+        if self.rollout is not None:
+            self.rollout.record(endpoint, False, None)
         endpoint.consecutive_failures += 1
         if endpoint.consecutive_failures >= self.config.outlier.consecutive_failures and not endpoint.ejected:
             self.eject(endpoint)

@@ -3,6 +3,7 @@ answers garbage.
 
 Faults come from the `x-fake-fault` request header or `POST /_control {"fault": ..., "health": ...}`:
   500 | 503 | slow:SECONDS | stall | die-mid-stream:N | exit
+  p:SHARE:FAULT, that fault on a random SHARE (0..1) of requests (e.g. p:0.3:500)
   bad:KIND, a 200 that is no good answer (`BAD_ANSWERS`): invalid-json | error-object | text-plain |
       json-array | empty | html | status-203
   bad-stream:KIND, a stream that is no complete answer (`BAD_STREAMS`): no-done | no-finish |
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import time
 from typing import Any
 
@@ -86,6 +88,9 @@ class FakeBackend:
         self.stats["last_host"] = headers.get("host")
         self.stats["last_query"] = scope.get("query_string", b"").decode("latin-1")
         fault = headers.get("x-fake-fault") or self.fault or ""
+        if fault.startswith("p:"):  # "p:0.3:500": that fault on a random 30% of requests
+            _, share, fault = fault.split(":", 2)
+            fault = fault if random.random() < float(share) else ""
         self.stats["in_flight"] += 1
         try:
             await self._serve(path, body, fault, receive, send)

@@ -1,0 +1,209 @@
+"""Running a policy canary in every worker: the canary's state lives in a file beside the policy
+(`.NAME.canary.json`: id, text, settings, state), which each worker watches as it watches the policy.
+
+Starting one writes the file with state `running`; each worker builds the candidate version (sharing
+the stable version's long-lived state) and judges the traffic it sees. The first verdict (here or in
+another worker, or by hand) is written to the file and every worker follows: `rolled_back`/`aborted`
+stop the canary, `promoted` also publishes the candidate as the policy file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.config.reader import ConfigError
+from gateway.policy.canary import CanaryProxy, CanarySettings, PolicyCanary
+from gateway.policy.parts import Parts, build_parts, merge_upstreams, start_parts
+from gateway.policy.runtime import PolicyRefused, PolicyRuntime
+from gateway.policy.version import PolicyVersion, policy_hash, refusal_text, validate_policy
+from gateway.policy.watch import FileWatcher, file_state
+
+log = logging.getLogger("edgegw.policy")
+
+
+def canary_file(policy_path: str) -> str:
+    path = Path(os.path.realpath(policy_path))
+    return str(path.with_name(f".{path.name}.canary.json"))
+
+
+class CanaryControl:
+    def __init__(self, runtime: PolicyRuntime, set_entry: Callable[[Any], None]) -> None:
+        self.runtime = runtime
+        self.set_entry = set_entry
+        self.path = canary_file(runtime.path) if runtime.current.text else ""
+        self.canary: PolicyCanary | None = None
+        self.parts: Parts | None = None
+        self.history: list[dict[str, Any]] = []
+        self._watcher: FileWatcher | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        runtime.on_applied = self._stable_changed
+
+    async def start(self) -> None:
+        if not self.path:
+            return
+        self._watcher = FileWatcher(self.path, self.sync)
+        self._watcher.state = None  # a canary file left from before a restart is read once now
+        await self.sync()
+        self._watcher.state = file_state(self.path)
+        self._watcher.start()
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.stop()
+
+    # --- operations (admin API) --------------------------------------------------------------------
+
+    async def begin(self, text: str, settings: CanarySettings) -> PolicyCanary:
+        if self.canary is not None and self.canary.state == "running":
+            raise PolicyRefused(f"a canary of version {self.canary.version} is running: promote or abort it first",
+                                policy_hash(text))
+        version = policy_hash(text)
+        if version == self.runtime.current.version:
+            raise PolicyRefused("this policy is the running version already", version)
+        try:
+            validate_policy(text, self.runtime.path)
+        except ConfigError as exc:
+            raise PolicyRefused(refusal_text(exc), version) from None
+        self._write({"id": uuid.uuid4().hex[:12], "version": version, "text": text,
+                     "settings": settings.to_dict(), "state": "running", "why": "", "at": time.time()})
+        await self.sync()
+        assert self.canary is not None
+        return self.canary
+
+    async def decide(self, state: str, why: str) -> PolicyCanary:
+        canary = self.canary
+        if canary is None or canary.state != "running":
+            raise PolicyRefused("no canary is running", self.runtime.current.version)
+        canary.finish(state, why)  # -> _decided
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        return canary
+
+    # --- following the file ------------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Make this worker match the canary file (called on every change of it)."""
+        async with self._lock:
+            data = self._read()
+            canary = self.canary
+            if data is None or data.get("state") != "running":
+                if canary is not None and canary.state == "running":
+                    state = data.get("state", "aborted") if data else "aborted"
+                    if data is None or data.get("id") == canary.id:
+                        canary.state = state
+                        canary.event(state, (data or {}).get("why") or "canary file removed")
+                    else:
+                        canary.state = "aborted"
+                        canary.event("aborted", "replaced by another canary")
+                    self._end()
+                return
+            if canary is not None and canary.id == data["id"]:
+                return
+            if canary is not None and canary.state == "running":
+                canary.state = "aborted"
+                canary.event("aborted", "replaced by another canary")
+                self._end()
+            await self._start(data)
+
+    async def _start(self, data: dict[str, Any]) -> None:
+        stable = self.runtime.parts
+        try:
+            settings = CanarySettings.parse(data["settings"])
+            config = validate_policy(data["text"], self.runtime.path)
+            upstreams = await merge_upstreams(config, stable.upstreams, stable.config)
+            parts = build_parts(config, stable, upstreams)
+            await start_parts(parts)
+        except (ConfigError, ValueError, KeyError) as exc:
+            log.error("policy canary %s cannot start here: %s", data.get("version"), exc)
+            return
+        self.parts = parts
+        self.canary = PolicyCanary(data["id"], data["version"], settings, self._decided)
+        self.set_entry(CanaryProxy(self.canary, stable.proxy, parts.proxy))
+
+    def _end(self) -> None:
+        """Back to the stable version alone; the candidate's own objects are retired."""
+        canary, parts = self.canary, self.parts
+        self.set_entry(self.runtime.parts.proxy)
+        if canary is not None:
+            self.history.insert(0, canary.describe())
+            del self.history[20:]
+        if parts is not None:
+            self.runtime.retire(parts, self.runtime.parts)
+        self.parts = None
+
+    def _decided(self, state: str, why: str) -> None:
+        """A verdict here (the judge or an operator): written for every worker, then acted on."""
+        canary = self.canary
+        assert canary is not None
+        data = self._read() or {}
+        text = data.get("text", "")
+
+        async def publish() -> None:
+            self._write({**data, "state": state, "why": why, "at": time.time()})
+            if state == "promoted" and text:
+                try:
+                    await self.runtime.publish(text, "canary")
+                except PolicyRefused as exc:
+                    log.error("promoting policy canary %s failed: %s", canary.version, exc.message)
+            async with self._lock:
+                if self.parts is not None:
+                    self._end()
+
+        task = asyncio.get_running_loop().create_task(publish())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _stable_changed(self, version: PolicyVersion) -> None:
+        """A new stable version (file, SIGHUP, admin, promotion) ends a running canary here."""
+        canary = self.canary
+        if canary is None or canary.state != "running":
+            if self.parts is None:
+                return
+        elif version.version == canary.version:
+            canary.state = "promoted"
+            canary.event("promoted", "the policy file now holds this version")
+        else:
+            canary.state = "aborted"
+            why = f"the stable policy changed to {version.version}"
+            canary.event("aborted", why)
+            data = self._read()
+            if data is not None and data.get("id") == canary.id and data.get("state") == "running":
+                # So a worker started later does not resume it (every worker may write this: same verdict).
+                with contextlib.suppress(OSError):
+                    self._write({**data, "state": "aborted", "why": why, "at": time.time()})
+        self._end()
+
+    # --- the file ----------------------------------------------------------------------------------
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            data = orjson.loads(Path(self.path).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write(self, data: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".edgegw-canary-", dir=os.path.dirname(self.path))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(orjson.dumps(data))
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def describe(self) -> dict[str, Any]:
+        current = self.canary.describe() if self.canary is not None and self.parts is not None else None
+        return {"current": current, "stable": self.runtime.current.version, "history": self.history}

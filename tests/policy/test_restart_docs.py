@@ -1,0 +1,23 @@
+"""The restart classification is complete for `server` and documented as generated."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gateway.config.schema import GatewayConfig, ServerConfig
+from gateway.policy.restart import APPLIES, RESTART, classify, docs_table
+from tests.harness import ROOT
+
+
+def test_docs_carry_the_generated_table() -> None:
+    assert docs_table() in (ROOT / "docs" / "policy-reload.md").read_text()
+
+
+def test_every_server_key_and_top_level_section_is_classified_explicitly() -> None:
+    for f in dataclasses.fields(ServerConfig):
+        assert f"server.{f.name}" in APPLIES, f.name
+    for f in dataclasses.fields(GatewayConfig):
+        if f.name not in ("source", "extra", "server"):
+            assert f.name in APPLIES, f.name
+    assert classify("server.tls.cert_file")[0] == RESTART
+    assert classify("pools[gpu].endpoints")[0] == "live"
