@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.endpoints import HTTPEndpoint
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -115,19 +116,14 @@ class Gateway:
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "edgegw"} for n in sorted(names)]
         return JSONResponse({"object": "list", "data": data})
 
-    async def admin_pools(self, request: Request) -> Response:
-        await self.require_admin(request)
-        return JSONResponse({name: [e.describe() for e in pool.endpoints]
-                             for name, pool in self.upstreams.pools.items()})
-
     def routes(self) -> list[Any]:
         routes: list[Any] = [
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
-            Route("/admin/pools", self.admin_pools, methods=["GET"]),
-            *status_routes(self),
+            Route("/admin/pools", AdminPools),
+            *status_routes(),
         ]
         if self.plugins is not None:
             from wasm_plugins.admin import admin_routes
@@ -136,6 +132,16 @@ class Gateway:
         else:
             routes += plugins_off_routes(self.config, self.require_admin)
         return routes
+
+
+class AdminPools(HTTPEndpoint):
+    """`/admin/pools`: every pool's endpoints and their state."""
+
+    async def get(self, request: Request) -> Response:
+        gateway: Gateway = request.app.state.gateway
+        await gateway.require_admin(request)
+        return JSONResponse({name: [e.describe() for e in pool.endpoints]
+                             for name, pool in gateway.upstreams.pools.items()})
 
 
 def _error_json(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> Response:

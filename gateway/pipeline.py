@@ -60,8 +60,8 @@ class Pipeline:
     def __init__(self, stages: list[Stage], upstreams: Upstreams) -> None:
         self.stages = stages
         self.upstreams = upstreams
-        # The stages with something to do after the request phase (most have none): awaiting a
-        # no-op coroutine per stage and phase is measurable on the hot path.
+        # The stages with something to do after the request phase (most have none), so the hot path
+        # awaits no no-op coroutines.
         self._responds = frozenset(s for s in stages if type(s).on_response is not Stage.on_response)
         self._completes = frozenset(s for s in stages if type(s).on_complete is not Stage.on_complete)
 

@@ -178,7 +178,7 @@ class _DisconnectWatcher:
     """Cancels the request's task when the client goes away, which closes the upstream request too.
 
     The watching task starts only once a request has been in flight for a while: most requests
-    finish sooner, and for them a task per request would cost more than everything else we do.
+    finish sooner, and for them a task per request would be pure overhead.
     """
 
     DELAY_S = 0.05
