@@ -83,7 +83,7 @@ class RequestContext:
     client_gone: bool = False  # it disconnected before the response was complete
     sent: bool = False  # the response's last byte is being sent: a disconnect now is the normal end
 
-    # free-form per-stage scratch (e.g. rate-limit reservations), keyed by stage name
+    # stages' own per-request state (e.g. rate-limit reservations), under keys each stage defines
     scratch: dict[str, Any] = field(default_factory=dict)
 
     def overhead_ms(self) -> float:
