@@ -16,7 +16,8 @@ class Reply:
     """A full body or a stream of SSE bytes, with the headers to send besides the proxy's own.
 
     Header names are lower-case; `content-type` applies to a full body only (a stream is always SSE)
-    and the proxy sets `content-length` itself.
+    and the proxy sets `content-length` itself. The pipeline and the proxy change `headers` as they
+    send it: build a new Reply per request.
     """
 
     status: int

@@ -42,7 +42,7 @@ def local_reply(plugin: str, st: StreamState, phase: str) -> Reply | None:
     if media is None:
         media = "application/json" if local.body[:1] in (b"{", b"[") else "text/plain; charset=utf-8"
     elif media.startswith("text/") and "charset=" not in media.lower():
-        media += "; charset=utf-8"
+        media += "; charset=utf-8"  # a browser would otherwise guess the encoding of the plugin's text
     # Header names as HTTP/1.1 sends them (lower-case); the proxy sets the length.
     out = {k.lower(): v for k, v in headers.items() if k.lower() != "content-length"}
     out.setdefault("content-type", media)
