@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gateway.errors import GatewayError, bad_request
 
 
@@ -102,6 +104,18 @@ def generate_to_completions(body: dict[str, Any], model: str | None) -> dict[str
     out["model"] = model
     out.setdefault("max_tokens", 64)
     return out
+
+
+def parse_completion(body: bytes, content_type: str) -> Any:
+    """The backend's successful completion for `/v1/generate`, parsed (`completions_to_generate` maps
+    it). One that is not JSON is a 502: there is no text to return."""
+    if not content_type.startswith("application/json"):
+        raise GatewayError(502, "upstream answered with a non-JSON body", "upstream_bad_response")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise GatewayError(502, "upstream answered with invalid JSON", "upstream_bad_response") from None
+    return data
 
 
 def completions_to_generate(data: Any) -> dict[str, Any]:

@@ -10,16 +10,18 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.endpoints import HTTPEndpoint
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.api import SPECS
 from gateway.auth.verifier import bearer_token, single_authorization
 from gateway.config.schema import GatewayConfig
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, internal_error_body
 from gateway.policy.admin import policy_routes
 from gateway.policy.canary_control import CanaryControl
 from gateway.policy.parts import FollowPlugins, Parts
@@ -83,9 +85,7 @@ class Gateway:
             if self.plugins is not None:
                 await self.plugins.stop()
             for stage in self.stages:
-                stop = getattr(stage, "stop", None)
-                if stop is not None:
-                    await stop()
+                await stage.stop()
             await self.upstreams.stop()
             self.access_log.flush()
 
@@ -122,19 +122,14 @@ class Gateway:
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "edgegw"} for n in sorted(names)]
         return JSONResponse({"object": "list", "data": data})
 
-    async def admin_pools(self, request: Request) -> Response:
-        await self.require_admin(request)
-        return JSONResponse({name: [e.describe() for e in pool.endpoints]
-                             for name, pool in self.upstreams.pools.items()})
-
     def routes(self) -> list[Any]:
         routes: list[Any] = [
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
-            Route("/admin/pools", self.admin_pools, methods=["GET"]),
-            *status_routes(self),
+            Route("/admin/pools", AdminPools),
+            *status_routes(),
             *policy_routes(self.policy, self.canary, self.require_admin),
             *rollout_routes(self, self.require_admin),
         ]
@@ -145,6 +140,16 @@ class Gateway:
         else:
             routes += plugins_off_routes(self.config, self.require_admin)
         return routes
+
+
+class AdminPools(HTTPEndpoint):
+    """`/admin/pools`: every pool's endpoints and their state."""
+
+    async def get(self, request: Request) -> Response:
+        gateway: Gateway = request.app.state.gateway
+        await gateway.require_admin(request)
+        return JSONResponse({name: [e.describe() for e in pool.endpoints]
+                             for name, pool in gateway.upstreams.pools.items()})
 
 
 def _error_json(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> Response:
@@ -168,15 +173,13 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path)
-    return Response(orjson.dumps({"error": {"message": "internal gateway error", "type": "server_error",
-                                            "param": None, "code": "internal_error"}}),
-                    status_code=500, media_type="application/json")
+    return Response(orjson.dumps(internal_error_body()), status_code=500, media_type="application/json")
 
 
 class EdgeApp:
     """The ASGI entry point: inference paths go straight to the proxy, everything else to Starlette.
 
-    Skipping Starlette's middleware and route matching on the hot path is worth ~20% throughput.
+    The hot path skips Starlette's middleware and route matching (docs/benchmarks.md has what it saves).
     """
 
     def __init__(self, gateway: Gateway, starlette: Starlette) -> None:
@@ -187,7 +190,7 @@ class EdgeApp:
         gateway.edge = self
         self._hot = frozenset(SPECS)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self._hot:
             await self._proxy(scope, receive, send)
         else:

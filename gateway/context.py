@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
+    from gateway.errors import GatewayError
+    from gateway.stages.base import Stage
+    from gateway.upstream.forward import StreamTally
     from gateway.upstream.pool import Endpoint, Pool
 
 
@@ -27,7 +30,8 @@ class RequestContext:
 
     Stages communicate only through this object: auth fills `claims`/`subject`, routing fills
     `pool`, preprocessing may replace `body_json`, the forwarder fills `endpoint`, `status`,
-    `usage` and (when `collect_response` is set) `response_body`.
+    `usage` and (when `collect_response` is set) `response_body`. The framework's own bookkeeping
+    (which stages ran, whether the client left) has typed fields too; `scratch` is for stages only.
     """
 
     request_id: str
@@ -43,6 +47,9 @@ class RequestContext:
     upstream_host: str | None = None  # set by a plugin that changed `:authority`: the upstream Host
 
     route: RouteConfig | None = None
+    # When no route serves the requested model: the 404 the proxy held back until the caller has
+    # authenticated (`route` is then the path's auth gate); the auth stage raises it.
+    unrouted: GatewayError | None = None
     model: str | None = None
     stream: bool = False
 
@@ -61,6 +68,7 @@ class RequestContext:
     endpoint: Endpoint | None = None
     attempts: int = 0
     upstream_s: float = 0.0  # time spent waiting on the upstream, excluded from overhead
+    ran: list[Stage] = field(default_factory=list)  # stages whose on_request ran, in order (the pipeline's)
 
     # response
     status: int = 0
@@ -71,8 +79,14 @@ class RequestContext:
     response_headers: dict[str, str] = field(default_factory=dict)  # extra headers for the client
     error: str | None = None  # error code when the request failed
     body_dirty: bool = False  # body_json changed; the forwarder re-serialises it
+    upstream_content_type: str = ""  # of a non-streamed answer collected for a stage (`collect_response`)
+    streamed: StreamTally | None = None  # what a streamed answer delivered so far (the forwarder's)
 
-    # free-form per-stage scratch (e.g. rate-limit reservations), keyed by stage name
+    # the client connection
+    client_gone: bool = False  # it disconnected before the response was complete
+    sent: bool = False  # the response's last byte is being sent: a disconnect now is the normal end
+
+    # stages' own per-request state (e.g. rate-limit reservations), under keys each stage defines
     scratch: dict[str, Any] = field(default_factory=dict)
 
     def overhead_ms(self) -> float:

@@ -43,12 +43,22 @@ class GatewayError(Exception):
         self.type = type or _TYPES.get(status, "api_error")
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return error_body(self.message, self.type, self.code, self.param)
 
     def response(self, extra_headers: dict[str, str] | None = None) -> Response:
         headers = {**self.headers, **(extra_headers or {})}
         return Response(orjson.dumps(self.body()), status_code=self.status, headers=headers,
                         media_type="application/json")
+
+
+def error_body(message: str, type: str, code: str, param: str | None = None) -> dict:
+    """The OpenAI-style error object every client-facing failure is rendered as (also inside SSE)."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def internal_error_body() -> dict:
+    """What a client sees for a failure the gateway did not expect: nothing about its cause."""
+    return error_body("internal gateway error", "server_error", "internal_error")
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_request") -> GatewayError:

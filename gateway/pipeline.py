@@ -9,35 +9,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from starlette.responses import Response, StreamingResponse
 
-from gateway.api import GENERATE, SPECS, completions_to_generate
+from gateway.api import GENERATE, SPECS, completions_to_generate, parse_completion
 from gateway.auth.verifier import JwtVerifier
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext, Usage
-from gateway.errors import GatewayError
 from gateway.overhead import upstream_timed
+from gateway.reply import Reply
 from gateway.routing import RouteTable
 from gateway.stages.base import Stage
 from gateway.stages.jwt_auth import JwtAuthStage
 from gateway.stages.pool_select import PoolSelectStage
-from gateway.upstream.forward import Upstreams
+from gateway.upstream.forward import UpstreamResponse, Upstreams
+
+__all__ = ["Pipeline", "Reply", "build_stages"]
 
 log = logging.getLogger("edgegw.pipeline")
-
-
-@dataclass(slots=True)
-class Reply:
-    """What the client receives: a full body or a stream of SSE bytes."""
-
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-    stream: AsyncIterator[bytes] | None = None
 
 
 def build_stages(config: GatewayConfig, verifier: JwtVerifier, table: RouteTable, upstreams: Upstreams,
@@ -70,23 +60,21 @@ class Pipeline:
     def __init__(self, stages: list[Stage], upstreams: Upstreams) -> None:
         self.stages = stages
         self.upstreams = upstreams
-        # The stages with something to do after the request phase (most have none): awaiting a
-        # no-op coroutine per stage and phase is measurable on the hot path.
+        # The stages with something to do after the request phase (most have none), so the hot path
+        # awaits no no-op coroutines.
         self._responds = frozenset(s for s in stages if type(s).on_response is not Stage.on_response)
         self._completes = frozenset(s for s in stages if type(s).on_complete is not Stage.on_complete)
 
     async def process(self, ctx: RequestContext) -> Reply:
         """Run the request stages, forward, then the response stages. Raises GatewayError."""
-        ran: list[Stage] = []
-        ctx.scratch["_ran"] = ran
+        ran = ctx.ran
         reply: Reply | None = None
         for stage in self.stages:
             if not stage.enabled_for(ctx):
                 continue
             ran.append(stage)
-            early = await stage.on_request(ctx)
-            if early is not None:
-                reply = _from_response(early)
+            reply = await stage.on_request(ctx)
+            if reply is not None:
                 break
         if reply is None:
             reply = await self._forward(ctx)
@@ -101,7 +89,7 @@ class Pipeline:
     async def complete(self, ctx: RequestContext) -> None:
         """After the last byte (or a failure): every stage that ran gets `on_complete`, newest first."""
         completes = self._completes
-        for stage in reversed(ctx.scratch.get("_ran", ())):
+        for stage in reversed(ctx.ran):
             if stage not in completes:
                 continue
             try:
@@ -117,27 +105,19 @@ class Pipeline:
         if upstream.body is None:
             return Reply(upstream.status, upstream.headers, stream=self._stream(ctx, upstream))
         body = upstream.body
-        if upstream.status == 200 and upstream.headers.get("content-type", "").startswith("application/json"):
-            body = self._read_usage(ctx, body)
-        elif spec is GENERATE and upstream.status == 200:
-            raise GatewayError(502, "upstream answered with a non-JSON body", "upstream_bad_response")
+        if upstream.status == 200:
+            content_type = upstream.headers.get("content-type", "")
+            if spec is GENERATE:
+                data = parse_completion(body, content_type)
+                ctx.usage = _usage(data)
+                body = orjson.dumps(completions_to_generate(data))
+            elif content_type.startswith("application/json"):
+                _read_usage(ctx, body)
         if ctx.collect_response:
             ctx.response_body = body
         return Reply(upstream.status, upstream.headers, body=body)
 
-    def _read_usage(self, ctx: RequestContext, body: bytes) -> bytes:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            if ctx.path == GENERATE.path:
-                raise GatewayError(502, "upstream answered with invalid JSON", "upstream_bad_response") from None
-            return body
-        ctx.usage = _usage(data)
-        if ctx.path == GENERATE.path:
-            return orjson.dumps(completions_to_generate(data))
-        return body
-
-    async def _stream(self, ctx: RequestContext, upstream: Any) -> AsyncIterator[bytes]:
+    async def _stream(self, ctx: RequestContext, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
         collected: list[bytes] | None = [] if ctx.collect_response else None
         async for chunk in upstream_timed(ctx, self.upstreams.iter_stream(ctx, upstream)):
             if collected is not None:
@@ -147,6 +127,13 @@ class Pipeline:
             yield chunk
         if collected is not None and ctx.error is None:
             ctx.response_body = b"".join(collected)
+
+
+def _read_usage(ctx: RequestContext, body: bytes) -> None:
+    try:
+        ctx.usage = _usage(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        pass  # passed on as the backend sent it
 
 
 def _usage(data: Any) -> Usage | None:
@@ -170,10 +157,3 @@ def _stream_usage(ctx: RequestContext, chunk: bytes) -> None:
             if found is not None:
                 ctx.usage = found
 
-
-def _from_response(response: Response) -> Reply:
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.raw_headers
-               if k not in (b"content-length",)}
-    if isinstance(response, StreamingResponse):
-        return Reply(response.status_code, headers, stream=response.body_iterator)  # type: ignore[arg-type]
-    return Reply(response.status_code, headers, body=bytes(response.body))

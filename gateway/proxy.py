@@ -12,27 +12,24 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.accesslog import AccessLog
 from gateway.api import GENERATE, SPECS, generate_to_completions, validate
 from gateway.auth.verifier import single_authorization
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, bad_request
+from gateway.errors import GatewayError, bad_request, internal_error_body
 from gateway.jsonkeys import reject_duplicate_keys
-from gateway.pipeline import Pipeline, Reply
+from gateway.pipeline import Pipeline
+from gateway.reply import Reply
 from gateway.routing import RouteTable
-from gateway.stages.jwt_auth import UNROUTED
 from gateway.status.activity import activity
 
 log = logging.getLogger("edgegw.proxy")
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
-
-
-class ClientGone(Exception):
-    """The client disconnected before the response was complete."""
 
 
 class ProxyEndpoint:
@@ -46,7 +43,7 @@ class ProxyEndpoint:
         self.max_body = max_body
         self.trust_forwarded_for = trust_forwarded_for
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self._context(scope)
         metrics.in_flight.inc()
         reply: Reply | None = None
@@ -65,15 +62,14 @@ class ProxyEndpoint:
             except GatewayError as exc:
                 ctx.status = exc.status
                 ctx.error = exc.code
-                reply = Reply(exc.status, dict(exc.headers), body=orjson.dumps(exc.body()))
-                reply.headers["content-type"] = "application/json"
+                reply = Reply.from_error(exc)
                 reply.headers.update(ctx.response_headers)
             except Exception:
                 log.exception("unhandled error on %s (request %s)", ctx.path, ctx.request_id)
                 reply = _internal_error(ctx)
             await self._send(ctx, reply, send)
         except asyncio.CancelledError:
-            if not ctx.scratch.get("_client_gone"):
+            if not ctx.client_gone:
                 raise
             ctx.status, ctx.error = 499, "client_disconnected"
             task = asyncio.current_task()
@@ -85,7 +81,7 @@ class ProxyEndpoint:
             await self.pipeline.complete(ctx)
             self._record(ctx)
 
-    def _context(self, scope: dict[str, Any]) -> RequestContext:
+    def _context(self, scope: Scope) -> RequestContext:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         if len(request_id) > 128 or not request_id.isprintable():
@@ -98,7 +94,7 @@ class ProxyEndpoint:
                               headers=headers, client_ip=client_ip,
                               query=scope.get("query_string", b"").decode("latin-1"))
 
-    async def _read_body(self, ctx: RequestContext, receive: Any) -> bytes:
+    async def _read_body(self, ctx: RequestContext, receive: Receive) -> bytes:
         declared = ctx.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise GatewayError(413, f"request body exceeds {self.max_body} bytes", "body_too_large")
@@ -107,7 +103,7 @@ class ProxyEndpoint:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                ctx.scratch["_client_gone"] = True
+                ctx.client_gone = True
                 raise asyncio.CancelledError
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -137,13 +133,13 @@ class ProxyEndpoint:
             if gate is None:
                 raise
             ctx.route = gate
-            ctx.scratch[UNROUTED] = exc
+            ctx.unrouted = exc
             return
         if spec is GENERATE:
             ctx.model = ctx.model or self.table.default_model(ctx.route)
             ctx.set_body_json(generate_to_completions(body, ctx.model))
 
-    async def _send(self, ctx: RequestContext, reply: Reply, send: Any) -> None:
+    async def _send(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
         if reply.stream is not None:
             headers = list(_SSE_HEADERS)
         else:
@@ -160,7 +156,7 @@ class ProxyEndpoint:
             async for chunk in reply.stream:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         # From here on a disconnect is the normal end of the exchange, not a client going away.
-        ctx.scratch["_sent"] = True
+        ctx.sent = True
         await send({"type": "http.response.body", "body": reply.body or b""})
 
     def _record(self, ctx: RequestContext) -> None:
@@ -176,21 +172,19 @@ class ProxyEndpoint:
 
 def _internal_error(ctx: RequestContext) -> Reply:
     ctx.status, ctx.error = 500, "internal_error"
-    body = {"error": {"message": "internal gateway error", "type": "server_error", "param": None,
-                      "code": "internal_error"}}
-    return Reply(500, {"content-type": "application/json"}, body=orjson.dumps(body))
+    return Reply(500, {"content-type": "application/json"}, body=orjson.dumps(internal_error_body()))
 
 
 class _DisconnectWatcher:
     """Cancels the request's task when the client goes away, which closes the upstream request too.
 
     The watching task starts only once a request has been in flight for a while: most requests
-    finish sooner, and for them a task per request would cost more than everything else we do.
+    finish sooner, and for them a task per request would be pure overhead.
     """
 
     DELAY_S = 0.05
 
-    def __init__(self, receive: Any, ctx: RequestContext) -> None:
+    def __init__(self, receive: Receive, ctx: RequestContext) -> None:
         self.receive = receive
         self.ctx = ctx
         self.task: asyncio.Task[Any] | None = None
@@ -214,9 +208,9 @@ class _DisconnectWatcher:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                if self.ctx.scratch.get("_sent"):
+                if self.ctx.sent:
                     return
-                self.ctx.scratch["_client_gone"] = True
+                self.ctx.client_gone = True
                 if self.task is not None:
                     self.task.cancel()
                 return

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from gpu_backend.detok import TextState
-from gpu_backend.kv import BatchKV
+from gpu_backend.kv import BatchKV, check_cache_internals
 from gpu_backend.metrics import BackendMetrics
 from gpu_backend.sampling import next_tokens
 from gpu_backend.sequence import Event, SamplingParams, Sequence
@@ -38,6 +38,7 @@ class Engine:
     def __init__(self, model: Any, tokenizer: Any, *, context_len: int, max_batch_size: int = 32,
                  max_queue: int = 256, prefill_tokens: int = 2048, max_waiting_steps: int = 4,
                  metrics: BackendMetrics | None = None) -> None:
+        check_cache_internals()
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device

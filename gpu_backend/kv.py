@@ -4,13 +4,21 @@ Every row ends at the same column, so a decode step appends one column for the w
 (after their own prefill) and leave between steps; columns that are padding in every row are trimmed.
 Buffers have spare capacity so a decode step writes in place instead of re-concatenating the cache,
 which on a CPU would copy the whole cache on every token.
+
+`SlotLayer` subclasses transformers' cache internals (`DynamicLayer`, `DynamicCache.layers`), which are
+not a public API: pyproject.toml bounds the transformers version, and `check_cache_internals` (run when
+an engine is built) refuses to serve on a release whose internals differ from what this module relies on.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 import torch
+import transformers
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer
 
 
 class SlotLayer(DynamicLayer):
@@ -131,3 +139,68 @@ def _cache_of(layers: list[SlotLayer]) -> DynamicCache:
     cache = DynamicCache()
     cache.layers = list(layers)
     return cache
+
+
+class CacheInternalsError(RuntimeError):
+    """The installed transformers' cache internals are not those `SlotLayer` was written against."""
+
+
+# (class, method, the leading parameters it must take in this order)
+_SIGNATURES: tuple[tuple[type, str, tuple[str, ...]], ...] = (
+    (DynamicLayer, "update", ("self", "key_states", "value_states")),
+    (DynamicLayer, "get_seq_length", ("self",)),
+    (Cache, "update", ("self", "key_states", "value_states", "layer_idx")),
+)
+
+
+def check_cache_internals() -> None:
+    """Raise `CacheInternalsError` naming what differs unless transformers' cache internals are what
+    `SlotLayer` and `BatchKV` rely on: the signatures they override or call, and, on two tiny tensors,
+    that a `DynamicCache` holding our layers hands `update` to them and reads their length back.
+
+    A silent difference would not fail loudly: the model would attend over a wrong cache.
+    """
+    problems = []
+    for cls, name, params in _SIGNATURES:
+        found = _leading(getattr(cls, name, None), len(params))
+        if found != params:
+            problems.append(f"{cls.__name__}.{name} takes ({', '.join(found)}...), expected ({', '.join(params)}...)")
+    if not problems:
+        problems = _probe()
+    if problems:
+        raise CacheInternalsError(
+            f"transformers {transformers.__version__} is not supported by gpu_backend.kv (its KV cache "
+            f"subclasses transformers' cache internals): {'; '.join(problems)}. Install the version "
+            "pyproject.toml pins.")
+
+
+def _leading(fn: Callable[..., object] | None, n: int) -> tuple[str, ...]:
+    if fn is None:
+        return ()
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return tuple(names[:n])
+
+
+def _probe() -> list[str]:
+    """Exercise the internals on tensors of a few elements; return what behaved differently."""
+    try:
+        prefill = DynamicCache()
+        states = torch.ones(1, 1, 2, 2)
+        prefill.update(states, states.clone(), 0)
+        kept = prefill.layers[0].keys
+        if kept is None or tuple(kept.shape) != (1, 1, 2, 2):
+            return ["DynamicCache.update does not keep the prefill's keys in layers[0].keys"]
+        layer = SlotLayer(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2), 2)
+        cache = _cache_of([layer])
+        keys, _ = cache.update(states[:, :, :1], states[:, :, :1].clone(), 0)
+        if cache.layers[0] is not layer or layer.length != 3 or tuple(keys.shape) != (1, 1, 3, 2):
+            return ["DynamicCache.update does not hand the new states to the layers it holds"]
+        if cache.get_seq_length(0) != 3:
+            return ["DynamicCache.get_seq_length does not read the layer's length"]
+    except Exception as exc:  # any failure here means the internals changed
+        return [f"the cache probe failed: {type(exc).__name__}: {exc}"]
+    return []

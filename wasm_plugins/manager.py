@@ -7,9 +7,7 @@ import asyncio
 import logging
 from pathlib import Path
 from time import perf_counter
-from typing import Any
-
-from starlette.responses import Response
+from typing import TYPE_CHECKING, Any
 
 from wasm_plugins import pmetrics
 from wasm_plugins.config import CanaryConfig, PluginConfig
@@ -21,6 +19,9 @@ from wasm_plugins.replies import failure_error, local_reply
 from wasm_plugins.runner import run_request, run_response
 from wasm_plugins.services import Services
 from wasm_plugins.version import PluginVersion, VersionMeta
+
+if TYPE_CHECKING:
+    from gateway.reply import Reply
 
 log = logging.getLogger("edgegw.plugins")
 
@@ -141,7 +142,7 @@ class PluginManager:
 
     # --- the request path ---------------------------------------------------------------------------
 
-    async def run(self, binding: Any, ctx: Any, phase: str) -> Response | None:
+    async def run(self, binding: Any, ctx: Any, phase: str) -> Reply | None:
         """Run one binding of a route for `phase`. Returns a response when the plugin answered locally;
         raises GatewayError when it failed under fail_closed."""
         name = binding.name

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.responses import Response
 
 from gateway.errors import GatewayError
+from gateway.reply import Reply
 from wasm_plugins.state import StreamState
 
 
@@ -27,7 +27,7 @@ class PluginReply(GatewayError):
             return super().body()
 
 
-def local_reply(plugin: str, st: StreamState, phase: str) -> Response | None:
+def local_reply(plugin: str, st: StreamState, phase: str) -> Reply | None:
     """The response for a stream the plugin ended, or None when it let the request continue."""
     if st.reset:
         raise GatewayError(502, f"plugin {plugin!r} reset the request", "plugin_reset")
@@ -41,7 +41,12 @@ def local_reply(plugin: str, st: StreamState, phase: str) -> Response | None:
     media = headers.pop("content-type", None)
     if media is None:
         media = "application/json" if local.body[:1] in (b"{", b"[") else "text/plain; charset=utf-8"
-    return Response(local.body, status_code=local.status, headers=headers, media_type=media)
+    elif media.startswith("text/") and "charset=" not in media.lower():
+        media += "; charset=utf-8"  # a browser would otherwise guess the encoding of the plugin's text
+    # Header names as HTTP/1.1 sends them (lower-case); the proxy sets the length.
+    out = {k.lower(): v for k, v in headers.items() if k.lower() != "content-length"}
+    out.setdefault("content-type", media)
+    return Reply(local.status, out, body=local.body)
 
 
 def failure_error(plugin: str, reason: str, unavailable: bool) -> GatewayError:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import Response
-
 from gateway.context import RequestContext
+from gateway.reply import Reply
 from gateway.stages.base import Stage
 from wasm_plugins.manager import JUDGED, settle_judged
 
@@ -37,7 +36,7 @@ class PluginPhaseStage(Stage):
     def enabled_for(self, ctx: RequestContext) -> bool:
         return bool(self._chain(ctx))
 
-    async def on_request(self, ctx: RequestContext) -> Response | None:
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
         if self.phase == "response":
             # response plugins read the body: have the forwarder keep it (non-streaming responses)
             ctx.collect_response = True

@@ -20,7 +20,6 @@ import uuid
 from dataclasses import dataclass
 
 import orjson
-from starlette.responses import Response, StreamingResponse
 
 from gateway.cache.config import CacheRule
 from gateway.cache.keys import cache_directives, cache_key, cacheable
@@ -33,8 +32,8 @@ from gateway.ratelimit.metrics import cache_requests_by
 from gateway.ratelimit.redis_client import Ops, RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import Lookup
 from gateway.ratelimit.stage import OPS, PREFETCH
+from gateway.reply import Reply
 from gateway.stages.base import Stage
-from gateway.upstream.forward import CONTENT_TYPE
 
 HEADER = "x-edgegw-cache"
 
@@ -102,16 +101,15 @@ class CacheStage(Stage):
             return None
         key = cache_key(ctx)
         token = f"{self._replica}:{next(self._ids)}"
-        ran = ctx.scratch.get("_ran")
         encoded = self._redis.encoded(key, token)
-        return (Prefetch(key, token, -1 if ran is None else len(ran), encoded),
+        return (Prefetch(key, token, len(ctx.ran), encoded),
                 (*encoded, resp.bulk_int(int(rule.lock_s * 1000))))  # type: ignore[return-value]
 
-    async def on_request(self, ctx: RequestContext) -> Response | None:
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
         assert ctx.route is not None
         rule: CacheRule = ctx.route.cache
         pre: Prefetch | None = ctx.scratch.pop(PREFETCH, None)
-        if pre is not None and pre.ran >= 0 and _unchanged_since(ctx.scratch["_ran"], pre.ran):
+        if pre is not None and pre.ran >= 0 and _unchanged_since(ctx.ran, pre.ran):
             # The request is as the prefetch saw it: cacheable, readable, and under the same key.
             key, token, (entry, leader), encoded = pre.key, pre.token, pre.found, pre.encoded
         else:
@@ -146,7 +144,7 @@ class CacheStage(Stage):
         return self._answer(ctx, rule, key, token, entry, leader, encoded)
 
     def _answer(self, ctx: RequestContext, rule: CacheRule, key: str, token: str, entry: bytes | None,
-                leader: bool, encoded: Encoded | None) -> Response | None:
+                leader: bool, encoded: Encoded | None) -> Reply | None:
         """After the lookup (and any wait): a HIT, or a MISS this request fetches."""
         if entry is None and leader:
             self.flights[key] = None
@@ -196,7 +194,7 @@ class CacheStage(Stage):
                 return entry
         return None
 
-    def _hit(self, ctx: RequestContext, entry: bytes) -> Response | None:
+    def _hit(self, ctx: RequestContext, entry: bytes) -> Reply | None:
         decoded = decode(entry)
         if decoded is None:
             return None
@@ -209,9 +207,10 @@ class CacheStage(Stage):
             except (ValueError, TypeError, AttributeError):
                 return None  # not an answer (stored by an older gateway): fetch a fresh one
             self._status(ctx, "HIT")
-            return StreamingResponse(replay(chunks), media_type="text/event-stream", headers=headers)
+            return Reply(200, headers, stream=replay(chunks))
         self._status(ctx, "HIT")
-        return Response(body, media_type="application/json", headers=headers)
+        headers["content-type"] = "application/json"
+        return Reply(200, headers, body=body)
 
     @staticmethod
     def _pending(ctx: RequestContext, pending: Pending) -> None:
@@ -272,7 +271,7 @@ def _storable(ctx: RequestContext, max_bytes: int) -> bytes | None:
         return None
     if ctx.usage is not None and b'"error"' not in body:
         return body  # (the forwarder parsed it: a JSON object with usage, from an application/json answer)
-    if not ctx.scratch.get(CONTENT_TYPE, "").startswith("application/json"):
+    if not ctx.upstream_content_type.startswith("application/json"):
         return None
     try:
         data = orjson.loads(body)

@@ -26,7 +26,7 @@ from gateway.ratelimit.redis_client import RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.rules import Check, Limiter, Planner, RoutePlan, estimate_tokens
 from gateway.stages.base import Stage
-from gateway.upstream.forward import STREAMED, StreamTally
+from gateway.upstream.forward import StreamTally
 
 if TYPE_CHECKING:
     from gateway.cache.stage import Prefetch
@@ -190,7 +190,7 @@ def _used_tokens(ctx: RequestContext, check: Check) -> int | None:
         return 0  # answered from the cache: no backend tokens spent
     if ctx.usage is not None:
         return ctx.usage.total_tokens
-    tally: StreamTally | None = ctx.scratch.get(STREAMED)
+    tally: StreamTally | None = ctx.streamed
     if tally is not None:  # a streamed answer started
         delivered = _prompt_tokens(ctx) + tally.events
         if tally.complete and ctx.error is None:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from starlette.responses import Response
-
 from gateway.context import RequestContext
+from gateway.reply import Reply
 
 
 class Stage:
     """A step of the request pipeline.
 
     `on_request` runs in pipeline order before the request is forwarded. It may fill the context,
-    raise `GatewayError` to reject, or return a `Response` to answer without going upstream (a cache
+    raise `GatewayError` to reject, or return a `Reply` to answer without going upstream (a cache
     hit). `on_response` runs in reverse order once the upstream answered, before the client sees
     headers; it may add `ctx.response_headers`. `on_complete` runs in reverse order after the
     response was fully sent or failed, for every stage whose `on_request` ran; it must not raise
-    (release reservations, store in the cache, settle token counts).
+    (release reservations, store in the cache, settle token counts). `start` and `stop` run once,
+    in the gateway's lifespan (connect to Redis, close it).
     """
 
     name: str = "stage"
@@ -27,7 +27,13 @@ class Stage:
         """Cheap check so a stage that has nothing to do for this route costs nothing."""
         return True
 
-    async def on_request(self, ctx: RequestContext) -> Response | None:
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
         return None
 
     async def on_response(self, ctx: RequestContext) -> None:

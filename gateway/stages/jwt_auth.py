@@ -7,10 +7,6 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.stages.base import Stage
 
-# Set by the proxy when no route serves the requested model: the 404 it would have answered,
-# held back until the caller has authenticated (the route in `ctx.route` is the path's auth gate).
-UNROUTED = "_unrouted"
-
 
 class JwtAuthStage(Stage):
     name = "jwt_auth"
@@ -24,7 +20,7 @@ class JwtAuthStage(Stage):
     async def on_request(self, ctx: RequestContext) -> None:
         assert ctx.route is not None
         identity = await self.verifier.verify(bearer_token(ctx.headers.get("authorization")), ctx.route.issuers)
-        unrouted = ctx.scratch.get(UNROUTED)
+        unrouted = ctx.unrouted
         if unrouted is not None:
             ctx.route = None
             raise unrouted
@@ -39,4 +35,3 @@ class JwtAuthStage(Stage):
         if ctx.model is not None and not identity.may_use_model(ctx.model):
             raise GatewayError(403, f"token does not grant access to model {ctx.model!r}", "model_forbidden",
                                param="model")
-        ctx.scratch["identity"] = identity

@@ -1,4 +1,4 @@
-"""The operators' status page at /admin: `status_routes(gateway)` is mounted by `Gateway.routes()`.
+"""The operators' status page at /admin: `status_routes()` is mounted by `Gateway.routes()`.
 
     GET  /admin               the page (or the sign-in form without a valid admin cookie)
     POST /admin/login         form field `token`: an admin JWT, kept in the HttpOnly `edgegw_admin` cookie

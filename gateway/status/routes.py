@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -35,11 +36,15 @@ _HEADERS = {
 _COOKIE_MAX_AGE_S = 12 * 3600  # at most; shorter when the token expires sooner
 
 
-class StatusPages:
-    def __init__(self, gateway: Any) -> None:
-        self.gateway = gateway
+class _AdminEndpoint(HTTPEndpoint):
+    """An admin resource: the gateway serving it is the app's (`app.state.gateway`)."""
 
-    async def _operator(self, request: Request) -> dict[str, Any] | None:
+    @property
+    def gateway(self) -> Any:
+        return self.scope["app"].state.gateway
+
+    async def operator(self, request: Request) -> dict[str, Any] | None:
+        """The signed-in operator's claims, or None when signed out."""
         try:
             return await self.gateway.require_admin(request)
         except GatewayError as exc:
@@ -47,13 +52,17 @@ class StatusPages:
                 raise
             return None
 
-    def _enabled(self, request: Request) -> None:
+    def require_enabled(self, request: Request) -> None:
         if not self.gateway.config.admin.enabled:
             raise GatewayError(404, f"no such endpoint: {request.url.path}", "not_found")
 
-    async def index(self, request: Request) -> Response:
-        self._enabled(request)
-        claims = await self._operator(request)
+
+class StatusPage(_AdminEndpoint):
+    """`/admin`: the page, or the sign-in form without a valid admin cookie."""
+
+    async def get(self, request: Request) -> Response:
+        self.require_enabled(request)
+        claims = await self.operator(request)
         if claims is None:
             expired = ADMIN_COOKIE in request.cookies
             resp = _html(render.login_page("Your session ended; sign in again." if expired else None))
@@ -69,8 +78,12 @@ class StatusPages:
             _set_cookie(resp, request, CSRF_COOKIE, csrf, _COOKIE_MAX_AGE_S)
         return resp
 
-    async def login(self, request: Request) -> Response:
-        self._enabled(request)
+
+class Login(_AdminEndpoint):
+    """`/admin/login`: trade an admin JWT (form field `token`) for the session cookies."""
+
+    async def post(self, request: Request) -> Response:
+        self.require_enabled(request)
         # A sign-in form posted from another site (or from an opaque origin: `Origin: null`) would
         # log the operator's browser into a session of the attacker's choosing.
         if cross_site(request):
@@ -99,7 +112,11 @@ class StatusPages:
         _set_cookie(resp, request, CSRF_COOKIE, new_csrf_token(), max_age)
         return resp
 
-    async def logout(self, request: Request) -> Response:
+
+class Logout(_AdminEndpoint):
+    """`/admin/logout`: forget the session cookies."""
+
+    async def post(self, request: Request) -> Response:
         # Signing out grants nothing, so no token is asked for; another site still may not do it.
         if cross_site(request):
             raise GatewayError(403, "cross-origin sign-out refused", "csrf_origin")
@@ -108,15 +125,27 @@ class StatusPages:
         resp.delete_cookie(CSRF_COOKIE, path="/admin")
         return resp
 
-    async def panel(self, request: Request) -> Response:
+
+class Panel(_AdminEndpoint):
+    """`/admin/panel`: the page's refreshing part, as HTML."""
+
+    async def get(self, request: Request) -> Response:
         await self.gateway.require_admin(request)
         return _html(render.panel(snapshot(self.gateway)))
 
-    async def status_json(self, request: Request) -> Response:
+
+class StatusJson(_AdminEndpoint):
+    """`/admin/status.json`: the page's data, for scripts."""
+
+    async def get(self, request: Request) -> Response:
         await self.gateway.require_admin(request)
         return JSONResponse(snapshot(self.gateway), headers={"cache-control": "no-store"})
 
-    async def static(self, request: Request) -> Response:
+
+class StaticAsset(HTTPEndpoint):
+    """`/admin/static/NAME`: the page's stylesheet and script."""
+
+    async def get(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in _STATIC:
             raise GatewayError(404, f"no such endpoint: {request.url.path}", "not_found")
@@ -134,14 +163,13 @@ def _html(text: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(text, status_code=status, headers=_HEADERS)
 
 
-def status_routes(gateway: Any) -> list[Route]:
+def status_routes() -> list[Route]:
     """The status page's routes, for `Gateway.routes()`."""
-    pages = StatusPages(gateway)
     return [
-        Route("/admin", pages.index, methods=["GET"]),
-        Route("/admin/login", pages.login, methods=["POST"]),
-        Route("/admin/logout", pages.logout, methods=["POST"]),
-        Route("/admin/panel", pages.panel, methods=["GET"]),
-        Route("/admin/status.json", pages.status_json, methods=["GET"]),
-        Route("/admin/static/{name}", pages.static, methods=["GET"]),
+        Route("/admin", StatusPage),
+        Route("/admin/login", Login),
+        Route("/admin/logout", Logout),
+        Route("/admin/panel", Panel),
+        Route("/admin/status.json", StatusJson),
+        Route("/admin/static/{name}", StaticAsset),
     ]

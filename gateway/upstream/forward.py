@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -14,7 +14,7 @@ import orjson
 from gateway import metrics
 from gateway.config.schema import PoolConfig
 from gateway.context import RequestContext
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, error_body
 from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
 from gateway.upstream.health import HealthChecker
@@ -32,10 +32,6 @@ _RETRY_STATUS = frozenset({502, 503})
 _FAILURE_MESSAGES = {"connect": ("unreachable", "upstream_connect_error"),
                      "reset": ("closed the connection", "upstream_connect_error"),
                      "protocol": ("sent an invalid HTTP response", "upstream_protocol_error")}
-# ctx.scratch keys: the `StreamTally` of a streamed answer (read by the rate limiter's settlement),
-# and the content type of a non-streamed answer a stage collects (`ctx.collect_response`: the cache).
-STREAMED = "streamed"
-CONTENT_TYPE = "upstream_content_type"
 
 
 @dataclass(slots=True)
@@ -53,6 +49,9 @@ class UpstreamResponse:
     body: bytes | None  # None when streaming
     raw: aiohttp.ClientResponse | None = None
     endpoint: Endpoint | None = None
+    # A stream's: frees the endpoint's in-flight slot once it ends, and when the attempt began.
+    release: Callable[[], None] | None = None
+    started: float = 0.0
 
 
 class Upstreams:
@@ -196,9 +195,8 @@ class Upstreams:
             ctx.upstream_s += time.perf_counter() - started
             if pool.rollout is not None:  # a stream's first byte: time to first token, for the rollout's judge
                 pool.rollout.first_byte(endpoint, time.perf_counter() - started)
-            ctx.scratch["_release"] = release
-            ctx.scratch["_started"] = started
-            return UpstreamResponse(resp.status, out_headers, None, raw=resp, endpoint=endpoint)
+            return UpstreamResponse(resp.status, out_headers, None, raw=resp, endpoint=endpoint, release=release,
+                                    started=started)
         failure: BaseException | None = None
         try:
             limit = pool.config.max_response_bytes
@@ -218,7 +216,7 @@ class Upstreams:
         if resp.status < 500:
             pool.on_success(endpoint, elapsed)
         if ctx.collect_response:
-            ctx.scratch[CONTENT_TYPE] = out_headers.get("content-type", "")
+            ctx.upstream_content_type = out_headers.get("content-type", "")
         return UpstreamResponse(resp.status, out_headers, payload, endpoint=endpoint)
 
     @staticmethod
@@ -243,7 +241,7 @@ class Upstreams:
         raw = upstream.raw
         assert raw is not None and ctx.pool is not None and upstream.endpoint is not None
         pool, endpoint = ctx.pool, upstream.endpoint
-        tally = ctx.scratch[STREAMED] = StreamTally()
+        tally = ctx.streamed = StreamTally()
         failed = False
         prev = last = b""
         try:
@@ -263,8 +261,9 @@ class Upstreams:
                             "upstream_stream_error")
         finally:
             raw.release() if not failed else raw.close()
-            ctx.scratch.pop("_release", lambda: None)()
-            elapsed = time.perf_counter() - ctx.scratch.pop("_started", time.perf_counter())
+            if upstream.release is not None:
+                upstream.release()
+            elapsed = time.perf_counter() - upstream.started
             metrics.upstream_seconds_by.get(pool.name).observe(elapsed)
             if not failed:
                 pool.on_success(endpoint, elapsed)
@@ -286,7 +285,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 
 def sse_error(message: str, code: str) -> bytes:
     """An SSE error event in OpenAI's in-stream error shape, then the terminator clients wait for."""
-    payload = orjson.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
+    payload = orjson.dumps(error_body(message, "server_error", code))
     return b"event: error\ndata: " + payload + b"\n\ndata: [DONE]\n\n"
 
 

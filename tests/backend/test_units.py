@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gpu_backend.detok import TextState
@@ -73,3 +75,35 @@ def test_batch_kv_rows_join_and_leave() -> None:
     assert (batch.rows, batch.length) == (2, 6)
     assert batch.cache.layers[0].keys.shape == (2, 2, 6, 4)
     assert batch.mask.tolist() == [[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
+
+
+def test_cache_internals_check_passes_on_the_pinned_transformers() -> None:
+    pytest.importorskip("torch")
+    from gpu_backend.kv import check_cache_internals
+
+    check_cache_internals()  # the installed version is the one pyproject.toml pins
+
+
+@pytest.mark.parametrize("change", ["signature", "behaviour"])
+def test_cache_internals_check_refuses_a_changed_transformers(monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    pytest.importorskip("torch")
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    from gpu_backend import kv
+
+    if change == "signature":  # a release that renamed update's arguments
+        monkeypatch.setattr(DynamicLayer, "update", lambda self, states, *args, **kwargs: (states, states))
+        expected = "DynamicLayer.update takes (self, states...)"
+    else:  # a release whose Cache keeps new states elsewhere than in the layers it holds
+        original = Cache.update
+
+        def update(self: Cache, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
+            if layer_idx < len(self.layers) and isinstance(self.layers[layer_idx], kv.SlotLayer):
+                return key_states, value_states
+            return original(self, key_states, value_states, layer_idx, *args, **kwargs)
+
+        monkeypatch.setattr(Cache, "update", update)
+        expected = "does not hand the new states to the layers it holds"
+    with pytest.raises(kv.CacheInternalsError) as err:
+        kv.check_cache_internals()
+    assert expected in str(err.value) and "pyproject.toml" in str(err.value)

@@ -106,7 +106,7 @@ async def _stages(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[tu
         ctx = RequestContext(request_id="r", method="POST", path="/v1/chat/completions", headers={},
                              client_ip="127.0.0.1")
         ctx.route, ctx.subject, ctx.model, ctx.body_json = config.routes[0], "alice", "fake-model", dict(CHAT)
-        ctx.scratch["_ran"] = [limiter]  # what the pipeline records: the stages run so far
+        ctx.ran = [limiter]  # what the pipeline records: the stages run so far
         await limiter.on_request(ctx)
         yield config, limiter, cache, ctx, client
     finally:
@@ -122,7 +122,7 @@ async def test_prefetch_for_a_changed_request_is_not_used(redis_server: RedisSer
         assert pre.found == (None, True)
         assert len(client.keys("*:lock")) == 1
         ctx.set_body_json({**CHAT, "messages": [{"role": "user", "content": "rewritten"}]})
-        ctx.scratch["_ran"] += [Stage(), cache]  # a stage that may rewrite the request (a plugin) ran between
+        ctx.ran += [Stage(), cache]  # a stage that may rewrite the request (a plugin) ran between
         assert await cache.on_request(ctx) is None
         assert ctx.cache_status == "MISS"
         locks = client.keys("*:lock")
@@ -142,7 +142,7 @@ async def test_prefetch_is_reused_when_no_stage_could_change_the_request(redis_s
     the limiter's lookup without computing the key again."""
     async with _stages(redis_server, tmp_path) as (config, limiter, cache, ctx, client):
         pre: Prefetch = ctx.scratch[PREFETCH]
-        ctx.scratch["_ran"] += [PoolSelectStage(RouteTable(config), Upstreams(config.pools)), cache]
+        ctx.ran += [PoolSelectStage(RouteTable(config), Upstreams(config.pools)), cache]
         # Not a rewrite a real pipeline could make here; it shows the key is not recomputed.
         ctx.body_json = {**CHAT, "temperature": 0.7}
         assert await cache.on_request(ctx) is None
