@@ -15,11 +15,13 @@ import orjson
 
 from gateway import metrics
 from gateway.accesslog import AccessLog
-from gateway.api import GENERATE, SPECS, generate_to_completions, validate
+from gateway.api import CHAT, GENERATE, SPECS, generate_to_completions, validate
 from gateway.auth.verifier import single_authorization
+from gateway.bodies import decode_request, is_msgpack_type
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request
 from gateway.jsonkeys import reject_duplicate_keys
+from gateway.media.gate import MediaGate, encode_reply, has_media_marker, negotiate_reply
 from gateway.pipeline import Pipeline, Reply
 from gateway.routing import RouteTable
 from gateway.stages.jwt_auth import UNROUTED
@@ -43,7 +45,9 @@ class ProxyEndpoint:
         self.table = table
         self.pipeline = pipeline
         self.access_log = access_log
-        self.max_body = max_body
+        # MessagePack and media parts (gateway.media.gate); it raises the read limit by the media's base64
+        self.media = MediaGate(table.config, table, max_body)
+        self.max_body = self.media.read_max_body
         self.trust_forwarded_for = trust_forwarded_for
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -120,11 +124,17 @@ class ProxyEndpoint:
         spec = SPECS[ctx.path]
         if not ctx.body:
             raise bad_request("request body is empty; expected a JSON object", code="invalid_json")
-        try:
-            body = orjson.loads(ctx.body)
-        except orjson.JSONDecodeError as exc:
-            raise bad_request(f"request body is not valid JSON: {exc.args[0]}", code="invalid_json") from None
-        reject_duplicate_keys(ctx.body, body)
+        packed = is_msgpack_type(ctx.headers.get("content-type"))  # MessagePack (gateway.bodies)
+        if packed:
+            body = decode_request(ctx.body)
+        else:
+            try:
+                body = orjson.loads(ctx.body)
+            except orjson.JSONDecodeError as exc:
+                raise bad_request(f"request body is not valid JSON: {exc.args[0]}", code="invalid_json") from None
+            reject_duplicate_keys(ctx.body, body)
+        if "msgpack" in ctx.headers.get("accept", ""):
+            negotiate_reply(ctx)
         ctx.body_json = validate(spec, body)
         ctx.model = body.get("model")
         ctx.stream = bool(body.get("stream"))
@@ -138,11 +148,15 @@ class ProxyEndpoint:
             ctx.route = gate
             ctx.scratch[UNROUTED] = exc
             return
+        if packed or len(ctx.body) > self.media.text_max_body or (spec is CHAT and has_media_marker(ctx.body)):
+            self.media.prepare(ctx, body, packed)  # limits, capabilities, canonical JSON
         if spec is GENERATE:
             ctx.model = ctx.model or self.table.default_model(ctx.route)
             ctx.set_body_json(generate_to_completions(body, ctx.model))
 
     async def _send(self, ctx: RequestContext, reply: Reply, send: Any) -> None:
+        if reply.stream is None and "accept" in ctx.headers:  # MessagePack answers (gateway.media.gate)
+            reply.body = encode_reply(ctx, reply.headers, reply.body)
         if reply.stream is not None:
             headers = list(_SSE_HEADERS)
         else:

@@ -120,6 +120,9 @@ class PoolConfig:
     # resolved at load time from `api_key_env` and `headers`; never in a repr, a log or a status page.
     upstream_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_key_env: str | None = None
+    # Models (glob patterns) that accept image / audio parts; any other model is text-only (gateway.media)
+    image_models: tuple[str, ...] = ()
+    audio_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ class RouteConfig:
     rate_limits: tuple[Any, ...] = ()  # gateway.ratelimit.config.LimitConfig
     cache: Any = None  # gateway.cache.config.CacheRule
     default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
+    media: Any = None  # gateway.media.config.MediaLimits; None: its defaults
 
 
 @dataclass(frozen=True)
