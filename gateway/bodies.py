@@ -24,14 +24,14 @@ MAX_DEPTH = 64  # deeper request bodies are refused (JSON bodies nest a handful 
 
 def is_msgpack_type(content_type: str | None) -> bool:
     """Whether a Content-Type names MessagePack (parameters and case ignored)."""
-    if not content_type or "msgpack" not in content_type:  # the JSON path stops here
+    if not content_type or "json" in content_type:  # the JSON path stops here
         return False
     return content_type.split(";", 1)[0].strip().lower() in MSGPACK_TYPES
 
 
 def accepts_msgpack(accept: str | None) -> bool:
     """Whether an Accept header prefers MessagePack over JSON (q-values honoured, ties to MessagePack)."""
-    if not accept or "msgpack" not in accept:
+    if not accept or "msgpack" not in accept.lower():
         return False
     best_msgpack = best_json = 0.0
     for item in accept.split(","):
