@@ -9,6 +9,7 @@ without media parts do not get here (`has_media_marker` is the proxy's test).
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from gateway.bodies import accepts_msgpack, check_json_compatible, encode_respon
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request
-from gateway.media.config import DEFAULT_LIMITS, MediaLimits, accepts
+from gateway.media.config import DEFAULT_LIMITS, MediaLimits, accepts, modalities
 from gateway.media.parts import MediaFound, scan
 from gateway.routing import RouteTable
 
@@ -44,6 +45,13 @@ class MediaGate:
         largest = max(((r.media or DEFAULT_LIMITS).max_bytes for r in config.routes), default=0)
         # The most any request may be on the wire: read that much, then hold each part to its limit.
         self.read_max_body = max_body + (base64_size(largest) if media_pools else 0)
+
+    def capabilities(self, model: str) -> list[str]:
+        """The input modalities `model` accepts, from the first pool serving it (`/v1/models`)."""
+        for pool in self.pools.values():
+            if any(fnmatchcase(model, m) for m in pool.models):
+                return modalities(pool.image_models, pool.audio_models, model)
+        return ["text"]
 
     def prepare(self, ctx: RequestContext, body: dict[str, Any], packed: bool) -> None:
         """Check (and for MessagePack, convert) the request's media; raise GatewayError on a refusal."""
