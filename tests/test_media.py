@@ -136,3 +136,26 @@ def test_models_list_says_what_each_model_accepts(gw: Any) -> None:
     data = httpx.get(gw.url + "/v1/models", headers={"authorization": f"Bearer {gw.token()}"}).json()["data"]
     caps = {m["id"]: m["capabilities"] for m in data}
     assert caps == {"fake-model": ["text"], "vision-model": ["text", "image", "audio"], "eye-model": ["text", "image"]}
+
+
+def test_edgegw_ask_sends_files_as_msgpack(gw: Any, tmp_path: Any) -> None:
+    import subprocess
+
+    from tests.harness import EDGEGW, ROOT
+
+    image, audio = tmp_path / "photo.png", tmp_path / "voice.wav"
+    image.write_bytes(png(10, 10))
+    audio.write_bytes(wav())
+    env = {"GATEWAY_URL": gw.url, "TOKEN": gw.token(), "PATH": "/usr/bin:/bin"}
+
+    def ask(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*EDGEGW, "ask", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    done = ask("--image", str(image), "--audio", str(audio), "what is this?")  # picks vision-model
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"saw image_url:image/png:{image.stat().st_size}:")
+    assert gw.backend.stats()["last_media"][1]["sha256"] == digest(audio.read_bytes())
+    assert ask("--json", "--model", "eye-model", "--image", str(image), "hm?").stdout.startswith("saw image_url")
+    refused = ask("--model", "fake-model", "--image", str(image), "what?")
+    assert refused.returncode == 1 and "model fake-model is text-only" in refused.stderr
+    assert ask("--image", str(audio), "what?").returncode == 2  # not an image: refused before sending
