@@ -175,3 +175,25 @@ def test_openai_sdk_still_works_on_json(gw: Any) -> None:
     with pytest.raises(openai.BadRequestError, match="text-only"):
         client.chat.completions.create(model="fake-model", max_tokens=2, messages=[
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+
+
+def test_the_python_client_example_of_docs_api_md_works(gw: Any, tmp_path: Any) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    doc = (ROOT / "docs" / "api.md").read_text()
+    code = re.search(r"<!-- example: msgpack-client -->\n```python\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]
+    (tmp_path / "photo.png").write_bytes(png(6, 6))
+    env = {**os.environ, "GATEWAY_URL": gw.url, "TOKEN": gw.token(), "MODEL": "vision-model"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("saw image_url:image/png:")
+    env["MODEL"] = "fake-model"
+    refused = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert "400: model fake-model is text-only" in refused.stderr

@@ -39,7 +39,8 @@ DESCRIPTIONS: dict[str, str] = {
     "server.host": "listen address (`edgegw serve --host` overrides)",
     "server.port": "listen port (`--port` overrides)",
     "server.workers": "uvicorn worker processes sharing the port (`--workers` overrides)",
-    "server.max_body_bytes": "larger request bodies get 413",
+    "server.max_body_bytes": "larger request bodies get 413 (media parts are counted apart, against "
+                             "`routes[].media.max_bytes`)",
     "server.max_token_bytes": "larger bearer tokens get 401",
     "server.access_log": "`stdout`, `off`, or a file path; one JSON line per request",
     "server.trust_forwarded_for": "take the client address from `X-Forwarded-For` (only behind a trusted proxy)",
