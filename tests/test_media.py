@@ -159,3 +159,14 @@ def test_edgegw_ask_sends_files_as_msgpack(gw: Any, tmp_path: Any) -> None:
     refused = ask("--model", "fake-model", "--image", str(image), "what?")
     assert refused.returncode == 1 and "model fake-model is text-only" in refused.stderr
     assert ask("--image", str(audio), "what?").returncode == 2  # not an image: refused before sending
+
+
+def test_an_escaped_part_type_is_still_checked(gw: Any) -> None:
+    url = "data:image/png;base64," + base64.b64encode(png()).decode()
+    part = '{"type": "image\\u005furl", "image\\u005furl": {"url": "URL"}}'.replace("URL", url)
+    raw = '{"model": "fake-model", "max_tokens": 2, "messages": [{"role": "user", "content": [' + part + ']}]}'
+    before = gw.backend.stats()["requests"]
+    resp = httpx.post(gw.url + "/v1/chat/completions", content=raw, timeout=10, headers={
+        "authorization": f"Bearer {gw.token()}", "content-type": "application/json"})
+    assert resp.status_code == 400 and "text-only" in resp.json()["error"]["message"]
+    assert gw.backend.stats()["requests"] == before

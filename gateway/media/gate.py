@@ -24,12 +24,13 @@ from gateway.routing import RouteTable
 
 CHAT_PATH = "/v1/chat/completions"
 REPLY_MSGPACK = "_reply_msgpack"  # ctx.scratch key: the client asked for a MessagePack answer
-_MARKERS = (b'"image_url"', b'"input_audio"')
+_MARKERS = (b'"image_url"', b'"input_audio"', b"\\u")
 
 
 def has_media_marker(body: bytes) -> bool:
-    """Whether a JSON chat body may hold OpenAI media parts (a false positive only costs a scan)."""
-    return _MARKERS[0] in body or _MARKERS[1] in body
+    """Whether a JSON chat body may hold OpenAI media parts (a false positive only costs a scan).
+    A `\\u` escape could spell a part's type without its plain bytes, so it counts too."""
+    return _MARKERS[0] in body or _MARKERS[1] in body or _MARKERS[2] in body
 
 
 def base64_size(n: int) -> int:
