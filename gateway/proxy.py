@@ -133,7 +133,7 @@ class ProxyEndpoint:
             except orjson.JSONDecodeError as exc:
                 raise bad_request(f"request body is not valid JSON: {exc.args[0]}", code="invalid_json") from None
             reject_duplicate_keys(ctx.body, body)
-        if "sgpack" in ctx.headers.get("accept", ""):  # MsgPack or msgpack: the client may want it back
+        if "msgpack" in ctx.headers.get("accept", ""):  # a MessagePack answer? (gateway.media.gate)
             negotiate_reply(ctx)
         ctx.body_json = validate(spec, body)
         ctx.model = body.get("model")
