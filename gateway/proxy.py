@@ -48,6 +48,7 @@ class ProxyEndpoint:
         # MessagePack and media parts (gateway.media.gate); it raises the read limit by the media's base64
         self.media = MediaGate(table.config, table, max_body)
         self.max_body = self.media.read_max_body
+        self.text_max_body = max_body
         self.trust_forwarded_for = trust_forwarded_for
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -124,7 +125,8 @@ class ProxyEndpoint:
         spec = SPECS[ctx.path]
         if not ctx.body:
             raise bad_request("request body is empty; expected a JSON object", code="invalid_json")
-        packed = is_msgpack_type(ctx.headers.get("content-type"))  # MessagePack (gateway.bodies)
+        content_type = ctx.headers.get("content-type")  # MessagePack? (gateway.bodies; JSON: one test)
+        packed = content_type is not None and "json" not in content_type and is_msgpack_type(content_type)
         if packed:
             body = decode_request(ctx.body)
         else:
@@ -148,7 +150,7 @@ class ProxyEndpoint:
             ctx.route = gate
             ctx.scratch[UNROUTED] = exc
             return
-        if packed or len(ctx.body) > self.media.text_max_body or (spec is CHAT and has_media_marker(ctx.body)):
+        if packed or len(ctx.body) > self.text_max_body or (spec is CHAT and has_media_marker(ctx.body)):
             self.media.prepare(ctx, body, packed)  # limits, capabilities, canonical JSON
         if spec is GENERATE:
             ctx.model = ctx.model or self.table.default_model(ctx.route)
