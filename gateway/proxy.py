@@ -21,7 +21,7 @@ from gateway.bodies import decode_request, is_msgpack_type
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request
 from gateway.jsonkeys import reject_duplicate_keys
-from gateway.media.gate import MediaGate, encode_reply, has_media_marker, negotiate_reply
+from gateway.media.gate import REPLY_MSGPACK, MediaGate, encode_reply, has_content_parts, negotiate_reply
 from gateway.pipeline import Pipeline, Reply
 from gateway.routing import RouteTable
 from gateway.stages.jwt_auth import UNROUTED
@@ -150,14 +150,14 @@ class ProxyEndpoint:
             ctx.route = gate
             ctx.scratch[UNROUTED] = exc
             return
-        if packed or len(ctx.body) > self.text_max_body or (spec is CHAT and has_media_marker(ctx.body)):
+        if packed or len(ctx.body) > self.text_max_body or (spec is CHAT and has_content_parts(body["messages"])):
             self.media.prepare(ctx, body, packed)  # limits, capabilities, canonical JSON
         if spec is GENERATE:
             ctx.model = ctx.model or self.table.default_model(ctx.route)
             ctx.set_body_json(generate_to_completions(body, ctx.model))
 
     async def _send(self, ctx: RequestContext, reply: Reply, send: Any) -> None:
-        if reply.stream is None and "accept" in ctx.headers:  # MessagePack answers (gateway.media.gate)
+        if reply.stream is None and (REPLY_MSGPACK in ctx.scratch or "msgpack" in ctx.headers.get("accept", "")):
             reply.body = encode_reply(ctx, reply.headers, reply.body)
         if reply.stream is not None:
             headers = list(_SSE_HEADERS)

@@ -4,7 +4,7 @@ It checks media parts against the route's limits and the pool's capabilities, tu
 body into canonical JSON (`ctx.body`, content type JSON), and enforces the body limit: the text of a
 request may take `server.max_body_bytes`, its media as much again as the route's `media.max_bytes`
 needs in base64, so the limit means the same for JSON and MessagePack clients. Plain JSON requests
-without media parts do not get here (`has_media_marker` is the proxy's test).
+without content-part arrays do not get here (`has_content_parts` is the proxy's test).
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ from gateway.routing import RouteTable
 
 CHAT_PATH = "/v1/chat/completions"
 REPLY_MSGPACK = "_reply_msgpack"  # ctx.scratch key: the client asked for a MessagePack answer
-_MARKERS = (b'"image_url"', b'"input_audio"', b"\\u")
 
 
-def has_media_marker(body: bytes) -> bool:
-    """Whether a JSON chat body may hold OpenAI media parts (a false positive only costs a scan).
-    A `\\u` escape could spell a part's type without its plain bytes, so it counts too."""
-    return _MARKERS[0] in body or _MARKERS[1] in body or _MARKERS[2] in body
+def has_content_parts(messages: list[Any]) -> bool:
+    """Whether a (validated) chat request has a message whose content is an array of parts: only
+    those can hold media. Cheaper than searching the raw body, and blind to how the JSON spelled it."""
+    for message in messages:
+        if type(message.get("content")) is list:
+            return True
+    return False
 
 
 def base64_size(n: int) -> int:
