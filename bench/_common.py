@@ -23,8 +23,8 @@ __all__ = ["EDGEGW", "ROOT", "LoadResult", "Proc", "cpu_seconds", "free_port", "
 
 _WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.body = [[%(body)s]]
-wrk.headers["content-type"] = "application/json"
+%(body)s
+wrk.headers["content-type"] = "%(content_type)s"
 %(headers)s
 overheads = {}
 n = 0
@@ -89,13 +89,21 @@ class LoadResult:
     cpu_us_per_request: float | None = None
 
 
-def wrk(name: str, url: str, body: dict, headers: dict[str, str] | None = None, *, seconds: int = 8,
-        connections: int = 32, threads: int = 1, cpu_pid: int | None = None) -> LoadResult:
-    """Run wrk against `url` with a POST body; needs Debian's wrk (apt-get install wrk)."""
+def wrk(name: str, url: str, body: dict | bytes, headers: dict[str, str] | None = None, *, seconds: int = 8,
+        connections: int = 32, threads: int = 1, cpu_pid: int | None = None,
+        content_type: str = "application/json") -> LoadResult:
+    """Run wrk against `url` with a POST body (a dict sent as JSON, or bytes sent as they are, with
+    `content_type`); needs Debian's wrk (apt-get install wrk)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     hdrs = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
-    script = _WRK_SCRIPT % {"body": json.dumps(body), "headers": hdrs}
+    if isinstance(body, bytes):  # binary bodies (MessagePack) are read from a file: no Lua quoting
+        with tempfile.NamedTemporaryFile("wb", suffix=".body", delete=False) as raw:
+            raw.write(body)
+        body_lua = f'local f = io.open("{raw.name}", "rb"); wrk.body = f:read("*a"); f:close()'
+    else:
+        body_lua = f"wrk.body = [[{json.dumps(body)}]]"
+    script = _WRK_SCRIPT % {"body": body_lua, "headers": hdrs, "content_type": content_type}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     cpu_before = cpu_seconds(cpu_pid) if cpu_pid else 0.0
@@ -124,9 +132,9 @@ def print_table(title: str, rows: list[LoadResult], baseline: LoadResult) -> Non
               f"{o50:>10}{o99:>10}{cpu:>12}{r.errors:>8}")
 
 
-def instructions_per_request(name: str, args: list[str], ready_url: str, url: str, body: dict,
+def instructions_per_request(name: str, args: list[str], ready_url: str, url: str, body: dict | bytes,
                              headers: dict[str, str], *, seconds: int = 10, connections: int = 8,
-                             env: dict[str, str] | None = None) -> float:
+                             env: dict[str, str] | None = None, content_type: str = "application/json") -> float:
     """CPU instructions per request of a one-process server under callgrind (needs valgrind): unlike
     req/s and CPU time not moved by other load on the machine, but blind to cache misses and the kernel.
     Counting starts after a warm-up, so start-up and first-request costs are left out."""
@@ -137,9 +145,11 @@ def instructions_per_request(name: str, args: list[str], ready_url: str, url: st
                 name=f"{name}-callgrind", env=env)
     try:
         proc.wait_http(ready_url, timeout=300)
-        wrk(f"warm-up {name} (callgrind)", url, body, headers, seconds=5, connections=connections)
+        wrk(f"warm-up {name} (callgrind)", url, body, headers, seconds=5, connections=connections,
+            content_type=content_type)
         subprocess.run(["callgrind_control", "-i", "on", str(proc.popen.pid)], capture_output=True, check=True)
-        result = wrk(f"{name} (callgrind)", url, body, headers, seconds=seconds, connections=connections)
+        result = wrk(f"{name} (callgrind)", url, body, headers, seconds=seconds, connections=connections,
+                     content_type=content_type)
         subprocess.run(["callgrind_control", "-d", str(proc.popen.pid)], capture_output=True, check=True)
     finally:
         proc.stop()

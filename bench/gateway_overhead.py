@@ -3,6 +3,10 @@
 Prints req/s, p50 and p99 for both, the ratio, and the gateway's own overhead from the
 `x-edgegw-overhead-ms` header. Load comes from wrk in another process. Run: `make bench`.
 
+MessagePack (`docs/api.md`): a row with the same request as a MessagePack body beside the JSON one,
+and a 200 KB PNG chat request as JSON+base64 against MessagePack bytes (bytes on the wire, gateway
+CPU per request, same run). `--body msgpack` makes `--instructions` count the MessagePack request.
+
 `--servers` compares HTTP servers for the same app in one run, rounds interleaved:
 `edgegw` (`edgegw serve`: uvicorn with the edge listener limits), `uvicorn-stock` (uvicorn's own
 httptools protocol, no limits: the listener before the limits were added) and `granian` (when
@@ -13,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+import msgpack
 import yaml
 from _common import (
     EDGEGW,
@@ -31,6 +37,7 @@ from _common import (
 )
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
+MSGPACK = "application/msgpack"
 SERVERS = ("edgegw", "uvicorn-stock", "granian")
 
 
@@ -72,12 +79,15 @@ def print_server_ratios(servers: list[str], rows: list[LoadResult]) -> None:
               f"{cpu[name] / cpu[base] if cpu[base] else 0:>8.2f}")
 
 
-def count_instructions(servers: list[str], config: Path, seconds: int, rounds: int) -> None:
+def count_instructions(servers: list[str], config: Path, seconds: int, rounds: int, packed: bool = False) -> None:
     from gateway.auth.mint import mint_token
     from gateway.config import load_config
 
     token = mint_token(load_config(config).issuers[0], "bench-partner", ttl_s=3600)
-    body = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}
+    body: dict | bytes = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}
+    content_type = "application/json"
+    if packed:
+        body, content_type = msgpack.packb(body), MSGPACK
     counts: dict[str, list[float]] = {name: [] for name in servers}
     for _ in range(rounds):
         for name in servers:
@@ -87,14 +97,42 @@ def count_instructions(servers: list[str], config: Path, seconds: int, rounds: i
             counts[name].append(instructions_per_request(
                 name, gateway_command(name, config, port), f"http://127.0.0.1:{port}/readyz",
                 f"http://127.0.0.1:{port}/v1/completions", body, {"authorization": f"Bearer {token}"},
-                seconds=seconds, env={"EDGEGW_CONFIG": str(config)}))
+                seconds=seconds, env={"EDGEGW_CONFIG": str(config)}, content_type=content_type))
     median = {name: sorted(values)[len(values) // 2] for name, values in counts.items()}
     base = servers[0]
-    print(f"\nCPU instructions per request under callgrind ({seconds}s each, 8 connections, {rounds} rounds "
+    print(f"\nCPU instructions per request under callgrind ({'MessagePack' if packed else 'JSON'} body, {seconds}s each, 8 connections, {rounds} rounds "
           f"interleaved), median and ratio to {base}:")
     for name in servers:
         runs = " ".join(f"{v / 1000:.1f}k" for v in counts[name])
         print(f"{name:<16}{median[name] / 1000:>10.1f}k{median[name] / median[base]:>8.3f}   runs: {runs}")
+
+
+def media_rows(url: str, auth: dict[str, str], gateway: Proc, args: argparse.Namespace) -> None:
+    """A 200 KB PNG in a chat request: JSON with a base64 data URL against MessagePack bytes."""
+    import base64
+
+    from tests.media_files import png
+
+    image = png(pad_bytes=200_000)
+    text = {"type": "text", "text": "What is in this picture?"}
+    as_json = {"model": "fake-model", "max_tokens": 4, "messages": [{"role": "user", "content": [
+        text, {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(image).decode()}}]}]}
+    as_msgpack = msgpack.packb({"model": "fake-model", "max_tokens": 4, "messages": [{"role": "user", "content": [
+        text, {"type": "image", "data": image, "mime_type": "image/png"}]}]})
+    json_bytes = len(json.dumps(as_json, separators=(",", ":")))
+    conns = min(args.connections, 8)  # the fake backend decodes every image: keep the queue short
+    rows = [wrk("200 KB PNG, JSON+base64", url + "/v1/chat/completions", as_json, auth, seconds=args.seconds,
+                connections=conns, cpu_pid=gateway.popen.pid),
+            wrk("200 KB PNG, MessagePack", url + "/v1/chat/completions", as_msgpack, auth, seconds=args.seconds,
+                connections=conns, cpu_pid=gateway.popen.pid, content_type=MSGPACK)]
+    print(f"\nChat request with a {len(image) // 1000} KB PNG through the gateway (wrk -c{conns}, {args.seconds}s "
+          "each, same run): request bytes on the wire and the gateway's CPU per request")
+    print(f"{'body':<28}{'bytes':>10}{'ratio':>8}{'req/s':>10}{'cpu us/req':>12}{'ratio':>8}{'errors':>8}")
+    base_cpu = rows[0].cpu_us_per_request or 0.0
+    for row, size in zip(rows, (json_bytes, len(as_msgpack)), strict=True):
+        cpu = row.cpu_us_per_request or 0.0
+        print(f"{row.name:<28}{size:>10}{size / json_bytes:>8.2f}{row.rps:>10.0f}{cpu:>12.0f}"
+              f"{cpu / base_cpu if base_cpu else 0:>8.2f}{row.errors:>8}")
 
 
 def main() -> None:
@@ -109,6 +147,9 @@ def main() -> None:
                         help="instead: each server's CPU instructions per request under callgrind (valgrind), "
                              "the noise-free figure (uvicorn-based servers only: granian runs its worker in a "
                              "child process)")
+    parser.add_argument("--body", default="json", choices=("json", "msgpack"),
+                        help="--instructions: the request body's encoding")
+    parser.add_argument("--no-media", action="store_true", help="skip the MessagePack and 200 KB image rows")
     args = parser.parse_args()
     servers = args.servers.split(",")
     for name in servers:
@@ -124,13 +165,14 @@ def main() -> None:
         "admin": {"issuer": "bench"},
         "issuers": [{"name": "bench", "issuer": "https://bench.idp", "algorithms": ["HS256"],
                      "secret_env": "EDGEGW_BENCH_SECRET", "audience": "edgegw"}],
-        "pools": [{"name": "p", "models": ["fake-model"], "endpoints": [{"url": f"http://127.0.0.1:{bport}"}]}],
+        "pools": [{"name": "p", "models": ["fake-model"], "image_models": ["fake-model"],
+                   "endpoints": [{"url": f"http://127.0.0.1:{bport}"}]}],
         "routes": [{"name": "r", "paths": ["/v1/completions", "/v1/chat/completions"]}],
     }
     (tmp / "gw.yaml").write_text(yaml.safe_dump(config))
     if args.instructions:
         try:
-            count_instructions(servers, tmp / "gw.yaml", args.seconds, args.rounds)
+            count_instructions(servers, tmp / "gw.yaml", args.seconds, args.rounds, args.body == "msgpack")
         finally:
             backend.stop()
         return
@@ -160,8 +202,15 @@ def main() -> None:
                 rows.append(wrk(label, f"http://127.0.0.1:{ports[name]}/v1/completions", body, auth,
                                 seconds=args.seconds, connections=args.connections,
                                 cpu_pid=gateways[name].popen.pid))
+        if not args.no_media:
+            url = f"http://127.0.0.1:{ports[servers[0]]}"
+            rows.append(wrk("gateway, MessagePack body", url + "/v1/completions", msgpack.packb(body), auth,
+                            seconds=args.seconds, connections=args.connections,
+                            cpu_pid=gateways[servers[0]].popen.pid, content_type=MSGPACK))
         print_table(f"Gateway overhead ({os.cpu_count()} cores, wrk -c{args.connections}, "
                     f"{args.seconds}s each, access log {args.access_log})", rows, direct)
+        if not args.no_media:
+            media_rows(f"http://127.0.0.1:{ports[servers[0]]}", auth, gateways[servers[0]], args)
         if len(servers) > 1:
             print_server_ratios(servers, rows[1:])
         print("\ncpu us/req: CPU time of that server process per request (robust on a busy machine);"

@@ -119,7 +119,8 @@ class Gateway:
             names |= self.table.models_for(route)
         if identity is not None:
             names = {n for n in names if identity.may_use_model(n)}
-        data = [{"id": n, "object": "model", "created": 0, "owned_by": "edgegw"} for n in sorted(names)]
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "edgegw",
+                 "capabilities": self.proxy.media.capabilities(n)} for n in sorted(names)]  # gateway.media
         return JSONResponse({"object": "list", "data": data})
 
     def routes(self) -> list[Any]:

@@ -22,6 +22,9 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
     from gateway.policy.cli import register as register_policy
 
     register_policy(sub)
+    from gateway.ask import register as register_ask  # `edgegw ask --image FILE "question"` (MessagePack)
+
+    register_ask(sub)
 
 
 CONFIG_ENV = "EDGEGW_CONFIG"  # the policy file of every command that takes one (the image sets it)

@@ -16,11 +16,13 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.accesslog import AccessLog
-from gateway.api import GENERATE, SPECS, generate_to_completions, validate
+from gateway.api import CHAT, GENERATE, SPECS, generate_to_completions, validate
 from gateway.auth.verifier import single_authorization
+from gateway.bodies import decode_request, is_msgpack_type
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request, internal_error_body
 from gateway.jsonkeys import reject_duplicate_keys
+from gateway.media.gate import REPLY_MSGPACK, MediaGate, encode_reply, has_content_parts, negotiate_reply
 from gateway.pipeline import Pipeline
 from gateway.reply import Reply
 from gateway.routing import RouteTable
@@ -40,7 +42,10 @@ class ProxyEndpoint:
         self.table = table
         self.pipeline = pipeline
         self.access_log = access_log
-        self.max_body = max_body
+        # MessagePack and media parts (gateway.media.gate); it raises the read limit by the media's base64
+        self.media = MediaGate(table.config, table, max_body)
+        self.max_body = self.media.read_max_body
+        self.text_max_body = max_body
         self.trust_forwarded_for = trust_forwarded_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -117,11 +122,18 @@ class ProxyEndpoint:
         spec = SPECS[ctx.path]
         if not ctx.body:
             raise bad_request("request body is empty; expected a JSON object", code="invalid_json")
-        try:
-            body = orjson.loads(ctx.body)
-        except orjson.JSONDecodeError as exc:
-            raise bad_request(f"request body is not valid JSON: {exc.args[0]}", code="invalid_json") from None
-        reject_duplicate_keys(ctx.body, body)
+        content_type = ctx.headers.get("content-type")  # MessagePack? (gateway.bodies; JSON: one test)
+        packed = content_type is not None and "json" not in content_type and is_msgpack_type(content_type)
+        if packed:
+            body = decode_request(ctx.body)
+        else:
+            try:
+                body = orjson.loads(ctx.body)
+            except orjson.JSONDecodeError as exc:
+                raise bad_request(f"request body is not valid JSON: {exc.args[0]}", code="invalid_json") from None
+            reject_duplicate_keys(ctx.body, body)
+        if "msgpack" in ctx.headers.get("accept", ""):  # a MessagePack answer? (gateway.media.gate)
+            negotiate_reply(ctx)
         ctx.body_json = validate(spec, body)
         ctx.model = body.get("model")
         ctx.stream = bool(body.get("stream"))
@@ -135,11 +147,15 @@ class ProxyEndpoint:
             ctx.route = gate
             ctx.unrouted = exc
             return
+        if packed or len(ctx.body) > self.text_max_body or (spec is CHAT and has_content_parts(body["messages"])):
+            self.media.prepare(ctx, body, packed)  # limits, capabilities, canonical JSON
         if spec is GENERATE:
             ctx.model = ctx.model or self.table.default_model(ctx.route)
             ctx.set_body_json(generate_to_completions(body, ctx.model))
 
     async def _send(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
+        if reply.stream is None and (REPLY_MSGPACK in ctx.scratch or "msgpack" in ctx.headers.get("accept", "")):
+            reply.body = encode_reply(ctx, reply.headers, reply.body)
         if reply.stream is not None:
             headers = list(_SSE_HEADERS)
         else:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from gpu_backend.errors import APIError, bad_request, error_response
 from gpu_backend.generation import generate
 from gpu_backend.state import BackendState
-from gpu_backend.validation import check_model, embedding_inputs, require_object
+from gpu_backend.validation import CAPABILITIES, check_model, embedding_inputs, refuse_media, require_object
 
 log = logging.getLogger("edgegw.backend.api")
 MAX_EMBEDDING_INPUTS = 2048
@@ -45,7 +45,7 @@ def create_app(state: BackendState) -> Starlette:
 
     routes = [
         post("/v1/completions", lambda r, b, s, rel: generate(r, b, s, False, rel)),
-        post("/v1/chat/completions", lambda r, b, s, rel: generate(r, b, s, True, rel)),
+        post("/v1/chat/completions", _chat),
         post("/v1/embeddings", _embeddings),
         Route("/v1/models", lambda r: _models(state), methods=["GET"]),
         Route("/healthz", lambda r: _health(state), methods=["GET"]),
@@ -93,6 +93,12 @@ async def _guarded(request: Request, path: str, state: BackendState, handler: Ha
     return response
 
 
+async def _chat(request: Request, body: dict[str, Any], state: BackendState, release: Any) -> Response:
+    if body.get("model") in (None, state.model_name):  # another name is answered 404 by generate
+        refuse_media(body, state.model_name)
+    return await generate(request, body, state, True, release)
+
+
 async def _embeddings(request: Request, body: dict[str, Any], state: BackendState, release: Any) -> Response:
     if state.embedder is None:
         raise APIError(404, "this backend serves no embedding model (start it with --embedding-model)",
@@ -125,7 +131,8 @@ def _models(state: BackendState) -> Response:
         return error_response(APIError(503, f"the backend is not serving ({state.status})",
                                        code=f"backend_{state.status}", headers={"Retry-After": "1"}))
     data = [{"id": name, "object": "model", "created": int(state.started), "owned_by": "edgegw",
-             "max_model_len": state.context_len if name == state.model_name else None}
+             "max_model_len": state.context_len if name == state.model_name else None,
+             "capabilities": CAPABILITIES}
             for name in state.served]
     return JSONResponse({"object": "list", "data": data})
 

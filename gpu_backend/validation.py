@@ -167,6 +167,29 @@ def messages(body: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+MEDIA_PARTS = {"image_url": "image", "image": "image", "input_image": "image", "input_audio": "audio",
+               "audio": "audio", "file": "file"}
+CAPABILITIES = ["text"]  # the input modalities every model of this backend accepts (`/v1/models`)
+
+
+def refuse_media(body: dict[str, Any], model: str) -> None:
+    """400 naming the model and the part when a chat message carries an image or audio part: the
+    models this backend runs are text-only, and a generic "must be text parts" would not say why."""
+    msgs = body.get("messages")
+    if not isinstance(msgs, list):
+        return
+    for i, msg in enumerate(msgs):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            kind = MEDIA_PARTS.get(part.get("type")) if isinstance(part, dict) else None
+            if kind is not None:
+                where = f"messages[{i}].content[{j}]"
+                raise bad_request(f"model {model} is text-only: it does not accept {kind} input ('{where}' is "
+                                  f"a {part['type']} part)", where, "unsupported_modality")
+
+
 def _content(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content

@@ -39,7 +39,8 @@ DESCRIPTIONS: dict[str, str] = {
     "server.host": "listen address (`edgegw serve --host` overrides)",
     "server.port": "listen port (`--port` overrides)",
     "server.workers": "uvicorn worker processes sharing the port (`--workers` overrides)",
-    "server.max_body_bytes": "larger request bodies get 413",
+    "server.max_body_bytes": "larger request bodies get 413 (media parts are counted apart, against "
+                             "`routes[].media.max_bytes`)",
     "server.max_token_bytes": "larger bearer tokens get 401",
     "server.access_log": "`stdout`, `off`, or a file path; one JSON line per request",
     "server.trust_forwarded_for": "take the client address from `X-Forwarded-For` (only behind a trusted proxy)",
@@ -93,6 +94,9 @@ DESCRIPTIONS: dict[str, str] = {
                       "order of preference",
     "pools[].embedding_models": "embedding models this pool serves (also served when not in `models`); "
                                 "never chosen as `/v1/generate`'s default",
+    "pools[].image_models": "models (glob patterns) of this pool that accept image parts; media for any "
+                            "other model is refused with 400 before forwarding (`docs/api.md`)",
+    "pools[].audio_models": "models (glob patterns) of this pool that accept audio parts (`input_audio`)",
     "pools[].api_key_env": "environment variable holding the upstream's API key, sent as "
                            "`authorization: Bearer <key>` (a vLLM `--api-key`, a hosted service); the "
                            "client's own `authorization` is never forwarded",
@@ -173,6 +177,13 @@ DESCRIPTIONS: dict[str, str] = {
                                  "(mappings merge shallowly, anything else replaces)",
     "routes[].rate_limits": "limits checked together in one round trip; see the table below",
     "routes[].cache": "response caching; absent: off. See the table below",
+    "routes[].media": "limits on image and audio parts in chat requests (`docs/api.md`)",
+    "routes[].media.max_bytes": "decoded media bytes per request, all parts together (larger: 400 naming the "
+                                "part). The body limit grows by this much in base64 when a pool accepts "
+                                "media: the text of a request still gets `server.max_body_bytes`",
+    "routes[].media.max_parts": "image and audio parts per request, remote image URLs included",
+    "routes[].media.mime_types": "media types accepted, checked against the type the bytes show (magic "
+                                 "bytes), never the declared one alone",
     # routes[].rate_limits[]
     f"{_RL}.name": "unique in the route; in metrics, headers and keys",
     f"{_RL}.key": "what is counted separately: one part or a list. A part the request lacks is `_` "
@@ -254,6 +265,7 @@ DEFAULTS: dict[str, str] = {
     "routes[].default_model": "the first generation model of the pool(s) in config order",
     "routes[].issuers": "all",
     "routes[].cache": "off",
+    "routes[].media": "4 MiB, 8 parts, every known type",
     "redis": "in memory",
     "memory_cache": "64 MiB, 100000 entries, LRU",
     "pools[].dns": "off",
@@ -273,6 +285,7 @@ ALLOWED: dict[str, str] = {
     f"{_RL}.key": ", ".join(f"`{p}`" for p in KEY_PARTS),
     "redis.url": "`redis://`, `rediss://`, `unix://`",
     "plugins[].sha256": "64 hex digits",
+    "routes[].media.mime_types": "`image/png`, `image/jpeg`, `image/webp`, `image/gif`, `audio/wav`, `audio/mpeg`",
 }
 for _key in _QUOTAS:
     ALLOWED[f"{_RL}.tiers.*.{_key}"] = "≥ 1 or `unlimited`" if _key == "concurrent" else "≥ 0 or `unlimited`"

@@ -249,6 +249,8 @@ def _pool(sec: Section) -> PoolConfig:
         endpoints=tuple(endpoints),
         models=_pool_models(sec),
         embedding_models=tuple(sec.str_list("embedding_models", [])),
+        image_models=tuple(sec.str_list("image_models", [])),  # gateway.media: models accepting images
+        audio_models=tuple(sec.str_list("audio_models", [])),  # ... and audio
         upstream_headers=_upstream_headers(sec),
         api_key_env=sec.str("api_key_env", None),
         balancer=sec.str("balancer", "least_outstanding",
@@ -335,6 +337,12 @@ def _pool_models(sec: Section) -> tuple[str, ...]:
     return tuple(models + [m for m in sec.str_list("embedding_models", []) if m not in models])
 
 
+def _media_limits(sec: Section) -> Any:
+    from gateway.media.config import parse_media_limits
+
+    return parse_media_limits(sec.section("media")) if sec.has("media") else None
+
+
 def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerConfig, ...],
            plugin_names: set[str], parse_limits: Any, parse_cache: Any) -> RouteConfig:
     name = sec.str("name")
@@ -371,6 +379,7 @@ def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerCon
         rate_limits=tuple(parse_limits(sec.sections("rate_limits"))),
         cache=parse_cache(sec.section("cache")) if sec.has("cache") else None,
         default_model=sec.str("default_model", None),
+        media=_media_limits(sec),
     )
     sec.done()
     if cfg.default_model is not None:

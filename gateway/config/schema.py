@@ -121,6 +121,9 @@ class PoolConfig:
     upstream_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_key_env: str | None = None
     rollout: Any = None  # gateway.upstream.rollout.RolloutConfig: canary group rolled out step by step
+    # Models (glob patterns) that accept image / audio parts; any other model is text-only (gateway.media)
+    image_models: tuple[str, ...] = ()
+    audio_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ class RouteConfig:
     rate_limits: tuple[Any, ...] = ()  # gateway.ratelimit.config.LimitConfig
     cache: Any = None  # gateway.cache.config.CacheRule
     default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
+    media: Any = None  # gateway.media.config.MediaLimits; None: its defaults
 
 
 @dataclass(frozen=True)

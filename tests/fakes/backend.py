@@ -9,12 +9,18 @@ Faults come from the `x-fake-fault` request header or `POST /_control {"fault": 
   bad-stream:KIND, a stream that is no complete answer (`BAD_STREAMS`): no-done | no-finish |
       error-event | invalid-json
 `GET /_stats` reports what it saw (requests by path, cancelled streams, requests in flight).
+
+Multimodal: a chat request with OpenAI media parts (`image_url` with a base64 `data:` URL,
+`input_audio` with base64 `data`) is answered with what the parts decode to (`media_summary`), and
+`/_stats` keeps it as `last_media`; a part no OpenAI server knows (e.g. raw `image` bytes) is a 400.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import os
 import random
 import time
@@ -126,6 +132,14 @@ class FakeBackend:
         n = int(req.get("max_tokens") or 8)
         words = [f"tok{i}" for i in range(n)]
         chat = path == "/v1/chat/completions"
+        if chat and any(isinstance(m.get("content"), list) for m in req.get("messages") or []):
+            try:
+                media = media_summary(req["messages"])
+            except ValueError as exc:
+                return await _json(send, 400, {"error": {"message": str(exc), "type": "invalid_request_error"}})
+            if media:
+                self.stats["last_media"] = media
+                words = ["saw"] + [f"{m['kind']}:{m['mime']}:{m['bytes']}:{m['sha256'][:16]}" for m in media]
         prompt_tokens = len(orjson.dumps(req.get("messages") or req.get("prompt"))) // 4 + 1
         if req.get("stream"):
             die_after = int(fault.split(":")[1]) if fault.startswith("die-mid-stream:") else None
@@ -190,6 +204,31 @@ class FakeBackend:
             self.stats["completed_streams"] += 1
         finally:
             watcher.cancel()
+
+
+def media_summary(messages: list[Any]) -> list[dict[str, Any]]:
+    """Each OpenAI media part decoded: kind, MIME type, size and digest. ValueError on a part an
+    OpenAI-compatible server would refuse."""
+    out = []
+    for msg in messages:
+        for part in msg.get("content") if isinstance(msg.get("content"), list) else []:
+            kind = part.get("type")
+            if kind == "text":
+                continue
+            if kind == "image_url":
+                url = part["image_url"]["url"]
+                head, _, payload = url.partition(",")
+                if not head.startswith("data:") or not head.endswith(";base64"):
+                    raise ValueError(f"unsupported image url {url[:32]!r}")
+                mime, data = head[5:-7], base64.b64decode(payload, validate=True)
+            elif kind == "input_audio":
+                audio = part["input_audio"]
+                mime, data = "audio/" + audio["format"], base64.b64decode(audio["data"], validate=True)
+            else:
+                raise ValueError(f"unknown content part type {kind!r}")
+            out.append({"kind": kind, "mime": mime, "bytes": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest()})
+    return out
 
 
 def _finish_chunk(head: dict[str, Any], chat: bool) -> bytes:

@@ -1,0 +1,54 @@
+"""Config for media parts: per-route limits (`routes[].media`) and which pool models accept media."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from gateway.config.reader import Section
+from gateway.media.sniff import normalise
+
+DEFAULT_MIME_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "audio/wav", "audio/mpeg")
+KNOWN_MIME_TYPES = DEFAULT_MIME_TYPES
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """What one request may carry in media parts on a route (the defaults apply without `media:`)."""
+
+    max_bytes: int = 4 << 20  # decoded media bytes per request, all parts together
+    max_parts: int = 8  # image and audio parts per request, remote URLs included
+    mime_types: tuple[str, ...] = DEFAULT_MIME_TYPES  # checked against the sniffed type
+
+
+DEFAULT_LIMITS = MediaLimits()
+
+
+def parse_media_limits(sec: Section) -> MediaLimits:
+    mime_types = tuple(normalise(m) for m in sec.str_list("mime_types", list(DEFAULT_MIME_TYPES)))
+    for mime in mime_types:
+        if mime not in KNOWN_MIME_TYPES:
+            raise sec.error("mime_types", f"{mime!r} cannot be recognised by its bytes "
+                                          f"(known: {', '.join(KNOWN_MIME_TYPES)})")
+    limits = MediaLimits(
+        max_bytes=sec.int("max_bytes", 4 << 20, min=0, max=1 << 30),
+        max_parts=sec.int("max_parts", 8, min=0, max=256),
+        mime_types=mime_types,
+    )
+    sec.done()
+    return limits
+
+
+def accepts(patterns: tuple[str, ...], model: str | None) -> bool:
+    """Whether `model` matches one of a pool's `image_models` / `audio_models` patterns."""
+    return model is not None and any(fnmatchcase(model, p) for p in patterns)
+
+
+def modalities(image_models: tuple[str, ...], audio_models: tuple[str, ...], model: str) -> list[str]:
+    """The input modalities a model accepts, as `/v1/models` lists them under `capabilities`."""
+    out = ["text"]
+    if accepts(image_models, model):
+        out.append("image")
+    if accepts(audio_models, model):
+        out.append("audio")
+    return out

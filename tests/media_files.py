@@ -1,0 +1,60 @@
+"""Real media files made in memory for the MessagePack and media tests: a PNG, a WAV, a GIF."""
+
+from __future__ import annotations
+
+import io
+import struct
+import wave
+import zlib
+
+
+def png(width: int = 4, height: int = 4, pad_bytes: int = 0) -> bytes:
+    """A valid RGB PNG; `pad_bytes` of incompressible pixels make it about that much larger."""
+    import random
+
+    rng = random.Random(width * 7919 + height)
+    if pad_bytes:
+        width = max(width, 64)
+        height = max(height, pad_bytes // (width * 3) + 1)
+    rows = b"".join(b"\x00" + bytes(rng.getrandbits(8) for _ in range(width * 3)) for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 0))
+            + chunk(b"IEND", b""))
+
+
+def wav(samples: int = 800) -> bytes:
+    """A valid 8 kHz mono 16-bit WAV of a ramp."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(struct.pack("<h", (i * 37) % 32768) for i in range(samples)))
+    return out.getvalue()
+
+
+def gif() -> bytes:
+    """A 1x1 GIF."""
+    return (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+            b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+
+
+def media_config(backend: object) -> dict:
+    """A gateway config with a text-only pool (fake-model) and a multimodal one (vision-model takes
+    images and audio, eye-model images only) on one fake backend; a cached route with media limits."""
+    from tests.conftest import gateway_config
+
+    config = gateway_config([backend])  # type: ignore[list-item]
+    url = config["pools"][0]["endpoints"][0]["url"]
+    config["server"]["max_body_bytes"] = 65536
+    config["pools"].append({"name": "vision", "models": ["vision-model", "eye-model"],
+                            "image_models": ["vision-model", "eye-*"], "audio_models": ["vision-model"],
+                            "endpoints": [{"url": url}], "health": {"interval_s": 0.2, "timeout_s": 0.5}})
+    route = config["routes"][0]
+    route["cache"] = {"ttl_s": 60}
+    route["media"] = {"max_bytes": 300_000, "max_parts": 3, "mime_types": ["image/png", "image/jpeg", "audio/wav"]}
+    return config
