@@ -30,6 +30,7 @@ import orjson
 from gateway.config.reader import ConfigError
 from gateway.policy.canary import CanaryProxy, CanarySettings, PolicyCanary
 from gateway.policy.parts import Parts, build_parts, merge_upstreams, start_parts
+from gateway.policy.rollout_sync import RolloutVerdicts
 from gateway.policy.runtime import PolicyRefused, PolicyRuntime
 from gateway.policy.version import PolicyVersion, policy_hash, refusal_text, validate_policy
 from gateway.policy.watch import FileWatcher, file_state
@@ -51,6 +52,8 @@ class CanaryControl:
         self.path = canary_file(runtime.path) if runtime.current.text else ""
         self.canary: PolicyCanary | None = None
         self.parts: Parts | None = None
+        # Backend rollouts' verdicts, shared the same way (the policy file's directory, the same hook).
+        self.rollouts = RolloutVerdicts(runtime.path) if self.path else None
         self._watcher: FileWatcher | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -59,6 +62,9 @@ class CanaryControl:
     async def start(self) -> None:
         if not self.path:
             return
+        if self.rollouts is not None:
+            self.rollouts.attach(self.runtime.parts.config, self.runtime.parts.upstreams)
+            await self.rollouts.start()
         self._watcher = FileWatcher(self.path, self.sync)
         self._watcher.state = None  # a canary file left from before a restart is read once now
         await self.sync()
@@ -68,6 +74,8 @@ class CanaryControl:
     async def stop(self) -> None:
         if self._watcher is not None:
             await self._watcher.stop()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
 
     # --- operations (admin API) --------------------------------------------------------------------
 
@@ -186,6 +194,8 @@ class CanaryControl:
 
     def _stable_changed(self, version: PolicyVersion) -> None:
         """A new stable version (file, SIGHUP, admin, promotion) ends a running canary here."""
+        if self.rollouts is not None:
+            self.rollouts.attach(self.runtime.parts.config, self.runtime.parts.upstreams)
         canary = self.canary
         if canary is None or canary.state != "running":
             if self.parts is None:
