@@ -138,11 +138,12 @@ class PolicyCanary:
     """running -> promoted | rolled_back | aborted. `decided(state, why)` is called once, on a verdict."""
 
     def __init__(self, canary_id: str, version: str, settings: CanarySettings,
-                 decided: Callable[[str, str], None]) -> None:
+                 decided: Callable[[str, str], None], advanced: Callable[[int], None] | None = None) -> None:
         self.id = canary_id
         self.version = version
         self.settings = settings
         self.decided = decided
+        self.advanced = advanced  # told when this judge passes a step (so every worker moves with it)
         self.state = "running"
         self.step = 0
         self.share = settings.steps[0] / 100.0
@@ -195,11 +196,19 @@ class PolicyCanary:
             if self.step + 1 >= len(self.settings.steps):
                 self.finish("promoted", passed)
                 return
-            self.event("step_passed", passed)
-            self.step += 1
-            self.share = self.settings.steps[self.step] / 100.0
-            self.step_started = time.monotonic()
-            self.canary, self.stable = ArmStats(), ArmStats()
+            self.advance_to(self.step + 1, passed)
+            if self.advanced is not None:
+                self.advanced(self.step)
+
+    def advance_to(self, step: int, why: str) -> None:
+        """Move to step `step` (0-based; here, or a step another worker's judge passed)."""
+        if self.state != "running" or step <= self.step or step >= len(self.settings.steps):
+            return
+        self.event("step_passed", why)
+        self.step = step
+        self.share = self.settings.steps[step] / 100.0
+        self.step_started = time.monotonic()
+        self.canary, self.stable = ArmStats(), ArmStats()
 
     def finish(self, state: str, why: str) -> None:
         """End with a verdict (here, or read from another worker); the first verdict wins."""

@@ -1,22 +1,27 @@
 """Running a policy canary in every worker: the canary's state lives in a file beside the policy
-(`.NAME.canary.json`: id, text, settings, state), which each worker watches as it watches the policy.
+(`.NAME.canary.json`: id, text, settings, state, step, and the history of past canaries), which each
+worker watches as it watches the policy.
 
 Starting one writes the file with state `running`; each worker builds the candidate version (sharing
-the stable version's long-lived state) and judges the traffic it sees. The first verdict (here or in
-another worker, or by hand) is written to the file and every worker follows: `rolled_back`/`aborted`
-stop the canary, `promoted` also publishes the candidate as the policy file.
+the stable version's long-lived state) and judges the traffic it sees. A step passed and the first
+verdict (here or in another worker, or by hand) are written to the file, under a lock so that a later
+verdict cannot overwrite the first, and every worker follows: a higher step moves its share,
+`rolled_back`/`aborted` stop the canary, `promoted` also publishes the candidate as the policy file.
+The verdict's writer adds the canary's record to the file's history, so every worker answers the same
+about state and history.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +30,14 @@ import orjson
 from gateway.config.reader import ConfigError
 from gateway.policy.canary import CanaryProxy, CanarySettings, PolicyCanary
 from gateway.policy.parts import Parts, build_parts, merge_upstreams, start_parts
+from gateway.policy.rollout_sync import RolloutVerdicts
 from gateway.policy.runtime import PolicyRefused, PolicyRuntime
 from gateway.policy.version import PolicyVersion, policy_hash, refusal_text, validate_policy
 from gateway.policy.watch import FileWatcher, file_state
 
 log = logging.getLogger("edgegw.policy")
+
+HISTORY = 20  # past canaries kept in the canary file
 
 
 def canary_file(policy_path: str) -> str:
@@ -44,7 +52,8 @@ class CanaryControl:
         self.path = canary_file(runtime.path) if runtime.current.text else ""
         self.canary: PolicyCanary | None = None
         self.parts: Parts | None = None
-        self.history: list[dict[str, Any]] = []
+        # Backend rollouts' verdicts, shared the same way (the policy file's directory, the same hook).
+        self.rollouts = RolloutVerdicts(runtime.path) if self.path else None
         self._watcher: FileWatcher | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -53,6 +62,9 @@ class CanaryControl:
     async def start(self) -> None:
         if not self.path:
             return
+        if self.rollouts is not None:
+            self.rollouts.attach(self.runtime.parts.config, self.runtime.parts.upstreams)
+            await self.rollouts.start()
         self._watcher = FileWatcher(self.path, self.sync)
         self._watcher.state = None  # a canary file left from before a restart is read once now
         await self.sync()
@@ -62,6 +74,8 @@ class CanaryControl:
     async def stop(self) -> None:
         if self._watcher is not None:
             await self._watcher.stop()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
 
     # --- operations (admin API) --------------------------------------------------------------------
 
@@ -76,8 +90,11 @@ class CanaryControl:
             validate_policy(text, self.runtime.path)
         except ConfigError as exc:
             raise PolicyRefused(refusal_text(exc), version) from None
-        self._write({"id": uuid.uuid4().hex[:12], "version": version, "text": text,
-                     "settings": settings.to_dict(), "state": "running", "why": "", "at": time.time()})
+        with self._locked():
+            history = (self._read() or {}).get("history", [])
+            self._write({"id": uuid.uuid4().hex[:12], "version": version, "text": text, "step": 0,
+                         "settings": settings.to_dict(), "state": "running", "why": "", "at": time.time(),
+                         "history": history})
         await self.sync()
         assert self.canary is not None
         return self.canary
@@ -109,6 +126,9 @@ class CanaryControl:
                     self._end()
                 return
             if canary is not None and canary.id == data["id"]:
+                step = data.get("step", 0)
+                if isinstance(step, int) and step > canary.step:
+                    canary.advance_to(step, f"step {canary.step + 1} ({canary.share:.0%}) passed in another worker")
                 return
             if canary is not None and canary.state == "running":
                 canary.state = "aborted"
@@ -128,16 +148,16 @@ class CanaryControl:
             log.error("policy canary %s cannot start here: %s", data.get("version"), exc)
             return
         self.parts = parts
-        self.canary = PolicyCanary(data["id"], data["version"], settings, self._decided)
+        self.canary = PolicyCanary(data["id"], data["version"], settings, self._decided, self._advanced)
+        step = data.get("step", 0)
+        if isinstance(step, int) and step > 0:
+            self.canary.advance_to(step, "steps passed before this worker followed the canary")
         self.set_entry(CanaryProxy(self.canary, stable.proxy, parts.proxy))
 
     def _end(self) -> None:
         """Back to the stable version alone; the candidate's own objects are retired."""
-        canary, parts = self.canary, self.parts
+        parts = self.parts
         self.set_entry(self.runtime.parts.proxy)
-        if canary is not None:
-            self.history.insert(0, canary.describe())
-            del self.history[20:]
         if parts is not None:
             self.runtime.retire(parts, self.runtime.parts)
         self.parts = None
@@ -146,11 +166,19 @@ class CanaryControl:
         """A verdict here (the judge or an operator): written for every worker, then acted on."""
         canary = self.canary
         assert canary is not None
-        data = self._read() or {}
-        text = data.get("text", "")
 
         async def publish() -> None:
-            self._write({**data, "state": state, "why": why, "at": time.time()})
+            with self._locked():
+                data = self._read()
+                first = data is not None and data.get("id") == canary.id and data.get("state") == "running"
+                if first:
+                    assert data is not None
+                    self._write(self._finished(data, state, why, canary))
+            text = data.get("text", "") if first and data is not None else ""
+            if not first and data is not None and data.get("id") == canary.id and data.get("state"):
+                # Another worker's verdict came first: it is this canary's outcome here too.
+                canary.state = data["state"]
+                canary.event(data["state"], data.get("why") or "decided in another worker")
             if state == "promoted" and text:
                 try:
                     await self.runtime.publish(text, "canary")
@@ -166,6 +194,8 @@ class CanaryControl:
 
     def _stable_changed(self, version: PolicyVersion) -> None:
         """A new stable version (file, SIGHUP, admin, promotion) ends a running canary here."""
+        if self.rollouts is not None:
+            self.rollouts.attach(self.runtime.parts.config, self.runtime.parts.upstreams)
         canary = self.canary
         if canary is None or canary.state != "running":
             if self.parts is None:
@@ -178,13 +208,41 @@ class CanaryControl:
             why = f"the stable policy changed to {version.version}"
             canary.event("aborted", why)
             data = self._read()
-            if data is not None and data.get("id") == canary.id and data.get("state") == "running":
-                # So a worker started later does not resume it (every worker may write this: same verdict).
-                with contextlib.suppress(OSError):
-                    self._write({**data, "state": "aborted", "why": why, "at": time.time()})
+            # So a worker started later does not resume it (the first worker to see the change writes it).
+            with contextlib.suppress(OSError), self._locked():
+                data = self._read()
+                if data is not None and data.get("id") == canary.id and data.get("state") == "running":
+                    self._write(self._finished(data, "aborted", why, canary))
         self._end()
 
+    def _advanced(self, step: int) -> None:
+        """This worker's judge passed a step: written so that every worker moves its share with it."""
+        canary = self.canary
+        assert canary is not None
+        with contextlib.suppress(OSError), self._locked():
+            data = self._read()
+            if data is not None and data.get("id") == canary.id and data.get("state") == "running" \
+                    and data.get("step", 0) < step:
+                self._write({**data, "step": step})
+
     # --- the file ----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Every worker's read-modify-write of the canary file, one at a time (an advisory lock beside it)."""
+        with open(self.path + ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _finished(data: dict[str, Any], state: str, why: str, canary: PolicyCanary) -> dict[str, Any]:
+        """The file's content once `canary` ended: its verdict, and its record first in the history."""
+        record = {**canary.describe(), "state": state}
+        history = [record, *data.get("history", [])][:HISTORY]
+        return {**data, "state": state, "why": why, "at": time.time(), "history": history}
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -205,5 +263,14 @@ class CanaryControl:
             raise
 
     def describe(self) -> dict[str, Any]:
-        current = self.canary.describe() if self.canary is not None and self.parts is not None else None
-        return {"current": current, "stable": self.runtime.current.version, "history": self.history}
+        """The running canary as this worker judges it, and the history as the canary file holds it:
+        any worker answers the same about which canary runs and how past ones ended."""
+        data = (self._read() if self.path else None) or {}
+        canary = self.canary
+        current = None
+        if canary is not None and self.parts is not None and canary.state == "running" \
+                and data.get("id") == canary.id and data.get("state") == "running":
+            current = canary.describe()
+        history = data.get("history", [])
+        return {"current": current, "stable": self.runtime.current.version,
+                "history": history if isinstance(history, list) else []}

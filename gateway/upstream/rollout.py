@@ -1,9 +1,10 @@
 """Backend rollouts: a pool's canary endpoint group takes a growing share of traffic, step by step,
 judged against the stable group; a bad step rolls back at once, passing every step promotes.
 
-Each worker judges the traffic it sees (no coordination needed: every worker reaches the same
-verdict on the same mix, and a rollback in one is a rollback of its share). State lives on the
-`Pool`, so a policy reload that leaves the pool unchanged keeps the rollout where it is.
+Each worker judges the traffic it sees. A verdict (its judge's, or an operator's through one
+worker's admin API) is told to `decided`, which `gateway.policy.rollout_sync` shares through a file
+beside the policy so that every worker follows it (`follow`). State lives on the `Pool`, so a policy
+reload that leaves the pool unchanged keeps the rollout where it is.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +104,8 @@ class BackendRollout:
         self.baseline = GroupStats()  # stable over the whole rollout: the yardstick at a 100% step
         self.exposed = 0  # canary attempts over the whole rollout
         self.events: list[dict[str, Any]] = []
+        # Told (state, why) of a verdict reached here, so the other workers follow it; None: not shared.
+        self.decided: Callable[[str, str], None] | None = None
         self._event("started", f"canary group {config.canary_group!r} at {config.steps[0]:g}%")
 
     # --- the request path --------------------------------------------------------------------
@@ -173,16 +177,20 @@ class BackendRollout:
         rollout_share.labels(self.pool).set(self.share)
 
     def promote(self, why: str = "promoted by hand") -> None:
-        if self.state != "running":
-            return
-        self.state, self.share = "promoted", 1.0
-        self._event("promoted", why)
+        if self.follow("promoted", why) and self.decided is not None:
+            self.decided("promoted", why)
 
     def rollback(self, why: str = "aborted by hand") -> None:
-        if self.state != "running":
-            return
-        self.state, self.share = "rolled_back", 0.0
-        self._event("rolled_back", why)
+        if self.follow("rolled_back", why) and self.decided is not None:
+            self.decided("rolled_back", why)
+
+    def follow(self, state: str, why: str) -> bool:
+        """End with `state` (promoted | rolled_back), here or as another worker decided; False if ended."""
+        if self.state != "running" or state not in ("promoted", "rolled_back"):
+            return False
+        self.state, self.share = state, 1.0 if state == "promoted" else 0.0
+        self._event(state, why)
+        return True
 
     def _figures(self) -> str:
         c, s = self.canary.describe(), self.stable.describe()

@@ -22,9 +22,13 @@ class Load:
     Every answer other than 200 is a failure (kept with its body for the assertion message)."""
 
     def __init__(self, url: str, token: str | list[str], clients: int = 16, path: str = "/v1/chat/completions",
-                 body: dict[str, Any] | None = None) -> None:
-        """`token`: one for every client, or one per client (its length sets the number of clients)."""
+                 body: dict[str, Any] | None = None, rate: float | None = None) -> None:
+        """`token`: one for every client, or one per client (its length sets the number of clients).
+        `rate`: at most this many requests per second per client (None: as fast as answers come). A test
+        that asserts a per-caller rate limit is never reached must set it: an unpaced client's rate is
+        whatever the machine allows, and alone on an idle one it exceeds 100 per second."""
         self.url = url
+        self.interval_s = 1.0 / rate if rate else 0.0
         tokens = token if isinstance(token, list) else [token] * clients
         clients = len(tokens)
         self.path = path
@@ -49,8 +53,14 @@ class Load:
 
     def _run(self, token: str) -> None:
         headers = {"authorization": f"Bearer {token}"}
+        next_at = time.monotonic()
         with httpx.Client(base_url=self.url, headers=headers, timeout=30) as client:
             while not self.stop_event.is_set():
+                if self.interval_s:
+                    # Never a catch-up burst after a slow answer: no window sees more than `rate`.
+                    next_at = max(next_at + self.interval_s, time.monotonic())
+                    if self.stop_event.wait(max(0.0, next_at - time.monotonic())):
+                        break
                 try:
                     resp = client.post(self.path, json=self.body)
                     status, body = resp.status_code, resp.text

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import FakeBackendProc, gateway_config, start_fake_backend, start_gateway
-from tests.policy.support import Load, wait_until
+from tests.policy.support import Load, wait_until, worker_versions
 
 STEPS = [10, 50, 100]
 
@@ -123,6 +123,35 @@ def test_a_canary_slow_to_its_first_token_is_rolled_back(tmp_path: Path) -> None
         state = rollout_state(gw, admin)
         assert "time to first token" in state["events"][0]["detail"], state["events"]
         assert load.failures == []
+    finally:
+        gw.proc.stop()
+        stable.proc.stop()
+        canary.proc.stop()
+
+
+def test_a_verdict_in_one_worker_reaches_every_worker(tmp_path: Path) -> None:
+    """An abort by hand goes to one worker's admin API; every worker follows it (the shared verdict file)."""
+    stable = start_fake_backend(name="stable")
+    canary = start_fake_backend(name="canary")
+    gw = start_gateway(tmp_path, rollout_policy(stable, canary, interval_s=3600), workers=2)
+    admin = {"authorization": f"Bearer {gw.token('ops', scopes=['admin'])}"}
+    try:
+        wait_until(lambda: len(worker_versions(gw.url)) == 2, 30)
+        resp = httpx.post(gw.url + "/admin/rollouts/default/abort", headers=admin, timeout=5)
+        assert resp.status_code == 200 and resp.json()["state"] == "rolled_back"
+
+        def every_worker_rolled_back() -> bool:
+            # A new connection each time, so both workers are asked.
+            return all(rollout_state(gw, admin)["state"] == "rolled_back" for _ in range(8))
+
+        wait_until(every_worker_rolled_back, 3)
+        assert "aborted by ops" in rollout_state(gw, admin)["events"][0]["detail"]
+        canary_before = canary.stats()["requests"]
+        token = {"authorization": f"Bearer {gw.token('user')}"}
+        for _ in range(20):
+            chat = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+            assert httpx.post(gw.url + "/v1/chat/completions", json=chat, headers=token, timeout=5).status_code == 200
+        assert canary.stats()["requests"] == canary_before  # no worker sends to the rolled-back group
     finally:
         gw.proc.stop()
         stable.proc.stop()

@@ -17,6 +17,9 @@ from tests.harness import EDGEGW, ROOT
 from tests.policy.support import CHAT, Load, wait_until, worker_versions
 
 ISSUER = "https://idp.test"  # tests.conftest.issuer_config
+# Requests per second per load client: well under the stable limit (100 per subject), so a stable
+# caller's 429 can only come from a wrong policy; 4x the canary's 10x stricter limit.
+PACE = 40
 
 
 def limited(backend: Any, per_second: int) -> dict[str, Any]:
@@ -63,7 +66,7 @@ def test_a_canary_with_a_10x_stricter_limit_is_rolled_back(tmp_path: Path) -> No
         wait_until(lambda: len(worker_versions(gw.url)) == 2, 30)
         canary_tokens = [gw.token(s) for s in inside]
         stable_tokens = [gw.token(s) for s in outside]
-        with Load(gw.url, canary_tokens + stable_tokens) as load:
+        with Load(gw.url, canary_tokens + stable_tokens, rate=PACE) as load:
             wait_until(lambda: load.total > 100, 20)
             before = load.total
             out = cli("rollout", str(new), "--gateway", gw.url, "--token", admin_token, "--steps", "25,50,100",
@@ -74,6 +77,10 @@ def test_a_canary_with_a_10x_stricter_limit_is_rolled_back(tmp_path: Path) -> No
         view = canary_view(gw, admin)
         assert view["current"] is None and view["stable"] == stable_version
         [last] = view["history"][:1]
+        # Every worker answers the same (a new connection each time, so both workers are asked).
+        for _ in range(8):
+            again = canary_view(gw, admin)
+            assert again["current"] is None and again["history"][:1] == [last], again
         assert last["state"] == "rolled_back" and last["step"] == 1
         verdict = next(e for e in last["events"] if e["event"] == "rolled_back")["detail"]
         assert "429 rate" in verdict or "rolled back" in verdict, last["events"]
@@ -110,7 +117,7 @@ def test_a_sound_canary_is_promoted_to_every_worker(tmp_path: Path) -> None:
     inside, outside = subjects(4, 12)
     try:
         wait_until(lambda: len(worker_versions(gw.url)) == 2, 30)
-        with Load(gw.url, [gw.token(s) for s in inside + outside]) as load:
+        with Load(gw.url, [gw.token(s) for s in inside + outside], rate=PACE) as load:
             wait_until(lambda: load.total > 100, 20)
             out = cli("rollout", str(new), "--gateway", gw.url, "--token", admin_token, "--steps", "25,100",
                       "--min-requests", "20", "--min-step-s", "0.5", "--max-overhead-ratio", "20",
