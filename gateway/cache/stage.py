@@ -55,7 +55,7 @@ class Prefetch(Lookup):
     __slots__ = ("key", "ran")
 
     def __init__(self, key: str, ran: int, entry_key: str, lock_key: str, token: str, lock_ms: int) -> None:
-        super().__init__(entry_key, lock_key, token, lock_ms)
+        Lookup.__init__(self, entry_key, lock_key, token, lock_ms)
         self.key = key
         self.ran = ran
 
@@ -65,6 +65,7 @@ class Pending:
     key: str
     rule: CacheRule
     token: str | None  # set when this request holds the single-flight lock
+    lookup: Lookup | None = None  # (Redis) the lookup the limiter made for it, whose keys its writes reuse
 
 
 class CacheStage(Stage):
@@ -107,18 +108,18 @@ class CacheStage(Stage):
     def abandon(self, lookup: Lookup, batch: SettleBatch) -> None:
         """(`Rider`) A lookup the request never reached this stage to use: release its lock in `batch`."""
         if lookup.took_lock:
-            batch.unlock(lookup.lock_key, lookup.token)
+            batch.unlock(lookup.lock_wire, lookup.token_wire)
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         assert ctx.route is not None
         rule: CacheRule = ctx.route.cache
         carrier: Piggyback | None = ctx.scratch.get(PIGGYBACK)
-        pre = carrier.take_lookup() if carrier is not None else None
-        if not isinstance(pre, Prefetch):
-            pre = None
+        pre = None
+        if carrier is not None and isinstance(carrier.lookup, Prefetch):
+            pre, carrier.lookup = carrier.lookup, None  # ours from now on
         if pre is not None and pre.ran >= 0 and _unchanged_since(ctx.scratch["_ran"], pre.ran):
             # The request is as the prefetch saw it: cacheable, readable, and under the same key.
-            key, token, entry, leader = pre.key, pre.token, pre.entry, pre.took_lock
+            key, token, entry, leader, used = pre.key, pre.token, pre.entry, pre.took_lock, pre
         else:
             read, write = cache_directives(ctx)
             if not write or not cacheable(ctx, rule):
@@ -133,8 +134,9 @@ class CacheStage(Stage):
                 self._pending(ctx, Pending(key, rule, None))
                 return self._status(ctx, "BYPASS")
             if pre is not None and pre.key == key:
-                token, entry, leader = pre.token, pre.entry, pre.took_lock
+                token, entry, leader, used = pre.token, pre.entry, pre.took_lock, pre
             else:
+                used = None
                 if pre is not None:
                     await self._drop(pre)
                 token = f"{self._replica}:{next(self._ids)}"
@@ -147,14 +149,14 @@ class CacheStage(Stage):
                 entry, leader = found
         if entry is None and not leader:  # another request is fetching it: wait for its answer
             entry = await self._wait(key, rule)
-        return self._answer(ctx, rule, key, token, entry, leader)
+        return self._answer(ctx, rule, key, token, entry, leader, used)
 
     def _answer(self, ctx: RequestContext, rule: CacheRule, key: str, token: str, entry: bytes | None,
-                leader: bool) -> Response | None:
+                leader: bool, lookup: Prefetch | None) -> Response | None:
         """After the lookup (and any wait): a HIT, or a MISS this request fetches."""
         if entry is None and leader:
             self.flights[key] = None
-            self._pending(ctx, Pending(key, rule, token))
+            self._pending(ctx, Pending(key, rule, token, lookup))
             return self._status(ctx, "MISS")
         if entry is not None:
             hit = self._hit(ctx, entry)
@@ -238,12 +240,14 @@ class CacheStage(Stage):
                 entry = encode(body)
                 ttl_ms = int(pending.rule.ttl_s * 1000)
                 if batch is not None and self._redis is not None:
-                    self._redis.put_into(batch, pending.key, entry, ttl_ms, pending.token)
+                    target = pending.lookup or self._redis.target(pending.key, pending.token)
+                    self._redis.put_into(batch, target, entry, ttl_ms, pending.token is not None)
                 elif not self.store.try_put(pending.key, entry, ttl_ms, pending.token):
                     await self.store.put(pending.key, entry, ttl_ms, pending.token)
             elif pending.token is not None:
                 if batch is not None and self._redis is not None:
-                    self._redis.unlock_into(batch, pending.key, pending.token)
+                    target = pending.lookup or self._redis.target(pending.key, pending.token)
+                    batch.unlock(target.lock_wire, target.token_wire)
                 elif not self.store.try_unlock(pending.key, pending.token):
                     await self.store.unlock(pending.key, pending.token)
         except RedisUnavailable:

@@ -15,6 +15,7 @@ from typing import Protocol
 from gateway.cache.config import MemoryCacheConfig
 from gateway.config.schema import GatewayConfig
 from gateway.redis.link import RedisLink
+from gateway.redis.piggyback import Lookup
 from gateway.redis.script import Script
 from gateway.redis.settle import SETTLE, SettleBatch
 
@@ -23,7 +24,7 @@ _HEADER = struct.Struct(">2sd")
 
 
 # Small answers are stored as is: compressing one saves a few hundred bytes, but setting up zlib's
-# state touches ~250 KiB of memory (cold caches, sometimes fresh pages); docs/benchmarks.md.
+# state costs more CPU than that is worth (docs/ratelimit-cache.md, "Storage").
 _RAW_MAX = 1024
 _MAGIC_RAW = b"E0"
 
@@ -97,7 +98,7 @@ class RedisCacheStore:
     """Raises `RedisUnavailable` on failures; the stage then bypasses the cache.
 
     Stores and lock releases are operations of the shared SETTLE script, so a request's cache write
-    and its rate-limit settlement can leave in one call (`put_into`, `unlock_into` a `SettleBatch`).
+    and its rate-limit settlement can leave in one call (`put_into` a `SettleBatch`).
     """
 
     def __init__(self, link: RedisLink, prefix: str) -> None:
@@ -123,32 +124,34 @@ class RedisCacheStore:
         value, locked = await self.link.run(_PEEK, list(self.keys(key)), [], op="cache")
         return (value or None), bool(locked)
 
-    def put_into(self, batch: SettleBatch, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
-        """`put` as part of a SETTLE call under construction."""
+    def target(self, key: str, token: str | None) -> Lookup:
+        """The entry and lock of `key` as writes name them (a `Lookup` that is not sent)."""
         entry_key, lock_key = self.keys(key)
-        batch.put(entry_key, entry, ttl_ms)
-        if token is not None:
-            batch.unlock(lock_key, token)
+        return Lookup(entry_key, lock_key, token or "", 0)
 
-    def unlock_into(self, batch: SettleBatch, key: str, token: str) -> None:
-        """`unlock` as part of a SETTLE call under construction."""
-        batch.unlock(self.keys(key)[1], token)
+    def put_into(self, batch: SettleBatch, target: Lookup, entry: bytes, ttl_ms: int, unlock: bool) -> None:
+        """`put` as part of a SETTLE call under construction, for `target` (a lookup made for the
+        request, or `target`'s)."""
+        batch.put(target.entry_wire, entry, ttl_ms)
+        if unlock:
+            batch.unlock(target.lock_wire, target.token_wire)
 
     def try_put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> bool:
         return False
 
     async def put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
         batch = SettleBatch()
-        self.put_into(batch, key, entry, ttl_ms, token)
-        await self.link.run(SETTLE, batch.keys, batch.args, op="cache")
+        self.put_into(batch, self.target(key, token), entry, ttl_ms, token is not None)
+        await self.link.run_encoded(SETTLE, batch.keys, batch.args, op="cache")
 
     def try_unlock(self, key: str, token: str) -> bool:
         return False
 
     async def unlock(self, key: str, token: str) -> None:
         batch = SettleBatch()
-        self.unlock_into(batch, key, token)
-        await self.link.run(SETTLE, batch.keys, batch.args, op="cache")
+        target = self.target(key, token)
+        batch.unlock(target.lock_wire, target.token_wire)
+        await self.link.run_encoded(SETTLE, batch.keys, batch.args, op="cache")
 
 
 _EXPIRY = struct.Struct("d")

@@ -44,7 +44,7 @@ class RedisLimiter:
         encoded = self._encoded.get(rules) or self._encode(rules)
         parts = encoded[0].copy()
         if lookup is not None:
-            parts += (wire.bulk(lookup.entry_key), wire.bulk(lookup.lock_key))
+            parts += (lookup.entry_wire, lookup.lock_wire)
         nkeys = len(parts)
         parts.append(wire.bulk(member))
         ints, small = wire.INTS, wire.SMALL
@@ -53,7 +53,7 @@ class RedisLimiter:
         if lookup is None:
             check.take_reply(await self.link.call(CHECK, nkeys, parts, op="ratelimit"))
             return check.admitted
-        parts += (wire.bulk(lookup.token), wire.bulk_int(lookup.lock_ms))
+        parts += (lookup.token_wire, wire.bulk_int(lookup.lock_ms))
         check.take_reply(await self.link.call(CHECK_LOOKUP, nkeys, parts, op="ratelimit"))
         if not check.admitted:
             return False
@@ -73,22 +73,25 @@ class RedisLimiter:
         """Add the settlement to a SETTLE call under construction (on a single node it may carry the
         cache's writes too)."""
         costs = check.costs
+        keys = (self._encoded.get(check.rules) or self._encode(check.rules))[0]
+        member_wire = None
         for i, rule in enumerate(check.rules):
             if not rule.window_ms:
-                batch.release_slot(rule.key, member)
+                batch.release_slot(keys[i], member_wire or (member_wire := wire.bulk(member)))
             elif used is not None and rule.tokens and used != costs[i]:
-                batch.settle_tokens(rule.key, check.bucket(i), used - costs[i])
+                batch.settle_tokens(keys[i], check.bucket(i), used - costs[i])
 
     async def settle(self, check: Check, member: str, used: int | None) -> None:
         batch = SettleBatch()
         self.settle_into(batch, check, member, used)
         if batch:
-            await self.link.run(SETTLE, batch.keys, batch.args, op="settle")
+            await self.link.run_encoded(SETTLE, batch.keys, batch.args, op="settle")
 
     async def renew(self, rules: list[Rule], member: str) -> None:
         # One call per hash tag (route): under Redis Cluster a script's keys must share a slot.
+        member_wire = wire.bulk(member)
         for _, group in groupby(rules, key=lambda r: r.key.split("}", 1)[0]):
             batch = SettleBatch()
             for rule in group:
-                batch.renew_slot(rule.key, member, rule.span_ms)
-            await self.link.run(SETTLE, batch.keys, batch.args, op="renew")
+                batch.renew_slot(wire.bulk(rule.key), member_wire, rule.span_ms)
+            await self.link.run_encoded(SETTLE, batch.keys, batch.args, op="renew")

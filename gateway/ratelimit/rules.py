@@ -77,7 +77,7 @@ class Check:
     def __init__(self, rules: tuple[Rule, ...], costs: list[int]) -> None:
         self.rules = rules
         self.costs = costs
-        self._out: list[Any] = []
+        self._out: list[int] = []  # (after the rules, `extra` may hold other values: a lookup's entry)
 
     # -- the answer, read
 
@@ -101,6 +101,10 @@ class Check:
     def remaining(self, i: int) -> int:
         return self._out[3 + 3 * i]
 
+    def remaining_all(self) -> list[int]:
+        """Every rule's `remaining`, in rule order."""
+        return self._out[3:3 + 3 * len(self.rules):3]
+
     def reset_ms(self, i: int) -> int:
         return self._out[4 + 3 * i]
 
@@ -123,8 +127,10 @@ class Check:
 
     def record(self, i: int, remaining: int, reset_ms: int, bucket: int) -> None:
         """Rule `i`'s values after the decision."""
-        j = 3 + 3 * i
-        self._out[j:j + 3] = remaining, reset_ms, bucket
+        out, j = self._out, 3 + 3 * i
+        out[j] = remaining
+        out[j + 1] = reset_ms
+        out[j + 2] = bucket
 
     def refuse(self, i: int, retry_ms: int) -> None:
         """Rule `i` refused the request; it may be retried after `retry_ms`."""

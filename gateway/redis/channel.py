@@ -20,18 +20,22 @@ _NOT_YET = object()  # hiredis: no complete reply buffered yet
 class Posted:
     """A call nobody waits for (`RedisLink.post`): its reply is dropped, an error reply reported with
     what was sent (to send it again with the script's source after `NOSCRIPT`). Keys and arguments are
-    plain values; the posts of one event-loop iteration to one script are merged into one."""
+    encoded (`wire.bulk`); the posts of one event-loop iteration to one script are merged into one."""
 
     __slots__ = ("script", "keys", "args")
 
-    def __init__(self, script: Script, keys: list[Any], args: list[Any]) -> None:
+    def __init__(self, script: Script, keys: list[bytes], args: list[bytes]) -> None:
         self.script = script
         self.keys = keys
         self.args = args
 
-    def extend(self, keys: list[Any], args: list[Any]) -> None:
+    def extend(self, keys: list[bytes], args: list[bytes]) -> None:
         self.keys.extend(keys)
         self.args.extend(args)
+
+    def command(self, source: bool = False) -> bytes:
+        """The merged call, by SHA or with the script's source."""
+        return self.script.call(len(self.keys), self.keys + self.args, source)
 
 
 # Who gets a reply: a caller's future, or nobody (a posted call).

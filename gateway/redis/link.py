@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -154,27 +154,36 @@ class RedisLink:
         """EVALSHA within the deadline (plain keys and arguments); raises `RedisUnavailable` on any failure."""
         if self.config.cluster:
             return await self._guarded(op, self._cluster_eval(script, keys, args))
-        return await self._guarded(op, self._single(script, len(keys), wire.arguments([*keys, *args])))
+        parts = wire.arguments([*keys, *args])
+        return await self._guarded(op, self._single(lambda source: script.call(len(keys), parts, source)))
+
+    async def run_encoded(self, script: Script, keys: list[bytes], args: list[bytes], op: str = "script") -> Any:
+        """`run` with keys and arguments already encoded (a `SettleBatch`'s)."""
+        if self.config.cluster:
+            return await self.run(script, wire.decode(keys), wire.decode(args), op)  # type: ignore[arg-type]
+        parts = keys + args
+        return await self._guarded(op, self._single(lambda source: script.call(len(keys), parts, source)))
 
     async def call(self, script: Script, nkeys: int, parts: list[bytes], op: str = "script") -> Any:
         """`run` on the hot path (single node only): `parts` are the keys (`nkeys` of them), then the
         arguments, already encoded (`wire.bulk`)."""
         outbox = self._outbox
         if outbox is None or outbox.channel is None or self.breaker.degraded:  # (re)connecting or degraded
-            return await self._guarded(op, self._single(script, nkeys, parts))
+            return await self._guarded(op, self._single(lambda source: script.call(nkeys, parts, source)))
         try:
-            return await outbox.call(script.call(nkeys, parts))  # the channel's watchdog bounds the wait
+            # (the channel's watchdog bounds the wait)
+            return await outbox.call(wire.script_call(script.evalsha, nkeys, parts))
         except NoScriptError:
-            return await self._guarded(op, self._single(script, nkeys, parts, source=True))
+            return await self._guarded(op, self._send(script.call(nkeys, parts, source=True)))
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failed(op, exc)
             raise RedisUnavailable(str(exc) or type(exc).__name__) from None
 
-    def post(self, script: Script, keys: list[str], args: list[str | bytes | int], op: str = "script") -> None:
-        """Run a write script without waiting for it (single node only; plain keys and arguments),
+    def post(self, script: Script, keys: list[bytes], args: list[bytes], op: str = "script") -> None:
+        """Run a write script without waiting for it (single node only; keys and arguments encoded),
         merged with this loop iteration's other posts of `script` (`Outbox.post`). Failures are counted,
         not raised; lost writes only err on the safe side (leases and lock leases expire)."""
-        if self.breaker.open:
+        if self.breaker.degraded and self.breaker.open:
             return
         if self._outbox is None or self._outbox.channel is None:  # (re)connecting: the ordinary path, in the background
             task = asyncio.get_running_loop().create_task(self._run_quietly(script, keys, args, op))
@@ -183,9 +192,9 @@ class RedisLink:
             return
         self._outbox.post(script, keys, args)
 
-    async def _run_quietly(self, script: Script, keys: list[str], args: list[str | bytes | int], op: str) -> None:
+    async def _run_quietly(self, script: Script, keys: list[bytes], args: list[bytes], op: str) -> None:
         try:
-            await self.run(script, keys, args, op=op)
+            await self.run_encoded(script, keys, args, op=op)
         except RedisUnavailable:
             pass
 
@@ -201,14 +210,13 @@ class RedisLink:
         self.breaker.succeeded()
         return result
 
-    async def _single(self, script: Script, nkeys: int, parts: list[bytes], source: bool = False) -> Any:
-        """One script call on the pipelined connection, by SHA, then with the source after `NOSCRIPT`."""
-        if not source:
-            try:
-                return await self._send(script.call(nkeys, parts))
-            except NoScriptError:
-                pass
-        return await self._send(script.call(nkeys, parts, source=True))
+    async def _single(self, command: Callable[[bool], bytes]) -> Any:
+        """One script call on the pipelined connection: `command(False)` (by SHA), then, if Redis lost
+        the script (`NOSCRIPT`), `command(True)` (with its source)."""
+        try:
+            return await self._send(command(False))
+        except NoScriptError:
+            return await self._send(command(True))
 
     async def _send(self, command: bytes) -> Any:
         assert self._outbox is not None
@@ -233,8 +241,7 @@ class RedisLink:
     def _post_failed(self, post: Posted, error: ResponseError) -> None:
         if str(error).startswith("NOSCRIPT"):  # Redis restarted: send it again with the source
             assert self._outbox is not None
-            parts = wire.arguments([*post.keys, *post.args])
-            self._outbox.queue(post.script.call(len(post.keys), parts, source=True), post)
+            self._outbox.queue(post.command(source=True), post)
             return
         redis_errors_total.labels("post").inc()
         log.warning("redis rejected a posted %s call: %s", post.script.name, error)

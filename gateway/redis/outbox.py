@@ -13,7 +13,6 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.redis import wire
 from gateway.redis.channel import Channel, Posted, Waiter, fail
 from gateway.redis.script import Script
 
@@ -40,8 +39,8 @@ class Outbox:
         self._commands.append(command)
         self._waiters.append(waiter)
 
-    def post(self, script: Script, keys: list[Any], args: list[Any]) -> None:
-        """A call nobody waits for (plain values), merged with this iteration's other posts to `script`."""
+    def post(self, script: Script, keys: list[bytes], args: list[bytes]) -> None:
+        """A call nobody waits for (encoded keys and arguments), merged with this iteration's other posts to `script`."""
         merged = self._posts.get(script.sha)
         if merged is not None:
             merged.extend(keys, args)
@@ -55,7 +54,7 @@ class Outbox:
         self._commands, self._waiters = [], []
         if self._posts:
             for post in self._posts.values():
-                commands.append(post.script.call(len(post.keys), wire.arguments([*post.keys, *post.args])))
+                commands.append(post.command())
                 waiters.append(post)
             self._posts = {}
         if self.channel is None:  # lost since these calls were queued

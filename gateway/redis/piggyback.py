@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from gateway.redis import wire
 from gateway.redis.settle import SettleBatch
 
 if TYPE_CHECKING:
@@ -42,9 +43,11 @@ end
 
 class Lookup:
     """A cache lookup for the check script to make (the keys, the lock token and its lease), then
-    its answer: the entry (None: none), and whether this request took the lock."""
+    its answer: the entry (None: none), and whether this request took the lock. The keys and token
+    are also kept encoded (`*_wire`), for the check and for the writes after the response."""
 
-    __slots__ = ("entry_key", "lock_key", "token", "lock_ms", "entry", "took_lock")
+    __slots__ = ("entry_key", "lock_key", "token", "lock_ms", "entry", "took_lock", "entry_wire", "lock_wire",
+                 "token_wire")
 
     def __init__(self, entry_key: str, lock_key: str, token: str, lock_ms: int) -> None:
         self.entry_key = entry_key
@@ -53,6 +56,9 @@ class Lookup:
         self.lock_ms = lock_ms
         self.entry: bytes | None = None
         self.took_lock = False
+        self.entry_wire = wire.bulk(entry_key)
+        self.lock_wire = wire.bulk(lock_key)
+        self.token_wire = wire.bulk(token)
 
     def answer(self, tail: list[bytes | int]) -> None:
         """Read the two values `LOOKUP_LUA` appended to the check's reply."""
@@ -67,12 +73,7 @@ class Piggyback:
     cache stage took it, or when none was made) and the settlement the cache's writes join."""
 
     batch: SettleBatch
-    lookup: Lookup | None = None
-
-    def take_lookup(self) -> Lookup | None:
-        """The lookup, for the cache stage; from then on it is the cache's to finish (or release)."""
-        lookup, self.lookup = self.lookup, None
-        return lookup
+    lookup: Lookup | None = None  # the cache stage sets it to None as it takes it: then it is the cache's
 
 
 class Rider(Protocol):

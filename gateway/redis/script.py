@@ -21,7 +21,8 @@ class Script:
         self.eval = wire.script_head("EVAL", source)
 
     def call(self, nkeys: int, parts: list[bytes], source: bool = False) -> bytes:
-        """The call with these encoded keys and arguments; by SHA, or with the source (`source`)."""
+        """The call with these encoded keys and arguments (`wire.script_call`); by SHA, or with the
+        source (`source`)."""
         return wire.script_call(self.eval if source else self.evalsha, nkeys, parts)
 
     def __repr__(self) -> str:

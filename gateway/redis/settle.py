@@ -3,12 +3,14 @@
 The limiter's settlement and the response cache's store share it, so on a single node a request's
 writes after the response take one (posted) call (`RedisLink.post` merges the posts of one event-loop
 iteration into one call); under Redis Cluster the cache's keys live in other slots, so each part is
-its own call. A `SettleBatch` gathers a request's writes as named operations, for
-`RedisLink.post(SETTLE, batch.keys, batch.args)` (or `run`).
+its own call. A `SettleBatch` gathers a request's writes as named operations. Keys, members and
+tokens are passed encoded (`wire.bulk`), as their owners keep them: a caller's rule keys and a
+request's lookup are encoded once and used by the check and the settlement alike.
 """
 
 from __future__ import annotations
 
+from gateway.redis import wire
 from gateway.redis.script import Script
 
 # KEYS[i] with 3 values per key: op, a, b.
@@ -56,39 +58,44 @@ return 1
 """)
 
 
+_RELEASE, _RENEW, _TOKENS, _PUT, _UNLOCK = (wire.bulk(op) for op in ("c", "r", "t", "p", "u"))
+_UNUSED = wire.INTS[0]
+
+
 class SettleBatch:
-    """One SETTLE call under construction: its keys, and per key the operation and its two values."""
+    """One SETTLE call under construction: its keys, and per key the operation and its two values,
+    encoded as they are added (`wire`), for `RedisLink.post` or `run_encoded`."""
 
     __slots__ = ("keys", "args")
 
     def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.args: list[str | bytes | int] = []
+        self.keys: list[bytes] = []
+        self.args: list[bytes] = []
 
     def __bool__(self) -> bool:
         return bool(self.keys)
 
-    def release_slot(self, key: str, member: str) -> None:
-        """Free the concurrency slot `member` holds."""
+    def release_slot(self, key: bytes, member: bytes) -> None:
+        """Free the concurrency slot `member` holds (`key`, `member`: `wire.bulk`)."""
         self.keys.append(key)
-        self.args += ("c", member, 0)
+        self.args += (_RELEASE, member, _UNUSED)
 
-    def renew_slot(self, key: str, member: str, lease_ms: int) -> None:
+    def renew_slot(self, key: bytes, member: bytes, lease_ms: int) -> None:
         """Extend the lease of a slot still held (none is taken if it was lost)."""
         self.keys.append(key)
-        self.args += ("r", member, lease_ms)
+        self.args += (_RENEW, member, wire.bulk_int(lease_ms))
 
-    def settle_tokens(self, key: str, bucket: int, delta: int) -> None:
+    def settle_tokens(self, key: bytes, bucket: int, delta: int) -> None:
         """Add `delta` to the window bucket a token reservation was charged to (if it still counts)."""
         self.keys.append(key)
-        self.args += ("t", bucket, delta)
+        self.args += (_TOKENS, wire.bulk_int(bucket), wire.bulk_int(delta))
 
-    def put(self, key: str, entry: bytes, ttl_ms: int) -> None:
-        """Store a cache entry."""
+    def put(self, key: bytes, entry: bytes, ttl_ms: int) -> None:
+        """Store a cache entry (`entry`: as stored, not encoded)."""
         self.keys.append(key)
-        self.args += ("p", entry, ttl_ms)
+        self.args += (_PUT, wire.bulk(entry), wire.bulk_int(ttl_ms))
 
-    def unlock(self, key: str, token: str) -> None:
+    def unlock(self, key: bytes, token: bytes) -> None:
         """Release a single-flight lock, if `token` still holds it."""
         self.keys.append(key)
-        self.args += ("u", token, 0)
+        self.args += (_UNLOCK, token, _UNUSED)

@@ -3,19 +3,17 @@
 hiredis packs a command argument by argument, formatting each with sprintf: for the limit check (20
 arguments, most of them the same for every request of a caller) that costs more than the rest of the
 check's client-side work. Here a call is joined from encoded pieces, and what repeats (small integers,
-the arguments a caller of the limiter keeps) is encoded once and kept by its user.
+the keys and quota specs of a limiter's callers, the operation names of SETTLE) is encoded once and kept.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 def bulk(value: str | bytes) -> bytes:
     """One argument as a RESP bulk string."""
-    data = value.encode() if type(value) is str else value
+    data = value.encode() if isinstance(value, str) else value
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
@@ -38,15 +36,14 @@ def bulk_int(value: int) -> bytes:
     return found
 
 
-def arguments(values: Iterable[str | bytes | int]) -> list[bytes]:
+def arguments(values: list[str | bytes | int]) -> list[bytes]:
     """Plain values (keys, arguments) encoded, one bulk string each."""
     out = []
     for value in values:
         if isinstance(value, int):
-            out.append(INTS[value] if 0 <= value < SMALL else bulk_int(value))
+            out.append(bulk_int(value))
         else:
-            data = value.encode() if isinstance(value, str) else value
-            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+            out.append(bulk(value))
     return out
 
 
@@ -56,6 +53,12 @@ def script_head(verb: str, what: str) -> bytes:
 
 
 def script_call(head: bytes, nkeys: int, parts: list[bytes]) -> bytes:
-    """A script call: `head` (`script_head`), the number of keys, then `parts`, the keys and the
-    arguments, each encoded (`bulk`)."""
-    return b"*%d\r\n%b%b%b" % (3 + len(parts), head, bulk_int(nkeys), b"".join(parts))
+    """A script call from encoded pieces: `head` (`script_head`), the number of keys, then `parts`,
+    the keys and the arguments, each encoded (`bulk`, `bulk_int`)."""
+    return b"*%d\r\n%b%b%b" % (3 + len(parts), head, INTS[nkeys] if nkeys < SMALL else bulk_int(nkeys),
+                                b"".join(parts))
+
+
+def decode(parts: list[bytes]) -> list[bytes]:
+    """Encoded arguments back to their values (for redis-py, which encodes them itself: Redis Cluster)."""
+    return [part[part.index(b"\r\n") + 2:-2] for part in parts]
