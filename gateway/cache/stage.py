@@ -52,12 +52,9 @@ class Prefetch(Lookup):
     """A lookup the rate limiter's script made for this stage, for the request as it was then: its
     cache key, and how many stages had run (-1: unknown); a later one that rewrites the request voids it."""
 
-    __slots__ = ("key", "ran")
-
-    def __init__(self, key: str, ran: int, entry_key: str, lock_key: str, token: str, lock_ms: int) -> None:
-        Lookup.__init__(self, entry_key, lock_key, token, lock_ms)
-        self.key = key
-        self.ran = ran
+    __slots__ = ("key", "ran")  # set by `plan_lookup`, which makes it
+    key: str
+    ran: int
 
 
 @dataclass(slots=True)
@@ -102,8 +99,9 @@ class CacheStage(Stage):
             return None
         key = cache_key(ctx)
         ran = ctx.scratch.get("_ran")
-        return Prefetch(key, -1 if ran is None else len(ran), *self._redis.keys(key),
-                        f"{self._replica}:{next(self._ids)}", int(rule.lock_s * 1000))
+        pre = Prefetch(*self._redis.keys(key), f"{self._replica}:{next(self._ids)}", int(rule.lock_s * 1000))
+        pre.key, pre.ran = key, -1 if ran is None else len(ran)
+        return pre
 
     def abandon(self, lookup: Lookup, batch: SettleBatch) -> None:
         """(`Rider`) A lookup the request never reached this stage to use: release its lock in `batch`."""

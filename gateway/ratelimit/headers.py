@@ -22,7 +22,8 @@ def limit_headers(check: Check, into: dict[str, str]) -> None:
     at = denied
     if at < 0 or rules[at].headers == "none":
         at, lowest = -1, 2.0
-        for i, (rule, remaining) in enumerate(zip(rules, check.remaining_all(), strict=True)):
+        for i, remaining in enumerate(check.remaining_all()):
+            rule = rules[i]
             share = remaining * rule.per_unit
             if share < lowest and rule.headers != "none":
                 at, lowest = i, share

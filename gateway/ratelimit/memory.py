@@ -91,6 +91,7 @@ class MemoryLimiter:
             self._sweep(now)
         costs = check.costs
         check.admit()
+        record = check.record
         # One pass: each rule is charged as it admits. A refusal undoes the charges already made
         # (`_refuse`), so a refused request costs no quota anywhere; refusals are the rare case.
         for i, rule in enumerate(check.rules):
@@ -109,7 +110,7 @@ class MemoryLimiter:
                         return self._refuse(check, i, 1000, member, now)
                 slots[member] = now + rule.span_ms
                 spent = used + cost
-                check.record(i, cap - spent if spent < cap else 0, 0, 0)
+                record(i, cap - spent if spent < cap else 0, 0, 0)
                 continue
             window = self.windows.get(rule.key) or self._new_window(rule)
             width = rule.width_ms
@@ -127,8 +128,8 @@ class MemoryLimiter:
                 window.total = spent
                 if oldest is None:
                     window.oldest = oldest = cur
-            check.record(i, cap - spent if spent < cap else 0,
-                         (oldest + rule.buckets + 1) * width - now if oldest is not None else 0, cur)
+            record(i, cap - spent if spent < cap else 0,
+                   (oldest + rule.buckets + 1) * width - now if oldest is not None else 0, cur)
         return True
 
     def _refuse(self, check: Check, denied_at: int, retry: int, member: str, now: int) -> bool:

@@ -142,7 +142,7 @@ class RateLimitStage(Stage):
             rider.abandon(carrier.lookup, batch)  # the cache stage never took it (the request failed before)
         if settles:
             self.remote.settle_into(batch, held.check, held.member, used)
-        if batch:
+        if batch.keys:
             # Nobody waits for it: merged with other requests' settlements into one call.
             self.remote.link.post(SETTLE, batch.keys, batch.args, op="settle")
 
