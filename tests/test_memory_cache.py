@@ -16,14 +16,14 @@ from tests.conftest import gateway_config
 
 def _fill(store: MemoryCacheStore, *keys: str, size: int = 10) -> None:
     for key in keys:
-        store.put_now(key, b"x" * size, 60_000, None)
+        store.try_put(key, b"x" * size, 60_000, None)
 
 
 @pytest.mark.parametrize(("eviction", "kept"), [("lru", {"a", "c"}), ("fifo", {"b", "c"})])
 def test_eviction_by_entries(eviction: str, kept: set[str]) -> None:
     store = MemoryCacheStore(max_total_bytes=1 << 20, max_entries=2, eviction=eviction)
     _fill(store, "a", "b")
-    assert store.lookup_now("a", "t", 1000)[0] is not None  # a read: LRU keeps "a", FIFO does not care
+    assert store.try_lookup("a", "t", 1000)[0] is not None  # a read: LRU keeps "a", FIFO does not care
     _fill(store, "c")
     assert set(store.entries) == kept and store.evictions == 1
 

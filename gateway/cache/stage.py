@@ -6,9 +6,10 @@ misses wait for its entry (an in-process event, or polling Redis for other repli
 on_complete stores only good answers (`_storable`: status 200, a JSON object without a top-level
 `error`, or a complete stream assembled into one) and releases the lock; anything else passes through.
 
-With Redis (single node) and a rate-limited route, the limiter's script also does this stage's lookup
-(`prefetch`: one round trip for both), and its settlement call after the response carries this stage's
-store (`ctx.scratch["redis_ops"]`): two Redis calls per request instead of four.
+With Redis (single node) and a rate-limited route, this stage rides on the limiter's Redis calls
+(`gateway/redis/piggyback.py`): the limiter's script makes the lookup this stage plans (`plan_lookup`:
+one round trip for both), and its settlement call after the response carries this stage's store (the
+request's `Piggyback`): two Redis calls per request instead of four.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ import orjson
 
 from gateway.cache.config import CacheRule
 from gateway.cache.keys import cache_directives, cache_key, cacheable
+from gateway.cache.metrics import cache_requests_by
 from gateway.cache.sse import assemble, replay, replay_chunks
-from gateway.cache.store import CacheStore, Encoded, MemoryCacheStore, RedisCacheStore, decode, encode
+from gateway.cache.store import CacheStore, MemoryCacheStore, RedisCacheStore, decode, encode
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
-from gateway.ratelimit import resp
-from gateway.ratelimit.metrics import cache_requests_by
-from gateway.ratelimit.redis_client import Ops, RedisUnavailable, shared_link
-from gateway.ratelimit.redis_limiter import Lookup
-from gateway.ratelimit.stage import OPS, PREFETCH
+from gateway.redis.link import RedisUnavailable, shared_link
+from gateway.redis.piggyback import PIGGYBACK, Lookup, Piggyback
+from gateway.redis.settle import SettleBatch
 from gateway.reply import Reply
 from gateway.stages.base import Stage
 
@@ -47,15 +47,13 @@ class Flight:
     entry: bytes | None = None
 
 
-@dataclass(slots=True)
-class Prefetch:
-    """A lookup the rate limiter made in its own script call, for the request as it was then."""
+class Prefetch(Lookup):
+    """A lookup the rate limiter's script made for this stage, for the request as it was then: its
+    cache key, and how many stages had run (-1: unknown); a later one that rewrites the request voids it."""
 
+    __slots__ = ("key", "ran")  # set by `plan_lookup`, which makes it
     key: str
-    token: str
-    ran: int  # stages that had run when it was made (-1: unknown); a later one that rewrites the request voids it
-    encoded: Encoded  # the entry's and lock's keys and the token, as the lookup sent them
-    found: tuple[bytes | None, bool] = (None, False)  # (entry, this request took the lock)
+    ran: int
 
 
 @dataclass(slots=True)
@@ -63,7 +61,7 @@ class Pending:
     key: str
     rule: CacheRule
     token: str | None  # set when this request holds the single-flight lock
-    encoded: Encoded | None = None  # (Redis) key, lock key and token encoded, when a lookup made them
+    lookup: Lookup | None = None  # (Redis) the lookup the limiter made for it, whose keys its writes reuse
 
 
 class CacheStage(Stage):
@@ -77,9 +75,8 @@ class CacheStage(Stage):
         self._replica = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
         self._redis = self.store if isinstance(self.store, RedisCacheStore) else None
-        self._memory = self.store if isinstance(self.store, MemoryCacheStore) else None
         if self.link is not None and self.link.pipelined:
-            self.link.cache = self  # the limiter shares this link: it may look entries up for us
+            self.link.rider = self  # the limiter shares this link: it may look entries up for us
 
     async def start(self) -> None:
         if self.link is not None:
@@ -92,26 +89,33 @@ class CacheStage(Stage):
     def enabled_for(self, ctx: RequestContext) -> bool:
         return ctx.route is not None and ctx.route.cache is not None
 
-    def prefetch(self, ctx: RequestContext) -> tuple[Prefetch, Lookup] | None:
-        """For the limiter's script: this request's cache lookup, when it will make one."""
+    def plan_lookup(self, ctx: RequestContext) -> Prefetch | None:
+        """For the limiter's script (`Rider`): this request's cache lookup, when it will make one."""
         rule = ctx.route.cache if ctx.route is not None else None
         if rule is None or self._redis is None or not cacheable(ctx, rule):
             return None
         if "cache-control" in ctx.headers and cache_directives(ctx) != (True, True):
             return None
         key = cache_key(ctx)
-        token = f"{self._replica}:{next(self._ids)}"
-        encoded = self._redis.encoded(key, token)
-        return (Prefetch(key, token, len(ctx.ran), encoded),
-                (*encoded, resp.bulk_int(int(rule.lock_s * 1000))))  # type: ignore[return-value]
+        pre = Prefetch(*self._redis.keys(key), f"{self._replica}:{next(self._ids)}", int(rule.lock_s * 1000))
+        pre.key, pre.ran = key, len(ctx.ran)
+        return pre
+
+    def abandon(self, lookup: Lookup, batch: SettleBatch) -> None:
+        """(`Rider`) A lookup the request never reached this stage to use: release its lock in `batch`."""
+        if lookup.took_lock:
+            batch.unlock(lookup.lock_wire, lookup.token_wire)
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         assert ctx.route is not None
         rule: CacheRule = ctx.route.cache
-        pre: Prefetch | None = ctx.scratch.pop(PREFETCH, None)
+        carrier: Piggyback | None = ctx.scratch.get(PIGGYBACK)
+        pre = None
+        if carrier is not None and isinstance(carrier.lookup, Prefetch):
+            pre, carrier.lookup = carrier.lookup, None  # ours from now on
         if pre is not None and pre.ran >= 0 and _unchanged_since(ctx.ran, pre.ran):
             # The request is as the prefetch saw it: cacheable, readable, and under the same key.
-            key, token, (entry, leader), encoded = pre.key, pre.token, pre.found, pre.encoded
+            key, token, entry, leader, used = pre.key, pre.token, pre.entry, pre.took_lock, pre
         else:
             read, write = cache_directives(ctx)
             if not write or not cacheable(ctx, rule):
@@ -126,29 +130,29 @@ class CacheStage(Stage):
                 self._pending(ctx, Pending(key, rule, None))
                 return self._status(ctx, "BYPASS")
             if pre is not None and pre.key == key:
-                token, (entry, leader), encoded = pre.token, pre.found, pre.encoded
+                token, entry, leader, used = pre.token, pre.entry, pre.took_lock, pre
             else:
-                encoded = None
+                used = None
                 if pre is not None:
                     await self._drop(pre)
                 token = f"{self._replica}:{next(self._ids)}"
-                if self._memory is not None:  # nothing to wait for: no coroutine
-                    entry, leader = self._memory.lookup_now(key, token, int(rule.lock_s * 1000))
-                else:
+                found = self.store.try_lookup(key, token, int(rule.lock_s * 1000))
+                if found is None:
                     try:
-                        entry, leader = await self.store.lookup(key, token, int(rule.lock_s * 1000))
+                        found = await self.store.lookup(key, token, int(rule.lock_s * 1000))
                     except RedisUnavailable:
                         return self._status(ctx, "BYPASS")
+                entry, leader = found
         if entry is None and not leader:  # another request is fetching it: wait for its answer
             entry = await self._wait(key, rule)
-        return self._answer(ctx, rule, key, token, entry, leader, encoded)
+        return self._answer(ctx, rule, key, token, entry, leader, used)
 
     def _answer(self, ctx: RequestContext, rule: CacheRule, key: str, token: str, entry: bytes | None,
-                leader: bool, encoded: Encoded | None) -> Reply | None:
+                leader: bool, lookup: Prefetch | None) -> Reply | None:
         """After the lookup (and any wait): a HIT, or a MISS this request fetches."""
         if entry is None and leader:
             self.flights[key] = None
-            self._pending(ctx, Pending(key, rule, token, encoded))
+            self._pending(ctx, Pending(key, rule, token, lookup))
             return self._status(ctx, "MISS")
         if entry is not None:
             hit = self._hit(ctx, entry)
@@ -158,14 +162,9 @@ class CacheStage(Stage):
         self._pending(ctx, Pending(key, rule, None))
         return self._status(ctx, "MISS")
 
-    def release_ops(self, pre: Prefetch, ops: Ops) -> None:
-        """A prefetch the request never reached this stage to use: release its lock with `ops`."""
-        if pre.found[1] and self._redis is not None:
-            self._redis.unlock_ops(pre.encoded, ops)
-
     async def _drop(self, pre: Prefetch) -> None:
         """A prefetched lookup this request will not use: release the lock it took, if any."""
-        if pre.found[1]:
+        if pre.took_lock:
             try:
                 await self.store.unlock(pre.key, pre.token)
             except RedisUnavailable:
@@ -229,24 +228,24 @@ class CacheStage(Stage):
         if pending is None:
             return
         # The rate limiter completes after us and sends these writes with its settlement, when it can.
-        ops: Ops | None = ctx.scratch.get(OPS)
+        carrier: Piggyback | None = ctx.scratch.get(PIGGYBACK)
+        batch = carrier.batch if carrier is not None else None
         entry = None
         try:
             body = _storable(ctx, pending.rule.max_bytes)
             if body is not None:
                 entry = encode(body)
                 ttl_ms = int(pending.rule.ttl_s * 1000)
-                if ops is not None and self._redis is not None:
-                    self._redis.put_ops(pending.encoded or self._redis.encoded(pending.key, pending.token), entry,
-                                        ttl_ms, ops)
-                elif self._memory is not None:
-                    self._memory.put_now(pending.key, entry, ttl_ms, pending.token)
-                else:
+                if batch is not None and self._redis is not None:
+                    target = pending.lookup or self._redis.target(pending.key, pending.token)
+                    self._redis.put_into(batch, target, entry, ttl_ms, pending.token is not None)
+                elif not self.store.try_put(pending.key, entry, ttl_ms, pending.token):
                     await self.store.put(pending.key, entry, ttl_ms, pending.token)
             elif pending.token is not None:
-                if ops is not None and self._redis is not None:
-                    self._redis.unlock_ops(pending.encoded or self._redis.encoded(pending.key, pending.token), ops)
-                else:
+                if batch is not None and self._redis is not None:
+                    target = pending.lookup or self._redis.target(pending.key, pending.token)
+                    batch.unlock(target.lock_wire, target.token_wire)
+                elif not self.store.try_unlock(pending.key, pending.token):
                     await self.store.unlock(pending.key, pending.token)
         except RedisUnavailable:
             pass  # the lock's lease ends it; waiters go to the backend

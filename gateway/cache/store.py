@@ -14,19 +14,17 @@ from typing import Protocol
 
 from gateway.cache.config import MemoryCacheConfig
 from gateway.config.schema import GatewayConfig
-from gateway.ratelimit import resp
-from gateway.ratelimit.lua import SETTLE, SETTLE_OPS, UNUSED
-from gateway.ratelimit.redis_client import LuaScript, Ops, RedisLink
-
-# An entry's key, its lock's key and the lock token (None: not held), encoded for a SETTLE call.
-Encoded = tuple[bytes, bytes, bytes | None]
+from gateway.redis.link import RedisLink
+from gateway.redis.piggyback import Lookup
+from gateway.redis.script import Script
+from gateway.redis.settle import SETTLE, SettleBatch
 
 _MAGIC = b"E1"
 _HEADER = struct.Struct(">2sd")
 
 
-# Compressing a small answer saves a few hundred bytes but costs ~25 us of a gateway's CPU per miss
-# (setting up zlib's state touches ~250 KiB: cold caches, sometimes fresh pages): those are stored as is.
+# Small answers are stored as is: compressing one saves a few hundred bytes, but setting up zlib's
+# state costs more CPU than that is worth (docs/ratelimit-cache.md, "Storage").
 _RAW_MAX = 1024
 _MAGIC_RAW = b"E0"
 
@@ -54,6 +52,14 @@ def decode(entry: bytes) -> tuple[bytes, float] | None:
 
 
 class CacheStore(Protocol):
+    """A cache store. One that can answer without awaiting does so in the `try_` forms (the in-memory
+    one: an awaited coroutine per call would cost more than the work); one that cannot (Redis) answers
+    None / False there, and the caller awaits the async form."""
+
+    def try_lookup(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool] | None:
+        """`lookup` without awaiting; None when this store has to await."""
+        ...
+
     async def lookup(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
         """The entry, or (None, True) when this caller took the single-flight lock."""
         ...
@@ -62,20 +68,28 @@ class CacheStore(Protocol):
         """The entry, and whether someone still holds the lock."""
         ...
 
+    def try_put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> bool:
+        """`put` without awaiting; False when this store has to await (nothing done)."""
+        ...
+
     async def put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
         """Store, and release the lock if `token` holds it."""
+        ...
+
+    def try_unlock(self, key: str, token: str) -> bool:
+        """`unlock` without awaiting; False when this store has to await (nothing done)."""
         ...
 
     async def unlock(self, key: str, token: str) -> None: ...
 
 
-_LOOKUP = LuaScript("cache_lookup", """
+_LOOKUP = Script("cache_lookup", """
 local v = redis.call('GET', KEYS[1])
 if v then return {v, 0} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'', 1} end
 return {'', 0}
 """)
-_PEEK = LuaScript("cache_peek", """
+_PEEK = Script("cache_peek", """
 return {redis.call('GET', KEYS[1]) or '', redis.call('EXISTS', KEYS[2])}
 """)
 
@@ -83,8 +97,8 @@ return {redis.call('GET', KEYS[1]) or '', redis.call('EXISTS', KEYS[2])}
 class RedisCacheStore:
     """Raises `RedisUnavailable` on failures; the stage then bypasses the cache.
 
-    Stores and lock releases are ops of the limiter's SETTLE script, so a request's cache write and
-    its rate-limit settlement can leave in one call (`put_ops`, `unlock_ops`).
+    Stores and lock releases are operations of the shared SETTLE script, so a request's cache write
+    and its rate-limit settlement can leave in one call (`put_into` a `SettleBatch`).
     """
 
     def __init__(self, link: RedisLink, prefix: str) -> None:
@@ -99,6 +113,9 @@ class RedisCacheStore:
         base = self._base + key + "}"
         return base, base + ":lock"
 
+    def try_lookup(self, key: str, token: str, lock_ms: int) -> None:
+        return None
+
     async def lookup(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
         value, locked = await self.link.run(_LOOKUP, list(self.keys(key)), [token, lock_ms], op="cache")
         return (value or None), bool(locked)
@@ -107,34 +124,34 @@ class RedisCacheStore:
         value, locked = await self.link.run(_PEEK, list(self.keys(key)), [], op="cache")
         return (value or None), bool(locked)
 
-    def encoded(self, key: str, token: str | None) -> Encoded:
-        """What a SETTLE call writes for this entry, encoded: its key, its lock's key, the lock token."""
+    def target(self, key: str, token: str | None) -> Lookup:
+        """The entry and lock of `key` as writes name them (a `Lookup` that is not sent)."""
         entry_key, lock_key = self.keys(key)
-        return resp.bulk(entry_key), resp.bulk(lock_key), (resp.bulk(token) if token is not None else None)
+        return Lookup(entry_key, lock_key, token or "", 0)
 
-    def put_ops(self, encoded: Encoded, entry: bytes, ttl_ms: int, ops: Ops) -> None:
-        """Store (and release the lock if the token is there) as part of a SETTLE call."""
-        ops[0].append(encoded[0])
-        ops[1].extend((SETTLE_OPS["p"], resp.bulk(entry), resp.bulk_int(ttl_ms)))
-        if encoded[2] is not None:
-            self.unlock_ops(encoded, ops)
+    def put_into(self, batch: SettleBatch, target: Lookup, entry: bytes, ttl_ms: int, unlock: bool) -> None:
+        """`put` as part of a SETTLE call under construction, for `target` (a lookup made for the
+        request, or `target`'s)."""
+        batch.put(target.entry_wire, entry, ttl_ms)
+        if unlock:
+            batch.unlock(target.lock_wire, target.token_wire)
 
-    @staticmethod
-    def unlock_ops(encoded: Encoded, ops: Ops) -> None:
-        assert encoded[2] is not None
-        ops[0].append(encoded[1])
-        ops[1].extend((SETTLE_OPS["u"], encoded[2], UNUSED))
+    def try_put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> bool:
+        return False
 
     async def put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
-        entry_key, lock_key = self.keys(key)
-        keys, args = [entry_key], ["p", entry, ttl_ms]
-        if token is not None:
-            keys.append(lock_key)
-            args += ("u", token, 0)
-        await self.link.run(SETTLE, keys, args, op="cache")
+        batch = SettleBatch()
+        self.put_into(batch, self.target(key, token), entry, ttl_ms, token is not None)
+        await self.link.run_encoded(SETTLE, batch.keys, batch.args, op="cache")
+
+    def try_unlock(self, key: str, token: str) -> bool:
+        return False
 
     async def unlock(self, key: str, token: str) -> None:
-        await self.link.run(SETTLE, [self.keys(key)[1]], ["u", token, 0], op="cache")
+        batch = SettleBatch()
+        target = self.target(key, token)
+        batch.unlock(target.lock_wire, target.token_wire)
+        await self.link.run_encoded(SETTLE, batch.keys, batch.args, op="cache")
 
 
 _EXPIRY = struct.Struct("d")
@@ -181,9 +198,8 @@ class MemoryCacheStore:
             return False
         return lock is not None
 
-    # The stage calls the `_now` forms directly (nothing here waits): an awaited coroutine per call
-    # would cost more than the work; the async forms serve the `CacheStore` interface.
-    def lookup_now(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
+    # Nothing here waits: the `try_` forms always answer, and the async forms call them.
+    def try_lookup(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
         value = self._get(key)
         if value is not None:
             return value, False
@@ -192,7 +208,7 @@ class MemoryCacheStore:
         self.locks[key] = (token, time.monotonic() + lock_ms / 1000.0)
         return None, True
 
-    def put_now(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
+    def try_put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> bool:
         self._drop(key)
         stored = self.entries[key] = _EXPIRY.pack(time.monotonic() + ttl_ms / 1000.0) + entry
         self.total += len(stored)
@@ -200,24 +216,26 @@ class MemoryCacheStore:
             self._drop(next(iter(self.entries)))
             self.evictions += 1
         if token is not None:
-            self.unlock_now(key, token)
+            self.try_unlock(key, token)
+        return True
 
-    def unlock_now(self, key: str, token: str) -> None:
+    def try_unlock(self, key: str, token: str) -> bool:
         lock = self.locks.get(key)
         if lock is not None and lock[0] == token:
             del self.locks[key]
+        return True
 
     async def lookup(self, key: str, token: str, lock_ms: int) -> tuple[bytes | None, bool]:
-        return self.lookup_now(key, token, lock_ms)
+        return self.try_lookup(key, token, lock_ms)
 
     async def peek(self, key: str) -> tuple[bytes | None, bool]:
         return self._get(key), self._locked(key)
 
     async def put(self, key: str, entry: bytes, ttl_ms: int, token: str | None) -> None:
-        self.put_now(key, entry, ttl_ms, token)
+        self.try_put(key, entry, ttl_ms, token)
 
     async def unlock(self, key: str, token: str) -> None:
-        self.unlock_now(key, token)
+        self.try_unlock(key, token)
 
     def _drop(self, key: str) -> None:
         old = self.entries.pop(key, None)

@@ -1,4 +1,5 @@
-"""Config for rate limits (per route) and the Redis connection (top level), validated at start-up."""
+"""Config for rate limits (per route) and the Redis connection (top level, `RedisConfig` in
+`gateway/redis/config.py`), validated at start-up."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from gateway.config.reader import Section
+from gateway.redis.config import RedisConfig
 
 KEY_PARTS = ("subject", "tenant", "api_key", "client_ip", "route", "model")
 ON_REDIS_ERROR = ("allow", "deny", "local")
@@ -24,18 +26,6 @@ QUOTA_KEYS: dict[str, tuple[str, float]] = {
 # A sliding window is counted in this many buckets: memory and script work stay small, and a
 # request is forgotten at most one bucket (1/20 of the window) late, never early.
 BUCKETS_PER_WINDOW = 20
-
-
-@dataclass(frozen=True)
-class RedisConfig:
-    """The top-level `redis:` section. Absent: limits and the cache run in memory (one process)."""
-
-    url: str
-    timeout_ms: int = 50
-    key_prefix: str = "edgegw"
-    cluster: bool = False
-    max_connections: int = 128
-    retry_interval_s: float = 0.5  # while degraded, how often a request may probe Redis again
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,22 +17,23 @@ def limit_headers(check: Check, into: dict[str, str]) -> None:
 
     `draft`: RateLimit-Limit / -Remaining / -Reset. `ietf`: RateLimit-Policy and RateLimit.
     """
-    out, rules = check.out, check.rules
-    denied = out[1] - 1  # (-1: admitted)
+    rules = check.rules
+    denied = check.denied_at  # (-1: admitted)
     at = denied
     if at < 0 or rules[at].headers == "none":
         at, lowest = -1, 2.0
-        for i, rule in enumerate(rules):
-            share = out[3 + 3 * i] * rule.per_unit
+        for i, remaining in enumerate(check.remaining_all()):
+            rule = rules[i]
+            share = remaining * rule.per_unit
             if share < lowest and rule.headers != "none":
                 at, lowest = i, share
         if at < 0:
             return
     rule = rules[at]
     if at == denied:
-        remaining, reset = 0, _seconds(out[2])
+        remaining, reset = 0, _seconds(check.retry_ms)
     else:
-        remaining, reset = out[3 + 3 * at], _seconds(out[4 + 3 * at])
+        remaining, reset = check.remaining(at), _seconds(check.reset_ms(at))
     if rule.headers == "ietf":
         policy = f'"{rule.limit.name}";q={rule.cap}'
         if rule.window_ms:
@@ -40,7 +41,7 @@ def limit_headers(check: Check, into: dict[str, str]) -> None:
         into["ratelimit-policy"] = policy
         into["ratelimit"] = f'"{rule.limit.name}";r={remaining};t={reset}'
         return
-    # (f-strings format ints for less than str() calls cost)
+    # (f-strings: cheaper than str() calls)
     into["ratelimit-limit"] = f"{rule.cap}"
     into["ratelimit-remaining"] = f"{remaining}"
     into["ratelimit-reset"] = f"{reset}"

@@ -11,8 +11,8 @@ Redis time is used so replicas with skewed clocks agree.
 
 from __future__ import annotations
 
-from gateway.ratelimit import resp
-from gateway.ratelimit.redis_client import LuaScript
+from gateway.redis.piggyback import LOOKUP_LUA
+from gateway.redis.script import Script
 
 # KEYS[i]: one per rule. ARGV[1]: the request id (member of concurrency sets).
 # Then 2 values per rule: its spec "<kind> <limit> <span_ms> <width_ms>" (kind 'w' window | 'c'
@@ -20,6 +20,7 @@ from gateway.ratelimit.redis_client import LuaScript
 # once by the gateway (fewer arguments to encode per request), and the request's cost.
 # Returns {admitted (0/1), denied rule (1-based, 0 = none), retry_ms, then per rule: remaining, reset_ms, bucket}.
 # The last `extra` keys are not rules': they belong to what follows the check (CHECK_LOOKUP).
+# The reply is read through `Check` (`rules.py`).
 _CHECK_BODY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -135,74 +136,12 @@ for i = 1, n do
   out[#out + 1] = cur[i] or 0
 end
 """
-CHECK = LuaScript("ratelimit_check", _CHECK_BODY % {"extra": 0} + "return out\n")
+CHECK = Script("ratelimit_check", _CHECK_BODY % {"extra": 0} + "return out\n")
 
 # The check, then (only if admitted) the response cache's lookup of the same request: one round trip
 # instead of two (single Redis node only: under Redis Cluster the cache key lives in another slot).
 # KEYS: the rules' keys, then the cache entry and its single-flight lock. ARGV: CHECK's, then the lock
-# token and lease (ms). Returns CHECK's reply plus, when admitted, the entry ('' if none) and 1 when
-# this request took the lock (it goes to the backend) or 0 (someone else holds it: wait for them).
-CHECK_LOOKUP = LuaScript("ratelimit_check_cache_lookup", _CHECK_BODY % {"extra": 2} + """
-if admitted == 1 then
-  local v = redis.call('GET', KEYS[n + 1])
-  if v then
-    out[#out + 1] = v
-    out[#out + 1] = 0
-  else
-    local a = 2 + n * 2
-    out[#out + 1] = ''
-    out[#out + 1] = redis.call('SET', KEYS[n + 2], ARGV[a], 'NX', 'PX', ARGV[a + 1]) and 1 or 0
-  end
-end
-return out
-""")
-
-# After the response, everything a request still has to write, in one call: the limiter's settlement
-# and the response cache's store (single node: keys of any slot; under Redis Cluster one call per slot).
-# KEYS[i] with 3 values per key: op, a, b.
-#   't' bucket delta: settle a token reservation to the real usage (only while the bucket lives)
-#   'c' member -:     release a concurrency slot
-#   'r' member lease: renew a concurrency lease of a request still in flight
-#   'p' value ttl_ms: store a cache entry
-#   'u' token -:      release a single-flight lock, if this token still holds it
-SETTLE = LuaScript("ratelimit_settle", """
-local now
-for i = 1, #KEYS do
-  local a = (i - 1) * 3 + 1
-  local op, x, y = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local key = KEYS[i]
-  if op == 't' then
-    local st = redis.call('HMGET', key, x, 'n')
-    local v = tonumber(st[1])
-    if v ~= nil then  -- (a bucket that has left the window is not settled)
-      v = v + tonumber(y)
-      if v <= 0 then  -- the bucket goes (it may have been the oldest): the next check counts the rest again
-        redis.call('HDEL', key, x, 'n', 'o')
-      elseif st[2] then
-        redis.call('HSET', key, x, v, 'n', tonumber(st[2]) + tonumber(y))
-      else  -- no sum to keep: the next check counts again anyway
-        redis.call('HSET', key, x, v)
-      end
-    end
-  elseif op == 'c' then
-    redis.call('ZREM', key, x)
-  elseif op == 'r' then
-    if now == nil then
-      local t = redis.call('TIME')
-      now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    end
-    if redis.call('ZADD', key, 'XX', 'CH', now + tonumber(y), x) == 1 then
-      redis.call('PEXPIRE', key, tonumber(y) * 2)
-    end
-  elseif op == 'p' then
-    redis.call('SET', key, x, 'PX', y)
-  elseif op == 'u' then
-    if redis.call('GET', key) == x then redis.call('DEL', key) end
-  end
-end
-return 1
-""")
-
-# SETTLE's ops, encoded for a call under construction (`redis_client.Ops`), and the unused value.
-SETTLE_OPS = {op: resp.bulk(op) for op in ("t", "c", "r", "p", "u")}
-UNUSED = resp.bulk("0")
+# token and lease (ms). Returns CHECK's reply plus, when admitted, the lookup's answer
+# (`gateway/redis/piggyback.py`).
+CHECK_LOOKUP = Script("ratelimit_check_cache_lookup", _CHECK_BODY % {"extra": 2} + "local a = 2 + n * 2\n"
+                      + LOOKUP_LUA + "return out\n")

@@ -1,7 +1,8 @@
 """The in-memory limiter: the Lua scripts' algorithm in Python, exact within one process.
 
 Used as the embedded default (no `redis:` configured) and as the `on_redis_error: local` fallback.
-Single-threaded asyncio and no awaits inside `acquire` make each decision atomic.
+Nothing here waits, so the stage calls the `try_` forms (`Limiter`), and single-threaded asyncio
+makes each decision atomic.
 
 Time is the monotonic clock (one process needs no agreement with others), so a window's buckets are
 created in time order: the oldest is the first in its dict, and a running total per window replaces
@@ -11,6 +12,7 @@ summing the buckets on every request.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from gateway.ratelimit.rules import Check, Rule
 
@@ -72,21 +74,24 @@ def _purge(slots: dict[str, int], now: int) -> int:
 
 
 class MemoryLimiter:
-    def __init__(self) -> None:
+    """A `Limiter` in this process's memory; `clock` is its time in integer milliseconds."""
+
+    def __init__(self, clock: Callable[[], int] = now_ms) -> None:
         self.windows: dict[str, _Window] = {}
         self.slots: dict[str, dict[str, int]] = {}  # key -> request id -> lease expiry (ms)
+        self.clock = clock
         self._last_sweep = 0
 
     async def acquire(self, check: Check, member: str) -> bool:
-        return self.acquire_now(check, member, now_ms())
+        return self.try_acquire(check, member)
 
-    def acquire_now(self, check: Check, member: str, now: int) -> bool:
+    def try_acquire(self, check: Check, member: str) -> bool:
+        now = self.clock()
         if now - self._last_sweep >= _SWEEP_MS:
             self._sweep(now)
         costs = check.costs
-        out = check.out = [0] * (3 + 3 * len(costs))
-        out[0] = 1
-        j = 3  # this rule's (remaining, reset_ms, bucket) in `out`
+        check.admit()
+        record = check.record
         # One pass: each rule is charged as it admits. A refusal undoes the charges already made
         # (`_refuse`), so a refused request costs no quota anywhere; refusals are the rare case.
         for i, rule in enumerate(check.rules):
@@ -105,8 +110,7 @@ class MemoryLimiter:
                         return self._refuse(check, i, 1000, member, now)
                 slots[member] = now + rule.span_ms
                 spent = used + cost
-                out[j] = cap - spent if spent < cap else 0
-                j += 3
+                record(i, cap - spent if spent < cap else 0, 0, 0)
                 continue
             window = self.windows.get(rule.key) or self._new_window(rule)
             width = rule.width_ms
@@ -124,21 +128,15 @@ class MemoryLimiter:
                 window.total = spent
                 if oldest is None:
                     window.oldest = oldest = cur
-            if spent < cap:
-                out[j] = cap - spent
-            if oldest is not None:
-                out[j + 1] = (oldest + rule.buckets + 1) * width - now
-            out[j + 2] = cur
-            j += 3
+            record(i, cap - spent if spent < cap else 0,
+                   (oldest + rule.buckets + 1) * width - now if oldest is not None else 0, cur)
         return True
 
     def _refuse(self, check: Check, denied_at: int, retry: int, member: str, now: int) -> bool:
         """Rule `denied_at` refused: undo what the rules before it charged, then report every rule's
         counts as they stand (what the RateLimit headers say)."""
-        out = check.out
-        out[0], out[1], out[2] = 0, denied_at + 1, retry
+        check.refuse(denied_at, retry)
         for k, rule in enumerate(check.rules):
-            j = 3 + 3 * k
             cost = check.costs[k]
             if not rule.window_ms:
                 slots = self.slots.setdefault(rule.key, {})
@@ -147,7 +145,7 @@ class MemoryLimiter:
                 elif k > denied_at and len(slots) + cost > rule.cap:
                     _purge(slots, now)  # as if it had been checked
                 used = len(slots)
-                out[j], out[j + 1], out[j + 2] = (rule.cap - used if used < rule.cap else 0), 0, 0
+                check.record(k, rule.cap - used if used < rule.cap else 0, 0, 0)
                 continue
             window = self.windows.get(rule.key) or self._new_window(rule)
             cur = now // rule.width_ms
@@ -159,7 +157,7 @@ class MemoryLimiter:
             reset = 0
             if used > 0 and window.oldest is not None:
                 reset = (window.oldest + rule.buckets + 1) * rule.width_ms - now
-            out[j], out[j + 1], out[j + 2] = (rule.cap - used if used < rule.cap else 0), reset, cur
+            check.record(k, rule.cap - used if used < rule.cap else 0, reset, cur)
         return False
 
     def _new_window(self, rule: Rule) -> _Window:
@@ -177,9 +175,9 @@ class MemoryLimiter:
         return rule.window_ms
 
     async def settle(self, check: Check, member: str, used: int | None) -> None:
-        self.settle_now(check, member, used)
+        self.try_settle(check, member, used)
 
-    def settle_now(self, check: Check, member: str, used: int | None) -> None:
+    def try_settle(self, check: Check, member: str, used: int | None) -> bool:
         for i, rule in enumerate(check.rules):
             if not rule.window_ms:
                 slots = self.slots.get(rule.key)
@@ -190,9 +188,10 @@ class MemoryLimiter:
                 window = self.windows.get(rule.key)
                 if delta and window is not None:
                     window.add(check.bucket(i), delta)
+        return True
 
     async def renew(self, rules: list[Rule], member: str) -> None:
-        now = now_ms()
+        now = self.clock()
         for rule in rules:
             slots = self.slots.get(rule.key)
             if slots is not None and member in slots:

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 from itertools import groupby
-from typing import Any
 
-from gateway.ratelimit import resp
-from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP, SETTLE, SETTLE_OPS, UNUSED
-from gateway.ratelimit.redis_client import RedisLink
+from gateway.ratelimit.lua import CHECK, CHECK_LOOKUP
 from gateway.ratelimit.rules import Check, Rule
+from gateway.redis import wire
+from gateway.redis.link import RedisLink
+from gateway.redis.piggyback import Lookup
+from gateway.redis.settle import SETTLE, SettleBatch
 
-# A cache lookup made by the limit check's script: (entry key, lock key, lock token, lock lease ms),
-# each encoded (`resp.bulk`).
-Lookup = tuple[bytes, bytes, bytes, bytes]
-# Its answer: (the entry or None, whether this request took the single-flight lock).
-Found = tuple[bytes | None, bool]
-
-_RELEASE, _TOKENS = SETTLE_OPS["c"], SETTLE_OPS["t"]
+_ENCODED_MAX = 10_000  # rule sets kept encoded (callers); past this they are forgotten and encoded again
 
 
 class RedisLimiter:
-    """Raises `RedisUnavailable` when Redis does not answer within the link's deadline."""
+    """A `Limiter` in Redis; raises `RedisUnavailable` when Redis does not answer within the link's
+    deadline. Every call is a network round trip, so the `try_` forms never decide."""
 
     def __init__(self, link: RedisLink) -> None:
         self.link = link
@@ -28,77 +24,74 @@ class RedisLimiter:
         link.register(SETTLE)
         if link.pipelined:
             link.register(CHECK_LOOKUP)
+        # Per caller's rules (the plan keeps one tuple per caller): their keys and quota specs as the
+        # check sends them, encoded once.
+        self._encoded: dict[tuple[Rule, ...], tuple[list[bytes], list[bytes]]] = {}
 
-    async def acquire(self, check: Check, member: str) -> bool:
-        return (await self.acquire_and_lookup(check, member, None))[0]
+    def try_acquire(self, check: Check, member: str) -> None:
+        return None
 
-    async def acquire_and_lookup(self, check: Check, member: str,
-                                 lookup: Lookup | None) -> tuple[bool, Found | None]:
+    async def acquire(self, check: Check, member: str, lookup: Lookup | None = None) -> bool:
         """The limit check and, if admitted and `lookup` is given, the cache lookup, in one call
-        (single node only: `link.pipelined`)."""
+        (single node only: `link.pipelined`); `lookup` gets the answer."""
         rules = check.rules
         if not self.link.pipelined:  # Redis Cluster: redis-py routes the call to the keys' slot
-            args: list[Any] = [member]
+            args: list[str | bytes | int] = [member]
             for rule, cost in zip(rules, check.costs, strict=True):
                 args += (rule.spec, cost)
-            out = check.out = await self.link.run(CHECK, [rule.key for rule in rules], args, op="ratelimit")
-            return bool(out[0]), None
-        parts = [b"", *[rule.key_bulk for rule in rules]]  # (parts[0]: the call's head, `link.call`)
-        check.member = resp.bulk(member)
+            check.take_reply(await self.link.run(CHECK, [rule.key for rule in rules], args, op="ratelimit"))
+            return check.admitted
+        encoded = self._encoded.get(rules) or self._encode(rules)
+        parts = encoded[0].copy()
         if lookup is not None:
-            parts += lookup[:2]
-        nkeys = len(parts) - 1
-        parts.append(check.member)
-        ints, small = resp.INTS, resp.SMALL
-        for rule, cost in zip(rules, check.costs, strict=True):
-            parts += (rule.spec_bulk, ints[cost] if cost < small else resp.bulk_int(cost))
+            parts += (lookup.entry_wire, lookup.lock_wire)
+        nkeys = len(parts)
+        parts.append(wire.bulk(member))
+        ints, small = wire.INTS, wire.SMALL
+        for spec, cost in zip(encoded[1], check.costs, strict=True):
+            parts += (spec, ints[cost] if cost < small else wire.bulk_int(cost))
         if lookup is None:
-            out = check.out = await self.link.call(CHECK, nkeys, parts, op="ratelimit")
-            return bool(out[0]), None
-        parts += lookup[2:]
-        # Lua numbers arrive as Redis integers (ints already); the lookup's answer follows the rules'.
-        out = check.out = await self.link.call(CHECK_LOOKUP, nkeys, parts, op="ratelimit")
-        if not out[0]:
-            return False, None
-        return True, ((out[-2] or None), bool(out[-1]))
+            check.take_reply(await self.link.call(CHECK, nkeys, parts, op="ratelimit"))
+            return check.admitted
+        parts += (lookup.token_wire, wire.bulk_int(lookup.lock_ms))
+        check.take_reply(await self.link.call(CHECK_LOOKUP, nkeys, parts, op="ratelimit"))
+        if not check.admitted:
+            return False
+        lookup.answer(check.extra())
+        return True
 
-    def settle_ops(self, check: Check, member: str, used: int | None, keys: list[Any], args: list[Any],
-                   encoded: bool = True) -> None:
-        """Append the settlement to a SETTLE call under construction (single node: it may carry cache
-        writes too), encoded (`resp.bulk`), or as plain values for `link.run`."""
+    def _encode(self, rules: tuple[Rule, ...]) -> tuple[list[bytes], list[bytes]]:
+        if len(self._encoded) >= _ENCODED_MAX:
+            self._encoded.clear()
+        found = self._encoded[rules] = ([wire.bulk(r.key) for r in rules], [wire.bulk(r.spec) for r in rules])
+        return found
+
+    def try_settle(self, check: Check, member: str, used: int | None) -> bool:
+        return False
+
+    def settle_into(self, batch: SettleBatch, check: Check, member: str, used: int | None) -> None:
+        """Add the settlement to a SETTLE call under construction (on a single node it may carry the
+        cache's writes too)."""
         costs = check.costs
-        if encoded:
-            release = (_RELEASE, check.member or resp.bulk(member), UNUSED)
+        keys = (self._encoded.get(check.rules) or self._encode(check.rules))[0]
+        member_wire = None
         for i, rule in enumerate(check.rules):
             if not rule.window_ms:
-                if encoded:
-                    keys.append(rule.key_bulk)
-                    args += release
-                else:
-                    keys.append(rule.key)
-                    args += ("c", member, 0)
+                batch.release_slot(keys[i], member_wire or (member_wire := wire.bulk(member)))
             elif used is not None and rule.tokens and used != costs[i]:
-                bucket, delta = check.bucket(i), used - costs[i]
-                if encoded:
-                    keys.append(rule.key_bulk)
-                    args += (_TOKENS, resp.bulk_int(bucket), resp.bulk_int(delta))
-                else:
-                    keys.append(rule.key)
-                    args += ("t", bucket, delta)
+                batch.settle_tokens(keys[i], check.bucket(i), used - costs[i])
 
     async def settle(self, check: Check, member: str, used: int | None) -> None:
-        keys: list[Any] = []
-        args: list[Any] = []
-        self.settle_ops(check, member, used, keys, args, encoded=False)
-        if keys:
-            await self.link.run(SETTLE, keys, args, op="settle")
+        batch = SettleBatch()
+        self.settle_into(batch, check, member, used)
+        if batch:
+            await self.link.run_encoded(SETTLE, batch.keys, batch.args, op="settle")
 
     async def renew(self, rules: list[Rule], member: str) -> None:
         # One call per hash tag (route): under Redis Cluster a script's keys must share a slot.
+        member_wire = wire.bulk(member)
         for _, group in groupby(rules, key=lambda r: r.key.split("}", 1)[0]):
-            keys: list[str] = []
-            args: list[Any] = []
+            batch = SettleBatch()
             for rule in group:
-                keys.append(rule.key)
-                args += ("r", member, rule.span_ms)
-            await self.link.run(SETTLE, keys, args, op="renew")
+                batch.renew_slot(wire.bulk(rule.key), member_wire, rule.span_ms)
+            await self.link.run_encoded(SETTLE, batch.keys, batch.args, op="renew")

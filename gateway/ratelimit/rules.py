@@ -12,7 +12,6 @@ from operator import attrgetter
 from typing import Any, Protocol
 
 from gateway.context import RequestContext
-from gateway.ratelimit import resp
 from gateway.ratelimit.config import LimitConfig, Quota
 
 _MISSING = "_"  # a key part the request does not have (e.g. no tenant claim): one shared bucket
@@ -44,7 +43,7 @@ class Rule:
     flat for the limiters' hot loops. `window_ms` is 0 for a concurrency quota."""
 
     __slots__ = ("limit", "quota", "key", "spec", "cap", "window_ms", "width_ms", "buckets", "span_ms", "tokens",
-                 "headers", "per_unit", "key_bulk", "spec_bulk")
+                 "headers", "per_unit")
 
     def __init__(self, limit: LimitConfig, quota: Quota, key: str) -> None:
         self.limit = limit
@@ -59,49 +58,84 @@ class Rule:
         self.tokens = quota.kind == "tokens"
         self.headers = limit.headers  # which RateLimit headers describe it: draft | ietf | none
         self.per_unit = 1.0 / quota.limit if quota.limit else 0.0  # remaining x this = share left
-        self.key_bulk = resp.bulk(key)  # (the Redis check's arguments, encoded once)
-        self.spec_bulk = resp.bulk(self.spec)
 
     def __repr__(self) -> str:
         return f"Rule({self.key!r}, {self.spec!r})"
 
 
 class Check:
-    """One request's rules, what each costs it, and the limiter's answer (`out`, set by `acquire`).
+    """One request's rules, what each costs it, and the limiter's answer (filled by `acquire`).
 
-    `out` is laid out as the Redis check script replies, so that reply is used as is: admitted (1/0),
-    the denied rule (1-based, 0 = none), retry_ms, then per rule: remaining, reset_ms, and the bucket
-    a window's charge went to (where a token reservation is settled later).
+    The answer is kept flat, laid out as the Redis check script replies, so that reply is used as
+    is: admitted (1/0), the denied rule (1-based, 0 = none), retry_ms, then per rule: remaining,
+    reset_ms, and the bucket a window's charge went to (where a token reservation is settled later);
+    then whatever the script appended (`extra`). Only the methods below read or write it.
     """
 
-    __slots__ = ("rules", "costs", "out", "member")
+    __slots__ = ("rules", "costs", "_out")
 
     def __init__(self, rules: tuple[Rule, ...], costs: list[int]) -> None:
         self.rules = rules
         self.costs = costs
-        self.out: list[int] = []
-        self.member = b""  # the request id as the Redis check sent it (encoded), for the settlement
+        self._out: list[int] = []  # (after the rules, `extra` may hold other values: a lookup's entry)
+
+    # -- the answer, read
 
     @property
     def admitted(self) -> bool:
-        return bool(self.out[0])
+        return bool(self._out[0])
+
+    @property
+    def denied_at(self) -> int:
+        """The index of the rule that refused the request; -1 when admitted."""
+        return self._out[1] - 1
 
     @property
     def denied(self) -> Rule | None:
-        return self.rules[self.out[1] - 1] if self.out[1] else None
+        return self.rules[self._out[1] - 1] if self._out[1] else None
 
     @property
     def retry_ms(self) -> int:
-        return self.out[2]
+        return self._out[2]
 
     def remaining(self, i: int) -> int:
-        return self.out[3 + 3 * i]
+        return self._out[3 + 3 * i]
+
+    def remaining_all(self) -> list[int]:
+        """Every rule's `remaining`, in rule order."""
+        return self._out[3:3 + 3 * len(self.rules):3]
 
     def reset_ms(self, i: int) -> int:
-        return self.out[4 + 3 * i]
+        return self._out[4 + 3 * i]
 
     def bucket(self, i: int) -> int:
-        return self.out[5 + 3 * i]
+        return self._out[5 + 3 * i]
+
+    def extra(self) -> list[Any]:
+        """What the script replied after the rules' values (a lookup made with the check)."""
+        return self._out[3 + 3 * len(self.rules):]
+
+    # -- the answer, written
+
+    def take_reply(self, reply: list[Any]) -> None:
+        """The Redis check script's reply, as it came."""
+        self._out = reply
+
+    def admit(self) -> None:
+        """Start an answer: admitted, every rule's values 0 until `record`ed."""
+        self._out = [1, 0, 0] + [0] * (3 * len(self.rules))
+
+    def record(self, i: int, remaining: int, reset_ms: int, bucket: int) -> None:
+        """Rule `i`'s values after the decision."""
+        out, j = self._out, 3 + 3 * i
+        out[j] = remaining
+        out[j + 1] = reset_ms
+        out[j + 2] = bucket
+
+    def refuse(self, i: int, retry_ms: int) -> None:
+        """Rule `i` refused the request; it may be retried after `retry_ms`."""
+        out = self._out
+        out[0], out[1], out[2] = 0, i + 1, retry_ms
 
     def subset(self, keep: list[int]) -> Check:
         """A check of some of these rules (a limit's fallback when Redis is unavailable)."""
@@ -109,8 +143,20 @@ class Check:
 
 
 class Limiter(Protocol):
+    """A limiter's decisions. A limiter that can decide without awaiting does so in the `try_` forms
+    (the in-memory one: an awaited coroutine per call would cost more than the work); one that cannot
+    (Redis) answers None / False there, and the caller awaits the async form."""
+
+    def try_acquire(self, check: Check, member: str) -> bool | None:
+        """`acquire` without awaiting; None when this limiter has to await."""
+        ...
+
     async def acquire(self, check: Check, member: str) -> bool:
-        """Charge every rule, or none: True when admitted. Fills `check.out` either way."""
+        """Charge every rule, or none: True when admitted. Fills the check's answer either way."""
+        ...
+
+    def try_settle(self, check: Check, member: str, used: int | None) -> bool:
+        """`settle` without awaiting; False when this limiter has to await (nothing done)."""
         ...
 
     async def settle(self, check: Check, member: str, used: int | None) -> None:

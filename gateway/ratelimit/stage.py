@@ -1,9 +1,10 @@
 """The rate-limit stage: one limiter decision before forwarding, one settlement after the response.
 
 With Redis (single node), both calls also carry the response cache's work for the same request when
-its route caches: the check looks the entry up (`CacheStage.prefetch`), and the settlement stores the
-answer (`ctx.scratch["redis_ops"]`, filled by the cache stage, which completes before this one). The
-settlement is posted, not awaited: one awaited round trip per request.
+its route caches (`gateway/redis/piggyback.py`): the check makes the lookup the cache plans
+(`link.rider`), and the settlement carries the cache's writes (the request's `Piggyback`, whose batch
+the cache stage, completing before this one, adds to). The settlement is posted, not awaited: one
+awaited round trip per request.
 """
 
 from __future__ import annotations
@@ -13,28 +14,20 @@ import itertools
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.ratelimit.headers import limit_headers, rejection
-from gateway.ratelimit.lua import SETTLE
-from gateway.ratelimit.memory import MemoryLimiter, now_ms
+from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.metrics import fallbacks_total, rejections_by
-from gateway.ratelimit.redis_client import RedisUnavailable, shared_link
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.rules import Check, Limiter, Planner, RoutePlan, estimate_tokens
+from gateway.redis.link import RedisUnavailable, shared_link
+from gateway.redis.piggyback import PIGGYBACK, Piggyback
+from gateway.redis.settle import SETTLE, SettleBatch
 from gateway.stages.base import Stage
 from gateway.upstream.forward import StreamTally
-
-if TYPE_CHECKING:
-    from gateway.cache.stage import Prefetch
-
-# ctx.scratch keys shared with the cache stage: the cache lookup this stage made for it (a `Prefetch`),
-# and this stage's pending SETTLE call, to which the cache stage adds its writes (`Ops`).
-PREFETCH = "cache_prefetch"
-OPS = "redis_ops"
 
 log = logging.getLogger("edgegw.ratelimit")
 
@@ -90,25 +83,19 @@ class RateLimitStage(Stage):
         limiter: Limiter
         if self.remote is None:
             limiter = self.local
-            admitted = self.local.acquire_now(check, member, now_ms())
+            admitted = self.local.try_acquire(check, member)
         else:
+            rider = self.remote.link.rider
+            lookup = rider.plan_lookup(ctx) if rider is not None else None
             try:
                 limiter = self.remote
-                cache = self.remote.link.cache
-                planned = cache.prefetch(ctx) if cache is not None else None
-                if planned is None:
-                    admitted = await self.remote.acquire(check, member)
-                else:
-                    admitted, found = await self.remote.acquire_and_lookup(check, member, planned[1])
-                    if found is not None:
-                        planned[0].found = found
-                        ctx.scratch[PREFETCH] = planned[0]
+                admitted = await self.remote.acquire(check, member, lookup)
             except RedisUnavailable:
                 limiter = self.local
                 check = self._fallback(check)
                 if not check.rules:
                     return None
-                admitted = self.local.acquire_now(check, member, now_ms())
+                admitted = self.local.try_acquire(check, member)
         limit_headers(check, ctx.response_headers)
         if not admitted:
             assert ctx.route is not None and check.denied is not None
@@ -116,8 +103,8 @@ class RateLimitStage(Stage):
             raise rejection(check)
         ctx.scratch["ratelimit"] = held = Held(limiter, check, member, plan)
         if limiter is self.remote and self.remote.link.pipelined:
-            # The cache stage (completing before us) adds its writes to our settlement call.
-            ctx.scratch[OPS] = ([], [])
+            # The cache stage takes the lookup, and adds its writes to our settlement call.
+            ctx.scratch[PIGGYBACK] = Piggyback(SettleBatch(), lookup)
         if plan.concurrent:
             self._held[member] = held
         return None
@@ -140,29 +127,24 @@ class RateLimitStage(Stage):
         if plan.concurrent:
             self._held.pop(held.member, None)
         # From here on a stage completing after us must write on its own.
-        ops = ctx.scratch.pop(OPS, None)
+        carrier: Piggyback | None = ctx.scratch.pop(PIGGYBACK, None)
         settles = plan.concurrent or plan.tokens  # (requests-only limits have nothing to settle)
         used = _used_tokens(ctx, held.check) if plan.tokens else None
-        if held.limiter is self.local:
-            if settles:  # (nothing to wait for: no coroutine)
-                self.local.settle_now(held.check, held.member, used)
-            return
-        if ops is None or self.remote is None:  # (held.limiter is the remote one from here on)
-            if settles:
+        if carrier is None or self.remote is None:
+            if settles and not held.limiter.try_settle(held.check, held.member, used):
                 try:
                     await held.limiter.settle(held.check, held.member, used)
                 except RedisUnavailable:
                     pass  # the lease expires, and an unsettled reservation only errs on the safe side
             return
-        pre: Prefetch | None = ctx.scratch.pop(PREFETCH, None)
-        if pre is not None and self.remote.link.cache is not None:
-            # The cache stage never ran (the request failed before it): release the lock we took for it.
-            self.remote.link.cache.release_ops(pre, ops)
+        batch, rider = carrier.batch, self.remote.link.rider
+        if carrier.lookup is not None and rider is not None:
+            rider.abandon(carrier.lookup, batch)  # the cache stage never took it (the request failed before)
         if settles:
-            self.remote.settle_ops(held.check, held.member, used, *ops)
-        if ops[0]:
+            self.remote.settle_into(batch, held.check, held.member, used)
+        if batch.keys:
             # Nobody waits for it: merged with other requests' settlements into one call.
-            self.remote.link.post(SETTLE, *ops, op="settle")
+            self.remote.link.post(SETTLE, batch.keys, batch.args, op="settle")
 
     async def _renew_loop(self) -> None:
         assert self._renew_every_s is not None

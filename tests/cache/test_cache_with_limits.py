@@ -17,7 +17,8 @@ import yaml
 from gateway.cache.stage import CacheStage, Prefetch
 from gateway.config import load_config
 from gateway.context import RequestContext, Usage
-from gateway.ratelimit.stage import PREFETCH, RateLimitStage
+from gateway.ratelimit.stage import RateLimitStage
+from gateway.redis.piggyback import PIGGYBACK
 from gateway.routing import RouteTable
 from gateway.stages.base import Stage
 from gateway.stages.pool_select import PoolSelectStage
@@ -118,8 +119,8 @@ async def test_prefetch_for_a_changed_request_is_not_used(redis_server: RedisSer
     """A plugin between the limiter and the cache rewrote the body: the cache looks up the new request and
     releases the lock taken for the old one."""
     async with _stages(redis_server, tmp_path) as (_, limiter, cache, ctx, client):
-        pre: Prefetch = ctx.scratch[PREFETCH]
-        assert pre.found == (None, True)
+        pre = ctx.scratch[PIGGYBACK].lookup
+        assert isinstance(pre, Prefetch) and (pre.entry, pre.took_lock) == (None, True)
         assert len(client.keys("*:lock")) == 1
         ctx.set_body_json({**CHAT, "messages": [{"role": "user", "content": "rewritten"}]})
         ctx.ran += [Stage(), cache]  # a stage that may rewrite the request (a plugin) ran between
@@ -141,7 +142,8 @@ async def test_prefetch_is_reused_when_no_stage_could_change_the_request(redis_s
     """Only stages that never rewrite the request (pool selection) ran in between: the cache answers from
     the limiter's lookup without computing the key again."""
     async with _stages(redis_server, tmp_path) as (config, limiter, cache, ctx, client):
-        pre: Prefetch = ctx.scratch[PREFETCH]
+        pre = ctx.scratch[PIGGYBACK].lookup
+        assert isinstance(pre, Prefetch)
         ctx.ran += [PoolSelectStage(RouteTable(config), Upstreams(config.pools)), cache]
         # Not a rewrite a real pipeline could make here; it shows the key is not recomputed.
         ctx.body_json = {**CHAT, "temperature": 0.7}

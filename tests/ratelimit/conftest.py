@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from gateway.ratelimit.config import RedisConfig
 from gateway.ratelimit.memory import MemoryLimiter
-from gateway.ratelimit.redis_client import RedisLink
 from gateway.ratelimit.redis_limiter import RedisLimiter
+from gateway.redis.config import RedisConfig
+from gateway.redis.link import RedisLink
 from tests.harness import RedisServer
 
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, load_config
-from gateway.ratelimit.config import LimitConfig, RedisConfig
+from gateway.ratelimit.config import LimitConfig
+from gateway.redis.config import RedisConfig
 
 BASE = {
     "admin": {"issuer": "t"},

@@ -7,9 +7,9 @@ import uuid
 from typing import Any
 
 from gateway.ratelimit.config import BUCKETS_PER_WINDOW, QUOTA_KEYS, LimitConfig, Quota
-from gateway.ratelimit.redis_client import RedisLink
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.rules import Check, Rule
+from gateway.redis.link import RedisLink
 
 
 def quota(label: str, limit: int) -> Quota:
@@ -148,14 +148,15 @@ def test_memory_limiter_forgets_idle_callers() -> None:
     rest (memory follows the active callers only)."""
     from gateway.ratelimit.memory import MemoryLimiter
 
-    limiter = MemoryLimiter()
+    now = [10_000_000]
+    limiter = MemoryLimiter(clock=lambda: now[0])
     idle, busy = rule("requests_per_second", 5), rule("requests_per_minute", 5)
-    now = 10_000_000
-    assert limiter.acquire_now(check(idle), "a", now)
-    assert limiter.acquire_now(check(busy), "a", now)
-    limiter._sweep(now + 5_000)  # the second's buckets are gone; the minute's still count
+    assert limiter.try_acquire(check(idle), "a")
+    assert limiter.try_acquire(check(busy), "a")
+    now[0] += 5_000
+    limiter._sweep(now[0])  # the second's buckets are gone; the minute's still count
     assert idle.key not in limiter.windows and busy.key in limiter.windows
     later = check(busy)
-    assert limiter.acquire_now(later, "b", now + 5_000) and later.remaining(0) == 3
-    limiter._sweep(now + 70_000)
+    assert limiter.try_acquire(later, "b") and later.remaining(0) == 3
+    limiter._sweep(now[0] + 65_000)
     assert not limiter.windows

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from gateway.cache.store import RedisCacheStore
-from gateway.ratelimit.config import RedisConfig
-from gateway.ratelimit.redis_client import RedisLink, RedisUnavailable
 from gateway.ratelimit.redis_limiter import RedisLimiter
+from gateway.redis.config import RedisConfig
+from gateway.redis.link import RedisLink, RedisUnavailable
 from tests.harness import Proc, RedisServer, free_port
 from tests.ratelimit.test_limiter import check, rule
 

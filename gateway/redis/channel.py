@@ -1,24 +1,45 @@
-"""The pipelined connection that carries a gateway worker's script calls (see `redis_client.py`)."""
+"""The pipelined connection that carries a gateway worker's script calls (see `link.py`)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-if TYPE_CHECKING:
-    from gateway.ratelimit.redis_client import LuaScript
+from gateway.redis.script import Script
 
 _NOT_YET = object()  # hiredis: no complete reply buffered yet
 
-# A posted call in flight: what to send again as EVAL if Redis lost the script.
-Post = tuple["LuaScript", list[bytes], list[bytes]]
+
+class Posted:
+    """A call nobody waits for (`RedisLink.post`): its reply is dropped, an error reply reported with
+    what was sent (to send it again with the script's source after `NOSCRIPT`). Keys and arguments are
+    encoded (`wire.bulk`); the posts of one event-loop iteration to one script are merged into one."""
+
+    __slots__ = ("script", "keys", "args")
+
+    def __init__(self, script: Script, keys: list[bytes], args: list[bytes]) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+
+    def extend(self, keys: list[bytes], args: list[bytes]) -> None:
+        self.keys.extend(keys)
+        self.args.extend(args)
+
+    def command(self, source: bool = False) -> bytes:
+        """The merged call, by SHA or with the script's source."""
+        return self.script.call(len(self.keys), self.keys + self.args, source)
+
+
+# Who gets a reply: a caller's future, or nobody (a posted call).
+Waiter = asyncio.Future[Any] | Posted
 
 
 class Channel(asyncio.Protocol):
@@ -32,15 +53,14 @@ class Channel(asyncio.Protocol):
     """
 
     def __init__(self, conn: Any, timeout_s: float, on_close: Callable[[Channel], None],
-                 on_post_error: Callable[[Post, ResponseError], None]) -> None:
+                 on_post_error: Callable[[Posted, ResponseError], None]) -> None:
         self.conn = conn
         self.timeout_s = timeout_s
         self.on_close = on_close
         self.on_post_error = on_post_error
         self.loop = asyncio.get_running_loop()
         self.reader = hiredis.Reader(notEnoughData=_NOT_YET, replyError=ResponseError)
-        # (caller, when sent); a posted call has no caller, only what it sent
-        self.pending: deque[tuple[asyncio.Future[Any] | Post, float]] = deque()
+        self.pending: deque[tuple[Waiter, float]] = deque()  # (who gets the reply, when sent)
         self.watchdog: asyncio.TimerHandle | None = None
         self.closed = False
         # redis-py connected and authenticated it; from now on its bytes are ours. The attribute is
@@ -48,7 +68,7 @@ class Channel(asyncio.Protocol):
         self.transport: asyncio.WriteTransport = conn._writer.transport
         self.transport.set_protocol(self)
 
-    def send(self, data: bytes, waiters: list[asyncio.Future[Any] | Post]) -> None:
+    def send(self, data: bytes, waiters: list[Waiter]) -> None:
         self.transport.write(data)
         now = self.loop.time()
         pending = self.pending
@@ -62,18 +82,18 @@ class Channel(asyncio.Protocol):
         try:
             reader.feed(data)
             while (reply := reader.gets()) is not _NOT_YET:
-                future = pending.popleft()[0]
-                if type(future) is tuple:  # a posted call: nobody waits for its reply
+                waiter = pending.popleft()[0]
+                if isinstance(waiter, Posted):
                     if isinstance(reply, ResponseError):
-                        self.on_post_error(future, reply)
+                        self.on_post_error(waiter, reply)
                     continue
-                if future.done():
+                if waiter.done():
                     continue  # its caller gave up
                 if isinstance(reply, ResponseError):
                     message = str(reply)
-                    future.set_exception(NoScriptError(message) if message.startswith("NOSCRIPT") else reply)
+                    waiter.set_exception(NoScriptError(message) if message.startswith("NOSCRIPT") else reply)
                 else:
-                    future.set_result(reply)
+                    waiter.set_result(reply)
         except Exception as exc:  # noqa: BLE001 - a protocol error or an unexpected reply: the stream is lost
             self.close(RedisConnectionError(f"bad reply from redis: {exc!r}"))
 
@@ -102,7 +122,11 @@ class Channel(asyncio.Protocol):
             self.watchdog.cancel()
         self.conn._close()  # closes the transport; redis-py's own (sync) way to drop a connection
         while self.pending:
-            future = self.pending.popleft()[0]
-            if type(future) is not tuple and not future.done():
-                future.set_exception(exc)
+            fail(self.pending.popleft()[0], exc)
         self.on_close(self)
+
+
+def fail(waiter: Waiter, exc: Exception) -> None:
+    """A call that will get no reply: its caller (if it still waits) gets `exc`; a posted call is lost."""
+    if not isinstance(waiter, Posted) and not waiter.done():
+        waiter.set_exception(exc)
