@@ -52,10 +52,10 @@ class Gateway:
     def _plugin_manager(config: GatewayConfig) -> Any | None:
         if not config.plugins and not config.plugin_dir:
             return None
-        from wasm_plugins.manager import PluginManager
+        from gateway.plugins.embedder import plugin_manager
 
         ensure_plugin_dir(config)
-        return PluginManager(config.plugins, config.plugin_dir)
+        return plugin_manager(config.plugins, config.plugin_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -133,7 +133,7 @@ class Gateway:
             *status_routes(self),
         ]
         if self.plugins is not None:
-            from wasm_plugins.admin import admin_routes
+            from gateway.plugins.admin import admin_routes
 
             routes += admin_routes(self.plugins, self.require_admin)
         else:

@@ -51,7 +51,6 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         self.configuring: bytes | None = None
         self.broken: str | None = None
         self.retired = False
-        self.fuel_used = 0
         self.active = 0  # stream contexts open in this instance (requests running on it)
         self.delivering: CallResult | None = None  # the http call answer being handed to the plugin
         self._ids = itertools.count(1)
@@ -136,7 +135,6 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
             if collecting:
                 _gc_enable()
             used = fuel.used()
-            self.fuel_used += used
             current = self.current
             if current is not None and type(current) is StreamState:
                 current.fuel += used

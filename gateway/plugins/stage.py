@@ -7,11 +7,10 @@ from typing import Any
 
 from starlette.responses import Response
 
+from gateway.config.loader import PHASES
 from gateway.context import RequestContext
 from gateway.stages.base import Stage
 from wasm_plugins.manager import JUDGED, settle_judged
-
-PHASES = ("auth", "routing", "preprocess", "response")
 
 
 class PluginPhaseStage(Stage):
