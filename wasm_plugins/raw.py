@@ -13,7 +13,8 @@ caches between requests, and a request makes dozens of them. So: values move thr
 store rather than per call (`_arg`), each host function has its own specialised trampoline, exports
 are plain closures, and the calls that cannot block (fuel, deadline, memory size) keep the GIL.
 
-Safety: the unchecked API trusts the caller about types. Exports are called only after their
+Safety: the unchecked API trusts the caller about types, and this module trusts wasmtime-py's private
+`_bindings`/`_ffi`: `wasm_plugins.wasmtime_api` checks them when this module is imported. Exports are called only after their
 signatures were checked against the ABI (`wasm_plugins.abi.CALLBACKS`); host functions are created
 with the type the module declared and the trampoline reads and writes each slot by that type.
 """
@@ -25,11 +26,17 @@ import struct
 import sys
 from collections.abc import Callable
 from ctypes import byref, c_size_t, c_uint64, c_void_p
+from importlib.metadata import version as pkg_version
 from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as _raw_bindings
 from wasmtime import _ffi as ffi
+
+from wasm_plugins.wasmtime_api import check
+
+# Everything below trusts these private parts: refuse to load on a wasmtime that changed them.
+check(_raw_bindings, ffi, wasmtime, pkg_version("wasmtime"))
 
 _RAW = ffi.wasmtime_val_raw_t
 _SLOT = ctypes.sizeof(_RAW)  # 16: every value slot, whatever its type
