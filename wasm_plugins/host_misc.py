@@ -49,7 +49,7 @@ class MiscHost:
         root = self.contexts.get(st.root_id) if st is not None else None
         if isinstance(root, RootState):
             floor = self.version.limits.min_tick_ms
-            if 0 < period < floor:  # each tick costs a callback: a 1 ms tick kept a sixth of a core busy
+            if 0 < period < floor:  # each tick costs a callback on the event loop
                 if not root.tick_raised:
                     self.log.info("tick period %d ms raised to %d ms (limits.min_tick_ms)", period, floor)
                     root.tick_raised = True

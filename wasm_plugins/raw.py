@@ -1,21 +1,20 @@
 """Fast calls across the wasm boundary, on wasmtime's "unchecked" C API.
 
 wasmtime-py's `Func.__call__` and its host-function trampoline look up types and box every value
-in a `Val` on each call (several microseconds). The proxy-wasm ABI only moves i32/i64 scalars, so we
+in a `Val` on each call. The proxy-wasm ABI only moves i32/i64 scalars, so we
 call through `wasmtime_func_call_unchecked` with one preallocated raw-value buffer per function, and
 define host functions with `wasmtime_func_new_unchecked` and our own trampoline.
 
-Every crossing is kept to as few ctypes calls as possible, each as cheap as ctypes allows: on a
-busy (or virtualised) machine each ctypes call costs microseconds once its code has left the CPU
-caches between requests, and a request makes dozens of them. So: values move through precompiled
+Every crossing is kept to as few ctypes calls as possible, each as cheap as ctypes allows, because
+a request makes dozens of them (docs/plugins.md, "Where the time goes", has the figures). So: values move through precompiled
 `struct` formats on raw addresses (`_ADDR`) rather than ctypes objects, linear memory is a
 `memoryview` rather than a ctypes call per access, foreign-call arguments are converted once per
 store rather than per call (`_arg`), each host function has its own specialised trampoline, exports
 are plain closures, and the calls that cannot block (fuel, deadline, memory size) keep the GIL.
 
-Safety: the unchecked API trusts the caller about types, and this module trusts wasmtime-py's private
-`_bindings`/`_ffi`: `wasm_plugins.wasmtime_api` checks them when this module is imported. Exports are called only after their
-signatures were checked against the ABI (`wasm_plugins.abi.CALLBACKS`); host functions are created
+Safety: the unchecked API trusts the caller about types, and this module trusts wasmtime-py's
+private `_bindings`/`_ffi` (checked by `wasm_plugins.wasmtime_api` when this module is imported).
+Exports are called only after their signatures were checked against the ABI (`wasm_plugins.abi.CALLBACKS`); host functions are created
 with the type the module declared and the trampoline reads and writes each slot by that type.
 """
 
