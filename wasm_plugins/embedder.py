@@ -1,6 +1,6 @@
 """What the application embedding the plugin host provides (as mosn's proxy-wasm host takes an
-ImportsHandler): a view of the request a plugin runs on, and how a plugin's local answer and its
-failure reach the client. The host imports nothing of its embedder; the gateway's implementation is
+ImportsHandler): a view of the request a plugin runs on, the application's own properties, and how
+a plugin's local answer and its failure reach the client. The host imports nothing of its embedder; the gateway's implementation is
 gateway/plugins/embedder.py.
 
 The metrics sink is the shared registry (`edgecore.metrics`), which the embedder exports; the
@@ -30,11 +30,7 @@ class RequestView(Protocol):
     stream: bool
     client_ip: str
     request_id: str
-    claims: dict[str, Any] | None
-    scopes: frozenset[str]
     route: Any  # None, or the matched route: `name`, and `plugins` (bindings: name, phase, config)
-    pool: Any  # None, or the chosen pool: `name`
-    pool_override: str | None
     upstream_path: str | None
     upstream_host: str | None
     status: int
@@ -47,6 +43,17 @@ class RequestView(Protocol):
 
 class Embedder(Protocol):
     """The application's side of the host."""
+
+    namespace: str  # the first segment of the application's own property paths (the gateway's: edgegw)
+
+    def get_property(self, rest: list[str], ctx: Any) -> bytes | None:
+        """The value of the property `namespace.rest...` of the request, or None (NOT_FOUND)."""
+        ...
+
+    def set_property(self, rest: list[str], value: bytes, ctx: Any) -> None:
+        """A plugin set `namespace.rest...`: apply it to the request where it means something (the
+        host keeps the value for reads back either way)."""
+        ...
 
     def upstream_path(self, path: str) -> str:
         """Where a request for `path` goes upstream when a plugin changed only its query."""

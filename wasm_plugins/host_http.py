@@ -183,7 +183,8 @@ class HttpHost:
     def proxy_get_property(self, ptr: int, size: int, ret_ptr: int, ret_size: int) -> int:
         path, key = parse_path(self.mem.read(ptr, size))
         st = self.current if isinstance(self.current, StreamState) else None
-        value = get_property(path, st, self.version.properties, key)
+        version = self.version
+        value = get_property(path, st, version.properties, key, version.embedder)
         if value is None:
             return abi.NOT_FOUND
         self.copy_out(value, ret_ptr, ret_size)
@@ -193,7 +194,8 @@ class HttpHost:
         mem = self.mem
         path, key = parse_path(mem.read(ptr, size))
         value = mem.read(vptr, vsize)
-        set_property(path, value, self.current if isinstance(self.current, StreamState) else None, key)
+        set_property(path, value, self.current if isinstance(self.current, StreamState) else None, key,
+                     self.version.embedder)
         return abi.OK
 
     # --- stream control -----------------------------------------------------------------------

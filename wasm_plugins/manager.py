@@ -90,7 +90,7 @@ class PluginManager:
             version = PluginVersion(name, plugin.next_number(), compiled, info, spec.limits, spec.vm_config,
                                     spec.upstreams, spec.config_value if config is _UNSET else config,
                                     VersionMeta(source, description), self.services, root_id=spec.root_id,
-                                    vm_id=spec.vm_id)
+                                    vm_id=spec.vm_id, embedder=self.embedder)
             configs = {version.config_for(None)} | {version.config_for(o) for o in plugin.overrides.values()}
             try:
                 version.prepare(configs)

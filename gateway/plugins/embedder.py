@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.api import SPECS
 from gateway.errors import GatewayError
+from gateway.plugins.properties import NAMESPACE, get_edgegw, set_edgegw
 from gateway.plugins.replies import failure_error, local_reply
 from wasm_plugins.config import PluginConfig
 from wasm_plugins.manager import PluginManager
@@ -15,7 +16,15 @@ from wasm_plugins.state import StreamState
 
 class GatewayEmbedder:
     """Local answers become the gateway's responses (or GatewayErrors in the response phase),
-    failures GatewayErrors; `:path` changes keep each endpoint's upstream path."""
+    failures GatewayErrors; `:path` changes keep each endpoint's upstream path; `edgegw.*` properties."""
+
+    namespace = NAMESPACE
+
+    def get_property(self, rest: list[str], ctx: Any) -> bytes | None:
+        return get_edgegw(rest, ctx)
+
+    def set_property(self, rest: list[str], value: bytes, ctx: Any) -> None:
+        set_edgegw(rest, value, ctx)
 
     def upstream_path(self, path: str) -> str:
         return SPECS[path].upstream_path
