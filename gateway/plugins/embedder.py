@@ -19,12 +19,9 @@ class GatewayEmbedder:
     failures GatewayErrors; `:path` changes keep each endpoint's upstream path; `edgegw.*` properties."""
 
     namespace = NAMESPACE
-
-    def get_property(self, rest: list[str], ctx: Any) -> bytes | None:
-        return get_edgegw(rest, ctx)
-
-    def set_property(self, rest: list[str], value: bytes, ctx: Any) -> None:
-        set_edgegw(rest, value, ctx)
+    # the functions themselves (no method frame): plugins read these per request
+    get_property = staticmethod(get_edgegw)
+    set_property = staticmethod(set_edgegw)
 
     def upstream_path(self, path: str) -> str:
         return SPECS[path].upstream_path
