@@ -76,16 +76,16 @@ def row(name: str, samples: list[float], base: list[float] | None = None) -> str
 async def in_process(built: dict[str, Path], n: int) -> None:
     from gateway.config.schema import PluginBinding, RouteConfig
     from gateway.context import RequestContext
+    from gateway.plugins.embedder import plugin_manager
+    from gateway.plugins.stage import PluginPhaseStage
     from wasm_plugins.config import Limits, PluginConfig, encode_config
-    from wasm_plugins.manager import PluginManager
-    from wasm_plugins.stage import PluginPhaseStage
 
     relaxed = Limits(deadline_ms=100)  # wall-clock: keep a busy benchmark machine from tripping it
     specs = (PluginConfig("router", str(built["router"]), config=encode_config(ROUTER), config_value=ROUTER,
                           limits=relaxed),
              PluginConfig("redact", str(built["redact"]), config=encode_config(REDACT), config_value=REDACT,
                           limits=relaxed))
-    manager = PluginManager(specs, None)
+    manager = plugin_manager(specs, None)
     await manager.start()
     body = b'{"model":"m","prompt":"%s","max_tokens":500}' % PROMPT.encode()
     routes = {
@@ -125,15 +125,15 @@ async def stage_loop(built: dict[str, Path], variant: str, n: int) -> None:
     wasm_plugins.engine._tick = lambda eng: None  # no epoch thread: deadlines never fire here
     from gateway.config.schema import PluginBinding, RouteConfig
     from gateway.context import RequestContext
+    from gateway.plugins.embedder import plugin_manager
+    from gateway.plugins.stage import PluginPhaseStage
     from wasm_plugins.config import Limits, PluginConfig, encode_config
-    from wasm_plugins.manager import PluginManager
-    from wasm_plugins.stage import PluginPhaseStage
 
     config = {"router": ROUTER, "redact": REDACT}.get(variant)
     phase = "preprocess" if variant == "redact" else "routing"
     specs = () if config is None else (PluginConfig(variant, str(built[variant]), config=encode_config(config),
                                                     config_value=config, limits=Limits(deadline_ms=10_000)),)
-    manager = PluginManager(specs, None)
+    manager = plugin_manager(specs, None)
     await manager.start()
     bindings = () if config is None else (PluginBinding(variant, phase),)
     route = RouteConfig("r", ("/v1/completions",), plugins=bindings)

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from _common import EDGEGW, LoadResult, Proc, cpu_seconds, free_port, print_table, start_server, wrk
 
-from gateway.progress import step
+from edgecore.progress import step
 from tests.harness import RedisServer
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"

@@ -135,7 +135,7 @@ class Gateway:
             *rollout_routes(self, self.require_admin),
         ]
         if self.plugins is not None:
-            from wasm_plugins.admin import admin_routes
+            from gateway.plugins.admin import admin_routes
 
             routes += admin_routes(FollowPlugins(self), self.require_admin)
         else:

@@ -12,10 +12,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from edgecore.progress import step
 from gateway import demo_secret
 from gateway.auth.mint import mint_token
 from gateway.config import load_config
-from gateway.progress import step
 
 ROOT = Path(__file__).resolve().parent.parent
 

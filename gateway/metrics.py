@@ -1,68 +1,21 @@
-"""Prometheus metrics of the gateway. Every subsystem registers on `registry`.
-
-Counts taken on every request may be *batched*: added up in plain Python numbers and moved into
-their Prometheus children in one step (`flush`), because updating a child directly costs a lock and
-a handful of Python frames per value. Nothing reads stale numbers because of it: the registry runs
-`flush` before it collects anything (`_Flusher`, registered ahead of every family), the /metrics
-hook runs it (several workers: each worker's files), and a timer runs it at most `FLUSH_S` after
-the first update since the last one (so another worker's scrape sees this one's counts).
-"""
+"""Prometheus metrics of the gateway, on the shared registry (`edgecore.metrics`, where the
+batching is described)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import threading
-import weakref
-from collections.abc import Callable
-from typing import Any
+from prometheus_client import Counter, Gauge, Histogram
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-
-registry = CollectorRegistry(auto_describe=True)
-
-FLUSH_S = 1.0
-_pending: weakref.WeakSet[Any] = weakref.WeakSet()  # objects with a flush() method
-_flush_lock = threading.Lock()  # a collection may run on another thread than the requests
-_timer: list[bool] = [False]
-
-
-def flush() -> None:
-    """Move every batched count into its Prometheus child."""
-    with _flush_lock:
-        _timer[0] = False
-        for item in list(_pending):
-            item.flush()
-
-
-def track(item: Any) -> None:
-    """Flush `item` (it has a flush() method) with the others, as long as it lives."""
-    _pending.add(item)
-
-
-def schedule() -> None:
-    """Called when something became pending: flush within FLUSH_S (once per period, not per call)."""
-    if not _timer[0]:
-        try:
-            asyncio.get_running_loop().call_later(FLUSH_S, flush)
-        except RuntimeError:
-            return  # no event loop (a CLI check): the next collection flushes
-        _timer[0] = True
-
-
-class _Flusher:
-    """A collector with no metrics of its own: registered before every family, so each
-    `registry.collect()` (the /metrics page, the status page) flushes before it reads them."""
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> list[Any]:
-        flush()
-        return []
-
-
-registry.register(_Flusher())  # type: ignore[arg-type]
+from edgecore.metrics import (  # noqa: F401 - re-exported: the gateway's modules import them from here
+    FLUSH_S,
+    BatchedCounter,
+    ChildCache,
+    flush,
+    on_scrape,
+    registry,
+    render,
+    schedule,
+    track,
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1)
@@ -92,69 +45,6 @@ upstream_errors_total = Counter("edgegw_upstream_errors_total", "Upstream failur
                                 ["pool", "kind"], registry=registry)
 auth_failures_total = Counter("edgegw_auth_failures_total", "Rejected credentials by reason",
                               ["reason"], registry=registry)
-
-
-_before_scrape: list[Callable[[], None]] = [flush]
-
-
-def on_scrape(hook: Callable[[], None]) -> None:
-    """Run `hook` before each scrape: for gauges cheaper to read on demand than to keep current."""
-    _before_scrape.append(hook)
-
-
-def render() -> bytes:
-    """Prometheus text. With several workers (PROMETHEUS_MULTIPROC_DIR set), every worker's values."""
-    for hook in _before_scrape:
-        hook()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)
-        return generate_latest(merged)
-    return generate_latest(registry)
-
-
-class BatchedCounter:
-    """A counter child whose increments are added up here and moved into it by `flush`.
-
-    Only `inc` (the event loop) writes `n` and only `flush` (under its lock) writes `done`, so a
-    flush from another thread loses nothing: it moves the difference."""
-
-    __slots__ = ("child", "n", "done", "__weakref__")
-
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.n = self.done = 0
-        track(self)
-
-    def inc(self, amount: int = 1) -> None:
-        if self.n == self.done:
-            schedule()
-        self.n += amount
-
-    def flush(self) -> None:
-        n = self.n
-        if n != self.done:
-            self.child.inc(n - self.done)
-            self.done = n
-
-
-class ChildCache:
-    """Memoises `metric.labels(...)`: the label lookup costs more than the observation itself.
-    With `batched`, a counter's children are `BatchedCounter`s (for counts taken per request)."""
-
-    def __init__(self, metric: Any, batched: bool = False) -> None:
-        self.metric = metric
-        self.batched = batched
-        self.children: dict[tuple[str, ...], Any] = {}
-
-    def get(self, *labels: str) -> Any:
-        child = self.children.get(labels)
-        if child is None:
-            child = self.metric.labels(*labels)
-            if self.batched:
-                child = BatchedCounter(child)
-            self.children[labels] = child
-        return child
 
 
 requests_by = ChildCache(requests_total)

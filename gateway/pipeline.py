@@ -37,7 +37,7 @@ def build_stages(config: GatewayConfig, verifier: JwtVerifier, table: RouteTable
     def plugin_phase(phase: str) -> list[Stage]:
         if plugins is None:
             return []
-        from wasm_plugins.stage import PluginPhaseStage
+        from gateway.plugins.stage import PluginPhaseStage
 
         return [PluginPhaseStage(plugins, phase)]
 

@@ -75,7 +75,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     Uses transformers' GGUF reader directly: `from_pretrained(gguf_file=...)` would also work but
     requires `accelerate`, which the backend does not otherwise need.
     """
-    from gateway.progress import step
+    from edgecore.progress import step
 
     with step(f"converting {gguf.name} to safetensors (once; cached in {out_dir.parent})"):
         return _convert_gguf(gguf, out_dir)
@@ -87,7 +87,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> Path:
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     if not sys.stderr.isatty():
-        # tqdm's carriage-return bar is one endless line in a log; gateway.progress prints plain lines there.
+        # tqdm's carriage-return bar is one endless line in a log; edgecore.progress prints plain lines there.
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()

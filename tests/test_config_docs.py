@@ -27,7 +27,7 @@ PARSERS = {
     "gateway.config.loader": "gateway/config/loader.py",
     "gateway.ratelimit.config": "gateway/ratelimit/config.py",
     "gateway.cache.config": "gateway/cache/config.py",
-    "wasm_plugins.config": "wasm_plugins/config.py",
+    "gateway.plugins.config": "gateway/plugins/config.py",
     "gateway.upstream.discovery": "gateway/upstream/discovery.py",
 }
 GETTERS = {"str", "int", "float", "bool", "str_list", "raw", "section", "sections", "has"}

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.progress import step
+from edgecore.progress import step
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 C_FLAGS = ["--target=wasm32-freestanding", "-nostdlib", "-O2", "-mbulk-memory", "-Wall", "-Werror",

@@ -183,7 +183,8 @@ class HttpHost:
     def proxy_get_property(self, ptr: int, size: int, ret_ptr: int, ret_size: int) -> int:
         path, key = parse_path(self.mem.read(ptr, size))
         st = self.current if isinstance(self.current, StreamState) else None
-        value = get_property(path, st, self.version.properties, key)
+        version = self.version
+        value = get_property(path, st, version.properties, key, version.embedder)
         if value is None:
             return abi.NOT_FOUND
         self.copy_out(value, ret_ptr, ret_size)
@@ -193,7 +194,8 @@ class HttpHost:
         mem = self.mem
         path, key = parse_path(mem.read(ptr, size))
         value = mem.read(vptr, vsize)
-        set_property(path, value, self.current if isinstance(self.current, StreamState) else None, key)
+        set_property(path, value, self.current if isinstance(self.current, StreamState) else None, key,
+                     self.version.embedder)
         return abi.OK
 
     # --- stream control -----------------------------------------------------------------------
@@ -299,3 +301,29 @@ class HttpHost:
 
     def deliver_root_call(self, root: ContextState, token: int, task: asyncio.Task[CallResult]) -> None:
         """Implemented by PluginInstance (root contexts get answers outside any request)."""
+
+
+# The `env` imports this class implements: import name -> method.
+HTTP_IMPORTS: dict[str, str] = {
+    "proxy_get_header_map_size": "proxy_get_header_map_size",
+    "proxy_get_header_map_pairs": "proxy_get_header_map_pairs",
+    "proxy_set_header_map_pairs": "proxy_set_header_map_pairs",
+    "proxy_get_header_map_value": "proxy_get_header_map_value",
+    "proxy_add_header_map_value": "proxy_add_header_map_value",
+    "proxy_replace_header_map_value": "proxy_replace_header_map_value",
+    "proxy_remove_header_map_value": "proxy_remove_header_map_value",
+    "proxy_get_buffer_bytes": "proxy_get_buffer_bytes",
+    "proxy_get_buffer_status": "proxy_get_buffer_status",
+    "proxy_set_buffer_bytes": "proxy_set_buffer_bytes",
+    "proxy_get_property": "proxy_get_property",
+    "proxy_set_property": "proxy_set_property",
+    "proxy_send_local_response": "proxy_send_local_response",
+    "proxy_continue_stream": "proxy_continue_stream",
+    "proxy_close_stream": "proxy_close_stream",
+    "proxy_continue_request": "proxy_continue_request",
+    "proxy_continue_response": "proxy_continue_response",
+    "proxy_clear_route_cache": "proxy_clear_route_cache",
+    "proxy_get_configuration": "proxy_get_configuration",
+    "proxy_http_call": "proxy_http_call",
+    "proxy_get_status": "proxy_get_status",
+}

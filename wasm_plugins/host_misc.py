@@ -49,7 +49,7 @@ class MiscHost:
         root = self.contexts.get(st.root_id) if st is not None else None
         if isinstance(root, RootState):
             floor = self.version.limits.min_tick_ms
-            if 0 < period < floor:  # each tick costs a callback: a 1 ms tick kept a sixth of a core busy
+            if 0 < period < floor:  # each tick costs a callback on the event loop
                 if not root.tick_raised:
                     self.log.info("tick period %d ms raised to %d ms (limits.min_tick_ms)", period, floor)
                     root.tick_raised = True
@@ -158,3 +158,31 @@ def unimplemented_stub(result: str | None) -> Any:
         return abi.UNIMPLEMENTED if result == "i32" else None
 
     return call
+
+
+# The `env` imports this class implements: import name -> method.
+MISC_IMPORTS: dict[str, str] = {
+    "proxy_log": "proxy_log",
+    "proxy_get_log_level": "proxy_get_log_level",
+    "proxy_get_current_time_nanoseconds": "proxy_get_current_time_nanoseconds",
+    "proxy_set_tick_period_milliseconds": "proxy_set_tick_period_milliseconds",
+    "proxy_done": "proxy_done",
+    "proxy_set_effective_context": "proxy_set_effective_context",
+    "proxy_get_shared_data": "proxy_get_shared_data",
+    "proxy_set_shared_data": "proxy_set_shared_data",
+    "proxy_register_shared_queue": "proxy_register_shared_queue",
+    "proxy_resolve_shared_queue": "proxy_resolve_shared_queue",
+    "proxy_enqueue_shared_queue": "proxy_enqueue_shared_queue",
+    "proxy_dequeue_shared_queue": "proxy_dequeue_shared_queue",
+    "proxy_define_metric": "proxy_define_metric",
+    "proxy_increment_metric": "proxy_increment_metric",
+    "proxy_record_metric": "proxy_record_metric",
+    "proxy_get_metric": "proxy_get_metric",
+    "proxy_grpc_call": "proxy_grpc_call",
+    "proxy_grpc_stream": "proxy_grpc_stream",
+    "proxy_grpc_send": "proxy_grpc_send",
+    "proxy_grpc_cancel": "proxy_grpc_cancel",
+    "proxy_grpc_close": "proxy_grpc_close",
+    "proxy_call_foreign_function": "proxy_call_foreign_function",
+    "proxy_abort": "proxy_abort",
+}

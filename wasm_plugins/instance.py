@@ -19,10 +19,10 @@ from wasm_plugins import abi
 from wasm_plugins.engine import deadline_ticks, engine
 from wasm_plugins.host_http import HttpHost
 from wasm_plugins.host_misc import MiscHost, unimplemented_stub
-from wasm_plugins.module import WASI_MODULES
+from wasm_plugins.module import ENV_IMPORTS, WASI_METHODS, WASI_MODULES
 from wasm_plugins.raw import Fuel, HostTrap, RawMemory, WasmCallError, callee, host_func
 from wasm_plugins.state import CallResult, ContextState, RootState, StreamState
-from wasm_plugins.wasi import ENV_FUNCTIONS, ProcExit, WasiHost, denied
+from wasm_plugins.wasi import ProcExit, WasiHost, denied
 
 log = logging.getLogger("edgegw.plugins")
 
@@ -51,7 +51,6 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         self.configuring: bytes | None = None
         self.broken: str | None = None
         self.retired = False
-        self.fuel_used = 0
         self.active = 0  # stream contexts open in this instance (requests running on it)
         self.delivering: CallResult | None = None  # the http call answer being handed to the plugin
         self._ids = itertools.count(1)
@@ -101,11 +100,14 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
     def _import(self, store: wasmtime.Store, module: str, name: str, ty: Any) -> wasmtime.Func:
         fn: Any = None
         if module == "env":
-            fn = getattr(self, name if name.startswith("proxy_") else ENV_FUNCTIONS.get(name, "-"), None)
-            if fn is None and name.startswith("proxy_"):
+            method = ENV_IMPORTS.get(name)
+            if method is not None:
+                fn = getattr(self, method)
+            elif name.startswith("proxy_"):  # a proxy-wasm call this host does not implement
                 fn = unimplemented_stub(str(ty.results[0]) if ty.results else None)
         elif module in WASI_MODULES:
-            fn = getattr(self, "wasi_" + name, None) or denied(name)
+            method = WASI_METHODS.get(name)
+            fn = getattr(self, method) if method is not None else denied(name)
         if fn is None or not isinstance(ty, wasmtime.FuncType):
             raise WasmCallError("link", f"unresolved import {module}.{name}")
         return host_func(store, ty, fn, self)
@@ -136,7 +138,6 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
             if collecting:
                 _gc_enable()
             used = fuel.used()
-            self.fuel_used += used
             current = self.current
             if current is not None and type(current) is StreamState:
                 current.fuel += used

@@ -7,21 +7,20 @@ import asyncio
 import logging
 from pathlib import Path
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wasm_plugins import pmetrics
 from wasm_plugins.config import CanaryConfig, PluginConfig
+from wasm_plugins.embedder import Embedder, RequestView
 from wasm_plugins.engine import CompileError, compile_module
+from wasm_plugins.errors import PluginLoadError
 from wasm_plugins.module import inspect
 from wasm_plugins.plugin import Plugin, outcome
 from wasm_plugins.raw import WasmCallError
-from wasm_plugins.replies import failure_error, local_reply
 from wasm_plugins.runner import run_request, run_response
 from wasm_plugins.services import Services
 from wasm_plugins.version import PluginVersion, VersionMeta
-
-if TYPE_CHECKING:
-    from gateway.reply import Reply
+from wasm_plugins.watcher import DirWatcher
 
 log = logging.getLogger("edgegw.plugins")
 
@@ -29,19 +28,17 @@ _UNSET: Any = object()
 _UNAVAILABLE = ("not_loaded", "backoff")
 
 
-class PluginLoadError(Exception):
-    """A version was rejected; the message says why. The previous version keeps serving."""
-
-
 class PluginManager:
-    """Constructed by the gateway as `PluginManager(config.plugins, config.plugin_dir)`."""
+    """Constructed by the embedder as `PluginManager(plugins, plugin_dir, embedder)` (the gateway:
+    gateway/plugins/embedder.py)."""
 
-    def __init__(self, plugins: tuple[PluginConfig, ...], plugin_dir: str | None) -> None:
+    def __init__(self, plugins: tuple[PluginConfig, ...], plugin_dir: str | None, embedder: Embedder) -> None:
         self.plugins: dict[str, Plugin] = {p.name: Plugin(p) for p in plugins}
         self.declared = frozenset(self.plugins)
         self.plugin_dir = Path(plugin_dir) if plugin_dir else None
+        self.embedder = embedder
         self.services = Services()
-        self.watcher: Any = None
+        self.watcher: DirWatcher | None = None
         self._lock: asyncio.Lock | None = None
         self._tallies: dict[tuple[str, str], pmetrics.PhaseTally] = {}  # per-request metrics, batched
 
@@ -58,8 +55,6 @@ class PluginManager:
                 except PluginLoadError as exc:
                     raise RuntimeError(f"plugin {plugin.name!r} ({plugin.spec.file}): {exc}") from None
         if self.plugin_dir is not None:
-            from wasm_plugins.watcher import DirWatcher
-
             self.watcher = DirWatcher(self, self.plugin_dir)
             await self.watcher.scan()
             self.watcher.start()
@@ -95,7 +90,7 @@ class PluginManager:
             version = PluginVersion(name, plugin.next_number(), compiled, info, spec.limits, spec.vm_config,
                                     spec.upstreams, spec.config_value if config is _UNSET else config,
                                     VersionMeta(source, description), self.services, root_id=spec.root_id,
-                                    vm_id=spec.vm_id)
+                                    vm_id=spec.vm_id, embedder=self.embedder)
             configs = {version.config_for(None)} | {version.config_for(o) for o in plugin.overrides.values()}
             try:
                 version.prepare(configs)
@@ -142,9 +137,9 @@ class PluginManager:
 
     # --- the request path ---------------------------------------------------------------------------
 
-    async def run(self, binding: Any, ctx: Any, phase: str) -> Reply | None:
-        """Run one binding of a route for `phase`. Returns a response when the plugin answered locally;
-        raises GatewayError when it failed under fail_closed."""
+    async def run(self, binding: Any, ctx: RequestView, phase: str) -> Any:
+        """Run one binding of a route for `phase`. Returns the embedder's `local_reply` when the plugin
+        answered locally, else None; raises the embedder's `failure` when it failed under fail_closed."""
         name = binding.name
         plugin = self.plugins.get(name)
         version = plugin.pick() if plugin is not None else None
@@ -167,7 +162,8 @@ class PluginManager:
                     plugin.overrides[id(config)] = config
                 root = version.root_for(inst, version.config_for(config))
                 inst.bound[id(config)] = (config, root)
-            st = await (run_response(inst, root, ctx) if phase == "response" else run_request(inst, root, ctx))
+            st = await (run_response(inst, root, ctx) if phase == "response"
+                        else run_request(inst, root, ctx, self.embedder))
         except WasmCallError as exc:
             if inst is not None and inst.broken:
                 version.instance_failed(inst, exc.reason)
@@ -178,11 +174,11 @@ class PluginManager:
             tally = self._tallies.get((name, phase))
             if tally is None:
                 tally = self._tallies[(name, phase)] = pmetrics.PhaseTally(name, phase)
-            tally.add(elapsed, st.fuel if st is not None else 0)  # fuel: of completed runs, as before
+            tally.add(elapsed, st.fuel if st is not None else 0)  # fuel: of completed runs only
         plugin.record(version, True)
         if plugin.canary is not None:
             _judge(plugin, version, ctx, st, phase)
-        return local_reply(name, st, phase) if st.local_response is not None or st.reset else None
+        return self.embedder.local_reply(name, st, phase) if st.local_response is not None or st.reset else None
 
     def _failed(self, plugin: Plugin | None, name: str, version: PluginVersion | None,
                 exc: WasmCallError) -> None:
@@ -194,13 +190,13 @@ class PluginManager:
         if fail_open:
             pmetrics.skipped_total.labels(name).inc()
             return None
-        raise failure_error(name, exc.reason, exc.reason in _UNAVAILABLE)
+        raise self.embedder.failure(name, exc.reason, exc.reason in _UNAVAILABLE)
 
 
 JUDGED = "wasm_judged"  # ctx.scratch: (plugin, version, route) waiting for the request's final status
 
 
-def _judge(plugin: Plugin, version: PluginVersion, ctx: Any, st: Any, phase: str) -> None:
+def _judge(plugin: Plugin, version: PluginVersion, ctx: RequestView, st: Any, phase: str) -> None:
     """Note how this request was answered, for canary judging (only while the plugin has a canary)."""
     route = ctx.route.name if ctx.route is not None else ""
     local = st.local_response
@@ -212,6 +208,7 @@ def _judge(plugin: Plugin, version: PluginVersion, ctx: Any, st: Any, phase: str
         ctx.scratch.setdefault(JUDGED, []).append((plugin, version, route))
 
 
-def settle_judged(ctx: Any) -> None:
+def settle_judged(ctx: RequestView) -> None:
+    """Judge the requests this one's plugins let through, now that its final status is known."""
     for plugin, version, route in ctx.scratch.pop(JUDGED, ()):
         plugin.observe(version, route, outcome(ctx.status, False))

@@ -10,18 +10,18 @@ from dataclasses import dataclass, field
 import wasmtime
 
 from wasm_plugins.abi import ABI_VERSIONS, CALLBACKS
-from wasm_plugins.host_http import HttpHost
-from wasm_plugins.host_misc import MiscHost
-from wasm_plugins.wasi import ENV_FUNCTIONS, wasi_names
+from wasm_plugins.host_http import HTTP_IMPORTS
+from wasm_plugins.host_misc import MISC_IMPORTS
+from wasm_plugins.wasi import ENV_FUNCTIONS, WASI_IMPORTS, wasi_names
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 
 
-def _proxy_names() -> set[str]:
-    return {n for cls in (HttpHost, MiscHost) for n in vars(cls) if n.startswith("proxy_")}
-
-
-PROXY_NAMES = _proxy_names()
+# The host functions a plugin can import, from the explicit tables of the classes implementing them:
+# import name -> the PluginInstance method. `env` imports that are proxy-wasm calls this host does
+# not implement are stubbed (they answer UNIMPLEMENTED); WASI calls without a method are denied.
+ENV_IMPORTS: dict[str, str] = {**HTTP_IMPORTS, **MISC_IMPORTS, **ENV_FUNCTIONS}
+WASI_METHODS: dict[str, str] = WASI_IMPORTS
 WASI_NAMES = wasi_names()
 
 
@@ -30,7 +30,7 @@ def classify_import(module: str, name: str, ty: object) -> str:
     if not isinstance(ty, wasmtime.FuncType):
         return "unresolved"  # imported memories, tables, globals: this host provides none
     if module == "env":
-        if name in PROXY_NAMES or name in ENV_FUNCTIONS:
+        if name in ENV_IMPORTS:
             return "implemented"
         if name.startswith("proxy_") and len(ty.results) <= 1:
             return "stubbed"

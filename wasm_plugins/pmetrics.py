@@ -1,9 +1,8 @@
-"""Per-plugin metrics of the host, on the gateway's registry (exported on /metrics).
+"""Per-plugin metrics of the host, on the shared registry (`edgecore.metrics`: the embedder exports it).
 
-The per-request ones (calls, duration, fuel, and plugin-defined counters) are batched the gateway's
-way (`gateway.metrics.flush`): added up in plain Python numbers and moved into their Prometheus
-children in one step. Updating the children directly cost about a tenth of a header-only plugin's
-whole cost per request.
+The per-request ones (calls, duration, fuel, and plugin-defined counters) are batched
+(`edgecore.metrics.flush`): added up in plain Python numbers and moved into their Prometheus
+children in one step, because updating a child costs a lock and several frames per value.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from bisect import bisect_left
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway.metrics import ChildCache, registry, schedule, track
+from edgecore.metrics import ChildCache, registry, schedule, track
 
 _BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0)
 

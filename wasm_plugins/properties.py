@@ -1,12 +1,13 @@
-"""Properties (`proxy_get_property` / `proxy_set_property`): Envoy attribute names plus edgegw's own.
+"""Properties (`proxy_get_property` / `proxy_set_property`): Envoy attribute names plus the embedder's
+own namespace (`Embedder.namespace`: the gateway's is `edgegw.*`, gateway/plugins/properties.py).
 
 Paths arrive as NUL-separated segments (Rust, Go, C++ SDKs) or dotted (some AssemblyScript users);
 both work. Values follow Envoy's encoding: strings as bytes, integers as 8-byte little-endian,
 maps in the header-map pairs serialization.
 
-Writable: `edgegw.pool` (routing plugins choose the backend pool), `edgegw.subject`, `edgegw.tenant`,
-`edgegw.tier`, `edgegw.api_key` (auth plugins set the caller's identity). Anything else a plugin sets
-is kept for the rest of that context and reads back (Envoy's filter state).
+A property a plugin sets in the embedder's namespace goes to the embedder (which may apply it to
+the request); anything a plugin sets is kept for the rest of that context and reads back (Envoy's
+filter state).
 """
 
 from __future__ import annotations
@@ -16,14 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from wasm_plugins.abi import serialize_map
+from wasm_plugins.embedder import Embedder
 from wasm_plugins.pseudo import request_target
 from wasm_plugins.state import StreamState
-
-WRITABLE = {"edgegw.pool": "pool_override", "edgegw.subject": "subject", "edgegw.tenant": "tenant",
-            "edgegw.tier": "tier", "edgegw.api_key": "api_key"}
 
 
 def _i64(v: int) -> bytes:
@@ -57,7 +54,7 @@ def parse_path(raw: bytes) -> tuple[list[str], str]:
 
 
 def get_property(path: list[str], st: StreamState | None, plugin: dict[str, str],
-                 key: str | None = None) -> bytes | None:
+                 key: str | None = None, embedder: Embedder | None = None) -> bytes | None:
     """The value of `path` (`key`: it dotted, when the caller has it), or None when there is no such
     property (the plugin sees NOT_FOUND)."""
     if key is None:
@@ -76,21 +73,21 @@ def get_property(path: list[str], st: StreamState | None, plugin: dict[str, str]
         return _response(path[1:], ctx)
     if head == "source" and len(path) == 2:
         return {"address": ctx.client_ip.encode(), "port": _i64(0)}.get(path[1])
-    if head == "edgegw":
-        return _edgegw(path[1:], ctx)
+    if embedder is not None and head == embedder.namespace:
+        return embedder.get_property(path[1:], ctx)
     if key in ("route_name", "xds.route_name"):
         return ctx.route.name.encode() if ctx.route else None
     return None
 
 
-def set_property(path: list[str], value: bytes, st: StreamState | None, key: str | None = None) -> None:
+def set_property(path: list[str], value: bytes, st: StreamState | None, key: str | None = None,
+                 embedder: Embedder | None = None) -> None:
     if key is None:
         key = ".".join(path)
     if st is None or st.ctx is None:
         return
-    attr = WRITABLE.get(key)
-    if attr is not None:
-        setattr(st.ctx, attr, value.decode("utf-8", "replace") or None)
+    if embedder is not None and path and path[0] == embedder.namespace:
+        embedder.set_property(path[1:], value, st.ctx)
     st.properties[key] = value
 
 
@@ -131,31 +128,4 @@ def _response(rest: list[str], ctx: Any) -> bytes | None:
         return _i64(ctx.status) if ctx.status else None
     if rest == ["size"] and ctx.response_body is not None:
         return _i64(len(ctx.response_body))
-    return None
-
-
-def _edgegw(rest: list[str], ctx: Any) -> bytes | None:
-    if not rest:
-        return None
-    name = rest[0]
-    if name == "claims":
-        claims = ctx.claims or {}
-        if len(rest) == 1:
-            return orjson.dumps(claims)
-        value = claims.get(rest[1])
-        if value is None:
-            return None
-        return value.encode() if isinstance(value, str) else orjson.dumps(value)
-    if name == "pool":
-        pool = ctx.pool_override or (ctx.pool.name if ctx.pool is not None else None)
-        return pool.encode() if pool else None
-    if name == "route":
-        return ctx.route.name.encode() if ctx.route else None
-    if name == "scopes":
-        return " ".join(sorted(ctx.scopes)).encode()
-    if name in ("model", "subject", "tenant", "tier", "api_key", "request_id", "client_ip"):
-        value = getattr(ctx, name)
-        return value.encode() if value else None
-    if name == "stream":
-        return b"true" if ctx.stream else b"false"
     return None

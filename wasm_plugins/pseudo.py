@@ -3,8 +3,8 @@
 (`pseudo_header`), never silently dropped.
 
 - `:path` (with its query): forwarded upstream; it re-matches no route. When its path part is the
-  one the client sent, the endpoint's usual upstream path is kept (`/v1/generate` goes to
-  `/v1/completions`) and only the query changes. Later plugins see the new value.
+  one the client sent, the embedder's upstream path for it is kept (the gateway sends `/v1/generate`
+  to `/v1/completions`) and only the query changes. Later plugins see the new value.
 - `:authority`: becomes the `Host` the upstream receives (and `request.host`); the connection
   still goes to the pool's endpoint.
 - `:method`, `:scheme`: fixed by the gateway (it POSTs to the pool's scheme): a change fails.
@@ -13,9 +13,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
-from gateway.api import SPECS
 from wasm_plugins.raw import WasmCallError
 
 PATH_KEY = "wasm_path"  # ctx.scratch: `:path` as a plugin left it, when one changed it
@@ -33,7 +33,8 @@ def request_target(ctx: Any) -> str:
     return target
 
 
-def apply_pseudo_headers(pseudo: dict[str, str], ctx: Any, headers: dict[str, str]) -> None:
+def apply_pseudo_headers(pseudo: dict[str, str], ctx: Any, headers: dict[str, str],
+                         upstream_path: Callable[[str], str]) -> None:
     """Carry a plugin's pseudo-header values into the request (`headers`: its new regular headers).
     A pseudo-header the plugin removed keeps its value. Raises WasmCallError for a change that
     cannot apply."""
@@ -49,7 +50,7 @@ def apply_pseudo_headers(pseudo: dict[str, str], ctx: Any, headers: dict[str, st
             raise _cannot(":path", path, "it must start with '/' and hold no spaces, control characters or '#'")
         ctx.scratch[PATH_KEY] = path
         url_path, _, query = path.partition("?")
-        base = SPECS[ctx.path].upstream_path if url_path == ctx.path else url_path
+        base = upstream_path(ctx.path) if url_path == ctx.path else url_path
         ctx.upstream_path = f"{base}?{query}" if query else base
     authority = pseudo.get(":authority")
     host = ctx.headers.get("host", "")

@@ -1,20 +1,20 @@
 """Fast calls across the wasm boundary, on wasmtime's "unchecked" C API.
 
 wasmtime-py's `Func.__call__` and its host-function trampoline look up types and box every value
-in a `Val` on each call (several microseconds). The proxy-wasm ABI only moves i32/i64 scalars, so we
+in a `Val` on each call. The proxy-wasm ABI only moves i32/i64 scalars, so we
 call through `wasmtime_func_call_unchecked` with one preallocated raw-value buffer per function, and
 define host functions with `wasmtime_func_new_unchecked` and our own trampoline.
 
-Every crossing is kept to as few ctypes calls as possible, each as cheap as ctypes allows: on a
-busy (or virtualised) machine each ctypes call costs microseconds once its code has left the CPU
-caches between requests, and a request makes dozens of them. So: values move through precompiled
+Every crossing is kept to as few ctypes calls as possible, each as cheap as ctypes allows, because
+a request makes dozens of them (docs/plugins.md, "Where the time goes", has the figures). So: values move through precompiled
 `struct` formats on raw addresses (`_ADDR`) rather than ctypes objects, linear memory is a
 `memoryview` rather than a ctypes call per access, foreign-call arguments are converted once per
 store rather than per call (`_arg`), each host function has its own specialised trampoline, exports
 are plain closures, and the calls that cannot block (fuel, deadline, memory size) keep the GIL.
 
-Safety: the unchecked API trusts the caller about types. Exports are called only after their
-signatures were checked against the ABI (`wasm_plugins.abi.CALLBACKS`); host functions are created
+Safety: the unchecked API trusts the caller about types, and this module trusts wasmtime-py's
+private `_bindings`/`_ffi` (checked by `wasm_plugins.wasmtime_api` when this module is imported).
+Exports are called only after their signatures were checked against the ABI (`wasm_plugins.abi.CALLBACKS`); host functions are created
 with the type the module declared and the trampoline reads and writes each slot by that type.
 """
 
@@ -25,11 +25,17 @@ import struct
 import sys
 from collections.abc import Callable
 from ctypes import byref, c_size_t, c_uint64, c_void_p
+from importlib.metadata import version as pkg_version
 from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as _raw_bindings
 from wasmtime import _ffi as ffi
+
+from wasm_plugins.wasmtime_api import check
+
+# Everything below trusts these private parts: refuse to load on a wasmtime that changed them.
+check(_raw_bindings, ffi, wasmtime, pkg_version("wasmtime"))
 
 _RAW = ffi.wasmtime_val_raw_t
 _SLOT = ctypes.sizeof(_RAW)  # 16: every value slot, whatever its type

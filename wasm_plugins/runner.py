@@ -8,23 +8,23 @@ each answer to on_http_call_response until the plugin continues or answers local
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import orjson
 
 from wasm_plugins import abi
+from wasm_plugins.embedder import Embedder, RequestView
 from wasm_plugins.instance import PluginInstance
 from wasm_plugins.pseudo import apply_pseudo_headers, check_unchanged, request_target
 from wasm_plugins.raw import WasmCallError
 from wasm_plugins.state import StreamState
 
 
-def request_headers(ctx: Any) -> list[tuple[str, str]]:
+def request_headers(ctx: RequestView) -> list[tuple[str, str]]:
     return [(":method", ctx.method), (":path", request_target(ctx)), (":authority", ctx.headers.get("host", "")),
             (":scheme", "http"), *ctx.headers.items()]
 
 
-def request_body(ctx: Any) -> bytes:
+def request_body(ctx: RequestView) -> bytes:
     if ctx.body_dirty and ctx.body_json is not None:
         # an earlier stage rewrote the JSON: serialise once so this plugin sees the current body
         ctx.body = orjson.dumps(ctx.body_json)
@@ -63,13 +63,13 @@ def _paused(inst: PluginInstance, st: StreamState, name: str, size: int, end_of_
     return inst.callback(st, name, st.id, size, end_of_stream) == abi.PAUSE
 
 
-async def run_request(inst: PluginInstance, root_id: int, ctx: Any) -> StreamState:
+async def run_request(inst: PluginInstance, root_id: int, ctx: RequestView, embedder: Embedder) -> StreamState:
     st = inst.open_stream(root_id, ctx)
     error: WasmCallError | None = None
     try:
         headers = st.request_headers = request_headers(ctx)
         body = request_body(ctx) if "proxy_on_request_body" in inst.fn else b""
-        # inst.callback spelled out (current context, then call): two frames less per callback
+        # inst.callback inlined (current context, then call): this is the per-request hot path
         inst.current = st
         if inst.call("proxy_on_request_headers", st.id, len(headers), 0 if body else 1) == abi.PAUSE:
             await settle(inst, st)
@@ -83,11 +83,11 @@ async def run_request(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSta
     if error is not None:
         raise error
     if not st.ended:
-        apply_request(st, ctx)
+        apply_request(st, ctx, embedder)
     return st
 
 
-async def run_response(inst: PluginInstance, root_id: int, ctx: Any) -> StreamState:
+async def run_response(inst: PluginInstance, root_id: int, ctx: RequestView) -> StreamState:
     st = inst.open_stream(root_id, ctx)
     try:
         st.request_headers = request_headers(ctx)
@@ -118,7 +118,7 @@ async def run_response(inst: PluginInstance, root_id: int, ctx: Any) -> StreamSt
     return st
 
 
-def apply_request(st: StreamState, ctx: Any) -> None:
+def apply_request(st: StreamState, ctx: RequestView, embedder: Embedder) -> None:
     """Carry the plugin's header and body changes into the request the gateway forwards."""
     if st.request_headers_changed and st.request_headers is not None:
         if st.pseudo_changed:
@@ -129,7 +129,7 @@ def apply_request(st: StreamState, ctx: Any) -> None:
                     pseudo.setdefault(k, v)
                 else:
                     headers[k] = v
-            apply_pseudo_headers(pseudo, ctx, headers)
+            apply_pseudo_headers(pseudo, ctx, headers, embedder.upstream_path)
             ctx.headers = headers
         else:
             ctx.headers = {k: v for k, v in st.request_headers if not k.startswith(":")}

@@ -15,7 +15,7 @@ import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
 from yarl import URL
 
-from gateway import metrics as gw_metrics
+from edgecore import metrics as shared_metrics
 from wasm_plugins import abi, pmetrics
 from wasm_plugins.state import CallResult
 
@@ -119,12 +119,12 @@ class PluginMetrics:
         if family is None:
             doc = f"plugin-defined metric {name!r}"
             if metric_type == abi.METRIC_COUNTER:
-                family = Counter(f"edgegw_plugin_counter_{clean}", doc, ["plugin"], registry=gw_metrics.registry)
+                family = Counter(f"edgegw_plugin_counter_{clean}", doc, ["plugin"], registry=shared_metrics.registry)
             elif metric_type == abi.METRIC_GAUGE:
-                family = Gauge(f"edgegw_plugin_gauge_{clean}", doc, ["plugin"], registry=gw_metrics.registry)
+                family = Gauge(f"edgegw_plugin_gauge_{clean}", doc, ["plugin"], registry=shared_metrics.registry)
             else:
                 family = Histogram(f"edgegw_plugin_histogram_{clean}", doc, ["plugin"],
-                                   registry=gw_metrics.registry)
+                                   registry=shared_metrics.registry)
             self._families[(metric_type, clean)] = family
         # in this order: a flush from another thread walks `defs`, so the other lists are never shorter
         self.flushed.append(0.0)

@@ -11,6 +11,7 @@ from typing import Any
 
 from wasm_plugins import pmetrics
 from wasm_plugins.config import Limits, encode_config, merge_config
+from wasm_plugins.embedder import Embedder
 from wasm_plugins.engine import Compiled
 from wasm_plugins.instance import PluginInstance
 from wasm_plugins.module import ModuleInfo
@@ -33,7 +34,7 @@ class VersionMeta:
 class PluginVersion:
     def __init__(self, name: str, number: int, compiled: Compiled, info: ModuleInfo, limits: Limits,
                  vm_config: bytes, upstreams: dict[str, str], config_value: Any, meta: VersionMeta,
-                 services: Any, root_id: str = "", vm_id: str = "") -> None:
+                 services: Any, root_id: str = "", vm_id: str = "", embedder: Embedder | None = None) -> None:
         self.name = name
         self.number = number
         self.compiled = compiled
@@ -47,6 +48,7 @@ class PluginVersion:
         self.config_value = config_value  # default configuration; routes may override it
         self.meta = meta
         self.services = services
+        self.embedder = embedder  # its property namespace; None: Envoy's properties only
         self.properties = {"plugin_name": name, "plugin_root_id": root_id, "plugin_vm_id": vm_id,
                            "edgegw.plugin_version": str(number), "edgegw.plugin_sha256": self.sha256}
         self.instance: PluginInstance | None = None

@@ -144,8 +144,6 @@ class WasiHost:
     def wasi_environ_get(self, environ: int, buf: int) -> int:
         return ESUCCESS
 
-    wasi_args_sizes_get = wasi_environ_sizes_get
-    wasi_args_get = wasi_environ_get
 
     def wasi_sched_yield(self) -> int:
         return ESUCCESS
@@ -210,10 +208,29 @@ def denied(name: str) -> Any:
 
 
 def wasi_names() -> set[str]:
-    return set(_DENIED) | {n[5:] for n in dir(WasiHost) if n.startswith("wasi_")}
+    """Every WASI import this host answers: implemented, or denied with an errno."""
+    return set(_DENIED) | set(WASI_IMPORTS)
 
 
 # `env` imports that are not proxy-wasm calls: name -> the WasiHost method implementing it.
 ENV_FUNCTIONS = {"abort": "as_abort", "trace": "as_trace", "seed": "as_seed",
                  "emscripten_notify_memory_growth": "em_emscripten_notify_memory_growth",
                  "pthread_equal": "em_pthread_equal"}
+
+
+# The WASI imports WasiHost implements: import name -> method.
+WASI_IMPORTS: dict[str, str] = {
+    "fd_write": "wasi_fd_write",
+    "fd_fdstat_get": "wasi_fd_fdstat_get",
+    "fd_seek": "wasi_fd_seek",
+    "clock_time_get": "wasi_clock_time_get",
+    "clock_res_get": "wasi_clock_res_get",
+    "random_get": "wasi_random_get",
+    "environ_sizes_get": "wasi_environ_sizes_get",
+    "environ_get": "wasi_environ_get",
+    "args_sizes_get": "wasi_environ_sizes_get",  # no arguments either: the same answers
+    "args_get": "wasi_environ_get",
+    "sched_yield": "wasi_sched_yield",
+    "poll_oneoff": "wasi_poll_oneoff",
+    "proc_exit": "wasi_proc_exit",
+}

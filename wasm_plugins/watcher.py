@@ -9,19 +9,32 @@ simply fails to load and is retried when it changes again. Polls every EDGEGW_PL
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from wasm_plugins.config import NAME_RE
+from wasm_plugins.engine import CompileError, to_binary
+from wasm_plugins.errors import PluginLoadError
 
 log = logging.getLogger("edgegw.plugins")
 
 
+class Loader(Protocol):
+    """What the watcher drives: the plugin manager (which owns the watcher, so it is not imported)."""
+
+    plugins: dict[str, Any]
+
+    async def load(self, name: str, data: bytes, *, source: str, description: str = "") -> Any: ...
+
+    def remove(self, name: str) -> None: ...
+
+
 class DirWatcher:
-    def __init__(self, manager: Any, directory: Path) -> None:
+    def __init__(self, manager: Loader, directory: Path) -> None:
         self.manager = manager
         self.dir = directory
         self.poll_s = float(os.environ.get("EDGEGW_PLUGIN_POLL_S", "1.0"))
@@ -73,8 +86,6 @@ class DirWatcher:
             plugin = self.manager.plugins.get(name)
             if plugin is not None and plugin.stable is not None and _same(plugin.stable, data):
                 continue  # our own publish, or a touch
-            from wasm_plugins.manager import PluginLoadError
-
             try:
                 await self.manager.load(name, data, source="dir", description=str(path))
             except PluginLoadError as exc:
@@ -109,10 +120,6 @@ class DirWatcher:
 
 
 def _same(version: Any, data: bytes) -> bool:
-    import hashlib
-
-    from wasm_plugins.engine import CompileError, to_binary
-
     try:
         return hashlib.sha256(to_binary(data)).hexdigest() == version.sha256
     except CompileError:

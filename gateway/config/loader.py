@@ -102,8 +102,8 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
         raise top.error("pools", "at least one pool is required")
 
     from gateway.cache.config import parse_cache_rule, parse_memory_cache
+    from gateway.plugins.config import parse_plugins
     from gateway.ratelimit.config import parse_redis, parse_route_limits
-    from wasm_plugins.config import parse_plugins
 
     redis = parse_redis(top.section("redis"))
     memory_cache = parse_memory_cache(top.section("memory_cache")) if top.has("memory_cache") else None

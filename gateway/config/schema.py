@@ -166,7 +166,7 @@ class GatewayConfig:
     pools: tuple[PoolConfig, ...]
     routes: tuple[RouteConfig, ...]
     redis: Any = None  # gateway.ratelimit.config.RedisConfig
-    plugins: tuple[Any, ...] = ()  # wasm_plugins.config.PluginConfig
+    plugins: tuple[Any, ...] = ()  # wasm_plugins.config.PluginConfig (parsed by gateway.plugins.config)
     plugin_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     memory_cache: Any = None  # gateway.cache.config.MemoryCacheConfig; None: its defaults

@@ -59,11 +59,11 @@ def stage_identity(stage: Stage, config: GatewayConfig) -> Any:
 def plugin_manager(config: GatewayConfig) -> Any | None:
     if not config.plugins and not config.plugin_dir:
         return None
+    from gateway.plugins.embedder import plugin_manager as make_manager
     from gateway.startup import ensure_plugin_dir
-    from wasm_plugins.manager import PluginManager
 
     ensure_plugin_dir(config)
-    return PluginManager(config.plugins, config.plugin_dir)
+    return make_manager(config.plugins, config.plugin_dir)
 
 
 def build_parts(config: GatewayConfig, previous: Parts | None = None,

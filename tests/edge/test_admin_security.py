@@ -26,7 +26,7 @@ from tests.harness import EDGEGW, ROOT
 
 PARTNER_SECRET = "partner-secret-0123456789-abcdefghijklmnop"
 os.environ.setdefault("EDGEGW_TEST_SECRET_PARTNER", PARTNER_SECRET)
-MAX_UPLOAD = 64 << 20  # wasm_plugins.admin.MAX_UPLOAD
+MAX_UPLOAD = 64 << 20  # gateway.plugins.admin.MAX_UPLOAD
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.config.loader import PHASES
 from gateway.context import RequestContext
 from gateway.reply import Reply
 from gateway.stages.base import Stage
 from wasm_plugins.manager import JUDGED, settle_judged
-
-PHASES = ("auth", "routing", "preprocess", "response")
 
 
 class PluginPhaseStage(Stage):

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from gateway.errors import GatewayError
 from wasm_plugins.config import NAME_RE
+from wasm_plugins.errors import PluginLoadError
 
 MAX_UPLOAD = 64 << 20
 
@@ -67,8 +68,6 @@ def admin_routes(manager: Any, require_admin: Callable[[Request], Awaitable[dict
         return JSONResponse(plugin_json(name_of(request)))
 
     async def put_plugin(request: Request) -> Response:
-        from wasm_plugins.manager import PluginLoadError
-
         await require_admin(request)
         name = name_of(request)
         data = await _read_capped(request, MAX_UPLOAD)

@@ -1,0 +1,38 @@
+"""The gateway as the plugin host's embedder (wasm_plugins.embedder.Embedder), and the manager it
+creates with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.api import SPECS
+from gateway.errors import GatewayError
+from gateway.plugins.properties import NAMESPACE, get_edgegw, set_edgegw
+from gateway.plugins.replies import failure_error, local_reply
+from wasm_plugins.config import PluginConfig
+from wasm_plugins.manager import PluginManager
+from wasm_plugins.state import StreamState
+
+
+class GatewayEmbedder:
+    """Local answers become the gateway's responses (or GatewayErrors in the response phase),
+    failures GatewayErrors; `:path` changes keep each endpoint's upstream path; `edgegw.*` properties."""
+
+    namespace = NAMESPACE
+    # the functions themselves (no method frame): plugins read these per request
+    get_property = staticmethod(get_edgegw)
+    set_property = staticmethod(set_edgegw)
+
+    def upstream_path(self, path: str) -> str:
+        return SPECS[path].upstream_path
+
+    def local_reply(self, plugin: str, st: StreamState, phase: str) -> Any:
+        return local_reply(plugin, st, phase)
+
+    def failure(self, plugin: str, reason: str, unavailable: bool) -> GatewayError:
+        return failure_error(plugin, reason, unavailable)
+
+
+def plugin_manager(plugins: tuple[PluginConfig, ...], plugin_dir: str | None) -> PluginManager:
+    """The plugin manager of one gateway worker."""
+    return PluginManager(plugins, plugin_dir, GatewayEmbedder())
