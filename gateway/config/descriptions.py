@@ -1,7 +1,7 @@
 """What each configuration key means, keyed by generic path: the hand-written half of docs/configuration.md.
 
 The other half (type, default, allowed values, range) comes from the parsers' own reads, recorded by
-`gateway.config.docgen`. `tests/test_config_docs.py` fails when a key read by a parser has no entry
+`gateway.config.docgen`. `tests/config/test_config_docs.py` fails when a key read by a parser has no entry
 here, or an entry here names a key no parser reads. Markdown is allowed; `|` is escaped by docgen.
 """
 

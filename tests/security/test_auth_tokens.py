@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.edge._auth_support import CHAT, assert_401, claims, raw_token
+from tests.security._auth_support import CHAT, assert_401, claims, raw_token
 
 
 def _payload_with(name: str, raw_value: bytes) -> bytes:

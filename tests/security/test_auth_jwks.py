@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.edge._auth_support import CHAT, assert_401
+from tests.security._auth_support import CHAT, assert_401
 
 ISS = "https://jwks.idp"
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, load_config
-from tests.edge.certs import Authority
 from tests.harness import EDGEGW, ROOT
+from tests.security.certs import Authority
 
 BASE: dict[str, Any] = {
     "issuers": [{"name": "t", "issuer": "https://t", "algorithms": ["HS256"], "secret_env": "EDGEGW_TEST_SECRET"}],

@@ -16,8 +16,8 @@ import yaml
 from cryptography import x509
 
 from tests.conftest import FakeBackendProc, gateway_config, start_fake_backend
-from tests.edge.certs import Authority
 from tests.harness import EDGEGW, Proc, free_port
+from tests.security.certs import Authority
 
 
 class TlsGateway:
