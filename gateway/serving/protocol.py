@@ -28,6 +28,7 @@ import http
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httptools
 import orjson
@@ -94,7 +95,7 @@ class _Refuse(Exception):
 class EdgeHttpProtocol(HttpToolsProtocol):
     """One client connection: uvicorn's HTTP/1.1 handling plus the edge limits (module docstring)."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - uvicorn's signature
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # uvicorn passes its own arguments through
         super().__init__(*args, **kwargs)
         self.limits = _limits
         self._awaiting_head = True  # the next bytes belong to a request head
