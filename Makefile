@@ -27,6 +27,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 plugins: $(STAMP)
 	$(BIN)/python -m wasm_plugins.build build/plugins

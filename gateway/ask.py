@@ -18,7 +18,7 @@ from typing import Any
 MSGPACK = "application/msgpack"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ask", help="ask a gateway one chat question, with --image/--audio files, as MessagePack")
     p.add_argument("question")
     p.add_argument("--image", action="append", default=[], type=Path, help="an image file (repeatable)")
@@ -86,7 +86,7 @@ def _pick_model(client: Any, need: set[str]) -> str | None:
         return None
     for model in resp.json().get("data", []):
         if need <= set(model.get("capabilities", ["text"])):
-            return model["id"]
+            return str(model["id"])
     return None
 
 

@@ -100,6 +100,7 @@ def check_json_compatible(value: Any, where: str = "", depth: int = 0) -> None:
 def encode_response(json_body: bytes) -> bytes | None:
     """A JSON answer re-encoded as MessagePack; None when the body is not JSON (sent as it is)."""
     try:
-        return msgpack.packb(orjson.loads(json_body), use_bin_type=True)
+        packed: bytes = msgpack.packb(orjson.loads(json_body), use_bin_type=True)
+        return packed
     except (orjson.JSONDecodeError, ValueError, TypeError, OverflowError):
         return None

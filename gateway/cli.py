@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-def _register_optional(sub: argparse._SubParsersAction) -> None:
+def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # Subsystems register lazily-importing subcommands; their heavy imports (torch, wasmtime)
     # happen only when the subcommand runs.
     from gpu_backend.cli import register as register_backend

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> int:
-    import subprocess
 
     console = Console()
     # One secret across runs, kept where `edgegw token` and `edgegw check-config` find it.
@@ -53,7 +54,11 @@ def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> 
             except subprocess.TimeoutExpired:
                 child.kill()
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    def on_term(*_: object) -> None:
+        stop_all()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli",
                                           *backend_args(model_dir, embedding_dir, replicas, backend_port)]))
@@ -89,7 +94,7 @@ def backend_args(model_dir: Path, embedding_dir: Path, replicas: int, port: int)
             "--replicas", str(replicas), "--port", str(port), "--host", "127.0.0.1"]
 
 
-def _wait(url: str, children: list, timeout: float) -> None:
+def _wait(url: str, children: list[subprocess.Popen[bytes]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(child.poll() is not None for child in children):
@@ -114,15 +119,15 @@ def _summary(console: Console, gateway_url: str, backend_urls: list[str], partne
     table.add_row("status page (admin)", f"{gateway_url}/admin")
     table.add_row("rate limits and cache", "in memory (no Redis configured)")
     console.print(table)
-    plain = {"soft_wrap": True, "markup": False, "highlight": False}
-    console.print("Paste these into another shell (tokens are valid for 24 hours):", **plain)
-    console.print(f"export GATEWAY_URL={gateway_url}", **plain)
-    console.print("# a partner's token: calls the API (no admin scope)", **plain)
-    console.print(f"export TOKEN={partner}", **plain)
-    console.print("# an operator's token: the admin scope opens /admin and the admin API", **plain)
-    console.print(f"export ADMIN_TOKEN={admin}", **plain)
-    console.print("try it (temperature 0: the same answer every time):", **plain)
-    console.print(f"curl -s {gateway_url}/v1/chat/completions -H 'authorization: Bearer {partner}' "
+    say = functools.partial(console.print, soft_wrap=True, markup=False, highlight=False)
+    say("Paste these into another shell (tokens are valid for 24 hours):")
+    say(f"export GATEWAY_URL={gateway_url}")
+    say("# a partner's token: calls the API (no admin scope)")
+    say(f"export TOKEN={partner}")
+    say("# an operator's token: the admin scope opens /admin and the admin API")
+    say(f"export ADMIN_TOKEN={admin}")
+    say("try it (temperature 0: the same answer every time):")
+    say(f"curl -s {gateway_url}/v1/chat/completions -H 'authorization: Bearer {partner}' "
                   "-H 'content-type: application/json' -d '{\"model\": \"smollm2\", \"messages\": "
                   "[{\"role\": \"user\", \"content\": \"What is the capital of France?\"}], "
-                  "\"max_tokens\": 32, \"temperature\": 0}'", **plain)
+                  "\"max_tokens\": 32, \"temperature\": 0}'")

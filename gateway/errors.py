@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from starlette.responses import Response
 
@@ -42,7 +44,7 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
         self.type = type or _TYPES.get(status, "api_error")
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.code, self.param)
 
     def response(self, extra_headers: dict[str, str] | None = None) -> Response:
@@ -51,12 +53,12 @@ class GatewayError(Exception):
                         media_type="application/json")
 
 
-def error_body(message: str, type: str, code: str, param: str | None = None) -> dict:
+def error_body(message: str, type: str, code: str, param: str | None = None) -> dict[str, Any]:
     """The OpenAI-style error object every client-facing failure is rendered as (also inside SSE)."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def internal_error_body() -> dict:
+def internal_error_body() -> dict[str, Any]:
     """What a client sees for a failure the gateway did not expect: nothing about its cause."""
     return error_body("internal gateway error", "server_error", "internal_error")
 

@@ -11,6 +11,7 @@ import os
 import resource
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -18,10 +19,13 @@ from gateway.config import load_config
 from gateway.serving import protocol, tls
 from gateway.serving.worker import CONFIG_ENV, worker_config
 
+if TYPE_CHECKING:
+    from gateway.app import EdgeApp
+
 log = logging.getLogger("edgegw.server")
 
 
-def app_factory():  # noqa: ANN201 - uvicorn's factory hook
+def app_factory() -> EdgeApp:
     """Each worker process loads and validates the config itself (uvicorn imports this by name)."""
     from gateway.app import create_app
 
@@ -62,7 +66,7 @@ def serve(config_path: str, host: str | None = None, port: int | None = None, wo
         proxy_headers=False,
         log_level="warning",
         server_header=False,  # no `server: uvicorn` banner (and one header less to check per response)
-        timeout_keep_alive=config.server.keepalive_timeout_s,  # type: ignore[arg-type] - a float works
+        timeout_keep_alive=config.server.keepalive_timeout_s,  # type: ignore[arg-type]  # a float works
         timeout_graceful_shutdown=30,
         backlog=4096,
         ssl_context_factory=tls.context_factory if config.server.tls else None,

@@ -76,6 +76,8 @@ class KeySource:
     async def _fetch(self) -> None:
         self._last_fetch = time.monotonic()
         url = self.issuer.jwks_url
+        if url is None:  # only issuers with a jwks_url fetch
+            return
         try:
             timeout = aiohttp.ClientTimeout(total=5)
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:

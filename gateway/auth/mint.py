@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import jwt
 
@@ -12,11 +13,11 @@ from gateway.config.schema import IssuerConfig
 
 def mint_token(issuer: IssuerConfig, subject: str, *, scopes: list[str] | None = None,
                models: list[str] | None = None, tier: str | None = None, tenant: str | None = None,
-               ttl_s: int = 3600, extra: dict | None = None) -> str:
+               ttl_s: int = 3600, extra: dict[str, Any] | None = None) -> str:
     if not issuer.secret:
         raise ValueError(f"issuer {issuer.name!r} has no HS secret; only HS* issuers can mint here")
     now = int(time.time())
-    claims: dict = {"iss": issuer.issuer, "sub": subject, "iat": now, "exp": now + ttl_s,
+    claims: dict[str, Any] = {"iss": issuer.issuer, "sub": subject, "iat": now, "exp": now + ttl_s,
                     "jti": uuid.uuid4().hex}
     if issuer.audience:
         claims["aud"] = issuer.audience

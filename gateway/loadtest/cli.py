@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 TOKEN_ENV = "EDGEGW_LOADTEST_TOKEN"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("loadtest", help="LLM-aware load test of an edgegw or OpenAI-compatible URL",
                        description="Closed loop (--users) or open loop (--rate) load with a ramp-up; reports TTFT, "
                                    "inter-token latency, tokens/s, percentiles and errors. Loopback targets only "
@@ -112,8 +112,13 @@ async def _main(args: argparse.Namespace, url: str, sweep: Sweep | None, base: P
     runs: list[tuple[float, dict[str, Any]]] = []
     current: list[Run] = []
     loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        if current:
+            current[-1].interrupt()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: current and current[-1].interrupt())
+        loop.add_signal_handler(sig, interrupt)
     for load in loads:
         plan = _plan_for(base, sweep, load)
         run = Run(plan)

@@ -67,7 +67,7 @@ def require_loopback(url: str) -> None:
     """Refuse a target that is not this machine (every address the name resolves to must be loopback)."""
     host = urlsplit(url).hostname or ""
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
     except socket.gaierror as exc:
         raise OptionError(f"URL: cannot resolve {host!r}: {exc.strerror}") from None
     remote = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_loopback)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -96,7 +97,7 @@ async def execute(plan: Plan, target: Target, workload: Workload, run: Run | Non
     return run
 
 
-async def _closed_loop(run: Run, one: Callable[[int], Awaitable[None]], tasks: set[asyncio.Task[None]]) -> None:
+async def _closed_loop(run: Run, one: Callable[[int], Coroutine[Any, Any, None]], tasks: set[asyncio.Task[None]]) -> None:
     plan = run.plan
 
     async def user(index: int) -> None:
@@ -124,7 +125,7 @@ async def _closed_loop(run: Run, one: Callable[[int], Awaitable[None]], tasks: s
     stop.cancel()
 
 
-async def _open_loop(run: Run, one: Callable[[int], Awaitable[None]], tasks: set[asyncio.Task[None]]) -> None:
+async def _open_loop(run: Run, one: Callable[[int], Coroutine[Any, Any, None]], tasks: set[asyncio.Task[None]]) -> None:
     plan = run.plan
     assert plan.rate
     rng = random.Random(plan.seed)

@@ -79,8 +79,8 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str,
             if len(run) > 1:
                 parts.append(f'<polyline class="series" points="{" ".join(run)}" fill="none" stroke="{colour}"/>')
             for point in run:
-                px, py = point.split(",")
-                parts.append(f'<circle cx="{px}" cy="{py}" r="2.5" fill="{colour}"/>')
+                cx, cy = point.split(",")
+                parts.append(f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{colour}"/>')
         lx = WIDTH - RIGHT - (len(series) - i) * 100  # legend on the title row, right-aligned
         parts.append(f'<rect x="{lx}" y="9" width="10" height="10" fill="{colour}"/>'
                      f'<text x="{lx + 14}" y="18" class="legend">{escape(s.name)}</text>')

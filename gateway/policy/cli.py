@@ -12,7 +12,7 @@ from typing import Any
 TOKEN_ENV = "EDGEGW_ADMIN_TOKEN"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("policy", help="policy canaries on a running gateway (admin token required)")
     verbs = p.add_subparsers(dest="verb", required=True)
 
@@ -57,7 +57,8 @@ def _answer(resp: Any) -> dict[str, Any]:
             message = resp.text[:500]
         print(f"edgegw policy: {resp.status_code}: {message}", file=sys.stderr)
         raise SystemExit(2)
-    return resp.json()
+    body: dict[str, Any] = resp.json()
+    return body
 
 
 def _rollout(args: argparse.Namespace) -> int:

@@ -61,7 +61,7 @@ class PolicyRuntime:
         self.pending_restart: list[str] = []  # keys of applied versions that only a restart applies
         self._lock = asyncio.Lock()
         self._watcher: FileWatcher | None = None
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[PolicyVersion | None]] = set()
         self.on_applied: Callable[[PolicyVersion], None] | None = None  # the canary control's hook
         self._info(None, self.current)
 

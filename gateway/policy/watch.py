@@ -24,7 +24,7 @@ def file_state(path: str) -> tuple[int, int, int, int] | None:
 class FileWatcher:
     """Calls `changed()` when the file behind `path` looks different (the caller compares contents)."""
 
-    def __init__(self, path: str, changed: Callable[[], Awaitable[None]], interval_s: float = 0.25) -> None:
+    def __init__(self, path: str, changed: Callable[[], Awaitable[object]], interval_s: float = 0.25) -> None:
         self.path = path
         self.changed = changed
         self.interval_s = interval_s

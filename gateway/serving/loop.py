@@ -9,18 +9,18 @@ finishes the handshake would hold descriptors for a minute each; here it gets `h
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import uvloop
 
 from gateway.serving import protocol
 
 
-class EdgeLoop(uvloop.Loop):  # type: ignore[misc]
-    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:  # type: ignore[override]
+class EdgeLoop(uvloop.Loop):
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
         if kwargs.get("ssl") is not None and kwargs.get("ssl_handshake_timeout") is None:
             kwargs["ssl_handshake_timeout"] = protocol.current_limits().header_timeout_s
-        return await super().create_server(*args, **kwargs)
+        return cast(asyncio.Server, await super().create_server(*args, **kwargs))
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -65,7 +65,7 @@ class ReloadingContext:
         self._failed: tuple[Any, ...] | None = None
 
     def _files(self) -> tuple[Any, ...]:
-        out = []
+        out: list[tuple[int, int, int] | None] = []
         for path in (self.tls.cert_file, self.tls.key_file, self.tls.client_ca_file):
             if path:
                 try:

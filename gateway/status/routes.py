@@ -46,7 +46,8 @@ class _AdminEndpoint(HTTPEndpoint):
     async def operator(self, request: Request) -> dict[str, Any] | None:
         """The signed-in operator's claims, or None when signed out."""
         try:
-            return await self.gateway.require_admin(request)
+            claims: dict[str, Any] = await self.gateway.require_admin(request)
+            return claims
         except GatewayError as exc:
             if exc.status == 400:  # a malformed request (a repeated Authorization) is not "signed out"
                 raise
