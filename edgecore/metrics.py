@@ -64,7 +64,7 @@ class _Flusher:
         return []
 
 
-registry.register(_Flusher())  # type: ignore[arg-type]
+registry.register(_Flusher())
 
 
 _before_scrape: list[Callable[[], None]] = [flush]
@@ -81,7 +81,7 @@ def render() -> bytes:
         hook()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
     return generate_latest(registry)
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from edgecore.metrics import (  # noqa: F401 - re-exported: the gateway's modules import them from here
-    FLUSH_S,
-    BatchedCounter,
-    ChildCache,
-    flush,
-    on_scrape,
-    registry,
-    render,
-    schedule,
-    track,
+# Re-exported: the gateway's modules import the shared metrics machinery from here.
+from edgecore.metrics import (
+    FLUSH_S as FLUSH_S,
+    BatchedCounter as BatchedCounter,
+    ChildCache as ChildCache,
+    flush as flush,
+    on_scrape as on_scrape,
+    registry as registry,
+    render as render,
+    schedule as schedule,
+    track as track,
 )
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

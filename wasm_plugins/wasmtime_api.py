@@ -59,10 +59,11 @@ def shape(t: Any) -> str:
         return "*" + t._type_.__name__
     if t in (ctypes.c_void_p, ctypes.c_char_p):
         return "ptr"
-    if isinstance(t, type) and issubclass(t, ctypes._CFuncPtr):
+    if isinstance(t, type) and issubclass(t, ctypes._CFuncPtr):  # type: ignore[attr-defined]
         return "fn"
-    if isinstance(t, type) and issubclass(t, ctypes._SimpleCData) and t._type_ in "bBhHiIlLqQ":
-        signed = t._type_ in "bhilq"
+    code = getattr(t, "_type_", None)  # a simple C type's one-letter code
+    if isinstance(t, type) and issubclass(t, ctypes._SimpleCData) and isinstance(code, str) and code in "bBhHiIlLqQ":
+        signed = code in "bhilq"
         return f"{'i' if signed else 'u'}{ctypes.sizeof(t) * 8}"
     return "?" + getattr(t, "__name__", repr(t))
 

@@ -48,7 +48,7 @@ async def _read_capped(request: Request, limit: int) -> bytes:
 
 def admin_routes(manager: Any, require_admin: Callable[[Request], Awaitable[dict[str, Any]]]) -> list[Route]:
     def name_of(request: Request) -> str:
-        name = request.path_params["name"]
+        name: str = request.path_params["name"]
         if not NAME_RE.match(name):
             raise GatewayError(400, "plugin names use letters, digits, '_', '-', '.'", "invalid_plugin_name")
         return name
@@ -57,7 +57,8 @@ def admin_routes(manager: Any, require_admin: Callable[[Request], Awaitable[dict
         plugin = manager.plugins.get(name)
         if plugin is None:
             raise GatewayError(404, f"no plugin named {name!r}", "plugin_not_found")
-        return plugin.describe()
+        described: dict[str, Any] = plugin.describe()
+        return described
 
     async def list_plugins(request: Request) -> Response:
         await require_admin(request)

@@ -41,7 +41,7 @@ class PluginPhaseStage(Stage):
             ctx.collect_response = True
             return None
         for binding in self._chain(ctx):
-            reply = await self.manager.run(binding, ctx, self.phase)
+            reply: Reply | None = await self.manager.run(binding, ctx, self.phase)
             if reply is not None:
                 return reply
         return None
