@@ -24,7 +24,7 @@ from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError, internal_error_body
 from gateway.policy.admin import policy_routes
 from gateway.policy.canary_control import CanaryControl
-from gateway.policy.parts import FollowPlugins, Parts
+from gateway.policy.parts import Parts
 from gateway.policy.rollouts import rollout_routes
 from gateway.policy.runtime import PolicyRuntime
 from gateway.startup import log_readiness, plugins_off_routes
@@ -135,9 +135,9 @@ class Gateway:
             *rollout_routes(self, self.require_admin),
         ]
         if self.plugins is not None:
-            from gateway.plugins.admin import admin_routes
+            from gateway.plugins.admin import plugin_routes
 
-            routes += admin_routes(FollowPlugins(self), self.require_admin)
+            routes += plugin_routes()
         else:
             routes += plugins_off_routes(self.config, self.require_admin)
         return routes

@@ -29,8 +29,7 @@ from importlib.metadata import version as pkg_version
 from typing import Any
 
 import wasmtime
-from wasmtime import _bindings as _raw_bindings
-from wasmtime import _ffi as ffi
+from wasmtime import _bindings as _raw_bindings, _ffi as ffi
 
 from wasm_plugins.wasmtime_api import check
 

@@ -1,4 +1,4 @@
-"""The plugin admin API, mounted by the gateway: `admin_routes(manager, require_admin)`.
+"""The plugin admin API, mounted by the gateway: `plugin_routes()`, one endpoint class per resource.
 
     GET    /admin/plugins                    every plugin: stable, canary, history, events
     GET    /admin/plugins/{name}             one plugin
@@ -8,16 +8,17 @@
     POST   /admin/plugins/{name}/rollback    drop the canary, or go back to the previous version
     POST   /admin/plugins/{name}/promote     make the canary the stable version
 
-Every route requires a JWT with the admin scope. With a `plugin_dir`, changes are also written
-there so other workers (and restarts) converge on them.
+Every route requires a JWT with the admin scope and acts on the plugin manager of the policy version
+in use when the request arrives. With a `plugin_dir`, changes are also written there so other
+workers (and restarts) converge on them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -46,50 +47,76 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def admin_routes(manager: Any, require_admin: Callable[[Request], Awaitable[dict[str, Any]]]) -> list[Route]:
-    def name_of(request: Request) -> str:
-        name: str = request.path_params["name"]
-        if not NAME_RE.match(name):
-            raise GatewayError(400, "plugin names use letters, digits, '_', '-', '.'", "invalid_plugin_name")
-        return name
+class _PluginResource(HTTPEndpoint):
+    """A plugin admin resource: checks the caller, then acts on the active version's manager."""
 
-    def plugin_json(name: str) -> dict[str, Any]:
-        plugin = manager.plugins.get(name)
-        if plugin is None:
-            raise GatewayError(404, f"no plugin named {name!r}", "plugin_not_found")
-        described: dict[str, Any] = plugin.describe()
-        return described
+    async def manager(self, request: Request) -> Any:
+        gateway = self.scope["app"].state.gateway
+        await gateway.require_admin(request)
+        if gateway.plugins is None:
+            raise GatewayError(404, "the running policy turned plugins off (restart to drop these endpoints)",
+                               "plugins_not_configured")
+        return gateway.plugins
 
-    async def list_plugins(request: Request) -> Response:
-        await require_admin(request)
+
+def _name_of(request: Request) -> str:
+    name: str = request.path_params["name"]
+    if not NAME_RE.match(name):
+        raise GatewayError(400, "plugin names use letters, digits, '_', '-', '.'", "invalid_plugin_name")
+    return name
+
+
+def _plugin_json(manager: Any, name: str) -> dict[str, Any]:
+    plugin = manager.plugins.get(name)
+    if plugin is None:
+        raise GatewayError(404, f"no plugin named {name!r}", "plugin_not_found")
+    described: dict[str, Any] = plugin.describe()
+    return described
+
+
+def _upload_options(request: Request) -> dict[str, Any]:
+    """`PluginManager.load` keyword arguments from the upload's query string."""
+    q = request.query_params
+    options: dict[str, Any] = {"sha256": q.get("sha256"), "description": q.get("description", "")}
+    if q.get("canary"):
+        try:
+            options["canary"] = float(q["canary"])
+        except ValueError:
+            raise GatewayError(400, "canary must be a number between 0 and 1", "invalid_canary") from None
+        if not 0.0 < options["canary"] <= 1.0:
+            raise GatewayError(400, "canary must be a number between 0 and 1", "invalid_canary")
+    if "config" in q:
+        try:
+            options["config"] = json.loads(q["config"])
+        except json.JSONDecodeError:
+            options["config"] = q["config"]
+    return options
+
+
+class Plugins(_PluginResource):
+    """`/admin/plugins`: every plugin."""
+
+    async def get(self, request: Request) -> Response:
+        manager = await self.manager(request)
         return JSONResponse({"plugins": manager.describe()})
 
-    async def get_plugin(request: Request) -> Response:
-        await require_admin(request)
-        return JSONResponse(plugin_json(name_of(request)))
 
-    async def put_plugin(request: Request) -> Response:
-        await require_admin(request)
-        name = name_of(request)
+class Plugin(_PluginResource):
+    """`/admin/plugins/{name}`: read, upload a version, unload."""
+
+    async def get(self, request: Request) -> Response:
+        manager = await self.manager(request)
+        return JSONResponse(_plugin_json(manager, _name_of(request)))
+
+    async def put(self, request: Request) -> Response:
+        manager = await self.manager(request)
+        name = _name_of(request)
         data = await _read_capped(request, MAX_UPLOAD)
         if not data:
             raise GatewayError(400, "the request body must be the plugin's .wasm bytes", "empty_upload")
-        q = request.query_params
-        kwargs: dict[str, Any] = {"sha256": q.get("sha256"), "description": q.get("description", "")}
-        if q.get("canary"):
-            try:
-                kwargs["canary"] = float(q["canary"])
-            except ValueError:
-                raise GatewayError(400, "canary must be a number between 0 and 1", "invalid_canary") from None
-            if not 0.0 < kwargs["canary"] <= 1.0:
-                raise GatewayError(400, "canary must be a number between 0 and 1", "invalid_canary")
-        if "config" in q:
-            try:
-                kwargs["config"] = json.loads(q["config"])
-            except json.JSONDecodeError:
-                kwargs["config"] = q["config"]
+        options = _upload_options(request)
         try:
-            version = await manager.load(name, data, source="admin", **kwargs)
+            version = await manager.load(name, data, source="admin", **options)
         except PluginLoadError as exc:
             previous = manager.plugins.get(name)
             keeps = ("the previous version keeps serving" if previous is not None and previous.stable is not None
@@ -97,23 +124,26 @@ def admin_routes(manager: Any, require_admin: Callable[[Request], Awaitable[dict
             raise GatewayError(422, f"plugin {name!r} rejected, {keeps}: {exc}", "plugin_rejected") from None
         if manager.watcher is not None:
             manager.watcher.publish(name, version.compiled.binary)
-        plugin = manager.plugins[name]
-        role = "canary" if plugin.canary is version else "stable"
+        role = "canary" if manager.plugins[name].canary is version else "stable"
         return JSONResponse({"plugin": name, "role": role, **version.describe()}, status_code=201)
 
-    async def delete_plugin(request: Request) -> Response:
-        await require_admin(request)
-        name = name_of(request)
-        plugin_json(name)
+    async def delete(self, request: Request) -> Response:
+        manager = await self.manager(request)
+        name = _name_of(request)
+        _plugin_json(manager, name)
         manager.remove(name)
         if manager.watcher is not None:
             manager.watcher.unpublish(name)
         return JSONResponse({"plugin": name, "removed": True})
 
-    async def rollback(request: Request) -> Response:
-        await require_admin(request)
-        name = name_of(request)
-        plugin_json(name)
+
+class PluginRollback(_PluginResource):
+    """`/admin/plugins/{name}/rollback`: drop the canary, or go back to the previous version."""
+
+    async def post(self, request: Request) -> Response:
+        manager = await self.manager(request)
+        name = _name_of(request)
+        _plugin_json(manager, name)
         try:
             manager.rollback(name)
         except LookupError as exc:
@@ -121,25 +151,29 @@ def admin_routes(manager: Any, require_admin: Callable[[Request], Awaitable[dict
         stable = manager.plugins[name].stable
         if manager.watcher is not None and stable is not None:
             manager.watcher.publish(name, stable.compiled.binary)
-        return JSONResponse(plugin_json(name))
+        return JSONResponse(_plugin_json(manager, name))
 
-    async def promote(request: Request) -> Response:
-        await require_admin(request)
-        name = name_of(request)
-        plugin_json(name)
+
+class PluginPromote(_PluginResource):
+    """`/admin/plugins/{name}/promote`: make the canary the stable version."""
+
+    async def post(self, request: Request) -> Response:
+        manager = await self.manager(request)
+        name = _name_of(request)
+        _plugin_json(manager, name)
         try:
             version = manager.promote(name)
         except LookupError as exc:
             raise GatewayError(409, str(exc), "no_canary") from None
         if manager.watcher is not None:
             manager.watcher.publish(name, version.compiled.binary)
-        return JSONResponse(plugin_json(name))
+        return JSONResponse(_plugin_json(manager, name))
 
+
+def plugin_routes() -> list[Route]:
     return [
-        Route("/admin/plugins", list_plugins, methods=["GET"]),
-        Route("/admin/plugins/{name}", get_plugin, methods=["GET"]),
-        Route("/admin/plugins/{name}", put_plugin, methods=["PUT"]),
-        Route("/admin/plugins/{name}", delete_plugin, methods=["DELETE"]),
-        Route("/admin/plugins/{name}/rollback", rollback, methods=["POST"]),
-        Route("/admin/plugins/{name}/promote", promote, methods=["POST"]),
+        Route("/admin/plugins", Plugins),
+        Route("/admin/plugins/{name}", Plugin),
+        Route("/admin/plugins/{name}/rollback", PluginRollback),
+        Route("/admin/plugins/{name}/promote", PluginPromote),
     ]

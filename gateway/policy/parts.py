@@ -16,7 +16,6 @@ from gateway.accesslog import AccessLog
 from gateway.auth.admin import make_require_admin
 from gateway.auth.verifier import JwtVerifier
 from gateway.config.schema import GatewayConfig
-from gateway.errors import GatewayError
 from gateway.pipeline import Pipeline, build_stages
 from gateway.proxy import ProxyEndpoint
 from gateway.routing import RouteTable
@@ -171,17 +170,3 @@ def retired(old: Parts, new: Parts) -> Retired:
         out.stoppable.append(old.plugins)
     return out
 
-
-class FollowPlugins:
-    """Stands for the active version's plugin manager where a reference outlives versions (the
-    `/admin/plugins` routes, built once): every attribute is read from the manager in use now."""
-
-    def __init__(self, gateway: Any) -> None:
-        self._gateway = gateway
-
-    def __getattr__(self, name: str) -> Any:
-        manager = self._gateway.plugins
-        if manager is None:
-            raise GatewayError(404, "the running policy turned plugins off (restart to drop these endpoints)",
-                               "plugins_not_configured")
-        return getattr(manager, name)

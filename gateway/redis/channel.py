@@ -8,9 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import hiredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+    NoScriptError,
+    ResponseError,
+    TimeoutError as RedisTimeoutError,
+)
 
 from gateway.redis.script import Script
 
