@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.api import SPECS
+from gateway.auth.admin import RequireAdmin
 from gateway.auth.verifier import bearer_token, single_authorization
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError, internal_error_body
@@ -54,7 +55,7 @@ class Gateway:
         self.pipeline = parts.pipeline
         self.access_log = parts.access_log
         self.proxy = parts.proxy
-        self._require_admin = parts.require_admin
+        self._require_admin: RequireAdmin = parts.require_admin
         if self.edge is not None:
             self.edge._proxy = parts.proxy
 

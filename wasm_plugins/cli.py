@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the plugin subcommands. Imports wasmtime only when a subcommand runs."""
     plugin = sub.add_parser("plugin", help="inspect and deploy wasm plugins")
     psub = plugin.add_subparsers(dest="plugin_command", required=True)
@@ -105,7 +105,8 @@ def _push_config(args: argparse.Namespace) -> str | None:
     if args.config is not None and args.config_file is not None:
         raise OSError("give --config or --config-file, not both")
     if args.config_file is None:
-        return args.config
+        config: str | None = args.config
+        return config
     import json
 
     import yaml

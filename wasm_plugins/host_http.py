@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wasm_plugins import abi
 from wasm_plugins.abi import deserialize_map, serialize_map
@@ -13,6 +13,10 @@ from wasm_plugins.properties import get_property, parse_path, set_property
 from wasm_plugins.pseudo import ORIGIN_FORM
 from wasm_plugins.raw import HostTrap
 from wasm_plugins.state import CallResult, ContextState, LocalResponse, RootState, StreamState
+
+if TYPE_CHECKING:  # annotations only: no import at run time
+    from wasm_plugins.services import Services
+    from wasm_plugins.version import PluginVersion
 
 # Headers of an http call the host owns: framing and connection management (aiohttp sets them
 # for what it really sends) and the Host of the upstream it really connects to.
@@ -26,8 +30,8 @@ class HttpHost:
     mem: Any
     current: ContextState | None
     contexts: dict[int, ContextState]
-    version: Any
-    services: Any
+    version: PluginVersion
+    services: Services
     configuring: bytes | None
     delivering: CallResult | None  # the http call answer being handed to proxy_on_http_call_response
 
@@ -288,7 +292,8 @@ class HttpHost:
         task = loop.create_task(self.services.http_call(target, (method or "GET").upper(), path, sent, body, timeout))
         st.pending[token] = task
         if st.is_root:
-            task.add_done_callback(lambda t, root=st, tok=token: self.deliver_root_call(root, tok, t))
+            # mypy cannot infer a lambda with default arguments (they bind this call's context and token)
+            task.add_done_callback(lambda t, root=st, tok=token: self.deliver_root_call(root, tok, t))  # type: ignore[misc]
         self.mem.write_u32(ret_token, token)
         return abi.OK
 

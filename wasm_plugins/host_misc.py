@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wasm_plugins import abi
 from wasm_plugins.raw import HostTrap
 from wasm_plugins.state import ContextState, RootState
+
+if TYPE_CHECKING:  # annotations only: no import at run time
+    from wasm_plugins.services import Services
 
 
 class MiscHost:
     mem: Any
     current: ContextState | None
     contexts: dict[int, ContextState]
-    services: Any
+    services: Services
     version: Any
     log: logging.Logger
 

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import wasmtime
@@ -54,7 +55,7 @@ class PluginInstance(HttpHost, MiscHost, WasiHost):
         self.active = 0  # stream contexts open in this instance (requests running on it)
         self.delivering: CallResult | None = None  # the http call answer being handed to the plugin
         self._ids = itertools.count(1)
-        self.fn: dict[str, Any] = {}
+        self.fn: dict[str, Callable[..., int | None]] = {}
         self.mem: Any = None
         self.alloc: Any = None
         try:

@@ -73,6 +73,7 @@ class Plugin:
 
     def rollback(self, reason: str = "manual") -> PluginVersion | None:
         """Drop the canary if there is one, else go back to the previous stable version."""
+        dropped: PluginVersion | None
         if self.canary is not None:
             dropped = self.canary
             dropped.retire()

@@ -8,10 +8,14 @@ children in one step, because updating a child costs a lock and several frames p
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from edgecore.metrics import ChildCache, registry, schedule, track
+# schedule and track are re-exported: wasm_plugins.services registers its batches through this module.
+from edgecore.metrics import ChildCache, registry
+from edgecore.metrics import schedule as schedule
+from edgecore.metrics import track as track
 
 _BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0)
 
@@ -58,7 +62,7 @@ class PhaseTally:
         # histogram's buckets are internals of prometheus_client: where they are not as expected,
         # durations go to observe() directly.
         hist = self.hist
-        bounds = getattr(hist, "_upper_bounds", None)
+        bounds: Any = getattr(hist, "_upper_bounds", None)
         buckets = getattr(hist, "_buckets", None)
         exact = bounds is not None and buckets is not None and len(bounds) == len(buckets) and hasattr(hist, "_sum")
         self.bounds = tuple(bounds) if exact else None

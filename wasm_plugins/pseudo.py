@@ -27,7 +27,7 @@ _AUTHORITY = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::
 
 def request_target(ctx: Any) -> str:
     """`:path` as plugins see it: the path with its query, as an earlier plugin may have left it."""
-    target = ctx.scratch.get(PATH_KEY)
+    target: str | None = ctx.scratch.get(PATH_KEY)
     if target is None:
         target = f"{ctx.path}?{ctx.query}" if ctx.query else ctx.path
     return target
@@ -65,7 +65,7 @@ def apply_pseudo_headers(pseudo: dict[str, str], ctx: Any, headers: dict[str, st
 
 def check_unchanged(pairs: list[tuple[str, str]] | None, original: list[tuple[str, str]], why: str) -> None:
     """Where pseudo-headers cannot change any more: fail if the plugin changed one."""
-    now = {}
+    now: dict[str, str] = {}
     for k, v in pairs or ():
         if k[:1] == ":":
             now.setdefault(k, v)

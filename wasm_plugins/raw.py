@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable
 from ctypes import byref, c_size_t, c_uint64, c_void_p
 from importlib.metadata import version as pkg_version
-from typing import Any
+from typing import Any, cast
 
 import wasmtime
 from wasmtime import _bindings as _raw_bindings, _ffi as ffi
@@ -42,7 +42,7 @@ _TRAP_PTR = ctypes.POINTER(ffi.wasm_trap_t)
 
 
 def _fn(lib: ctypes.CDLL, name: str, restype: Any) -> Any:
-    f = lib[name]  # a function object of our own: wasmtime-py's (`lib.name`) keeps its settings
+    f: Any = lib[name]  # a function object of our own: wasmtime-py's (`lib.name`) keeps its settings
     f.restype = restype
     f.argtypes = None
     return f
@@ -60,13 +60,13 @@ def _fn(lib: ctypes.CDLL, name: str, restype: Any) -> Any:
 # as pointers in the C ABIs wasmtime supports.
 assert ctypes.sizeof(c_void_p) == ctypes.sizeof(c_size_t) == ctypes.sizeof(c_uint64) == 8
 _arg = c_void_p.from_param
-_nogil = _raw_bindings.dll
+_nogil: ctypes.CDLL = _raw_bindings.dll  # type: ignore[attr-defined]  # private, vetted by check() above
 _gil = ctypes.PyDLL(_nogil._name)
 _call_unchecked = _fn(_nogil, "wasmtime_func_call_unchecked", c_void_p)  # (cx, func*, slots*, n, trap**)
 _set_fuel = _fn(_gil, "wasmtime_context_set_fuel", c_void_p)  # (cx, fuel) -> error*
 _get_fuel = _fn(_gil, "wasmtime_context_get_fuel", c_void_p)  # (cx, uint64_t*) -> error*
 _set_epoch_deadline = _fn(_gil, "wasmtime_context_set_epoch_deadline", None)  # (cx, ticks)
-_mem_size = _fn(_gil, "wasmtime_memory_data_size", c_size_t)  # (cx, memory*) -> size
+_mem_size: Callable[..., int] = _fn(_gil, "wasmtime_memory_data_size", c_size_t)  # (cx, memory*) -> size
 _mem_data = _fn(_gil, "wasmtime_memory_data", c_void_p)  # (cx, memory*) -> base
 
 # One value slot per type: little-endian, padded to the slot size. i32s are read unsigned:
@@ -163,7 +163,8 @@ def _trampoline(fn: Callable[..., Any], params: tuple[str, ...], result: str | N
     return _CALLBACK(tramp)
 
 
-@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+# typeshed types CFUNCTYPE's result as a class, not as a decorator.
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # type: ignore[untyped-decorator]
 def _finalize(env: int) -> None:
     _HOST.pop(env or 0, None)
 
@@ -182,7 +183,7 @@ def host_func(store: wasmtime.Store, ty: wasmtime.FuncType, fn: Callable[..., An
     raw = ffi.wasmtime_func_t()
     # The callback's code address, read out of it: `ctypes.cast` would record the callback in its own
     # `_objects`, a cycle that keeps it (and through its closure the instance) alive until a collection.
-    code = ffi.wasmtime_func_unchecked_callback_t(c_void_p.from_buffer(callback).value)
+    code = ffi.wasmtime_func_unchecked_callback_t(cast(int, c_void_p.from_buffer(callback).value))  # never NULL
     ffi.wasmtime_func_new_unchecked(store._context(), ty.ptr(), code, env, _finalize, byref(raw))
     return wasmtime.Func._from_raw(raw)
 
@@ -226,6 +227,7 @@ def callee(store: wasmtime.Store, func: wasmtime.Func) -> Callable[..., int | No
                                        _arg(nbuf), _arg(trap_at))
 
     def call(*args: int) -> int | None:
+        value: int | None  # declared, not assigned: costs nothing per call
         if len(args) != nparams:  # 0.1.0 callbacks lack trailing flags: pad or cut
             args = (*args, *(0,) * nparams)[:nparams]
         pack_args(view, 0, *args)
@@ -363,4 +365,5 @@ class RawMemory:
     def read_u32(self, ptr: int) -> int:
         if ptr + 4 > self.limit:
             self._check(ptr, 4)
-        return _U32.unpack_from(self.view, ptr)[0]
+        value: int = _U32.unpack_from(self.view, ptr)[0]
+        return value

@@ -51,8 +51,10 @@ async def settle(inst: PluginInstance, st: StreamState) -> None:
                               len(answer.body), 0)
             finally:
                 inst.delivering = None
+            # Reachable: the callback can end or continue the stream (proxy_send_local_response,
+            # proxy_continue_stream), but mypy keeps the `while` condition's narrowing across the call.
             if st.ended or st.continued:
-                break
+                break  # type: ignore[unreachable]
     # Nothing left that could resume the stream: continue (Envoy would hang until its timeout).
     st.continued = False
 

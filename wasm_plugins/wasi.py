@@ -194,7 +194,8 @@ class WasiHost:
         if ptr < 4:
             return ""
         size = min(self.mem.read_u32(ptr - 4), 4096)
-        return self.mem.read(ptr, size).decode("utf-16-le", "replace")
+        text: str = self.mem.read(ptr, size).decode("utf-16-le", "replace")
+        return text
 
 
 def denied(name: str) -> Any:

@@ -121,6 +121,7 @@ class DirWatcher:
 
 def _same(version: Any, data: bytes) -> bool:
     try:
-        return hashlib.sha256(to_binary(data)).hexdigest() == version.sha256
+        same: bool = hashlib.sha256(to_binary(data)).hexdigest() == version.sha256
+        return same
     except CompileError:
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 import sys
 from collections.abc import Iterator
@@ -132,7 +133,7 @@ class Section:
             raise self.error(name, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def url(self, name: str, default: Any = _MISSING) -> Any:
+    def url(self, name: builtins.str, default: Any = _MISSING) -> Any:
         """An absolute http:// or https:// URL with a host (upstreams, pools, JWKS), returned as written."""
         if _recorder is not None:
             self._record(name, "url", default)
@@ -145,7 +146,7 @@ class Section:
             raise self.error(name, f"expected an http(s)://host[:port] URL, got {value!r}")
         return value
 
-    def int(self, name: str, default: Any = _MISSING, min: int | None = None, max: int | None = None) -> Any:
+    def int(self, name: builtins.str, default: Any = _MISSING, min: int | None = None, max: int | None = None) -> Any:
         if _recorder is not None:
             self._record(name, "int", default, None, min, max)
         value = self._get(name, default)
@@ -156,7 +157,7 @@ class Section:
         _check_range(self, name, value, min, max)
         return value
 
-    def float(self, name: str, default: Any = _MISSING, min: float | None = None,
+    def float(self, name: builtins.str, default: Any = _MISSING, min: float | None = None,
               max: float | None = None) -> Any:
         if _recorder is not None:
             self._record(name, "float", default, None, min, max)
@@ -168,7 +169,7 @@ class Section:
         _check_range(self, name, value, min, max)
         return float(value)
 
-    def bool(self, name: str, default: Any = _MISSING) -> Any:
+    def bool(self, name: builtins.str, default: Any = _MISSING) -> Any:
         if _recorder is not None:
             self._record(name, "bool", default)
         value = self._get(name, default)
@@ -176,7 +177,7 @@ class Section:
             raise self.error(name, f"expected true or false, got {_kind(value)}")
         return value
 
-    def str_list(self, name: str, default: Any = _MISSING) -> Any:
+    def str_list(self, name: builtins.str, default: Any = _MISSING) -> Any:
         if _recorder is not None:
             self._record(name, "str_list", default)
         value = self._get(name, default)
@@ -188,13 +189,13 @@ class Section:
             raise self.error(name, "expected a list of strings")
         return list(value)
 
-    def section(self, name: str, required: bool = False) -> Section:
+    def section(self, name: builtins.str, required: builtins.bool = False) -> Section:
         if _recorder is not None:
             self._record(name, "section", None, required=required)
         value = self._get(name, _MISSING if required else {})
         return Section(value, self.file, self.key(name))
 
-    def sections(self, name: str, required: bool = False) -> list[Section]:
+    def sections(self, name: builtins.str, required: builtins.bool = False) -> list[Section]:
         if _recorder is not None:
             self._record(name, "sections", None, required=required)
         value = self._get(name, _MISSING if required else [])
