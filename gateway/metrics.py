@@ -6,15 +6,17 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 # Re-exported: the gateway's modules import the shared metrics machinery from here.
-from edgecore.metrics import FLUSH_S as FLUSH_S
-from edgecore.metrics import BatchedCounter as BatchedCounter
-from edgecore.metrics import ChildCache as ChildCache
-from edgecore.metrics import flush as flush
-from edgecore.metrics import on_scrape as on_scrape
-from edgecore.metrics import registry as registry
-from edgecore.metrics import render as render
-from edgecore.metrics import schedule as schedule
-from edgecore.metrics import track as track
+from edgecore.metrics import (
+    FLUSH_S as FLUSH_S,
+    BatchedCounter as BatchedCounter,
+    ChildCache as ChildCache,
+    flush as flush,
+    on_scrape as on_scrape,
+    registry as registry,
+    render as render,
+    schedule as schedule,
+    track as track,
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1)

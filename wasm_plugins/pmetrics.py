@@ -13,9 +13,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 # schedule and track are re-exported: wasm_plugins.services registers its batches through this module.
-from edgecore.metrics import ChildCache, registry
-from edgecore.metrics import schedule as schedule
-from edgecore.metrics import track as track
+from edgecore.metrics import ChildCache, registry, schedule as schedule, track as track
 
 _BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0)
 
