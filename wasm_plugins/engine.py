@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -13,6 +12,8 @@ from importlib.metadata import version as pkg_version
 from pathlib import Path
 
 import wasmtime
+
+from edgecore.files import write_atomic
 
 log = logging.getLogger("edgegw.plugins")
 
@@ -119,10 +120,7 @@ def compile_module(data: bytes, use_cache: bool = True) -> Compiled:
 def _store(path: Path, module: wasmtime.Module) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(module.serialize())
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+        write_atomic(path, module.serialize(), prefix=".tmp-")
     except OSError as exc:
         log.warning("cannot write the module cache at %s: %s", path.parent, exc)
 

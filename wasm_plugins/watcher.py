@@ -12,10 +12,10 @@ import asyncio
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgecore.files import write_atomic
 from wasm_plugins.config import NAME_RE
 from wasm_plugins.engine import CompileError, to_binary
 from wasm_plugins.errors import PluginLoadError
@@ -101,10 +101,7 @@ class DirWatcher:
         """Write an admin change into the directory (atomically) so other workers converge on it."""
         target = self.dir / f"{name}.wasm"
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".upload-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(binary)
-            os.replace(tmp, target)
+            write_atomic(target, binary, prefix=".upload-")
             st = target.stat()
             self.seen[name] = (st.st_mtime_ns, st.st_size)
         except OSError as exc:

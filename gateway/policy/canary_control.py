@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from edgecore.files import write_atomic
 from gateway.config.reader import ConfigError
 from gateway.policy.canary import CanaryProxy, CanarySettings, PolicyCanary
 from gateway.policy.parts import Parts, build_parts, merge_upstreams, start_parts
@@ -252,15 +252,7 @@ class CanaryControl:
         return data if isinstance(data, dict) else None
 
     def _write(self, data: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".edgegw-canary-", dir=os.path.dirname(self.path))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(orjson.dumps(data))
-            os.replace(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.path, orjson.dumps(data), prefix=".edgegw-canary-")
 
     def describe(self) -> dict[str, Any]:
         """The running canary as this worker judges it, and the history as the canary file holds it:

@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from edgecore.files import write_atomic
 from gateway.config.schema import GatewayConfig
 from gateway.policy.watch import FileWatcher
 
@@ -106,12 +106,4 @@ class RolloutVerdicts:
         return data if isinstance(data, dict) else {}
 
     def _write(self, data: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".edgegw-rollouts-", dir=os.path.dirname(self.path))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(orjson.dumps(data))
-            os.replace(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.path, orjson.dumps(data), prefix=".edgegw-rollouts-")

@@ -17,12 +17,12 @@ import contextlib
 import logging
 import os
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgecore.files import write_atomic
 from gateway.config.reader import ConfigError
 from gateway.config.schema import GatewayConfig
 from gateway.policy import metrics as pm
@@ -181,17 +181,10 @@ class PolicyRuntime:
 
         The watcher's recorded state is updated first: this worker already runs the text."""
         target = os.path.realpath(self.path)
-        fd, tmp = tempfile.mkstemp(prefix=".edgegw-policy-", dir=os.path.dirname(target))
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            with contextlib.suppress(OSError):
-                os.chmod(tmp, os.stat(target).st_mode & 0o777)
-            os.replace(tmp, target)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        mode = None
+        with contextlib.suppress(OSError):
+            mode = os.stat(target).st_mode & 0o777
+        write_atomic(target, text.encode(), prefix=".edgegw-policy-", mode=mode)
         if self._watcher is not None:
             self._watcher.state = file_state(self.path)
 

@@ -1,0 +1,28 @@
+"""edgecore.files.write_atomic: readers never see a partial file; a failure leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edgecore.files import write_atomic
+
+
+def test_replaces_the_file_whole_and_sets_the_mode(tmp_path: Path) -> None:
+    target = tmp_path / "policy.yaml"
+    target.write_text("old")
+    write_atomic(target, b"new", mode=0o640)
+    assert target.read_bytes() == b"new"
+    assert os.stat(target).st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["policy.yaml"]  # no temporary file left
+
+
+def test_a_failed_write_removes_its_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "a-folder"
+    target.mkdir()
+    (target / "inside").write_text("x")  # os.replace cannot put a file over a non-empty folder
+    with pytest.raises(OSError):
+        write_atomic(target, b"data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"]
