@@ -13,7 +13,8 @@ import jwt
 import pytest
 from rich.console import Console
 
-from gateway import demo_secret, progress
+from edgecore import progress
+from gateway import demo_secret
 from tests.harness import EDGEGW, ROOT
 
 POLICY = ROOT / "policies" / "gateway.yaml"
