@@ -80,6 +80,7 @@ class RequestContext:
     error: str | None = None  # error code when the request failed
     body_dirty: bool = False  # body_json changed; the forwarder re-serialises it
     upstream_content_type: str = ""  # of a non-streamed answer collected for a stage (`collect_response`)
+    reply_msgpack: bool = False  # the client's Accept prefers MessagePack (`gateway.media.gate`)
     streamed: StreamTally | None = None  # what a streamed answer delivered so far (the forwarder's)
 
     # the client connection

@@ -22,7 +22,7 @@ from gateway.bodies import decode_request, is_msgpack_type
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request, internal_error_body
 from gateway.jsonkeys import reject_duplicate_keys
-from gateway.media.gate import REPLY_MSGPACK, MediaGate, encode_reply, has_content_parts, negotiate_reply
+from gateway.media.gate import MediaGate, encode_reply, has_content_parts, negotiate_reply
 from gateway.pipeline import Pipeline
 from gateway.reply import Reply
 from gateway.routing import RouteTable
@@ -154,7 +154,7 @@ class ProxyEndpoint:
             ctx.set_body_json(generate_to_completions(body, ctx.model))
 
     async def _send(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
-        if reply.stream is None and (REPLY_MSGPACK in ctx.scratch or "msgpack" in ctx.headers.get("accept", "")):
+        if reply.stream is None and (ctx.reply_msgpack or "msgpack" in ctx.headers.get("accept", "")):
             reply.body = encode_reply(ctx, reply.headers, reply.body)
         if reply.stream is not None:
             headers = list(_SSE_HEADERS)

@@ -23,7 +23,6 @@ from gateway.media.parts import MediaFound, scan
 from gateway.routing import RouteTable
 
 CHAT_PATH = "/v1/chat/completions"
-REPLY_MSGPACK = "_reply_msgpack"  # ctx.scratch key: the client asked for a MessagePack answer
 
 
 def has_content_parts(messages: list[Any]) -> bool:
@@ -97,14 +96,14 @@ def negotiate_reply(ctx: RequestContext) -> None:
     """The client's Accept mentions MessagePack: remember whether it prefers it, and ask the backend
     for JSON (the gateway reads usage from it and the cache stores it; it encodes at the end)."""
     if accepts_msgpack(ctx.headers.get("accept")):
-        ctx.scratch[REPLY_MSGPACK] = True
+        ctx.reply_msgpack = True
     ctx.headers["accept"] = "application/json"
 
 
 def encode_reply(ctx: RequestContext, headers: dict[str, str], body: bytes | None) -> bytes | None:
     """A whole JSON answer (or error) as MessagePack when the client prefers it; else the body as is.
     `headers` is the reply's, its content type updated to match."""
-    if body is None or REPLY_MSGPACK not in ctx.scratch and not accepts_msgpack(ctx.headers.get("accept")):
+    if body is None or not ctx.reply_msgpack and not accepts_msgpack(ctx.headers.get("accept")):
         return body
     if not headers.get("content-type", "application/json").startswith("application/json"):
         return body

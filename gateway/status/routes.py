@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+import gateway.status.render as render
 from gateway.auth.admin import ADMIN_COOKIE, CSRF_COOKIE, cross_site, new_csrf_token
 from gateway.errors import GatewayError
-from gateway.status import render
 from gateway.status.snapshot import snapshot
 
 _STATIC = {name: (Path(__file__).with_name("static") / name).read_bytes()
