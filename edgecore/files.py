@@ -1,11 +1,16 @@
-"""Files other processes read while we write them."""
+"""Files other processes read while we write them: atomic replacement, a lock for read-modify-write."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 
 def write_atomic(path: str | Path, data: bytes | bytearray, *, prefix: str = ".edgegw-", mode: int | None = None) -> None:
@@ -24,3 +29,23 @@ def write_atomic(path: str | Path, data: bytes | bytearray, *, prefix: str = ".e
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path`.lock: one process at a time read-modify-writes `path`."""
+    with open(os.fspath(path) + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object in `path`; None when the file is missing, unreadable or holds no object."""
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from edgecore.files import write_atomic
+from edgecore.files import locked, read_json_object, write_atomic
 from gateway.config.reader import ConfigError
 from gateway.policy.canary import CanaryProxy, CanarySettings, PolicyCanary
 from gateway.policy.parts import Parts, build_parts, merge_upstreams, start_parts
@@ -90,8 +89,8 @@ class CanaryControl:
             validate_policy(text, self.runtime.path)
         except ConfigError as exc:
             raise PolicyRefused(refusal_text(exc), version) from None
-        with self._locked():
-            history = (self._read() or {}).get("history", [])
+        with locked(self.path):
+            history = (read_json_object(self.path) or {}).get("history", [])
             self._write({"id": uuid.uuid4().hex[:12], "version": version, "text": text, "step": 0,
                          "settings": settings.to_dict(), "state": "running", "why": "", "at": time.time(),
                          "history": history})
@@ -112,7 +111,7 @@ class CanaryControl:
     async def sync(self) -> None:
         """Make this worker match the canary file (called on every change of it)."""
         async with self._lock:
-            data = self._read()
+            data = read_json_object(self.path)
             canary = self.canary
             if data is None or data.get("state") != "running":
                 if canary is not None and canary.state == "running":
@@ -168,8 +167,8 @@ class CanaryControl:
         assert canary is not None
 
         async def publish() -> None:
-            with self._locked():
-                data = self._read()
+            with locked(self.path):
+                data = read_json_object(self.path)
                 first = data is not None and data.get("id") == canary.id and data.get("state") == "running"
                 if first:
                     assert data is not None
@@ -207,10 +206,10 @@ class CanaryControl:
             canary.state = "aborted"
             why = f"the stable policy changed to {version.version}"
             canary.event("aborted", why)
-            data = self._read()
+            data = read_json_object(self.path)
             # So a worker started later does not resume it (the first worker to see the change writes it).
-            with contextlib.suppress(OSError), self._locked():
-                data = self._read()
+            with contextlib.suppress(OSError), locked(self.path):
+                data = read_json_object(self.path)
                 if data is not None and data.get("id") == canary.id and data.get("state") == "running":
                     self._write(self._finished(data, "aborted", why, canary))
         self._end()
@@ -219,23 +218,13 @@ class CanaryControl:
         """This worker's judge passed a step: written so that every worker moves its share with it."""
         canary = self.canary
         assert canary is not None
-        with contextlib.suppress(OSError), self._locked():
-            data = self._read()
+        with contextlib.suppress(OSError), locked(self.path):
+            data = read_json_object(self.path)
             if data is not None and data.get("id") == canary.id and data.get("state") == "running" \
                     and data.get("step", 0) < step:
                 self._write({**data, "step": step})
 
     # --- the file ----------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Every worker's read-modify-write of the canary file, one at a time (an advisory lock beside it)."""
-        with open(self.path + ".lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
 
     @staticmethod
     def _finished(data: dict[str, Any], state: str, why: str, canary: PolicyCanary) -> dict[str, Any]:
@@ -244,20 +233,13 @@ class CanaryControl:
         history = [record, *data.get("history", [])][:HISTORY]
         return {**data, "state": state, "why": why, "at": time.time(), "history": history}
 
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            data = orjson.loads(Path(self.path).read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return None
-        return data if isinstance(data, dict) else None
-
     def _write(self, data: dict[str, Any]) -> None:
         write_atomic(self.path, orjson.dumps(data), prefix=".edgegw-canary-")
 
     def describe(self) -> dict[str, Any]:
         """The running canary as this worker judges it, and the history as the canary file holds it:
         any worker answers the same about which canary runs and how past ones ended."""
-        data = (self._read() if self.path else None) or {}
+        data = (read_json_object(self.path) if self.path else None) or {}
         canary = self.canary
         current = None
         if canary is not None and self.parts is not None and canary.state == "running" \

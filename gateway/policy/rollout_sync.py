@@ -9,19 +9,16 @@ and an old verdict never ends it. An unchanged one keeps its verdict across a re
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from edgecore.files import write_atomic
+from edgecore.files import locked, read_json_object, write_atomic
 from gateway.config.schema import GatewayConfig
 from gateway.policy.watch import FileWatcher
 
@@ -65,7 +62,7 @@ class RolloutVerdicts:
         self.apply()
 
     def apply(self) -> None:
-        data = self._read()
+        data = read_json_object(self.path) or {}
         for name, (identity, rollout) in self.rollouts.items():
             verdict = data.get(name)
             if isinstance(verdict, dict) and verdict.get("identity") == identity:
@@ -77,8 +74,8 @@ class RolloutVerdicts:
     def _recorder(self, name: str, identity: str) -> Any:
         def record(state: str, why: str) -> None:
             try:
-                with self._locked():
-                    data = self._read()
+                with locked(self.path):
+                    data = read_json_object(self.path) or {}
                     known = data.get(name)
                     if isinstance(known, dict) and known.get("identity") == identity:
                         return  # the first verdict on this rollout stands
@@ -88,22 +85,6 @@ class RolloutVerdicts:
                 log.error("rollout of pool %s: the verdict could not be shared with other workers: %s", name, exc)
 
         return record
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.path + ".lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    def _read(self) -> dict[str, Any]:
-        try:
-            data = orjson.loads(Path(self.path).read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return {}
-        return data if isinstance(data, dict) else {}
 
     def _write(self, data: dict[str, Any]) -> None:
         write_atomic(self.path, orjson.dumps(data), prefix=".edgegw-rollouts-")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecore.files import write_atomic
+from edgecore.files import locked, read_json_object, write_atomic
 
 
 def test_replaces_the_file_whole_and_sets_the_mode(tmp_path: Path) -> None:
@@ -26,3 +26,16 @@ def test_a_failed_write_removes_its_temporary_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_atomic(target, b"data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"]
+
+
+def test_read_json_object_reads_only_an_object(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    assert read_json_object(path) is None  # missing
+    path.write_text("[1, 2]")
+    assert read_json_object(path) is None  # not an object
+    path.write_text("{half")
+    assert read_json_object(path) is None  # not JSON
+    write_atomic(path, b'{"step": 2}')
+    with locked(path):
+        assert read_json_object(path) == {"step": 2}
+    assert (tmp_path / "state.json.lock").exists()
