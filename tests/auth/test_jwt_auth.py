@@ -118,19 +118,31 @@ def _assert_401(resp: httpx.Response, fragment: str) -> None:
 
 
 def test_valid_tokens_from_every_key_source(env: Any) -> None:
+    """Each key source verifies its token, and the request runs as that token's issuer and subject (the
+    access log's identity), not merely with a 200."""
     gw, _, _ = env
-    tokens = [
-        gw.token(issuer="test"),
-        jwt.encode(_claims("https://rsa.idp"), Keys.rsa, "RS256", headers={"kid": "rsa-1"}),
-        jwt.encode(_claims("https://rsa.idp"), Keys.rsa, "PS256", headers={"kid": "rsa-1"}),
-        jwt.encode(_claims("https://ec.idp"), Keys.ec, "ES256", headers={"kid": "ec-1"}),
-        jwt.encode(_claims("https://ec.idp"), Keys.ed, "EdDSA", headers={"kid": "ed-1"}),
-        jwt.encode(_claims("https://pem.idp"), Keys.rsa, "RS256"),
-        jwt.encode(_claims("https://url.idp"), Keys.rsa_other, "RS256", headers={"kid": "url-1"}),
+    signed = [
+        ("test", gw.token(issuer="test", sub="via-hs256")),
+        ("rsa", jwt.encode(_claims("https://rsa.idp", sub="via-rs256"), Keys.rsa, "RS256", headers={"kid": "rsa-1"})),
+        ("rsa", jwt.encode(_claims("https://rsa.idp", sub="via-ps256"), Keys.rsa, "PS256", headers={"kid": "rsa-1"})),
+        ("ec", jwt.encode(_claims("https://ec.idp", sub="via-es256"), Keys.ec, "ES256", headers={"kid": "ec-1"})),
+        ("ec", jwt.encode(_claims("https://ec.idp", sub="via-eddsa"), Keys.ed, "EdDSA", headers={"kid": "ed-1"})),
+        ("pem", jwt.encode(_claims("https://pem.idp", sub="via-pem"), Keys.rsa, "RS256")),
+        ("url", jwt.encode(_claims("https://url.idp", sub="via-jwks-url"), Keys.rsa_other, "RS256",
+                           headers={"kid": "url-1"})),
     ]
-    for token in tokens:
+    expected = {}
+    for issuer, token in signed:
         resp = _call(gw, token)
         assert resp.status_code == 200, resp.text
+        expected[resp.headers["x-request-id"]] = (issuer, jwt.decode(token, options={"verify_signature": False})["sub"])
+    seen = {}
+    for line in gw.proc.log().splitlines():
+        if line.startswith("{") and '"request_id"' in line:
+            record = json.loads(line)
+            if record["request_id"] in expected:
+                seen[record["request_id"]] = (record["issuer"], record["subject"])
+    assert seen == expected
 
 
 def test_missing_and_malformed(env: Any) -> None:
