@@ -283,9 +283,18 @@ class Engine:
                 self._finish(seq, reason, emit=False)
         self.metrics.generation_tokens.inc(len(seqs))
         if done:
+            for row in done:
+                self._remember(self._running[row], row)
             keep = [i for i in range(len(self._running)) if i not in done]
             self._running = [self._running[i] for i in keep]
             self._kv.keep(keep)
+
+    def _remember(self, seq: Sequence, row: int) -> None:
+        """Cache the blocks a finished sequence computed past its prompt: a conversation's next turn starts
+        with this answer. The last sampled token was never fed to the model, so it has no KV."""
+        tokens = [*seq.prefix_key, *seq.output_ids[:-1]]
+        offset = self._kv.length - len(tokens)
+        self.prefix_cache.store(tokens, lambda a, b: row_states(self._kv.cache, row, offset + a, offset + b))
 
     def _finish(self, seq: Sequence, reason: str, emit: bool = True) -> None:
         seq.finish_reason = reason

@@ -99,3 +99,37 @@ def test_the_memory_bound_evicts_least_recently_used_blocks(tiny_model: Path) ->
         assert 0 < after_b <= 256 - (prompt // BLOCK) * BLOCK and after_b % BLOCK == 0
     finally:
         backend.stop()
+
+
+def test_a_finished_answer_is_cached_for_the_next_turn(tiny_model: Path) -> None:
+    """In process (the engine on a thread): the second turn reuses the first turn's prompt and answer, and
+    decodes the same greedy tokens as an engine without a cache."""
+    import torch
+
+    from gpu_backend.engine import Engine
+    from gpu_backend.models import load_causal_lm
+    from gpu_backend.sequence import SamplingParams
+
+    model, tokenizer = load_causal_lm(tiny_model, torch.device("cpu"), torch.float32)
+    first_prompt = tokenizer("first turn: tell me about the sea. ", add_special_tokens=False)["input_ids"]
+
+    async def two_turns(cache_bytes: int) -> tuple[list[int], list[int], int]:
+        engine = Engine(model, tokenizer, context_len=4096, prefix_cache_bytes=cache_bytes)
+        engine.start(asyncio.get_running_loop())
+        try:
+            first = engine.submit(first_prompt, SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True))
+            while (await first.events.get()).finish_reason is None:
+                pass
+            second = engine.submit([*first_prompt, *first.output_ids, 10, 10],
+                                   SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
+            while (await second.events.get()).finish_reason is None:
+                pass
+            return first.output_ids, second.output_ids, second.cached_tokens
+        finally:
+            await asyncio.to_thread(engine.stop)
+
+    answer, cached_reply, cached = asyncio.run(two_turns(1 << 20))
+    plain_answer, plain_reply, _ = asyncio.run(two_turns(0))
+    assert (answer, cached_reply) == (plain_answer, plain_reply)
+    # Every full block of prompt + answer whose KV was computed: the answer's last token never was.
+    assert cached == (len(first_prompt) + len(answer) - 1) // BLOCK * BLOCK > len(first_prompt)
