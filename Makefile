@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint plugins bench bench-backend bench-plugins bench-ratelimit install clean
+.PHONY: demo test lint plugins bench bench-backend bench-routing-backends bench-plugins bench-ratelimit install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench: $(STAMP)
 
 bench-backend: $(STAMP)
 	$(BIN)/python bench/backend_batching.py
+
+bench-routing-backends: $(STAMP)
+	$(BIN)/python bench/routing_backends.py
 
 bench-plugins: $(STAMP)
 	$(BIN)/python bench/plugin_overhead.py
