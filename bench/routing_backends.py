@@ -85,12 +85,20 @@ def start_gateway(tmp: Path, balancer: str, urls: list[str]) -> tuple[Proc, str,
     }
     path = tmp / f"gateway-{balancer}.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = start_server([*EDGEGW, "serve", "--config", str(path), "--port", str(port)],
-                        f"http://127.0.0.1:{port}/healthz", name=f"gateway-{balancer}",
-                        env={"EDGEGW_BENCH_SECRET": SECRET})
     token = mint_token(load_config(path).issuers[0], "bench-agent", ttl_s=3600)
-    return proc, f"http://127.0.0.1:{port}", token
+    for _ in range(3):
+        port = free_port()
+        proc = start_server([*EDGEGW, "serve", "--config", str(path), "--port", str(port)],
+                            f"http://127.0.0.1:{port}/healthz", name=f"gateway-{balancer}",
+                            env={"EDGEGW_BENCH_SECRET": SECRET})
+        url = f"http://127.0.0.1:{port}"
+        # On a machine shared with other test runs, the port may have gone to another gateway meanwhile:
+        # make sure the one answering is ours.
+        models = httpx.get(url + "/v1/models", headers={"authorization": f"Bearer {token}"}, timeout=10)
+        if proc.alive() and models.status_code == 200 and MODEL in models.text:
+            return proc, url, token
+        proc.stop()
+    raise RuntimeError(f"the {balancer} gateway did not come up as configured:\n{proc.log()[-2000:]}")
 
 
 def screen(session: int, step: int) -> str:
