@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError
+from gateway.features import load_config
 from tests.harness import EDGEGW, ROOT
 
 BASE = {
