@@ -112,13 +112,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
+    from gateway.config import load_config
+    from gateway.config.preflight import preflight
     from gateway.demo_secret import use_stored_secret
 
     use_stored_secret()  # the demo's secret, when EDGEGW_DEMO_SECRET is unset
     cfg = load_config(args.file)
-    if cfg.plugin_dir and Path(cfg.plugin_dir).exists() and not Path(cfg.plugin_dir).is_dir():
-        raise ConfigError(args.file, "plugin_dir", f"{cfg.plugin_dir} is not a directory")
+    preflight(cfg)
     print(f"{args.file}: ok ({len(cfg.issuers)} issuers, {len(cfg.pools)} pools, "
           f"{len(cfg.routes)} routes, {len(cfg.plugins)} plugins)")
     if cfg.plugin_dir and not Path(cfg.plugin_dir).exists():

@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from gateway.config.environment import hide_in_error, substitute
 from gateway.config.reader import ConfigError, Section
 from gateway.config.schema import (
     AdminConfig,
@@ -26,12 +25,11 @@ from gateway.config.schema import (
     TimeoutConfig,
     TlsConfig,
 )
+from gateway.config.yamlload import load_yaml
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
               "ES256", "ES384", "ES512", "EdDSA")
 PHASES = ("auth", "routing", "preprocess", "response")
-_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
@@ -45,39 +43,15 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
 
 
 def load_config_text(text: str, file: str) -> GatewayConfig:
-    """Validate policy `text` as if read from `file` (errors name it; relative paths resolve beside it)."""
-    substituted = _substitute(text, file)
+    """Validate policy `text` as if read from `file` (errors name it; relative paths resolve beside it).
+
+    An error never shows a value taken from the environment: it names the `${VAR}` instead."""
+    substituted, used = substitute(text, file)
     try:
-        # libyaml when present (parsing dominates a large policy's hot reload: docs/benchmarks.md);
-        # an error is reported by the pure-Python parser, whose messages are the documented ones.
-        data = yaml.load(substituted, Loader=_FAST_LOADER)  # noqa: S506 - a safe loader
-    except yaml.YAMLError:
-        data = None
-    else:
+        data = load_yaml(substituted, file)
         return parse_config(data, file, base_dir=Path(file).resolve().parent)
-    try:
-        data = yaml.safe_load(substituted)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(file)"
-        raise ConfigError(file, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(data, file, base_dir=Path(file).resolve().parent)
-
-
-def _substitute(text: str, file: str) -> str:
-    def repl(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = os.environ.get(name)
-        if value is None:
-            if default is None:
-                line = text.count("\n", 0, match.start()) + 1
-                raise ConfigError(file, f"line {line}", f"environment variable {name} is not set")
-            return default
-        return value
-
-    # Comments may mention ${VAR} syntax; substitute only outside them.
-    return "\n".join(_VAR.sub(repl, line) if not line.lstrip().startswith("#") else line
-                     for line in text.split("\n"))
+    except ConfigError as exc:
+        raise hide_in_error(exc, used) from None
 
 
 def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayConfig:
