@@ -184,6 +184,9 @@ DESCRIPTIONS: dict[str, str] = {
     "routes[].media.max_parts": "image and audio parts per request, remote image URLs included",
     "routes[].media.mime_types": "media types accepted, checked against the type the bytes show (magic "
                                  "bytes), never the declared one alone",
+    "routes[].media.remote_urls": "schemes of remote image URLs forwarded for the backend to fetch (the "
+                                  "gateway cannot check what they hold); any other scheme, or none, is a 400 "
+                                  "`unsupported_url_scheme`. `[]`: `data:` URLs and bytes only (`docs/security.md`)",
     # routes[].rate_limits[]
     f"{_RL}.name": "unique in the route; in metrics, headers and keys",
     f"{_RL}.key": "what is counted separately: one part or a list. A part the request lacks is `_` "
@@ -286,6 +289,7 @@ ALLOWED: dict[str, str] = {
     "redis.url": "`redis://`, `rediss://`, `unix://`",
     "plugins[].sha256": "64 hex digits",
     "routes[].media.mime_types": "`image/png`, `image/jpeg`, `image/webp`, `image/gif`, `audio/wav`, `audio/mpeg`",
+    "routes[].media.remote_urls": "`http`, `https` (case-insensitive)",
 }
 for _key in _QUOTAS:
     ALLOWED[f"{_RL}.tiers.*.{_key}"] = "≥ 1 or `unlimited`" if _key == "concurrent" else "≥ 0 or `unlimited`"
