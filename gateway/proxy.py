@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.accesslog import AccessLog
-from gateway.api import CHAT, GENERATE, SPECS, generate_to_completions, validate
+from gateway.api import CHAT, GENERATE, SPECS, check_output_cap, generate_to_completions, validate
 from gateway.auth.verifier import single_authorization
 from gateway.bodies import decode_request, is_msgpack_type
 from gateway.context import RequestContext
@@ -147,6 +147,7 @@ class ProxyEndpoint:
             ctx.route = gate
             ctx.unrouted = exc
             return
+        check_output_cap(body, ctx.route.max_tokens_limit)
         if packed or len(ctx.body) > self.text_max_body or (spec is CHAT and has_content_parts(body["messages"])):
             self.media.prepare(ctx, body, packed)  # limits, capabilities, canonical JSON
         if spec is GENERATE:

@@ -177,6 +177,9 @@ DESCRIPTIONS: dict[str, str] = {
                                  "(mappings merge shallowly, anything else replaces)",
     "routes[].rate_limits": "limits checked together in one round trip; see the table below",
     "routes[].cache": "response caching; absent: off. See the table below",
+    "routes[].max_tokens_limit": "the most `max_tokens` / `max_completion_tokens` a request may ask for; more "
+                                 "is a 400 naming the field, in JSON and MessagePack alike (a backend that "
+                                 "trusted 2^64-1 could size its memory by it)",
     "routes[].media": "limits on image and audio parts in chat requests (`docs/api.md`)",
     "routes[].media.max_bytes": "decoded media bytes per request, all parts together (larger: 400 naming the "
                                 "part). The body limit grows by this much in base64 when a pool accepts "

@@ -10,6 +10,7 @@ from typing import Any
 from gateway.config.environment import hide_in_error, substitute
 from gateway.config.reader import ConfigError, Section
 from gateway.config.schema import (
+    MAX_TOKENS_LIMIT,
     AdminConfig,
     ClaimMapping,
     EndpointConfig,
@@ -354,6 +355,7 @@ def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerCon
         cache=parse_cache(sec.section("cache")) if sec.has("cache") else None,
         default_model=sec.str("default_model", None),
         media=_media_limits(sec),
+        max_tokens_limit=sec.int("max_tokens_limit", MAX_TOKENS_LIMIT, min=1, max=1 << 24),
     )
     sec.done()
     if cfg.default_model is not None:

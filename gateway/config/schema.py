@@ -135,6 +135,9 @@ class PluginBinding:
     config: Any = None  # overrides the plugin's default configuration for this route
 
 
+MAX_TOKENS_LIMIT = 131072  # default cap on requested output tokens: above any model's output today
+
+
 @dataclass(frozen=True)
 class RouteConfig:
     name: str
@@ -148,6 +151,7 @@ class RouteConfig:
     cache: Any = None  # gateway.cache.config.CacheRule
     default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
     media: Any = None  # gateway.media.config.MediaLimits; None: its defaults
+    max_tokens_limit: int = MAX_TOKENS_LIMIT  # the most `max_tokens` / `max_completion_tokens` a request may ask
 
 
 @dataclass(frozen=True)
