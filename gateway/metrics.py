@@ -12,6 +12,7 @@ from edgecore.metrics import (
     ChildCache as ChildCache,
     flush as flush,
     on_scrape as on_scrape,
+    register_shared as register_shared,
     registry as registry,
     render as render,
     schedule as schedule,

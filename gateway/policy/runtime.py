@@ -64,7 +64,7 @@ class PolicyRuntime:
         self._watcher: FileWatcher | None = None
         self._closing: set[asyncio.Task[PolicyVersion | None]] = set()
         self.on_applied: Callable[[PolicyVersion], None] | None = None  # the canary control's hook
-        self._info(None, self.current)
+        self._info(self.current)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -159,7 +159,7 @@ class PolicyRuntime:
             elapsed = time.perf_counter() - started
             pm.policy_reload_seconds.set(elapsed)
             pm.policy_reloads_total.labels(origin, "applied").inc()
-            self._info(previous, self.current)
+            self._info(self.current)
             self.retire(old, parts)
             log.info("policy %s -> %s applied (%s, %.0f ms, %d routes, %d pools)", previous.version,
                      self.current.version, origin, elapsed * 1000, len(config.routes), len(config.pools))
@@ -232,10 +232,8 @@ class PolicyRuntime:
         task.add_done_callback(self._closing.discard)
 
     @staticmethod
-    def _info(previous: PolicyVersion | None, current: PolicyVersion) -> None:
-        if previous is not None:
-            pm.policy_info.labels(previous.version, f"{previous.loaded_at:.3f}").set(0)
-        pm.policy_info.labels(current.version, f"{current.loaded_at:.3f}").set(1)
+    def _info(current: PolicyVersion) -> None:
+        pm.policy_info.set(current.version, current.loaded_at)
 
     # --- reporting ---------------------------------------------------------------------------------
 
