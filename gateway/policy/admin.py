@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -58,7 +59,7 @@ def policy_routes(runtime: PolicyRuntime, canary: CanaryControl,
         except UnicodeDecodeError:
             raise GatewayError(400, "the policy must be UTF-8 YAML text", "policy_invalid") from None
         try:
-            config = validate_policy(text, runtime.path)
+            config = await asyncio.to_thread(validate_policy, text, runtime.path)  # off the loop: it may be large
         except ConfigError as exc:
             raise GatewayError(400, f"policy refused: {refusal_text(exc)}", "policy_refused") from None
         return JSONResponse({"version": policy_hash(text), "running": runtime.current.version,

@@ -120,7 +120,9 @@ class PolicyRuntime:
                 return self.current
             started = time.perf_counter()
             try:
-                config = validate_policy(text, self.path)
+                # Off the event loop: parsing a 10,000-route policy takes seconds, and requests
+                # (and /healthz) must keep being answered meanwhile (docs/security.md).
+                config = await asyncio.to_thread(validate_policy, text, self.path)
             except ConfigError as exc:
                 raise self._refuse(version, origin, refusal_text(exc)) from None
             old = self.parts

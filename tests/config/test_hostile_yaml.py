@@ -32,16 +32,19 @@ def alias_bomb(levels: int = 9) -> str:
         refs = ",".join([f"*a{i - 1}"] * 9)
         lines.append(f"a{i}: &a{i} [{refs}]")
     body = "\n".join("    " + line for line in lines)
-    return BASE + f"plugins:\n- name: bomb\n  file: bomb.wasm\n  config:\n{body}\n"
+    return BASE + f"plugins:\n- name: bomb\n  config:\n{body}\n"
+
+
+PLUGIN = "plugins:\n- name: deep\n  config:\n"
 
 
 def flow_nesting(depth: int) -> str:
-    return BASE + "server: {x: " + "[" * depth + "]" * depth + "}\n"
+    return BASE + PLUGIN + "    x: " + "[" * depth + "]" * depth + "\n"
 
 
 def block_nesting(depth: int) -> str:
     lines = [" " * i + f"k{i}:" for i in range(depth)]
-    return BASE + "server:\n" + "\n".join(" " + line for line in lines) + " 1\n"
+    return BASE + PLUGIN + "\n".join("    " + line for line in lines) + " 1\n"
 
 
 def refused(text: str) -> tuple[ConfigError, float, int]:
@@ -92,7 +95,7 @@ def test_the_running_gateway_answers_400_and_logs_no_traceback(tmp_path: Path) -
     assert "${EDGEGW_PROBE_URL}" in leaky
     try:
         for text, words in ((alias_bomb(), "alias"), (flow_nesting(5000), "nest"), (block_nesting(1100), "nest")):
-            full = yaml.safe_dump(config) + text.split(BASE, 1)[1].replace("server:", "x-probe:")
+            full = yaml.safe_dump(config) + text.split(BASE, 1)[1]
             for path in ("/admin/policy/check", "/admin/policy"):
                 started = time.monotonic()
                 resp = httpx.request("POST" if path.endswith("check") else "PUT", gw.url + path,
