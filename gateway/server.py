@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from gateway.config import load_config
 from gateway.config.preflight import preflight
+from gateway.features import load_config
 from gateway.serving import protocol, tls
 from gateway.serving.worker import CONFIG_ENV, worker_config
 

@@ -1,6 +1,7 @@
 """What start-up would fail on in this environment, beyond the file's own validity: checked by
 `edgegw check-config`, `edgegw serve` before it forks, and every policy change (file, SIGHUP, admin API),
-so a text that passes here does not crash-loop the workers at their next start."""
+so a text that passes here does not crash-loop the workers at their next start. (`plugin_dir` is
+checked where it is parsed, `gateway.plugins.config`.)"""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from gateway.config.schema import GatewayConfig
 
 def preflight(config: GatewayConfig) -> None:
     """Raise ConfigError (file and key named) for a path start-up could not use."""
-    if config.plugin_dir and Path(config.plugin_dir).exists() and not Path(config.plugin_dir).is_dir():
-        raise ConfigError(config.source, "plugin_dir", f"{config.plugin_dir} is not a directory")
     problem = _unwritable_file(config.server.access_log)
     if problem is not None:
         raise ConfigError(config.source, "server.access_log", problem)

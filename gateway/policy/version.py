@@ -7,10 +7,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from gateway.config.loader import load_config_text
 from gateway.config.preflight import preflight
 from gateway.config.reader import ConfigError
 from gateway.config.schema import GatewayConfig
+from gateway.features import load_config_text
 
 
 def policy_hash(text: str) -> str:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from gateway.config.loader import load_config_text
+from gateway.features import load_config_text
 from gateway.config.reader import ConfigError
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
 

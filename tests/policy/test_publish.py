@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from gateway.config.loader import load_config
+from gateway.features import FEATURES, load_config
 from gateway.policy import runtime as runtime_module
 from gateway.policy.runtime import PolicyRefused, PolicyRuntime
 from gateway.policy.version import policy_hash
@@ -51,7 +51,7 @@ def test_a_rename_landing_between_write_and_stat_is_still_noticed(tmp_path: Path
         return written
 
     async def run() -> str:
-        rt = PolicyRuntime(load_config(path), lambda parts: None)
+        rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
         await rt.start()
         assert rt._watcher is not None
         rt._watcher.interval_s = 0.02
@@ -120,7 +120,7 @@ def test_a_text_that_cannot_start_is_not_written(tmp_path: Path, monkeypatch: py
         raise RuntimeError("cannot start this part")
 
     async def run() -> None:
-        rt = PolicyRuntime(load_config(path), lambda parts: None)
+        rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
         await rt.start()
         monkeypatch.setattr(runtime_module, "start_parts", broken_start)
         try:
