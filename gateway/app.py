@@ -30,6 +30,7 @@ from gateway.policy.rollouts import rollout_routes
 from gateway.policy.runtime import PolicyRuntime
 from gateway.startup import log_readiness, plugins_off_routes
 from gateway.status import status_routes
+from gateway.telemetry.usage_report import usage_routes
 
 log = logging.getLogger("edgegw")
 
@@ -54,6 +55,7 @@ class Gateway:
         self.stages = parts.stages
         self.pipeline = parts.pipeline
         self.access_log = parts.access_log
+        self.telemetry = parts.telemetry
         self.proxy = parts.proxy
         self._require_admin: RequireAdmin = parts.require_admin
         if self.edge is not None:
@@ -88,6 +90,8 @@ class Gateway:
             for stage in self.stages:
                 await stage.stop()
             await self.upstreams.stop()
+            if self.telemetry is not None:
+                await self.telemetry.stop()
             self.access_log.flush()
 
     # --- small endpoints -----------------------------------------------------------------------
@@ -134,6 +138,7 @@ class Gateway:
             *status_routes(),
             *policy_routes(self.policy, self.canary, self.require_admin),
             *rollout_routes(self, self.require_admin),
+            *usage_routes(self),
         ]
         if self.plugins is not None:
             from gateway.plugins.admin import plugin_routes

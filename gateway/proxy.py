@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -28,6 +28,9 @@ from gateway.reply import Reply
 from gateway.routing import RouteTable
 from gateway.status.activity import activity
 
+if TYPE_CHECKING:
+    from gateway.telemetry.runtime import Telemetry
+
 log = logging.getLogger("edgegw.proxy")
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
@@ -38,8 +41,9 @@ class ProxyEndpoint:
     """One instance serves every inference path (`gateway.api.SPECS`)."""
 
     def __init__(self, table: RouteTable, pipeline: Pipeline, access_log: AccessLog, max_body: int,
-                 trust_forwarded_for: bool = False) -> None:
+                 trust_forwarded_for: bool = False, telemetry: Telemetry | None = None) -> None:
         self.table = table
+        self.telemetry = telemetry  # gateway.telemetry: traces, GenAI metrics, usage; None when off
         self.pipeline = pipeline
         self.access_log = access_log
         # MessagePack and media parts (gateway.media.gate); it raises the read limit by the media's base64
@@ -50,6 +54,9 @@ class ProxyEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self._context(scope)
+        telemetry = self.telemetry
+        if telemetry is not None:
+            telemetry.begin(ctx)
         metrics.in_flight.inc()
         reply: Reply | None = None
         watcher = _DisconnectWatcher(receive, ctx)
@@ -85,6 +92,8 @@ class ProxyEndpoint:
             metrics.in_flight.dec()
             await self.pipeline.complete(ctx)
             self._record(ctx)
+            if telemetry is not None:
+                telemetry.end(ctx)
 
     def _context(self, scope: Scope) -> RequestContext:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

@@ -173,6 +173,9 @@ class Engine:
                 group.append(self._waiting.popleft())
         if not group:
             return
+        started = time.monotonic()
+        for s in group:
+            s.prefill_at = started
         length = max(len(s.prompt_ids) for s in group)
         ids = torch.full((len(group), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(group), length), dtype=torch.long)
@@ -227,9 +230,12 @@ class Engine:
         done: set[int] = set()
         for offset, (seq, tok) in enumerate(zip(seqs, tokens, strict=True)):
             seq.output_ids.append(tok)
+            timing = None
             if seq.first_token_at is None:
                 seq.first_token_at = now
                 self.metrics.ttft.observe(now - seq.arrival)
+                prefill_at = seq.prefill_at if seq.prefill_at is not None else seq.arrival
+                timing = (prefill_at - seq.arrival, now - prefill_at)  # for the request's trace spans
             else:
                 self.metrics.itl.observe(now - seq.last_token_at)
             seq.last_token_at = now
@@ -243,7 +249,7 @@ class Engine:
             delta, stopped = seq.text.update(ids, final=reason is not None)
             if stopped:
                 reason = "stop"
-            self._emit(seq, Event(delta, len(seq.output_ids), reason))
+            self._emit(seq, Event(delta, len(seq.output_ids), reason, timing=timing))
             if reason is not None:
                 done.add(first_row + offset)
                 self._finish(seq, reason, emit=False)

@@ -16,6 +16,7 @@ from gpu_backend.errors import APIError, bad_request
 from gpu_backend.openai_format import Shape, sse
 from gpu_backend.sequence import Event, Sequence
 from gpu_backend.state import BackendState
+from gpu_backend.telemetry import Observation, telemetry_of
 from gpu_backend.validation import GenerationRequest, check_model, generation_request, messages, prompts
 
 
@@ -30,19 +31,21 @@ async def generate(request: Request, body: dict[str, Any], state: BackendState, 
     seqs = _submit(state, prompt_ids, seq_params, req.n, events)
     shape = Shape(chat, model)
     prompt_tokens = sum(len(ids) for ids in prompt_ids)
+    seen = telemetry_of(state).begin(request.headers, request.url.path, model, prompt_tokens, body)
 
     def cleanup() -> None:
+        seen.finish()
         for s in seqs:
             if s.finish_reason is None and not s.cancelled:
                 state.engine.cancel(s)
         release()
 
     if req.stream:
-        return StreamingResponse(_stream(shape, seqs, events, req, prompt_tokens, cleanup),
+        return StreamingResponse(_stream(shape, seqs, events, req, prompt_tokens, cleanup, seen),
                                  media_type="text/event-stream", background=BackgroundTask(cleanup),
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
     try:
-        collect = asyncio.ensure_future(_collect(seqs, events))
+        collect = asyncio.ensure_future(_collect(seqs, events, seen))
         watch = asyncio.ensure_future(_disconnected(request))
         await asyncio.wait({collect, watch}, return_when=asyncio.FIRST_COMPLETED)
         watch.cancel()
@@ -117,13 +120,14 @@ def _submit(state: BackendState, prompt_ids: list[list[int]], params: list[Any],
     return seqs
 
 
-async def _collect(seqs: list[Sequence], events: asyncio.Queue[Event]):
+async def _collect(seqs: list[Sequence], events: asyncio.Queue[Event], seen: Observation):
     texts = [""] * len(seqs)
     reasons: list[str | None] = [None] * len(seqs)
     tokens = [0] * len(seqs)
     remaining = len(seqs)
     while remaining:
         ev = await events.get()
+        seen.event(ev)
         texts[ev.index] += ev.text
         if ev.finish_reason is not None:
             reasons[ev.index], tokens[ev.index] = ev.finish_reason, ev.completion_tokens
@@ -138,7 +142,7 @@ async def _disconnected(request: Request) -> None:
 
 
 async def _stream(shape: Shape, seqs: list[Sequence], events: asyncio.Queue[Event], req: GenerationRequest,
-                  prompt_tokens: int, cleanup: Any) -> AsyncIterator[bytes]:
+                  prompt_tokens: int, cleanup: Any, seen: Observation) -> AsyncIterator[bytes]:
     usage = req.include_usage
     try:
         if shape.chat:
@@ -147,6 +151,7 @@ async def _stream(shape: Shape, seqs: list[Sequence], events: asyncio.Queue[Even
         remaining, completion = len(seqs), 0
         while remaining:
             ev = await events.get()
+            seen.event(ev)
             if ev.finish_reason == "error":
                 err = APIError(500, "generation failed in the engine; see the backend log", code="engine_error")
                 yield sse(err.body())

@@ -146,11 +146,11 @@ class RemoteEngine:
             self._apply(events, records)
 
     def _apply(self, events: list, records: list) -> None:
-        for seq_id, text, tokens, reason in events:
+        for seq_id, text, tokens, reason, timing in events:
             handle = self._handles.get(seq_id)
             if handle is None:
                 continue
-            handle.events.put_nowait(Event(text, tokens, reason, handle.index))
+            handle.events.put_nowait(Event(text, tokens, reason, handle.index, timing))
             if reason is not None:
                 handle.finish_reason = reason
                 del self._handles[seq_id]
@@ -246,7 +246,7 @@ def _engine_main(spec: EngineSpec, cmd: Any, out: Any) -> None:
     outbox: queue.SimpleQueue = queue.SimpleQueue()
 
     def deliver(batch: list) -> None:
-        events = [(seq.id, ev.text, ev.completion_tokens, ev.finish_reason) for seq, ev in batch]
+        events = [(seq.id, ev.text, ev.completion_tokens, ev.finish_reason, ev.timing) for seq, ev in batch]
         for seq, ev in batch:
             if ev.finish_reason is not None:
                 seqs.pop(seq.id, None)

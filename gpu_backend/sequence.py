@@ -39,6 +39,7 @@ class Event:
     completion_tokens: int
     finish_reason: str | None = None
     index: int = 0  # which choice of its request (several sequences may share one queue)
+    timing: tuple[float, float] | None = None  # on a sequence's first token: (queue wait, prefill) seconds
 
 
 @dataclass(eq=False)
@@ -56,6 +57,7 @@ class Sequence:
     cancelled: bool = False
     finish_reason: str | None = None
     arrival: float = field(default_factory=time.monotonic)
+    prefill_at: float | None = None  # when its prefill began (the end of its queue wait)
     first_token_at: float | None = None
     last_token_at: float | None = None
     generator: torch.Generator | None = None

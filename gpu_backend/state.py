@@ -53,6 +53,7 @@ class BackendState:
     inflight: int = 0
     started: float = field(default_factory=time.time)
     metrics: BackendMetrics = field(default_factory=lambda: BackendMetrics("model"))
+    telemetry: Any = None  # gpu_backend.telemetry.BackendTelemetry (made on first use)
     on_failed: Callable[[], None] | None = None  # the server exits: a supervisor should see the failure
 
     @property
@@ -144,3 +145,5 @@ class BackendState:
     def stop(self) -> None:
         if self.engine is not None:
             self.engine.stop()
+        if self.telemetry is not None:
+            self.telemetry.stop()

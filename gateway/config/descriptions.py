@@ -35,6 +35,31 @@ DESCRIPTIONS: dict[str, str] = {
     "plugins": "wasm plugin definitions, bound to routes by name (`docs/plugins.md`)",
     "plugin_dir": "a directory (relative to the policy file) watched for `NAME.wasm`/`NAME.wat` plugin "
                   "versions; admin uploads are written there too, so workers and restarts converge",
+    "telemetry": "OpenTelemetry traces, GenAI metrics and per-partner usage (`docs/observability.md`); "
+                 "absent: none of them, and the request path runs no telemetry code",
+    "telemetry.otlp_endpoint": "the collector's OTLP/HTTP base URL (`/v1/traces` is appended unless given); "
+                               "absent: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`; "
+                               "none of them: no traces (metrics and usage still on)",
+    "telemetry.service_name": "`service.name` of the gateway's spans (default: `OTEL_SERVICE_NAME`, else `edgegw`)",
+    "telemetry.sample_ratio": "share of new traces recorded (default: `OTEL_TRACES_SAMPLER_ARG`, else 1); a "
+                              "client's sampled `traceparent` is followed when trusted",
+    "telemetry.headers_env": "environment variable holding the exporter's headers as `k1=v1,k2=v2` (a "
+                             "collector's credentials; default: `OTEL_EXPORTER_OTLP_HEADERS`)",
+    "telemetry.trust_traceparent": "continue a client's W3C `traceparent`; false for untrusted clients (their "
+                                   "trace context is replaced, never passed to a backend)",
+    "telemetry.max_queue_spans": "spans waiting for export; beyond it the oldest are dropped and counted in "
+                                 "`edgegw_otel_spans_dropped_total{reason=\"queue_full\"}`",
+    "telemetry.max_batch_spans": "spans per export request",
+    "telemetry.schedule_delay_ms": "how long spans wait to fill a batch",
+    "telemetry.export_timeout_s": "bound on one export (retries included); a failed batch counts as "
+                                  "`reason=\"export_failed\"`",
+    "telemetry.usage": "per-partner usage counters and `GET /admin/usage`",
+    "telemetry.usage.enabled": "false: no usage counters",
+    "telemetry.usage.labels": "what usage is counted by: `issuer`, `subject`, `model`, `route`, or `claim:NAME` "
+                              "(a JWT claim such as `claim:tenant`)",
+    "telemetry.usage.max_series": "distinct label sets per worker; beyond it the partner labels read `other` "
+                                  "(model and route stay) and `edgegw_usage_overflow_total` counts the request",
+    "telemetry.usage.retention_h": "hours of usage buckets kept in Redis (in memory at most 168)",
     # server
     "server.host": "listen address (`edgegw serve --host` overrides)",
     "server.port": "listen port (`--port` overrides)",
@@ -103,6 +128,12 @@ DESCRIPTIONS: dict[str, str] = {
     "pools[].headers": "extra headers sent to every endpoint of the pool (use `${VAR}` for secrets); "
                        "never logged or shown",
     "pools[].headers.*": "one header's value",
+    "pools[].prices": "per-model prices: usage reports turn tokens into cost",
+    "pools[].prices.*": "one model's prices",
+    "pools[].prices.*.input_per_1m": "price of a million input tokens",
+    "pools[].prices.*.output_per_1m": "price of a million output tokens",
+    "pools[].prices.*.cached_input_per_1m": "price of a million input tokens served from the backend's prefix "
+                                           "cache (default: the input price)",
     "pools[].endpoints": "static backends; a pool needs `endpoints`, `dns`, or both",
     "pools[].endpoints[].url": "`http(s)://host:port` of an OpenAI-compatible server",
     "pools[].endpoints[].weight": "share of traffic with `balancer: weighted`",
@@ -177,6 +208,9 @@ DESCRIPTIONS: dict[str, str] = {
                                  "(mappings merge shallowly, anything else replaces)",
     "routes[].rate_limits": "limits checked together in one round trip; see the table below",
     "routes[].cache": "response caching; absent: off. See the table below",
+    "routes[].telemetry": "what this route's spans may carry",
+    "routes[].telemetry.record_content": "record prompt and answer text on the inference span "
+                                         "(`gen_ai.input.messages`, `gen_ai.output.messages`)",
     "routes[].media": "limits on image and audio parts in chat requests (`docs/api.md`)",
     "routes[].media.max_bytes": "decoded media bytes per request, all parts together (larger: 400 naming the "
                                 "part). The body limit grows by this much in base64 when a pool accepts "
@@ -270,6 +304,10 @@ DEFAULTS: dict[str, str] = {
     "memory_cache": "64 MiB, 100000 entries, LRU",
     "pools[].dns": "off",
     "pools[].headers.*": "-",
+    "pools[].prices": "no costs",
+    "pools[].prices.*": "-",
+    "routes[].telemetry": "no content recorded",
+    "telemetry": "off",
     f"{_RL}.name": "`limit<index>`",
     "plugins[].upstreams.*": "-",
     f"{_RL}.tiers.*": "-",

@@ -31,11 +31,12 @@ OUTPUT = ROOT / "docs" / "configuration.md"
 
 # Mappings whose keys are names chosen by the operator (tiers, upstreams), not schema keys. The
 # parsers read them by computed name, so the recorder is told to fold them into `*`.
-FREE_FORM_MAPS = ("routes[].rate_limits[].tiers", "plugins[].upstreams", "pools[].headers")
+FREE_FORM_MAPS = ("routes[].rate_limits[].tiers", "plugins[].upstreams", "pools[].headers", "pools[].prices")
 
 # One table per entry, in this order; a key belongs to the longest prefix it lies under.
 TABLES = ("", "server", "admin", "issuers[]", "pools[]", "pools[].dns", "routes[]",
-          "routes[].rate_limits[]", "routes[].cache", "redis", "memory_cache", "plugins[]")
+          "routes[].rate_limits[]", "routes[].cache", "redis", "memory_cache", "plugins[]",
+          "telemetry")
 
 # The smallest valid wasm module (magic and version): the example's plugin file, created at run
 # time so no binary is committed and the output does not depend on `make plugins`.
@@ -87,7 +88,8 @@ def example_env() -> Iterator[dict[str, str]]:
         wasm = Path(tmp) / "example.wasm"
         wasm.write_bytes(EMPTY_WASM)
         env = {"EDGEGW_EXAMPLE_SECRET": EXAMPLE_SECRET, "EDGEGW_EXAMPLE_PLUGIN": str(wasm),
-               "EDGEGW_EXAMPLE_UPSTREAM_KEY": "docgen-example-upstream-key"}
+               "EDGEGW_EXAMPLE_UPSTREAM_KEY": "docgen-example-upstream-key",
+               "EDGEGW_EXAMPLE_OTLP_HEADERS": "authorization=Bearer docgen-example"}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:

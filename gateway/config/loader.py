@@ -111,6 +111,9 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
     plugin_dir = top.str("plugin_dir", None)
     if plugin_dir:
         plugin_dir = str((base_dir / plugin_dir).resolve())
+    from gateway.telemetry.config import parse_telemetry
+
+    telemetry = parse_telemetry(top.section("telemetry")) if top.has("telemetry") else None
     route_secs = top.sections("routes", required=True)
     routes = []
     for sec in route_secs:
@@ -120,7 +123,7 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
     top.done()
     return GatewayConfig(source=file, server=server, admin=admin, issuers=issuers, pools=pools,
                          routes=tuple(routes), redis=redis, plugins=tuple(plugins), plugin_dir=plugin_dir,
-                         memory_cache=memory_cache)
+                         memory_cache=memory_cache, telemetry=telemetry)
 
 
 def _unique(sec: Section, key: str, names: list[str]) -> None:
@@ -267,6 +270,7 @@ def _pool(sec: Section) -> PoolConfig:
                             r.float("min_retries_per_s", 5.0, min=0.0)),
         dns=dns,
         rollout=_rollout(sec.section("rollout"), endpoints) if sec.has("rollout") else None,
+        prices=_prices(sec) if sec.has("prices") else None,
     )
     for s in (t, h, o, r):
         s.done()
@@ -343,6 +347,18 @@ def _media_limits(sec: Section) -> Any:
     return parse_media_limits(sec.section("media")) if sec.has("media") else None
 
 
+def _prices(sec: Section) -> Any:
+    from gateway.telemetry.config import parse_prices
+
+    return parse_prices(sec.section("prices"))
+
+
+def _route_telemetry(sec: Section) -> Any:
+    from gateway.telemetry.config import parse_route_telemetry
+
+    return parse_route_telemetry(sec.section("telemetry"))
+
+
 def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerConfig, ...],
            plugin_names: set[str], parse_limits: Any, parse_cache: Any) -> RouteConfig:
     name = sec.str("name")
@@ -380,6 +396,7 @@ def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerCon
         cache=parse_cache(sec.section("cache")) if sec.has("cache") else None,
         default_model=sec.str("default_model", None),
         media=_media_limits(sec),
+        telemetry=_route_telemetry(sec) if sec.has("telemetry") else None,
     )
     sec.done()
     if cfg.default_model is not None:

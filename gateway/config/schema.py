@@ -124,6 +124,7 @@ class PoolConfig:
     # Models (glob patterns) that accept image / audio parts; any other model is text-only (gateway.media)
     image_models: tuple[str, ...] = ()
     audio_models: tuple[str, ...] = ()
+    prices: Any = None  # gateway.telemetry.config.Prices: tokens -> cost in usage reports
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class RouteConfig:
     cache: Any = None  # gateway.cache.config.CacheRule
     default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
     media: Any = None  # gateway.media.config.MediaLimits; None: its defaults
+    telemetry: Any = None  # gateway.telemetry.config.RouteTelemetry; None: its defaults
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ class GatewayConfig:
     plugin_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     memory_cache: Any = None  # gateway.cache.config.MemoryCacheConfig; None: its defaults
+    telemetry: Any = None  # gateway.telemetry.config.TelemetryConfig; None: no traces, GenAI metrics or usage
 
     def pool(self, name: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.name == name), None)

@@ -37,6 +37,7 @@ class Parts:
     require_admin: Any
     # What this version created (to start) rather than took over from the previous one.
     fresh: list[Any] = field(default_factory=list)
+    telemetry: Any = None  # gateway.telemetry.runtime.Telemetry, when the policy has `telemetry:`
 
 
 def stage_identity(stage: Stage, config: GatewayConfig) -> Any:
@@ -97,10 +98,18 @@ def build_parts(config: GatewayConfig, previous: Parts | None = None,
         access_log = prev.access_log
     else:
         access_log = AccessLog(server.access_log)
+    telemetry = None
+    if config.telemetry is not None:
+        from gateway.telemetry.runtime import build_telemetry
+
+        telemetry = build_telemetry(config, prev.telemetry if prev is not None else None)
+        if prev is None or telemetry is not prev.telemetry:
+            fresh.append(telemetry)
     pipeline = Pipeline(stages, upstreams)
-    proxy = ProxyEndpoint(table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for)
+    proxy = ProxyEndpoint(table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for,
+                          telemetry)
     return Parts(config, verifier, table, upstreams, plugins, stages, pipeline, access_log, proxy,
-                 make_require_admin(verifier, config.admin), fresh)
+                 make_require_admin(verifier, config.admin), fresh, telemetry)
 
 
 async def start_parts(parts: Parts) -> None:
@@ -168,5 +177,7 @@ def retired(old: Parts, new: Parts) -> Retired:
     )
     if old.plugins is not None and old.plugins is not new.plugins:
         out.stoppable.append(old.plugins)
+    if old.telemetry is not None and old.telemetry is not new.telemetry:
+        out.stoppable.append(old.telemetry)
     return out
 

@@ -29,6 +29,7 @@ PARSERS = {
     "gateway.cache.config": "gateway/cache/config.py",
     "gateway.plugins.config": "gateway/plugins/config.py",
     "gateway.upstream.discovery": "gateway/upstream/discovery.py",
+    "gateway.telemetry.config": "gateway/telemetry/config.py",
 }
 GETTERS = {"str", "int", "float", "bool", "str_list", "raw", "section", "sections", "has"}
 
@@ -102,6 +103,7 @@ def test_full_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("EDGEGW_EXAMPLE_SECRET", "s" * 32)
     monkeypatch.setenv("EDGEGW_EXAMPLE_PLUGIN", str(wasm))
     monkeypatch.setenv("EDGEGW_EXAMPLE_UPSTREAM_KEY", "k" * 16)
+    monkeypatch.setenv("EDGEGW_EXAMPLE_OTLP_HEADERS", "authorization=Bearer example")
     cfg = load_config(docgen.EXAMPLE)
     assert [p.name for p in cfg.pools] == ["cpu", "gpu"] and cfg.pools[1].dns is not None
     assert cfg.redis is not None and cfg.plugin_dir
