@@ -137,6 +137,7 @@ class RequestTrace:
         self.record_content = bool(route is not None and route.telemetry is not None and route.telemetry.record_content)
         if self.record_content:
             attrs["gen_ai.input.messages"] = _text(body.get("messages", body.get("prompt")))
+            ctx.collect_response = True  # the answer's text, for `finish`
         self.inference = self.tracer.start_span(f"{op} {ctx.model or ''}".strip(), context=self.root,
                                                 kind=SpanKind.CLIENT, attributes=attrs)
         self.inference_ctx = trace.set_span_in_context(self.inference)
