@@ -3,12 +3,16 @@ real OTLP/HTTP receiver: one trace, the span tree of docs/observability.md, the 
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import gateway_config, start_gateway
 from tests.harness import EDGEGW, ROOT, Proc, free_port
@@ -125,3 +129,73 @@ def test_streamed_request_carries_time_to_first_token_and_backend_metrics(stack:
                      "gen_ai_server_time_per_output_token_seconds_bucket",
                      "gen_ai_server_request_duration_seconds_bucket"):
             assert f'{name}{{gen_ai_operation_name="text_completion",gen_ai_request_model="tiny"' in text, (url, name)
+
+
+DEPLOY = ROOT / "deploy" / "observability"
+_NAME = re.compile(r"\b(edgegw_[a-z0-9_]+|gen_ai_[a-z0-9_]+|vllm:[a-z0-9_:]+)")
+
+
+def _expressions() -> list[str]:
+    rules = yaml.safe_load((DEPLOY / "alerts.yaml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    exprs += [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    return exprs
+
+
+def _exported(text: str) -> tuple[set[str], set[str]]:
+    """(families declared by # TYPE, series names with a sample) of a Prometheus text page."""
+    declared, sampled = set(), set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            declared |= {name, *(name + s for s in ("_bucket", "_sum", "_count", "_total"))} if kind in (
+                "histogram", "counter") else {name}
+        elif line and not line.startswith("#"):
+            sampled.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return declared, sampled
+
+
+def test_every_metric_the_dashboard_and_alerts_use_is_exported(stack: Any) -> None:
+    gw, port, _ = stack
+    headers = {"authorization": f"Bearer {gw.token()}"}
+    resp = httpx.post(gw.url + "/v1/chat/completions", headers=headers, timeout=60, json={
+        "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True})
+    assert resp.status_code == 200
+    declared, sampled = set(), set()
+    for url in (gw.url, f"http://127.0.0.1:{port}"):
+        d, s = _exported(httpx.get(url + "/metrics", timeout=10).text)
+        declared |= d
+        sampled |= s
+    # metric names only: label names sit in `by (...)` and `{...}`
+    used = {m for e in _expressions() for m in _NAME.findall(re.sub(r"by \([^)]*\)|\{[^}]*\}", " ", e))}
+    assert len(used) > 25
+    assert sorted(used - declared - sampled) == []
+    # what real traffic fills in, with samples (the rest are declared, and fill in on their events)
+    for name in ("edgegw_requests_total", "edgegw_overhead_seconds_bucket", "edgegw_endpoint_healthy",
+                 "gen_ai_server_time_to_first_token_seconds_bucket", "gen_ai_client_token_usage_sum",
+                 "gen_ai_server_time_per_output_token_seconds_bucket", "edgegw_usage_tokens_total",
+                 "edgegw_usage_requests_total", "vllm:time_to_first_token_seconds_bucket",
+                 "vllm:inter_token_latency_seconds_bucket", "edgegw_policy_info", "edgegw_plugin_active_version"):
+        assert name in sampled, name
+
+
+def test_alert_rules_and_dashboard_queries_pass_promtool(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is needed (Debian: apt-get install prometheus)"
+    out = subprocess.run([promtool, "check", "rules", str(DEPLOY / "alerts.yaml")], capture_output=True, text=True)
+    assert out.returncode == 0 and "SUCCESS: 8 rules found" in out.stdout, out.stdout + out.stderr
+    # The dashboard's queries, as recording rules, so promtool parses each one.
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"].replace("$__rate_interval", "5m") for p in dashboard["panels"] for t in p.get("targets", [])]
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"edgegw:dashboard_{i}", "expr": e}
+                                                         for i, e in enumerate(exprs)]}]}
+    (tmp_path / "dashboard.yaml").write_text(yaml.safe_dump(rules))
+    out = subprocess.run([promtool, "check", "rules", str(tmp_path / "dashboard.yaml")], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in ("route and status", "overhead", "time to first token", "inter-token", "429", "cache hit",
+                  "plugin failures", "canary", "rollout", "policy versions", "healthy endpoints", "ejections",
+                  "redis degraded", "partner"):
+        assert topic in titles, topic
