@@ -143,13 +143,21 @@ class BoundedBatchProcessor(SpanProcessor):
         return self.batch.force_flush(timeout_millis)
 
 
-def tracer_provider(settings: ExportSettings, on_drop: DropCounter,
-                    resource: Mapping[str, str] | None = None) -> TracerProvider:
-    """A provider exporting to `settings.endpoint`, sampling new traces at `settings.sample_ratio`."""
-    attrs = {"service.name": settings.service_name, **(resource or {})}
-    provider = TracerProvider(resource=Resource.create(attrs),
-                              sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
+def span_processor(settings: ExportSettings, on_drop: DropCounter) -> BoundedBatchProcessor:
+    """The batch processor and OTLP/HTTP exporter for `settings` (spans handed to its `on_end` leave)."""
     exporter = CountingExporter(OTLPSpanExporter(endpoint=settings.endpoint, headers=dict(settings.headers),
                                                  timeout=settings.timeout_s), on_drop)
-    provider.add_span_processor(BoundedBatchProcessor(exporter, settings, on_drop))
+    return BoundedBatchProcessor(exporter, settings, on_drop)
+
+
+def resource(settings: ExportSettings, extra: Mapping[str, str] | None = None) -> Resource:
+    return Resource.create({"service.name": settings.service_name, **(extra or {})})
+
+
+def tracer_provider(settings: ExportSettings, on_drop: DropCounter,
+                    extra: Mapping[str, str] | None = None) -> TracerProvider:
+    """A provider exporting to `settings.endpoint`, sampling new traces at `settings.sample_ratio`."""
+    provider = TracerProvider(resource=resource(settings, extra),
+                              sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
+    provider.add_span_processor(span_processor(settings, on_drop))
     return provider

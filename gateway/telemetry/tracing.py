@@ -7,24 +7,29 @@ as `traceparent`.
       chat MODEL (client; gen_ai.*)
         upstream attempt 1 (client; endpoint, attempt, retry reason)  -> the backend's spans
 
-Spans get their parent explicitly (no context variables), and nothing here runs for a request whose
-trace is not sampled: `Tracing.begin` then returns None and only the trace context is passed on.
+While the request runs, a span is a few plain fields (`_Span`); when it has ended they become the
+SDK's `ReadableSpan`s, handed to its batch processor and OTLP exporter (`edgecore.otel`). The SDK's
+tracer would cost several times more per span on the request path (docs/benchmarks.md). Sampling is
+the SDK's `ParentBased(TraceIdRatioBased)` rule: a trusted parent's decision, else the trace id's low
+64 bits against the ratio. An unsampled request records nothing; only its trace context is passed on.
 """
 
 from __future__ import annotations
 
-import asyncio
+import random
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from edgecore.genai import operation_name
-from edgecore.otel import tracer_provider
+from edgecore.otel import resource, span_processor
 from gateway.errors import GatewayError
 from gateway.telemetry.config import TelemetryConfig
 from gateway.telemetry.metrics import count_dropped
@@ -37,6 +42,9 @@ T = TypeVar("T")
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _CONTENT_LIMIT = 16384  # characters of prompt or answer text on a span (when a route opts in)
+_LOW_64 = (1 << 64) - 1
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
 
 
 class Tracing:
@@ -45,71 +53,129 @@ class Tracing:
     def __init__(self, config: TelemetryConfig) -> None:
         assert config.export is not None
         self.config = config
-        self.provider = tracer_provider(config.export, count_dropped)
-        self.tracer = self.provider.get_tracer("edgegw")
+        self.processor = span_processor(config.export, count_dropped)
+        self.resource = resource(config.export)
+        self.scope = InstrumentationScope("edgegw")
+        self.bound = TraceIdRatioBased.get_bound_for_rate(config.export.sample_ratio)
         self.trust_traceparent = config.trust_traceparent
 
     def begin(self, ctx: RequestContext) -> RequestTrace | None:
         """Start the request's server span; None (and only a context to pass on) when not sampled."""
-        parent = None
+        parent: SpanContext | None = None
         if self.trust_traceparent and "traceparent" in ctx.headers:
-            parent = _PROPAGATOR.extract(ctx.headers)  # a malformed header yields an empty context
-        span = self.tracer.start_span(f"{ctx.method} {ctx.path}", context=parent, kind=SpanKind.SERVER,
-                                      attributes={"http.request.method": ctx.method, "url.path": ctx.path,
-                                                  "http.route": ctx.path, "client.address": ctx.client_ip,
-                                                  "edgegw.request_id": ctx.request_id})
-        if not span.is_recording():
-            ctx.trace_context = span.get_span_context()
+            # A malformed header yields an invalid context: ignored, a new trace starts.
+            found = trace.get_current_span(_PROPAGATOR.extract(ctx.headers)).get_span_context()
+            parent = found if found.is_valid else None
+        if parent is not None:
+            trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
+        else:
+            trace_id = random.getrandbits(128) or 1
+            sampled = trace_id & _LOW_64 < self.bound
+        if not sampled:
+            ctx.trace_context = SpanContext(trace_id, _span_id(), False, TraceFlags(TraceFlags.DEFAULT))
             return None
-        return RequestTrace(self.tracer, span)
+        return RequestTrace(self, trace_id, parent, ctx)
+
+    def export(self, request: RequestTrace) -> None:
+        """Hand the request's ended spans to the batch processor (which never blocks)."""
+        trace_id, remote = request.trace_id, request.remote_parent
+        contexts = {s.span_id: SpanContext(trace_id, s.span_id, False, _SAMPLED) for s in request.spans}
+        if remote is not None:
+            contexts[remote.span_id] = remote
+        for s in request.spans:
+            status = _UNSET if s.error is None else Status(StatusCode.ERROR, s.error)
+            self.processor.on_end(ReadableSpan(
+                name=s.name, context=contexts[s.span_id], parent=contexts.get(s.parent_id), resource=self.resource,
+                attributes=s.attributes, kind=s.kind, start_time=s.start_ns, end_time=s.end_ns or time.time_ns(),
+                status=status, instrumentation_scope=self.scope))
 
     async def stop(self) -> None:
         """Send what is queued (bounded by the export timeout) and stop the export thread."""
-        await asyncio.get_running_loop().run_in_executor(None, self.provider.shutdown)
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.processor.shutdown)
+
+
+def _span_id() -> int:
+    return random.getrandbits(64) or 1
+
+
+class _Span:
+    """A span while its request runs: plain fields, made a `ReadableSpan` by `Tracing.export`."""
+
+    __slots__ = ("name", "span_id", "parent_id", "kind", "attributes", "start_ns", "end_ns", "error")
+
+    def __init__(self, name: str, parent_id: int, kind: SpanKind, attributes: dict[str, Any]) -> None:
+        self.name = name
+        self.span_id = _span_id()
+        self.parent_id = parent_id
+        self.kind = kind
+        self.attributes = attributes
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
+        self.error: str | None = None
+
+    def end(self) -> None:
+        self.end_ns = time.time_ns()
+
+    def failed(self, code: str) -> None:
+        self.attributes["error.type"] = code
+        self.error = code
 
 
 class RequestTrace:
     """The spans of one sampled request (`ctx.trace`)."""
 
-    __slots__ = ("tracer", "server", "root", "parent", "inference", "inference_ctx", "record_content",
-                 "first_token_at", "started")
+    __slots__ = ("tracing", "trace_id", "remote_parent", "spans", "server", "parent", "inference",
+                 "record_content", "first_token_at", "started")
 
-    def __init__(self, tracer: trace.Tracer, server: Span) -> None:
-        self.tracer = tracer
-        self.server = server
-        self.root = trace.set_span_in_context(server)
-        self.parent = self.root  # where a plugin's span goes: the running stage's
-        self.inference: Span | None = None
-        self.inference_ctx: Context | None = None
+    def __init__(self, tracing: Tracing, trace_id: int, remote_parent: SpanContext | None,
+                 ctx: RequestContext) -> None:
+        self.tracing = tracing
+        self.trace_id = trace_id
+        self.remote_parent = remote_parent
+        self.server = _Span(f"{ctx.method} {ctx.path}", remote_parent.span_id if remote_parent else 0,
+                            SpanKind.SERVER, {"http.request.method": ctx.method, "url.path": ctx.path,
+                                              "http.route": ctx.path, "client.address": ctx.client_ip,
+                                              "edgegw.request_id": ctx.request_id})
+        self.spans = [self.server]
+        self.parent = self.server.span_id  # where a plugin's span goes: the running stage's
+        self.inference: _Span | None = None
         self.record_content = False
         self.first_token_at: float | None = None
         self.started = time.perf_counter()
+
+    def _open(self, name: str, parent_id: int, kind: SpanKind = SpanKind.INTERNAL,
+              attributes: dict[str, Any] | None = None) -> _Span:
+        span = _Span(name, parent_id, kind, attributes if attributes is not None else {})
+        self.spans.append(span)
+        return span
 
     # --- pipeline ----------------------------------------------------------------------------------
 
     async def stage(self, stage: Stage, ctx: RequestContext) -> Any:
         """Run `stage.on_request` in a span of its own."""
-        span = self.tracer.start_span(stage.name, context=self.root)
-        self.parent = trace.set_span_in_context(span)
+        span = self._open(stage.name, self.server.span_id)
+        self.parent = span.span_id
         try:
             return await stage.on_request(ctx)
         except GatewayError as exc:
-            _failed(span, exc.code)
+            span.failed(exc.code)
             raise
         finally:
             if ctx.cache_status is not None and stage.name == "cache":
-                span.set_attribute("edgegw.cache.status", ctx.cache_status)
+                span.attributes["edgegw.cache.status"] = ctx.cache_status
             span.end()
-            self.parent = self.root
+            self.parent = self.server.span_id
 
     async def plugin(self, name: str, version: str, run: Awaitable[T]) -> T:
         """Run one plugin of a phase in a span of its own, under the phase's."""
-        span = self.tracer.start_span(f"plugin {name}", context=self.parent,
-                                      attributes={"edgegw.plugin.name": name, "edgegw.plugin.version": version})
+        span = self._open(f"plugin {name}", self.parent, attributes={"edgegw.plugin.name": name,
+                                                                      "edgegw.plugin.version": version})
         try:
             return await run
         except GatewayError as exc:
-            _failed(span, exc.code)
+            span.failed(exc.code)
             raise
         finally:
             span.end()
@@ -138,38 +204,30 @@ class RequestTrace:
         if self.record_content:
             attrs["gen_ai.input.messages"] = _text(body.get("messages", body.get("prompt")))
             ctx.collect_response = True  # the answer's text, for `finish`
-        self.inference = self.tracer.start_span(f"{op} {ctx.model or ''}".strip(), context=self.root,
-                                                kind=SpanKind.CLIENT, attributes=attrs)
-        self.inference_ctx = trace.set_span_in_context(self.inference)
-
-    def attempt(self, endpoint: str, number: int, retry_reason: str | None, headers: dict[str, str]) -> Span:
-        """A span for one upstream attempt; its context goes into `headers` as `traceparent`."""
-        attrs: dict[str, Any] = {"server.address": endpoint, "edgegw.upstream.attempt": number}
-        if retry_reason is not None:
-            attrs["edgegw.upstream.retry_reason"] = retry_reason
-        span = self.tracer.start_span(f"upstream attempt {number}", context=self.inference_ctx or self.root,
-                                      kind=SpanKind.CLIENT, attributes=attrs)
-        headers.pop("tracestate", None)
-        _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
-        return span
+        self.inference = self._open(f"{op} {ctx.model or ''}".strip(), self.server.span_id, SpanKind.CLIENT, attrs)
 
     async def run_attempt(self, endpoint: str, number: int, retry_reason: str | None, headers: dict[str, str],
                           run: Awaitable[T]) -> T:
-        """Run one upstream attempt in its span (ended when the answer's head arrived or the attempt failed)."""
-        span = self.attempt(endpoint, number, retry_reason, headers)
+        """Run one upstream attempt in its span (ended when the answer's head arrived or the attempt
+        failed); the span's context goes to the backend as `traceparent`."""
+        attrs: dict[str, Any] = {"server.address": endpoint, "edgegw.upstream.attempt": number}
+        if retry_reason is not None:
+            attrs["edgegw.upstream.retry_reason"] = retry_reason
+        parent = self.inference.span_id if self.inference is not None else self.server.span_id
+        span = self._open(f"upstream attempt {number}", parent, SpanKind.CLIENT, attrs)
+        headers.pop("tracestate", None)
+        headers["traceparent"] = f"00-{self.trace_id:032x}-{span.span_id:016x}-01"
         try:
             result = await run
         except BaseException as exc:
-            _failed(span, exc.code if isinstance(exc, GatewayError) else type(exc).__name__)
+            span.failed(exc.code if isinstance(exc, GatewayError) else type(exc).__name__)
             span.end()
             raise
+        status = getattr(result, "status", None)
+        if isinstance(status, int):
+            attrs["http.response.status_code"] = status
         if isinstance(result, GatewayError):
-            span.set_attribute("http.response.status_code", result.status)
-            _failed(span, result.code)
-        else:
-            status = getattr(result, "status", None)
-            if isinstance(status, int):
-                span.set_attribute("http.response.status_code", status)
+            span.failed(result.code)
         span.end()
         return result
 
@@ -180,46 +238,44 @@ class RequestTrace:
     # --- the end -----------------------------------------------------------------------------------
 
     def finish(self, ctx: RequestContext) -> None:
-        """GenAI response attributes, HTTP status, and end every span still open."""
+        """GenAI response attributes and HTTP status; end the open spans and export them all."""
         inference = self.inference
         if inference is not None:
+            attrs = inference.attributes
             usage = ctx.usage
             if usage is not None:
-                inference.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-                inference.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+                attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+                attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
                 if usage.cached_tokens:
-                    inference.set_attribute("gen_ai.usage.cache_read.input_tokens", usage.cached_tokens)
+                    attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
             answer = ctx.answer
             if answer is not None:
                 if answer.model:
-                    inference.set_attribute("gen_ai.response.model", answer.model)
+                    attrs["gen_ai.response.model"] = answer.model
                 if answer.finish_reasons:
-                    inference.set_attribute("gen_ai.response.finish_reasons", answer.finish_reasons)
+                    attrs["gen_ai.response.finish_reasons"] = answer.finish_reasons
                 if answer.id:
-                    inference.set_attribute("gen_ai.response.id", answer.id)
+                    attrs["gen_ai.response.id"] = answer.id
             if self.first_token_at is not None:
-                inference.set_attribute("gen_ai.server.time_to_first_token", self.first_token_at - self.started)
+                attrs["gen_ai.server.time_to_first_token"] = self.first_token_at - self.started
             if self.record_content and ctx.response_body is not None:
-                inference.set_attribute("gen_ai.output.messages", _text(ctx.response_body))
+                attrs["gen_ai.output.messages"] = _text(ctx.response_body)
             if ctx.status >= 500 or ctx.error is not None and ctx.status >= 400:
-                _failed(inference, ctx.error or str(ctx.status))
+                inference.failed(ctx.error or str(ctx.status))
             inference.end()
         server = self.server
-        server.set_attribute("http.response.status_code", ctx.status)
+        attrs = server.attributes
+        attrs["http.response.status_code"] = ctx.status
         if ctx.route is not None:
-            server.set_attribute("edgegw.route", ctx.route.name)
+            attrs["edgegw.route"] = ctx.route.name
         if ctx.subject is not None:
-            server.set_attribute("enduser.id", ctx.subject)
+            attrs["enduser.id"] = ctx.subject
         if ctx.status >= 500:
-            _failed(server, ctx.error or str(ctx.status))
+            server.failed(ctx.error or str(ctx.status))
         elif ctx.error is not None:
-            server.set_attribute("error.type", ctx.error)
+            attrs["error.type"] = ctx.error
         server.end()
-
-
-def _failed(span: Span, code: str) -> None:
-    span.set_attribute("error.type", code)
-    span.set_status(Status(StatusCode.ERROR, code))
+        self.tracing.export(self)
 
 
 def _text(value: Any) -> str:
