@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
@@ -114,3 +114,12 @@ class RequestContext:
         """Replace the request JSON (preprocessing); the forwarder sends the new body."""
         self.body_json = value
         self.body_dirty = True
+
+
+class RequestObserver(Protocol):
+    """Watches every inference request (`gateway.telemetry`): `begin` as it arrives, `end` after its
+    last byte (or its failure), once each. A feature whose state is one says `observes=True`."""
+
+    def begin(self, ctx: RequestContext) -> None: ...
+
+    def end(self, ctx: RequestContext) -> None: ...

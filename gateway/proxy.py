@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -19,7 +19,7 @@ from gateway.accesslog import AccessLog
 from gateway.api import CHAT, GENERATE, SPECS, generate_to_completions, validate
 from gateway.auth.verifier import single_authorization
 from gateway.bodies import decode_request, is_msgpack_type
-from gateway.context import RequestContext
+from gateway.context import RequestContext, RequestObserver
 from gateway.errors import GatewayError, bad_request, internal_error_body
 from gateway.jsonkeys import reject_duplicate_keys
 from gateway.media.gate import MediaGate, encode_reply, has_content_parts, negotiate_reply
@@ -27,9 +27,6 @@ from gateway.pipeline import Pipeline
 from gateway.reply import Reply
 from gateway.routing import RouteTable
 from gateway.status.activity import activity
-
-if TYPE_CHECKING:
-    from gateway.telemetry.runtime import Telemetry
 
 log = logging.getLogger("edgegw.proxy")
 
@@ -41,9 +38,9 @@ class ProxyEndpoint:
     """One instance serves every inference path (`gateway.api.SPECS`)."""
 
     def __init__(self, table: RouteTable, pipeline: Pipeline, access_log: AccessLog, max_body: int,
-                 trust_forwarded_for: bool = False, telemetry: Telemetry | None = None) -> None:
+                 trust_forwarded_for: bool = False, observer: RequestObserver | None = None) -> None:
         self.table = table
-        self.telemetry = telemetry  # gateway.telemetry: traces, GenAI metrics, usage; None when off
+        self.observer = observer  # gateway.telemetry (traces, GenAI metrics, usage); None when off
         self.pipeline = pipeline
         self.access_log = access_log
         # MessagePack and media parts (gateway.media.gate); it raises the read limit by the media's base64
@@ -54,9 +51,9 @@ class ProxyEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self._context(scope)
-        telemetry = self.telemetry
-        if telemetry is not None:
-            telemetry.begin(ctx)
+        observer = self.observer
+        if observer is not None:
+            observer.begin(ctx)
         metrics.in_flight.inc()
         reply: Reply | None = None
         watcher = _DisconnectWatcher(receive, ctx)
@@ -92,8 +89,8 @@ class ProxyEndpoint:
             metrics.in_flight.dec()
             await self.pipeline.complete(ctx)
             self._record(ctx)
-            if telemetry is not None:
-                telemetry.end(ctx)
+            if observer is not None:
+                observer.end(ctx)
 
     def _context(self, scope: Scope) -> RequestContext:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import cast
 
 from edgecore.otel import ExportSettings, parse_headers, settings_from_env, traces_url
+from gateway.config.part import Frame
 from gateway.config.reader import Section
+from gateway.config.schema import GatewayConfig, PoolConfig, RouteConfig
+
+NAME = "telemetry"
 
 USAGE_DIMENSIONS = ("issuer", "subject", "model", "route")  # plus `claim:NAME` (a JWT claim such as tenant)
 DEFAULT_MAX_SERIES = 1000
@@ -55,6 +60,31 @@ class ModelPrice:
 @dataclass(frozen=True)
 class Prices:
     by_model: dict[str, ModelPrice] = field(default_factory=dict)
+
+
+def telemetry_config(config: GatewayConfig) -> TelemetryConfig | None:
+    """The policy's `telemetry:` section; None: telemetry is off."""
+    return cast("TelemetryConfig | None", config.sections.get(NAME))
+
+
+def route_telemetry(route: RouteConfig) -> RouteTelemetry | None:
+    return cast("RouteTelemetry | None", route.sections.get(NAME))
+
+
+def pool_prices(pool: PoolConfig) -> Prices | None:
+    return cast("Prices | None", pool.sections.get(NAME))
+
+
+def parse_top_part(top: Section, frame: Frame) -> TelemetryConfig | None:
+    return parse_telemetry(top.section("telemetry")) if top.has("telemetry") else None
+
+
+def parse_route_part(route: Section, frame: Frame) -> RouteTelemetry | None:
+    return parse_route_telemetry(route.section("telemetry")) if route.has("telemetry") else None
+
+
+def parse_pool_part(pool: Section, frame: Frame) -> Prices | None:
+    return parse_prices(pool.section("prices")) if pool.has("prices") else None
 
 
 def parse_telemetry(sec: Section) -> TelemetryConfig:

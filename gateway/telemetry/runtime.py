@@ -9,21 +9,25 @@ from typing import TYPE_CHECKING, Any
 
 from edgecore.genai import operation_name
 from gateway.context import Answer
+from gateway.feature import StateKey
 from gateway.telemetry import metrics as tm
 from gateway.telemetry.config import TelemetryConfig
 from gateway.telemetry.usage import UsageRecorder
 from gateway.telemetry.usage_store import UsageStore
 
 if TYPE_CHECKING:
-    from gateway.config.schema import GatewayConfig
     from gateway.context import RequestContext
     from gateway.telemetry.tracing import Tracing
 
 
+TELEMETRY_KEY: StateKey[Telemetry] = StateKey("telemetry")  # the feature's long-lived object
+
+
 class Telemetry:
+    """A `gateway.context.RequestObserver`: its hooks run on every inference request."""
+
     def __init__(self, config: TelemetryConfig, redis_config: Any = None) -> None:
         self.config = config
-        self.identity = (config, redis_config)  # a reload keeps this object while both are unchanged
         self.tracing: Tracing | None = None
         if config.export is not None:
             from gateway.telemetry.tracing import Tracing
@@ -74,10 +78,3 @@ def _observe_genai(ctx: RequestContext) -> None:
             tm.tpot_by.get(op, model).observe(max(0.0, elapsed - first) / (usage.completion_tokens - 1))
 
 
-def build_telemetry(config: GatewayConfig, previous: Telemetry | None) -> Telemetry | None:
-    """This version's telemetry: the previous one when its configuration is unchanged."""
-    if config.telemetry is None:
-        return None
-    if previous is not None and previous.identity == (config.telemetry, config.redis):
-        return previous
-    return Telemetry(config.telemetry, config.redis)

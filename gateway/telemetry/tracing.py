@@ -31,7 +31,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from edgecore.genai import operation_name
 from edgecore.otel import resource, span_processor
 from gateway.errors import GatewayError
-from gateway.telemetry.config import TelemetryConfig
+from gateway.telemetry.config import TelemetryConfig, route_telemetry
 from gateway.telemetry.metrics import count_dropped
 
 if TYPE_CHECKING:
@@ -200,7 +200,8 @@ class RequestTrace:
         if ctx.stream:
             attrs["edgegw.stream"] = True
         route = ctx.route
-        self.record_content = bool(route is not None and route.telemetry is not None and route.telemetry.record_content)
+        settings = route_telemetry(route) if route is not None else None
+        self.record_content = settings is not None and settings.record_content
         if self.record_content:
             attrs["gen_ai.input.messages"] = _text(body.get("messages", body.get("prompt")))
             ctx.collect_response = True  # the answer's text, for `finish`

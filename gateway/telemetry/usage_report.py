@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError, bad_request
+from gateway.feature import GatewayView
+from gateway.telemetry.config import pool_prices
+from gateway.telemetry.runtime import TELEMETRY_KEY
 from gateway.telemetry.usage import COUNTS
 
 if TYPE_CHECKING:
-    from gateway.config.schema import GatewayConfig
     from gateway.telemetry.config import ModelPrice
     from gateway.telemetry.usage_store import Buckets
 
@@ -44,8 +47,9 @@ def parse_since(text: str, now: float) -> float:
 def prices_by_model(config: GatewayConfig) -> dict[str, ModelPrice]:
     out: dict[str, ModelPrice] = {}
     for pool in config.pools:
-        if pool.prices is not None:
-            for model, price in pool.prices.by_model.items():
+        prices = pool_prices(pool)
+        if prices is not None:
+            for model, price in prices.by_model.items():
                 out.setdefault(model, price)
     return out
 
@@ -77,12 +81,12 @@ def report(buckets: Buckets, names: tuple[str, ...], by: list[str], prices: dict
     return {"rows": ordered, "totals": totals}
 
 
-def usage_routes(gateway: Any) -> list[Route]:
-    """`gateway` is `gateway.app.Gateway` (its active version's config, telemetry and admin check)."""
+def usage_routes(config: GatewayConfig) -> list[BaseRoute]:
+    """`GET /admin/usage` (mounted under `/admin`, behind the admin check)."""
 
     async def get_usage(request: Request) -> Response:
-        await gateway.require_admin(request)
-        telemetry = gateway.telemetry
+        gateway: GatewayView = request.app.state.gateway
+        telemetry = gateway.state(TELEMETRY_KEY)
         if telemetry is None or telemetry.store is None:
             raise GatewayError(404, "usage is not counted: add `telemetry:` (with usage) to the policy",
                                "usage_disabled")
@@ -120,4 +124,4 @@ def usage_routes(gateway: Any) -> list[Route]:
         })
         return JSONResponse(body, headers={"cache-control": "no-store"})
 
-    return [Route("/admin/usage", get_usage, methods=["GET"])]
+    return [Route("/usage", get_usage, methods=["GET"])]
