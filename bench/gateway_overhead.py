@@ -123,7 +123,7 @@ def telemetry_config(config: Path, receiver_url: str, ratio: float = 1.0) -> Pat
 def count_telemetry_instructions(config: Path, seconds: int, rounds: int, ratio: float = 1.0) -> None:
     """Instructions per request with telemetry off and on (`ratio` sampled), rounds interleaved."""
     from gateway.auth.mint import mint_token
-    from gateway.config import load_config
+    from gateway.features import load_config
     from tests.telemetry.otlp_receiver import OtlpReceiver
 
     receiver = OtlpReceiver().start()
