@@ -165,3 +165,39 @@ def test_usage_adds_up_across_replicas_through_redis(tmp_path: Path, backend: An
             two.proc.stop()
     finally:
         redis.stop()
+
+
+def test_a_flood_of_distinct_subjects_stays_within_the_cap() -> None:
+    """30,000 partners through one worker's recorder: its series, its Prometheus children and its
+    pending hourly buckets stay at the cap (plus the one `other` set)."""
+    import tracemalloc
+
+    from gateway.config.schema import RouteConfig
+    from gateway.context import RequestContext, Usage
+    from gateway.telemetry.config import UsageConfig
+    from gateway.telemetry.metrics import usage_counters
+    from gateway.telemetry.usage import UsageRecorder
+
+    recorder = UsageRecorder(UsageConfig(labels=("issuer", "subject", "route"), max_series=50))
+    route = RouteConfig(name="r", paths=("/v1/completions",))
+
+    def one(i: int) -> None:
+        ctx = RequestContext(request_id="x", method="POST", path="/v1/completions", headers={}, client_ip="")
+        ctx.route, ctx.issuer, ctx.subject, ctx.usage = route, "idp", f"subject-{i}", Usage(10, 2)
+        recorder.record(ctx)
+
+    for i in range(1000):
+        one(i)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(1000, 30_000):
+        one(i)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(recorder._series) == 51  # 50 partners and ("other", "other", "r")
+    assert sum(len(series) for series in recorder.pending.values()) <= 51
+    requests, _ = usage_counters(recorder.names)
+    assert len(list(requests.collect())[0].samples) <= 2 * 51  # _total and _created per label set
+    assert grown < 256 * 1024, grown
+    other = recorder.pending[max(recorder.pending)][("other", "other", "r")]
+    assert other[0] == 30_000 - 50 and other[1] == 10 * (30_000 - 50)
