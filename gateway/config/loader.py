@@ -117,6 +117,7 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
         routes.append(_route(sec, pools, issuers, {p.name for p in plugins},
                              parse_route_limits, parse_cache_rule))
     _unique(top, "routes", [r.name for r in routes])
+    _check_fallbacks(file, pools, routes)
     top.done()
     return GatewayConfig(source=file, server=server, admin=admin, issuers=issuers, pools=pools,
                          routes=tuple(routes), redis=redis, plugins=tuple(plugins), plugin_dir=plugin_dir,
@@ -244,10 +245,14 @@ def _pool(sec: Section) -> PoolConfig:
     if not endpoints and dns is None:
         raise sec.error("endpoints", "a pool needs endpoints or dns discovery")
     t, h, o, r = (sec.section(k) for k in ("timeouts", "health", "outlier", "retries"))
+    from gateway.upstream.models import parse_pool_models
+
+    models, specs = parse_pool_models(sec)  # names, and entries with an alias, a window or fallbacks
     cfg = PoolConfig(
         name=name,
         endpoints=tuple(endpoints),
-        models=_pool_models(sec),
+        models=_pool_models(sec, models),
+        model_specs=specs,
         embedding_models=tuple(sec.str_list("embedding_models", [])),
         image_models=tuple(sec.str_list("image_models", [])),  # gateway.media: models accepting images
         audio_models=tuple(sec.str_list("audio_models", [])),  # ... and audio
@@ -331,10 +336,27 @@ def _upstream_headers(sec: Section) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _pool_models(sec: Section) -> tuple[str, ...]:
+def _pool_models(sec: Section, models: list[str]) -> tuple[str, ...]:
     """Every model the pool serves, in config order: `models`, then `embedding_models` not listed there."""
-    models = sec.str_list("models", [])
     return tuple(models + [m for m in sec.str_list("embedding_models", []) if m not in models])
+
+
+def _route_fallbacks(sec: Section) -> tuple[Any, ...]:
+    from gateway.upstream.models import parse_fallbacks
+
+    return parse_fallbacks(sec)
+
+
+def _check_fallbacks(file: str, pools: tuple[PoolConfig, ...], routes: list[RouteConfig]) -> None:
+    from gateway.routing import generation_models
+    from gateway.upstream.models import check_fallbacks
+
+    def reached(route: RouteConfig) -> list[tuple[str, str]]:
+        return [(m, p.name) for p in pools if route.pool in (None, p.name)
+                for m in generation_models(route, (p,))]
+
+    check_fallbacks(file, [(p.name, p.models, p.model_specs) for p in pools],
+                    [(r.name, r.models, r.fallbacks, reached(r)) for r in routes])
 
 
 def _media_limits(sec: Section) -> Any:
@@ -380,6 +402,7 @@ def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerCon
         cache=parse_cache(sec.section("cache")) if sec.has("cache") else None,
         default_model=sec.str("default_model", None),
         media=_media_limits(sec),
+        fallbacks=_route_fallbacks(sec),
     )
     sec.done()
     if cfg.default_model is not None:

@@ -124,6 +124,7 @@ class PoolConfig:
     # Models (glob patterns) that accept image / audio parts; any other model is text-only (gateway.media)
     image_models: tuple[str, ...] = ()
     audio_models: tuple[str, ...] = ()
+    model_specs: tuple[Any, ...] = ()  # gateway.upstream.models.ModelSpec: entries with aliases, windows, fallbacks
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class RouteConfig:
     cache: Any = None  # gateway.cache.config.CacheRule
     default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
     media: Any = None  # gateway.media.config.MediaLimits; None: its defaults
+    fallbacks: tuple[Any, ...] = ()  # gateway.upstream.models.Fallback: replace the requested model's own
 
 
 @dataclass(frozen=True)

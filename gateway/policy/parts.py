@@ -16,7 +16,7 @@ from gateway.accesslog import AccessLog
 from gateway.auth.admin import make_require_admin
 from gateway.auth.verifier import JwtVerifier
 from gateway.config.schema import GatewayConfig
-from gateway.pipeline import Pipeline, build_stages
+from gateway.pipeline import Pipeline, build_stages, model_plans
 from gateway.proxy import ProxyEndpoint
 from gateway.routing import RouteTable
 from gateway.stages.base import Stage
@@ -97,7 +97,7 @@ def build_parts(config: GatewayConfig, previous: Parts | None = None,
         access_log = prev.access_log
     else:
         access_log = AccessLog(server.access_log)
-    pipeline = Pipeline(stages, upstreams)
+    pipeline = Pipeline(stages, upstreams, model_plans(config))
     proxy = ProxyEndpoint(table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for)
     return Parts(config, verifier, table, upstreams, plugins, stages, pipeline, access_log, proxy,
                  make_require_admin(verifier, config.admin), fresh)

@@ -52,6 +52,7 @@ class UpstreamResponse:
     # A stream's: frees the endpoint's in-flight slot once it ends, and when the attempt began.
     release: Callable[[], None] | None = None
     started: float = 0.0
+    head: bytes = b""  # a stream's first chunk, already read (gateway.upstream.fallback): sent first
 
 
 class Upstreams:
@@ -108,13 +109,19 @@ class Upstreams:
     def ready(self) -> bool:
         return all(p.has_healthy() for p in self.pools.values())
 
-    async def send(self, ctx: RequestContext, path: str, body: bytes) -> UpstreamResponse:
+    async def send(self, ctx: RequestContext, path: str, body: bytes, deadline: float | None = None,
+                   fallback: bool = False) -> UpstreamResponse:
         """Forward to `ctx.pool`, retrying failed connections, invalid answers, 502 and 503 on another
-        endpoint."""
+        endpoint. `deadline` (monotonic) caps the total timeout; a `fallback` hop took its retry budget."""
         pool = ctx.pool
         assert pool is not None
         session = self.sessions[pool.name]
         timeout = self._timeouts[pool.name][0 if ctx.stream else 1]
+        if deadline is not None:
+            left = max(0.001, deadline - time.monotonic())
+            if timeout.total is None or left < timeout.total:
+                timeout = aiohttp.ClientTimeout(total=left, sock_connect=timeout.sock_connect,
+                                                sock_read=timeout.sock_read)
         headers = {k: v for k, v in ctx.headers.items() if k not in _DROP}
         headers["x-request-id"] = ctx.request_id
         headers["x-forwarded-for"] = ctx.client_ip
@@ -122,7 +129,8 @@ class Upstreams:
         headers.update(pool.config.upstream_headers)  # the pool's own credentials, never the client's
         if ctx.upstream_host:  # a plugin set `:authority`
             headers["host"] = ctx.upstream_host
-        pool.retry_budget.record_request()
+        if not fallback:
+            pool.retry_budget.record_request()
         tried: set[Endpoint] = set()
         last_error: GatewayError | None = None
         for attempt in range(pool.config.retries.attempts + 1):
@@ -245,6 +253,10 @@ class Upstreams:
         failed = False
         prev = last = b""
         try:
+            if upstream.head:
+                tally.events += upstream.head.count(b"data:")
+                last = upstream.head
+                yield upstream.head
             async for chunk in raw.content.iter_any():
                 # Counted as it passes, not at the end: a client that leaves ends this generator late.
                 tally.events += chunk.count(b"data:")
