@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from gateway.config.loader import ALGORITHMS, PHASES
 from gateway.ratelimit.config import KEY_PARTS
+from gateway.upstream.models import TRIGGERS
 
 _RL = "routes[].rate_limits[]"
 
@@ -90,8 +91,27 @@ DESCRIPTIONS: dict[str, str] = {
     "issuers[].default_tier": "tier when the token names none",
     # pools[]
     "pools[].name": "referenced by routes",
-    "pools[].models": "model names (glob patterns allowed) this pool serves; generation models first, in "
-                      "order of preference",
+    "pools[].models": "models this pool serves, by the names partners use; generation models first, in "
+                      "order of preference. A string is a name or glob the backend knows as written; a mapping "
+                      "gives one model an alias, a context window or fallbacks (`docs/api.md`, Models)",
+    "pools[].models[].name": "the public name: what partners send and see, what limits, the cache, usage "
+                             "and metrics key on, what `/v1/models` lists",
+    "pools[].models[].backend_name": "the name this pool's servers expect (vLLM `--served-model-name`); the "
+                                     "forwarded body carries it, answers are rewritten back to `name`",
+    "pools[].models[].context_length": "tokens of prompt plus `max_tokens` the model holds; a request that "
+                                       "surely does not fit goes to a `context_length` fallback, else 400 "
+                                       "`context_length_exceeded`, before any backend is asked",
+    "pools[].models[].max_token_bytes": "bytes of the longest token of the model's vocabulary (SmolLM2: 81): "
+                                        "a prompt is at least its bytes / this many tokens, so the window "
+                                        "check never refuses what the backend accepts",
+    "pools[].models[].fallbacks": "models tried in order when this one fails as `when` says; a fallback's own "
+                                  "fallbacks are its alternatives (depth first). `check-config` refuses cycles",
+    "pools[].models[].fallbacks[].model": "a model some pool serves (a name, not a pattern)",
+    "pools[].models[].fallbacks[].pool": "the pool to send it to (e.g. the same model elsewhere)",
+    "pools[].models[].fallbacks[].when": "what sends a request here: `no_healthy_endpoint`, `upstream_error` "
+                                       "(connect failure, 5xx after retries, a stream ending before its first "
+                                       "byte), `overloaded` (429, 503, pool saturated), `first_byte_timeout`, "
+                                       "`context_length`",
     "pools[].embedding_models": "embedding models this pool serves (also served when not in `models`); "
                                 "never chosen as `/v1/generate`'s default",
     "pools[].image_models": "models (glob patterns) of this pool that accept image parts; media for any "
@@ -178,6 +198,12 @@ DESCRIPTIONS: dict[str, str] = {
     "routes[].rate_limits": "limits checked together in one round trip; see the table below",
     "routes[].cache": "response caching; absent: off. See the table below",
     "routes[].media": "limits on image and audio parts in chat requests (`docs/api.md`)",
+    "routes[].fallbacks": "fallbacks for every model requested on this route, in place of the model's own "
+                          "first level (as `pools[].models[].fallbacks`); each must be a model the route's "
+                          "`models` allow",
+    "routes[].fallbacks[].model": "as `pools[].models[].fallbacks[].model`",
+    "routes[].fallbacks[].pool": "as `pools[].models[].fallbacks[].pool`",
+    "routes[].fallbacks[].when": "as `pools[].models[].fallbacks[].when`",
     "routes[].media.max_bytes": "decoded media bytes per request, all parts together (larger: 400 naming the "
                                 "part). The body limit grows by this much in base64 when a pool accepts "
                                 "media: the text of a request still gets `server.max_body_bytes`",
@@ -269,6 +295,10 @@ DEFAULTS: dict[str, str] = {
     "redis": "in memory",
     "memory_cache": "64 MiB, 100000 entries, LRU",
     "pools[].dns": "off",
+    "pools[].models[].fallbacks[].pool": "the first pool serving the model",
+    "pools[].models[].backend_name": "`name`",
+    "routes[].fallbacks": "the model's own (`pools[].models[].fallbacks`)",
+    "routes[].fallbacks[].pool": "the first pool serving the model",
     "pools[].headers.*": "-",
     f"{_RL}.name": "`limit<index>`",
     "plugins[].upstreams.*": "-",
@@ -283,6 +313,8 @@ ALLOWED: dict[str, str] = {
     "issuers[].algorithms": ", ".join(f"`{a}`" for a in ALGORITHMS),
     "routes[].plugins[].phase": ", ".join(f"`{p}`" for p in PHASES),
     f"{_RL}.key": ", ".join(f"`{p}`" for p in KEY_PARTS),
+    "pools[].models[].fallbacks[].when": ", ".join(f"`{t}`" for t in TRIGGERS),
+    "routes[].fallbacks[].when": ", ".join(f"`{t}`" for t in TRIGGERS),
     "redis.url": "`redis://`, `rediss://`, `unix://`",
     "plugins[].sha256": "64 hex digits",
     "routes[].media.mime_types": "`image/png`, `image/jpeg`, `image/webp`, `image/gif`, `audio/wav`, `audio/mpeg`",
@@ -293,6 +325,7 @@ for _key in _QUOTAS:
 # Types the recorded reads cannot express (a typed read plus a raw one for a special word).
 TYPES: dict[str, str] = {f"{_RL}.tiers.*.{_key}": "integer" for _key in _QUOTAS}
 TYPES["pools[].rollout.steps"] = "list of numbers"
+TYPES["pools[].models"] = "list of strings or mappings"
 
 # Prose printed under a table's heading, by table prefix.
 NOTES: dict[str, str] = {

@@ -10,7 +10,7 @@ window) and fallbacks (per model and per route), parsed and cross-checked once a
             context_length: 8192             # prompt + max_tokens; longer requests never reach it
             max_token_bytes: 81              # its longest token: how prompts are sized (context_window.py)
             fallbacks:
-              - {model: phone-long, on: [context_length]}
+              - {model: phone-long, when: [context_length]}
               - {model: autoglm-phone-9b, pool: cpu}   # the same public name in another pool
               - {model: smollm2}             # every trigger
 
@@ -25,7 +25,7 @@ from fnmatch import fnmatchcase
 
 from gateway.config.reader import ConfigError, Section
 
-# What may send a request on to the next model (`fallbacks[].on`).
+# What may send a request on to the next model (`fallbacks[].when`).
 TRIGGERS = ("no_healthy_endpoint", "upstream_error", "overloaded", "first_byte_timeout", "context_length")
 MAX_CHAIN = 8  # models one request may try, the first included
 
@@ -86,12 +86,12 @@ def parse_fallbacks(sec: Section) -> tuple[Fallback, ...]:
     """`fallbacks: [{model, on}]`, in the order they are tried."""
     out = []
     for item in sec.sections("fallbacks"):
-        on = item.str_list("on", list(TRIGGERS))
+        on = item.str_list("when", list(TRIGGERS))
         for trigger in on:
             if trigger not in TRIGGERS:
-                raise item.error("on", f"unknown trigger {trigger!r} (allowed: {', '.join(TRIGGERS)})")
+                raise item.error("when", f"unknown trigger {trigger!r} (allowed: {', '.join(TRIGGERS)})")
         if not on:
-            raise item.error("on", "name at least one trigger")
+            raise item.error("when", "name at least one trigger")
         out.append(Fallback(item.str("model"), frozenset(on), item.str("pool", None)))
         item.done()
     if len({(f.model, f.pool) for f in out}) != len(out):

@@ -29,6 +29,7 @@ PARSERS = {
     "gateway.cache.config": "gateway/cache/config.py",
     "gateway.plugins.config": "gateway/plugins/config.py",
     "gateway.upstream.discovery": "gateway/upstream/discovery.py",
+    "gateway.upstream.models": "gateway/upstream/models.py",
 }
 GETTERS = {"str", "int", "float", "bool", "str_list", "raw", "section", "sections", "has"}
 

@@ -26,8 +26,8 @@ def _config(a: Any, b: Any, long: Any, **route: Any) -> dict[str, Any]:
     cfg["pools"] = [
         {**base, "name": "a", "models": [
             {"name": "phone", "backend_name": "AutoGLM-Phone-9B", "context_length": 512, "max_token_bytes": 8,
-             "fallbacks": [{"model": "phone", "pool": "b", "on": FAILURES},
-                           {"model": "phone-long", "on": ["context_length"]}]}],
+             "fallbacks": [{"model": "phone", "pool": "b", "when": FAILURES},
+                           {"model": "phone-long", "when": ["context_length"]}]}],
          "retries": {"attempts": 0}},
         {**base, "name": "b", "endpoints": [{"url": b.url}],
          "models": [{"name": "phone", "backend_name": "phone-vllm"},
