@@ -130,18 +130,22 @@ class FallbackSender:
                 if i:
                     ctx.fallback_from = requested
                 return outcome
-            kind, error = outcome
+            kind, failure = outcome
             tried.append(hop.model)
             reason = reason if kind == "refused" else kind
             j = _next(hops, i, reason)
             if j is None or time.monotonic() >= deadline:
-                raise _exhausted(error, tried) if len(tried) > 1 else error
+                if len(tried) == 1:  # no fallback was taken: the answer is what it is without one
+                    if isinstance(failure, UpstreamResponse):
+                        return failure
+                    raise failure
+                raise _exhausted(failure if isinstance(failure, GatewayError) else _as_error(failure), tried)
             fallbacks_total.labels(hop.model, hops[j].model, reason).inc()
             i = j
 
     async def _try(self, ctx: RequestContext, path: str, hop: Hop, i: int, deadline: float, readmit: Readmit,
-                   more: bool) -> UpstreamResponse | tuple[str, GatewayError]:
-        """One hop: its answer, or (the trigger it failed with, the error to answer if it is the last)."""
+                   more: bool) -> UpstreamResponse | tuple[str, GatewayError | UpstreamResponse]:
+        """One hop: its answer, or (the trigger it failed with, its error or the backend's answer)."""
         body = ctx.body_json
         assert body is not None
         if i:
@@ -158,9 +162,9 @@ class FallbackSender:
         except GatewayError as exc:
             return _CODES.get(exc.code, "upstream_error" if exc.status >= 500 else "none"), exc
         if resp.status == 400 and b"context_length_exceeded" in (resp.body or b""):
-            return "context_length", _as_error(resp)  # the backend counted: it knows better than our bound
+            return "context_length", resp  # the backend counted: it knows better than our bound
         if resp.status == 429 or resp.status >= 500:
-            return ("overloaded" if resp.status in (429, 503) else "upstream_error"), _as_error(resp)
+            return ("overloaded" if resp.status in (429, 503) else "upstream_error"), resp
         if resp.body is None and more:
             failed = await _first_chunk(self.upstreams, ctx, resp)
             if failed is not None:
@@ -224,16 +228,19 @@ async def _first_chunk(upstreams: Upstreams, ctx: RequestContext,
 def _as_error(resp: UpstreamResponse) -> GatewayError:
     """A backend's 429, 5xx (or context-window 400) answer as the error a client gets when no fallback is left. A backend's
     500 is the gateway's 502 (bad gateway): the gateway itself never answers 500 for a chain."""
-    message = f"upstream answered {resp.status}"
+    message, code, param = f"upstream answered {resp.status}", f"upstream_{resp.status}", None
     try:
-        found = orjson.loads(resp.body or b"")["error"]["message"]
-        if isinstance(found, str):
-            message = f"upstream: {found}"[:500]
+        found = orjson.loads(resp.body or b"")["error"]
     except Exception:
-        pass
+        found = None
+    if isinstance(found, dict):
+        if isinstance(found.get("message"), str):
+            message = f"upstream: {found['message']}"[:500]
+        if resp.status == 400 and isinstance(found.get("code"), str):
+            code, param = found["code"], found.get("param") if isinstance(found.get("param"), str) else None
     status = resp.status if resp.status in (400, 429, 503, 504) else 502
     headers = {"retry-after": resp.headers["retry-after"]} if "retry-after" in resp.headers else None
-    return GatewayError(status, message, f"upstream_{resp.status}", headers=headers)
+    return GatewayError(status, message, code, param=param, headers=headers)
 
 
 def _exhausted(error: GatewayError, tried: list[str]) -> GatewayError:
