@@ -94,6 +94,10 @@ DESCRIPTIONS: dict[str, str] = {
     "pools[].models": "models this pool serves, by the names partners use; generation models first, in "
                       "order of preference. A string is a name or glob the backend knows as written; a mapping "
                       "gives one model an alias, a context window or fallbacks (`docs/api.md`, Models)",
+    "pools[].discover_context_length": "read each model's window (`max_model_len`) from the servers' "
+                                       "`GET /v1/models` at start-up (the built-in backend and vLLM list it), "
+                                       "for model entries without `context_length`; the largest across "
+                                       "endpoints counts",
     "pools[].models[].name": "the public name: what partners send and see, what limits, the cache, usage "
                              "and metrics key on, what `/v1/models` lists",
     "pools[].models[].backend_name": "the name this pool's servers expect (vLLM `--served-model-name`); the "

@@ -253,6 +253,7 @@ def _pool(sec: Section) -> PoolConfig:
         endpoints=tuple(endpoints),
         models=_pool_models(sec, models),
         model_specs=specs,
+        discover_context_length=sec.bool("discover_context_length", False),
         embedding_models=tuple(sec.str_list("embedding_models", [])),
         image_models=tuple(sec.str_list("image_models", [])),  # gateway.media: models accepting images
         audio_models=tuple(sec.str_list("audio_models", [])),  # ... and audio

@@ -124,6 +124,7 @@ class PoolConfig:
     # Models (glob patterns) that accept image / audio parts; any other model is text-only (gateway.media)
     image_models: tuple[str, ...] = ()
     audio_models: tuple[str, ...] = ()
+    discover_context_length: bool = False  # read models' windows from the servers' /v1/models at start-up
     model_specs: tuple[Any, ...] = ()  # gateway.upstream.models.ModelSpec: entries with aliases, windows, fallbacks
 
 

@@ -152,8 +152,9 @@ class FallbackSender:
             refused = await self._enter(ctx, hop, readmit)
             if refused is not None:
                 return "refused", refused
-        if hop.context_length is not None:
-            too_long = surely_too_long(body, hop.context_length, hop.max_token_bytes)
+        window = hop.context_length or self.upstreams.pools[hop.pool].context_lengths.get(hop.backend_name)
+        if window is not None:
+            too_long = surely_too_long(body, window, hop.max_token_bytes)
             if too_long is not None:
                 return "context_length", too_long
         data = ctx.body if hop.backend_name == body.get("model") else orjson.dumps({**body, "model": hop.backend_name})

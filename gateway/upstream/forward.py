@@ -19,6 +19,7 @@ from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.pool import Endpoint, Pool
+from gateway.upstream.windows import read_windows
 
 log = logging.getLogger("edgegw.upstream")
 
@@ -88,6 +89,8 @@ class Upstreams:
         await asyncio.gather(*(d.refresh() for d in self.discoveries))
         # One synchronous round first, so /readyz is truthful from the first request.
         await asyncio.gather(*(c.check_all() for c in self.checkers))
+        await asyncio.gather(*(read_windows(p, self.sessions[p.name]) for p in self.pools.values()
+                               if p.config.discover_context_length))
         for checker in self.checkers:
             checker.start()
         for discovery in self.discoveries:

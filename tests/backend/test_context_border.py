@@ -33,11 +33,15 @@ def _served(backend: BackendProc) -> float:
     return backend.metric("edgegw_backend_requests_total", endpoint="/v1/completions")
 
 
-def test_window_check_on_the_border(short_backend: BackendProc, make_gateway: Any) -> None:
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "discovered"])
+def test_window_check_on_the_border(short_backend: BackendProc, make_gateway: Any, declared: bool) -> None:
     cfg = gateway_config([])
-    cfg["pools"][0].update(endpoints=[{"url": short_backend.url}], models=[
-        {"name": "tiny", "backend_name": "tiny-llama", "context_length": WINDOW,
-         "max_token_bytes": len(LONGEST.encode())}])
+    entry = {"name": "tiny", "backend_name": "tiny-llama", "max_token_bytes": len(LONGEST.encode())}
+    if declared:
+        entry["context_length"] = WINDOW
+    else:  # read from the backend's /v1/models (`max_model_len`)
+        cfg["pools"][0]["discover_context_length"] = True
+    cfg["pools"][0].update(endpoints=[{"url": short_backend.url}], models=[entry])
     gw = make_gateway(cfg)
     headers = {"authorization": f"Bearer {gw.token()}"}
 
