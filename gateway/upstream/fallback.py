@@ -24,7 +24,7 @@ from gateway.config.schema import GatewayConfig, RouteConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.metrics import registry
-from gateway.upstream.context_window import surely_too_long
+from gateway.upstream.context_window import DEFAULT_MAX_TOKEN_BYTES, surely_too_long
 from gateway.upstream.failures import UPSTREAM_ERRORS
 from gateway.upstream.forward import UpstreamResponse, Upstreams
 from gateway.upstream.models import MAX_CHAIN, TRIGGERS, Fallback, FallbackGraph, Node
@@ -102,7 +102,7 @@ class ModelPlans:
         spec = self.graph.spec(node)
         model, pool = node
         if spec is None:
-            return Hop(model, pool, model, False, None, 128, on, skip_to)
+            return Hop(model, pool, model, False, None, DEFAULT_MAX_TOKEN_BYTES, on, skip_to)
         return Hop(model, pool, spec.backend_name, True, spec.context_length, spec.max_token_bytes, on, skip_to)
 
 
@@ -167,7 +167,7 @@ class FallbackSender:
         if resp.status == 429 or resp.status >= 500:
             return ("overloaded" if resp.status in (429, 503) else "upstream_error"), resp
         if resp.body is None and more:
-            failed = await _first_chunk(self.upstreams, ctx, resp)
+            failed = await _first_chunk(ctx, resp)
             if failed is not None:
                 return failed
         return resp
@@ -182,11 +182,13 @@ class FallbackSender:
         if not pool.retry_budget.try_acquire():
             return GatewayError(503, f"pool {hop.pool!r} has no retry budget left for a fallback",
                                 "fallback_budget_exhausted", headers={"retry-after": "1"})
+        changed = hop.model != ctx.model  # (the same model in another pool was admitted already)
         ctx.model, ctx.pool = hop.model, pool
-        try:
-            await readmit(ctx)
-        except GatewayError as exc:
-            return exc
+        if changed:
+            try:
+                await readmit(ctx)
+            except GatewayError as exc:
+                return exc
         return None
 
 
@@ -201,8 +203,7 @@ def _next(hops: tuple[Hop, ...], i: int, trigger: str) -> int | None:
     return None
 
 
-async def _first_chunk(upstreams: Upstreams, ctx: RequestContext,
-                       resp: UpstreamResponse) -> tuple[str, GatewayError] | None:
+async def _first_chunk(ctx: RequestContext, resp: UpstreamResponse) -> tuple[str, GatewayError] | None:
     """Read a stream's first chunk before anything is sent to the client, so a stream that fails
     before its first byte can still fall back. None when it came (kept in `resp.head`)."""
     raw = resp.raw

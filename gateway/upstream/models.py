@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from gateway.config.reader import ConfigError, Section
+from gateway.upstream.context_window import DEFAULT_MAX_TOKEN_BYTES
 
 # What may send a request on to the next model (`fallbacks[].when`).
 TRIGGERS = ("no_healthy_endpoint", "upstream_error", "overloaded", "first_byte_timeout", "context_length")
@@ -46,7 +47,7 @@ class ModelSpec:
     name: str  # public: what partners send, see, and what limits, cache and metrics key on
     backend_name: str  # what the pool's servers are sent
     context_length: int | None = None
-    max_token_bytes: int = 128  # the longest token of its vocabulary (gateway.upstream.context_window)
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES  # its vocabulary's longest token (gateway.upstream.context_window)
     fallbacks: tuple[Fallback, ...] = field(default=())
 
     @property
@@ -74,7 +75,7 @@ def parse_pool_models(sec: Section) -> tuple[list[str], tuple[ModelSpec, ...]]:
             raise entry.error("name", "a model entry with settings names one model, not a pattern")
         spec = ModelSpec(name=name, backend_name=entry.str("backend_name", name),
                          context_length=entry.int("context_length", None, min=1),
-                         max_token_bytes=entry.int("max_token_bytes", 128, min=1, max=4096),
+                         max_token_bytes=entry.int("max_token_bytes", DEFAULT_MAX_TOKEN_BYTES, min=1, max=4096),
                          fallbacks=parse_fallbacks(entry))
         entry.done()
         names.append(name)

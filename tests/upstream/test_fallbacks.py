@@ -28,7 +28,7 @@ def _config(a: Any, b: Any, long: Any, **route: Any) -> dict[str, Any]:
             {"name": "phone", "backend_name": "AutoGLM-Phone-9B", "context_length": 512, "max_token_bytes": 8,
              "fallbacks": [{"model": "phone", "pool": "b", "when": FAILURES},
                            {"model": "phone-long", "when": ["context_length"]}]}],
-         "retries": {"attempts": 0}},
+         "retries": {"attempts": 0}, "timeouts": {"first_byte_s": 1.0, "non_stream_total_s": 2.0}},
         {**base, "name": "b", "endpoints": [{"url": b.url}],
          "models": [{"name": "phone", "backend_name": "phone-vllm"},
                     {"name": "short", "context_length": 64, "max_token_bytes": 4}]},
@@ -128,6 +128,16 @@ def test_stream_falls_back_before_its_first_byte(trio: Any) -> None:
     assert [e["choices"][0]["delta"].get("content") for e in events][:3] == ["tok0 ", "tok1 ", "tok2 "]
     assert {e["model"] for e in events} == {"phone"} and b.stats()["completed_streams"] == 1
     assert gw.metric("edgegw_model_fallbacks_total", reason="upstream_error") == 1
+
+
+def test_first_byte_timeout_served_by_b(trio: Any) -> None:
+    gw, a, b, _ = trio
+    a.control(fault="stall")
+    started = time.monotonic()
+    resp = _post(gw, _chat(stream=True))
+    assert resp.status_code == 200 and {e["model"] for e in _events(resp.text)} == {"phone"}
+    assert time.monotonic() - started < 5 and b.stats()["completed_streams"] == 1
+    assert gw.metric("edgegw_model_fallbacks_total", reason="first_byte_timeout") == 1
 
 
 def test_stream_failing_after_its_first_byte_does_not_fall_back(trio: Any) -> None:
