@@ -72,6 +72,9 @@ def test_alias_rewritten_both_ways_json_and_stream(trio: Any) -> None:
     assert resp.status_code == 200 and len(events) >= 4 and resp.text.rstrip().endswith("data: [DONE]")
     assert {e["model"] for e in events} == {"phone"}, resp.text
     assert "internal" not in resp.text and "AutoGLM" not in resp.text
+    resp = httpx.post(gw.url + "/v1/generate", json={"model": "phone", "prompt": "hi", "max_tokens": 2},
+                      headers={"authorization": f"Bearer {gw.token()}"}, timeout=20)
+    assert resp.status_code == 200 and resp.json()["model"] == "phone" and a.stats()["last_model"] == "AutoGLM-Phone-9B"
     assert b.stats()["requests"] == 0
 
 
