@@ -112,8 +112,10 @@ class Pipeline:
         if ctx.body_dirty:
             ctx.body = orjson.dumps(ctx.body_json)
         path = ctx.upstream_path or spec.upstream_path
-        assert ctx.route is not None and ctx.pool is not None
-        hops = self.plans.plan(ctx.route, ctx.model, ctx.pool.name) if self.plans is not None else None
+        hops = None
+        if self.plans is not None:
+            assert ctx.route is not None and ctx.pool is not None
+            hops = self.plans.plan(ctx.route, ctx.model, ctx.pool.name)
         if hops is None:
             upstream = await self.upstreams.send(ctx, path, ctx.body)
         else:
