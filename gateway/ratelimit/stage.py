@@ -74,9 +74,6 @@ class RateLimitStage(Stage):
     def enabled_for(self, ctx: RequestContext) -> bool:
         return ctx.route is not None and bool(ctx.route.rate_limits)
 
-    async def on_request(self, ctx: RequestContext) -> None:
-        await self._admit(ctx, True)
-
     async def on_model_change(self, ctx: RequestContext) -> None:
         """A fallback to another model: limits keyed on `model` admit the request for it, after the
         reservation for the model before is released (tokens settled to 0; its request stays counted)."""
@@ -90,10 +87,11 @@ class RateLimitStage(Stage):
                 await held.limiter.settle(held.check, held.member, 0)
             except RedisUnavailable:
                 pass  # the lease expires, and an unsettled reservation only errs on the safe side
-        await self._admit(ctx, False)
+        await self.on_request(ctx, first=False)
 
-    async def _admit(self, ctx: RequestContext, first: bool) -> None:
-        """The limiter's decision; the first one of a request also makes the cache's lookup (Redis)."""
+    async def on_request(self, ctx: RequestContext, first: bool = True) -> None:
+        """The limiter's decision; the first one of a request (not a fallback's) also makes the cache's
+        lookup (Redis)."""
         plan = self.planner.plan(ctx)
         check = plan.check(ctx)
         if check is None:
