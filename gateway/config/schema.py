@@ -1,9 +1,10 @@
-"""Typed configuration objects. Built once at start-up by `gateway.config.loader`."""
+"""The policy's frame: the typed sections every feature hangs off (listener, admin, issuers, pools,
+routes). Built once at start-up by `gateway.config.loader`. What a feature adds lives in the
+`sections` mappings, under its `ConfigPart`'s name (`gateway.config.part`), typed by that part."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,32 @@ class RetryConfig:
     min_retries_per_s: float = 5.0  # ...but always allow this many
 
 
+# What may send a request on to a fallback model (`fallbacks[].when`; gateway.upstream.fallback).
+FALLBACK_TRIGGERS = ("no_healthy_endpoint", "upstream_error", "overloaded", "first_byte_timeout", "context_length")
+# The longest vocabulary entry of common tokenizers, in bytes (SmolLM2: 81); gateway.upstream.context_window.
+DEFAULT_MAX_TOKEN_BYTES = 128
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """One alternative: the model to try next and the failures that send a request there."""
+
+    model: str
+    on: frozenset[str] = frozenset(FALLBACK_TRIGGERS)
+    pool: str | None = None  # None: the first pool serving `model`
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A pool model entry written as a mapping (`gateway.upstream.models`; a plain string has none)."""
+
+    name: str  # public: what partners send and see, and what limits, cache and metrics key on
+    backend_name: str  # what the pool's servers are sent
+    context_length: int | None = None
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES  # its vocabulary's longest token
+    fallbacks: tuple[Fallback, ...] = ()
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     name: str
@@ -114,27 +141,17 @@ class PoolConfig:
     health: HealthConfig = HealthConfig()
     outlier: OutlierConfig = OutlierConfig()
     retries: RetryConfig = RetryConfig()
-    dns: Any = None  # endpoint discovery by DNS, see gateway.upstream.discovery
     embedding_models: tuple[str, ...] = ()  # the subset of `models` that only embeds (never a generate default)
     # Sent with every request to this pool's endpoints (credentials of a hosted or `--api-key` server):
     # resolved at load time from `api_key_env` and `headers`; never in a repr, a log or a status page.
     upstream_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_key_env: str | None = None
-    rollout: Any = None  # gateway.upstream.rollout.RolloutConfig: canary group rolled out step by step
     # Models (glob patterns) that accept image / audio parts; any other model is text-only (gateway.media)
     image_models: tuple[str, ...] = ()
     audio_models: tuple[str, ...] = ()
     discover_context_length: bool = False  # read models' windows from the servers' /v1/models at start-up
-    model_specs: tuple[Any, ...] = ()  # gateway.upstream.models.ModelSpec: entries with aliases, windows, fallbacks
-
-
-@dataclass(frozen=True)
-class PluginBinding:
-    """A plugin from the top-level `plugins` list, bound to a route at one phase."""
-
-    name: str
-    phase: str  # auth | routing | preprocess | response
-    config: Any = None  # overrides the plugin's default configuration for this route
+    model_specs: tuple[ModelSpec, ...] = ()  # entries with aliases, windows, fallbacks (gateway.upstream.models)
+    sections: dict[str, object] = field(default_factory=dict)  # features' pool sections (`pools[].dns`)
 
 
 @dataclass(frozen=True)
@@ -145,12 +162,9 @@ class RouteConfig:
     models: tuple[str, ...] = ()  # empty: any model its pool serves
     auth: str = "jwt"  # jwt | none
     issuers: tuple[str, ...] = ()  # empty: every configured issuer
-    plugins: tuple[PluginBinding, ...] = ()
-    rate_limits: tuple[Any, ...] = ()  # gateway.ratelimit.config.LimitConfig
-    cache: Any = None  # gateway.cache.config.CacheRule
     default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
-    media: Any = None  # gateway.media.config.MediaLimits; None: its defaults
-    fallbacks: tuple[Any, ...] = ()  # gateway.upstream.models.Fallback: replace the requested model's own
+    fallbacks: tuple[Fallback, ...] = ()  # replace the requested model's own (gateway.upstream.models)
+    sections: dict[str, object] = field(default_factory=dict)  # features' route sections (`routes[].cache`)
 
 
 @dataclass(frozen=True)
@@ -168,11 +182,7 @@ class GatewayConfig:
     issuers: tuple[IssuerConfig, ...]
     pools: tuple[PoolConfig, ...]
     routes: tuple[RouteConfig, ...]
-    redis: Any = None  # gateway.ratelimit.config.RedisConfig
-    plugins: tuple[Any, ...] = ()  # wasm_plugins.config.PluginConfig (parsed by gateway.plugins.config)
-    plugin_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    memory_cache: Any = None  # gateway.cache.config.MemoryCacheConfig; None: its defaults
+    sections: dict[str, object] = field(default_factory=dict)  # features' top-level sections (`redis:`)
 
     def pool(self, name: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.name == name), None)

@@ -15,9 +15,6 @@ from typing import Any
 
 from gateway.errors import GatewayError
 
-# The longest vocabulary entry of common tokenizers, in bytes (SmolLM2: 81, a newline and 80 spaces).
-DEFAULT_MAX_TOKEN_BYTES = 128
-
 
 def prompt_tokens_at_least(body: dict[str, Any], max_token_bytes: int) -> int:
     """A lower bound of the longest prompt's tokens (a batch of prompts is checked prompt by prompt)."""

@@ -15,44 +15,19 @@ window) and fallbacks (per model and per route), parsed and cross-checked once a
               - {model: smollm2}             # every trigger
 
 Fallbacks are followed transitively (a fallback's own fallbacks are its alternatives) in depth-first
-order, each (model, pool) at most once; `check_fallbacks` refuses cycles, unknown models and models a route's callers may not use.
+order, each (model, pool) at most once; `check_fallbacks` refuses cycles, unknown models and models
+a route's callers may not use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from gateway.config.reader import ConfigError, Section
-from gateway.upstream.context_window import DEFAULT_MAX_TOKEN_BYTES
+from gateway.config.schema import DEFAULT_MAX_TOKEN_BYTES, FALLBACK_TRIGGERS, Fallback, ModelSpec
 
-# What may send a request on to the next model (`fallbacks[].when`).
-TRIGGERS = ("no_healthy_endpoint", "upstream_error", "overloaded", "first_byte_timeout", "context_length")
+TRIGGERS = FALLBACK_TRIGGERS
 MAX_CHAIN = 8  # models one request may try, the first included
-
-
-@dataclass(frozen=True)
-class Fallback:
-    """One alternative: the model to try next and the failures that send a request there."""
-
-    model: str
-    on: frozenset[str] = frozenset(TRIGGERS)
-    pool: str | None = None  # None: the first pool serving `model`
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A pool model entry written as a mapping (a plain string entry has none)."""
-
-    name: str  # public: what partners send, see, and what limits, cache and metrics key on
-    backend_name: str  # what the pool's servers are sent
-    context_length: int | None = None
-    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES  # its vocabulary's longest token (gateway.upstream.context_window)
-    fallbacks: tuple[Fallback, ...] = field(default=())
-
-    @property
-    def renamed(self) -> bool:
-        return self.backend_name != self.name
 
 
 def parse_pool_models(sec: Section) -> tuple[list[str], tuple[ModelSpec, ...]]:
