@@ -73,6 +73,7 @@ class RequestContext:
     api_key: str | None = None
     claims: dict[str, Any] | None = None
     scopes: frozenset[str] = frozenset()
+    models_allowed: frozenset[str] | None = None  # the token's models; None: any (a fallback is checked too)
 
     # routing and upstream
     pool: Pool | None = None
@@ -94,6 +95,8 @@ class RequestContext:
     upstream_content_type: str = ""  # of a non-streamed answer collected for a stage (`collect_response`)
     reply_msgpack: bool = False  # the client's Accept prefers MessagePack (`gateway.media.gate`)
     streamed: StreamTally | None = None  # what a streamed answer delivered so far (the forwarder's)
+    served_model: str | None = None  # public name written into the answer (an alias, or a fallback served it)
+    fallback_from: str | None = None  # the model asked for, when a fallback (`ctx.model`) served it
 
     # the client connection
     client_gone: bool = False  # it disconnected before the response was complete

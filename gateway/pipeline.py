@@ -17,25 +17,36 @@ from typing import Any
 import orjson
 
 from gateway.api import GENERATE, SPECS, completions_to_generate, parse_completion
+from gateway.config.schema import GatewayConfig
 from gateway.context import Answer, RequestContext, Usage
 from gateway.overhead import upstream_timed
 from gateway.reply import Reply
 from gateway.stages.base import Stage
+from gateway.upstream.fallback import FallbackSender, ModelPlans
 from gateway.upstream.forward import UpstreamResponse, Upstreams
+from gateway.upstream.rename import rename_json, rename_stream
 
-__all__ = ["Pipeline", "Reply"]
+__all__ = ["Pipeline", "Reply", "model_plans"]
 
 log = logging.getLogger("edgegw.pipeline")
 
 
+def model_plans(config: GatewayConfig) -> ModelPlans | None:
+    """Aliases, context windows and fallbacks (`gateway.upstream.fallback`); None when no model has any."""
+    return ModelPlans(config) if ModelPlans.needed(config) else None
+
+
 class Pipeline:
-    def __init__(self, stages: list[Stage], upstreams: Upstreams) -> None:
+    def __init__(self, stages: list[Stage], upstreams: Upstreams, plans: ModelPlans | None = None) -> None:
         self.stages = stages
         self.upstreams = upstreams
+        self.plans = plans
+        self.fallbacks = FallbackSender(upstreams)
         # The stages with something to do after the request phase (most have none), so the hot path
         # awaits no no-op coroutines.
         self._responds = frozenset(s for s in stages if type(s).on_response is not Stage.on_response)
         self._completes = frozenset(s for s in stages if type(s).on_complete is not Stage.on_complete)
+        self._model_keyed = frozenset(s for s in stages if type(s).on_model_change is not Stage.on_model_change)
 
     async def process(self, ctx: RequestContext) -> Reply:
         """Run the request stages, forward, then the response stages. Raises GatewayError."""
@@ -74,7 +85,15 @@ class Pipeline:
         spec = SPECS[ctx.path]
         if ctx.body_dirty:
             ctx.body = orjson.dumps(ctx.body_json)
-        upstream = await self.upstreams.send(ctx, ctx.upstream_path or spec.upstream_path, ctx.body)
+        path = ctx.upstream_path or spec.upstream_path
+        hops = None
+        if self.plans is not None:
+            assert ctx.route is not None and ctx.pool is not None
+            hops = self.plans.plan(ctx.route, ctx.model, ctx.pool.name)
+        if hops is None:
+            upstream = await self.upstreams.send(ctx, path, ctx.body)
+        else:
+            upstream = await self.fallbacks.send(ctx, path, hops, self._model_changed)
         if upstream.body is None:
             return Reply(upstream.status, upstream.headers, stream=self._stream(ctx, upstream))
         body = upstream.body
@@ -85,17 +104,31 @@ class Pipeline:
                 ctx.usage = _usage(data)
                 if ctx.answer is not None:
                     _read_answer(ctx.answer, data)
+                if ctx.served_model is not None and isinstance(data, dict):
+                    data["model"] = ctx.served_model
                 body = orjson.dumps(completions_to_generate(data))
             elif content_type.startswith("application/json"):
                 _read_usage(ctx, body)
-        if ctx.collect_response:
+                if ctx.served_model is not None:
+                    body = rename_json(body, ctx.served_model)
+        if ctx.collect_response and ctx.fallback_from is None:  # (a fallback's answer is not the asked model's)
             ctx.response_body = body
         return Reply(upstream.status, upstream.headers, body=body)
 
+    async def _model_changed(self, ctx: RequestContext) -> None:
+        """A fallback sends the request to another model (`ctx.model`): stages that key on the model
+        admit it again (raising refuses it)."""
+        for stage in ctx.ran:
+            if stage in self._model_keyed:
+                await stage.on_model_change(ctx)
+
     async def _stream(self, ctx: RequestContext, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
-        collected: list[bytes] | None = [] if ctx.collect_response else None
+        collected: list[bytes] | None = [] if ctx.collect_response and ctx.fallback_from is None else None
         answer = ctx.answer
-        async for chunk in upstream_timed(ctx, self.upstreams.iter_stream(ctx, upstream)):
+        chunks = upstream_timed(ctx, self.upstreams.iter_stream(ctx, upstream))
+        if ctx.served_model is not None:
+            chunks = rename_stream(chunks, ctx.served_model)
+        async for chunk in chunks:
             if answer is not None:
                 _stream_answer(ctx, answer, chunk)
             if collected is not None:

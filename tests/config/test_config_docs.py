@@ -33,6 +33,7 @@ from tests.harness import ROOT
 # frame's loader and the module of each feature's parsers.
 PARSERS = {module: module.replace(".", "/") + ".py" for module in dict.fromkeys(
     ["gateway.config.loader", *(fn.__module__ for part in PARTS for fn in (part.top, part.route, part.pool) if fn)])}
+PARSERS["gateway.upstream.models"] = "gateway/upstream/models.py"  # the frame's `pools[].models` entries
 GETTERS = {"str", "int", "float", "bool", "str_list", "raw", "section", "sections", "has"}
 
 
