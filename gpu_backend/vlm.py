@@ -1,0 +1,82 @@
+"""Image-text-to-text models: telling them from text-only ones, and loading model + processor.
+
+The model is transformers' own (AutoModelForImageTextToText) and so is the processor (AutoProcessor: the
+family's image processor, tokenizer and chat template). One exception: processors of families that also
+take video (GLM-4.1V, Qwen2.5-VL, SmolVLM) need torchvision for their video processor, even for images.
+Where torchvision is missing, `load_processor` builds the same processor class without the video part
+(`image_only`): images go through exactly the same code, videos are not accepted anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+
+def is_vision_model(model_dir: Path) -> bool:
+    """Whether `model_dir`'s config is an image-text-to-text architecture (GLM-4.1V, Qwen2.5-VL,
+    Idefics3/SmolVLM, ...), judged by transformers' own mapping of model types."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return config.get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+
+def load_vision_model(model_dir: Path, device: Any, dtype: Any) -> tuple[Any, Any]:
+    """Model (eval mode, on `device`) and its tokenizer from a local directory; never the hub."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
+    return model.to(device).eval(), load_processor(model_dir).tokenizer
+
+
+def load_processor(model_dir: Path) -> Any:
+    """The model's processor (image processor + tokenizer + chat template) from `model_dir`."""
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    if is_torchvision_available() or "video_processor" not in _processor_class(model_dir).get_attributes():
+        return AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    images = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
+    template_file = model_dir / "chat_template.jinja"
+    template = template_file.read_text() if template_file.exists() else tokenizer.chat_template
+    return image_only(_processor_class(model_dir))(image_processor=images, tokenizer=tokenizer,
+                                                   video_processor=None, chat_template=template)
+
+
+def _processor_class(model_dir: Path) -> Any:
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    model_type = json.loads((model_dir / "config.json").read_text())["model_type"]
+    return getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
+
+
+@cache
+def image_only(cls: type) -> type:
+    """`cls` (a processor class with a video processor) that may be built with video_processor=None."""
+
+    class ImageOnly(cls):  # type: ignore[valid-type,misc]
+        def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = cls.__name__
+    return ImageOnly
+
+
+def image_processor_class(arch: str) -> Any:
+    """The image processor class of a family that works without torchvision (`gpu_backend.tiny_vlm`)."""
+    import transformers
+
+    name = {"glm4v": "Glm4vImageProcessor", "qwen2_5_vl": "Qwen2VLImageProcessor"}[arch]
+    return getattr(transformers, name + "Pil", None) or getattr(transformers, name)
