@@ -6,6 +6,7 @@ temperature, top-k, top-p and a draw from the sequence's own generator.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from gpu_backend.sequence import Sequence
@@ -32,26 +33,29 @@ def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> None:
     """OpenAI's frequency and presence penalties, per row, over the tokens that row generated so far
     (the prompt does not count):  logit[t] -= count[t] * frequency_penalty + (count[t] > 0) * presence_penalty.
 
-    Only rows that ask for a penalty and have output pay for it: their generated ids are padded into one
-    [rows, longest] tensor and counted with a single scatter_add (as vLLM does), so the cost is one
-    small kernel per step, not one per sequence.
+    Only rows that ask for a penalty and have output pay for it, and only for the tokens they generated:
+    their ids are padded into one [rows, longest] tensor, counted with one `unique` over (row, token)
+    pairs, and subtracted at those positions. The cost follows the tokens generated, not rows x vocabulary
+    (a dense count over GLM's 151k-token vocabulary would cost more than a small model's decode step).
     """
     rows = [i for i, s in enumerate(seqs) if s.output_ids and s.params.penalized]
     if not rows:
         return
+    device, vocab = logits.device, logits.shape[-1]
     longest = max(len(seqs[i].output_ids) for i in rows)
-    vocab = logits.shape[-1]
-    # Padding points at an extra column (index `vocab`) that is dropped after counting.
-    ids = torch.tensor([seqs[i].output_ids + [vocab] * (longest - len(seqs[i].output_ids)) for i in rows],
-                       device=logits.device)
-    counts = torch.zeros(len(rows), vocab + 1, dtype=logits.dtype, device=logits.device)
-    counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=logits.dtype))
-    counts = counts[:, :vocab]
-    freq = torch.tensor([seqs[i].params.frequency_penalty for i in rows], dtype=logits.dtype, device=logits.device)
-    pres = torch.tensor([seqs[i].params.presence_penalty for i in rows], dtype=logits.dtype, device=logits.device)
-    index = torch.tensor(rows, device=logits.device)
-    penalty = counts * freq[:, None] + (counts > 0).to(logits.dtype) * pres[:, None]
-    logits.index_copy_(0, index, logits.index_select(0, index) - penalty)
+    # Padding is token `vocab`, one past the last: counted, then dropped.
+    ids = np.full((len(rows), longest), vocab, dtype=np.int64)
+    for r, i in enumerate(rows):  # numpy takes a list of ints ~3x faster than torch.tensor does
+        ids[r, : len(seqs[i].output_ids)] = seqs[i].output_ids
+    flat = torch.from_numpy(ids).to(device) + torch.arange(len(rows), device=device)[:, None] * (vocab + 1)
+    pairs, counts = torch.unique(flat, return_counts=True)
+    row, token = pairs // (vocab + 1), pairs % (vocab + 1)
+    real = token < vocab
+    row, token, counts = row[real], token[real], counts[real].to(logits.dtype)
+    freq = torch.tensor([seqs[i].params.frequency_penalty for i in rows], dtype=logits.dtype, device=device)
+    pres = torch.tensor([seqs[i].params.presence_penalty for i in rows], dtype=logits.dtype, device=device)
+    batch_row = torch.tensor(rows, device=device)[row]
+    logits.index_put_((batch_row, token), -(counts * freq[row] + pres[row]), accumulate=True)
 
 
 def _sample(row: torch.Tensor, seq: Sequence) -> int:

@@ -1,6 +1,6 @@
 """Tiny random-weight vision-language models, built offline like `gpu_backend.tiny` builds text ones.
 
-Each is a real transformers architecture (GLM-4.1V, Qwen2.5-VL) with a few layers, a one-block vision
+Each is a real transformers architecture (GLM-4.1V, Qwen2.5-VL, Idefics3) with a few layers, a one-block vision
 tower and the byte-level tokenizer of `gpu_backend.tiny` extended with the family's special tokens and a
 chat template shaped like the family's own. The directory they are saved to loads with
 AutoModelForImageTextToText and `gpu_backend.vlm.load_processor`, as a downloaded checkpoint would.
@@ -24,6 +24,9 @@ def _template(prefix: str, turn: str, end: str, generation: str, image: str) -> 
     return (prefix + "{% for m in messages %}" + turn + "{% if m.content is string %}{{ m.content }}"
             "{% else %}" + parts + "{% endif %}" + end + "{% endfor %}"
             "{% if add_generation_prompt %}" + generation + "{% endif %}")
+
+
+IDEFICS3_IMAGE_TOKENS = 1  # per 28 px tile: (28 / 14)^2 patches, merged 2 x 2 by the connector
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,14 @@ QWEN2_5_VL = Family(
     _template("", "<|im_start|>{{ m.role }}\n", "<|im_end|>\n", "<|im_start|>assistant\n",
               "<|vision_start|><|image_pad|><|vision_end|>"),
 )
-FAMILIES = {f.arch: f for f in (GLM4V, QWEN2_5_VL)}
+IDEFICS3 = Family(
+    "idefics3",
+    ("<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>",
+     *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))),
+    "<end_of_utterance>",
+    _template("<|im_start|>", "{{ m.role | capitalize }}:", "<end_of_utterance>\n", "Assistant:", "<image>"),
+)
+FAMILIES = {f.arch: f for f in (GLM4V, QWEN2_5_VL, IDEFICS3)}
 
 
 def make_tiny_vlm(out_dir: str | Path, arch: str = "glm4v", seed: int = 0, context: int = 4096) -> Path:
@@ -75,6 +85,12 @@ def make_tiny_vlm(out_dir: str | Path, arch: str = "glm4v", seed: int = 0, conte
     model.save_pretrained(out)
     # What a checkpoint ships for its processor: tokenizer, image processor config and chat template
     # (a real one also has the video processor's config, which needs torchvision to load).
+    if arch == "idefics3":  # no video part: the whole processor saves and loads as is
+        from transformers import Idefics3Processor
+
+        Idefics3Processor(_image_processor(arch), tokenizer, image_seq_len=IDEFICS3_IMAGE_TOKENS,
+                          chat_template=family.chat_template).save_pretrained(out)
+        return out
     tokenizer.save_pretrained(out)
     _image_processor(arch).save_pretrained(out)
     (out / "chat_template.jinja").write_text(family.chat_template)
@@ -90,6 +106,15 @@ def _config(arch: str, vocab: int, ids: dict[str, int], context: int, tokens: di
                                                           "mrope_section": [2, 3, 3]}, **tokens}
     vision = {"depth": 1, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64, "out_hidden_size": 64,
               "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "initializer_range": 0.5}
+    if arch == "idefics3":
+        from transformers import Idefics3Config
+
+        llama = {k: v for k, v in text.items() if k != "rope_parameters"}
+        return Idefics3Config(**tokens, text_config={**llama, "model_type": "llama"}, scale_factor=2,
+                              vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                             "num_attention_heads": 2, "image_size": 28, "patch_size": 14,
+                                             "initializer_range": 0.5},
+                              image_token_id=ids["<image>"])
     if arch == "glm4v":
         from transformers import Glm4vConfig
 
@@ -108,6 +133,10 @@ def _config(arch: str, vocab: int, ids: dict[str, int], context: int, tokens: di
 
 def _image_processor(arch: str) -> Any:
     from gpu_backend.vlm import image_processor_class
+
+    if arch == "idefics3":
+        # Resized to at most 56 px, cut into 28 px tiles (at most 2 x 2 plus the whole image).
+        return image_processor_class(arch)(size={"longest_edge": 56}, max_image_size={"longest_edge": 28})
 
     # Few pixels per image: 28x28 to 112x112 (1 to 16 merged tokens).
     return image_processor_class(arch)(size={"shortest_edge": 28 * 28, "longest_edge": 112 * 112},

@@ -78,5 +78,6 @@ def image_processor_class(arch: str) -> Any:
     """The image processor class of a family that works without torchvision (`gpu_backend.tiny_vlm`)."""
     import transformers
 
-    name = {"glm4v": "Glm4vImageProcessor", "qwen2_5_vl": "Qwen2VLImageProcessor"}[arch]
+    name = {"glm4v": "Glm4vImageProcessor", "qwen2_5_vl": "Qwen2VLImageProcessor",
+            "idefics3": "Idefics3ImageProcessor"}[arch]
     return getattr(transformers, name + "Pil", None) or getattr(transformers, name)

@@ -1,4 +1,4 @@
-"""Image-text-to-text models in the built-in backend: tiny random GLM-4.1V and Qwen2.5-VL models made
+"""Image-text-to-text models in the built-in backend: tiny random GLM-4.1V, Qwen2.5-VL and Idefics3 models made
 here, served by real `edgegw backend` processes, answer token for token what transformers' own
 `generate` answers for the same messages and images, alone and batched with text-only requests."""
 
@@ -16,7 +16,7 @@ import pytest
 from tests.backend.conftest import BackendProc, start_backend
 from tests.media_files import data_url, photo
 
-ARCHS = ["glm4v", "qwen2_5_vl"]
+ARCHS = ["glm4v", "qwen2_5_vl", "idefics3"]
 TOKENS = 10
 
 
@@ -25,8 +25,11 @@ def vlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     from gpu_backend.tiny_vlm import make_tiny_vlm
 
     model_dir = make_tiny_vlm(tmp_path_factory.mktemp("vlm") / f"tiny-{request.param}", request.param)
+    # GLM-4.1V runs in the default engine process (images cross its pipe), the others in the HTTP
+    # process (`--engine thread`: one process to start, not two).
+    engine = "process" if request.param == "glm4v" else "thread"
     backend = start_backend(model_dir, "--served-model-name", "tiny-vlm", "--limit-mm-per-prompt", "image=3",
-                            name=f"vlm-{request.param}")
+                            "--engine", engine, name=f"vlm-{request.param}")
     yield backend, Reference(model_dir)
     backend.stop()
 
@@ -134,6 +137,7 @@ def _refused(backend: BackendProc, parts: list[dict[str, Any]], param: str, code
     return err["message"]
 
 
+@pytest.mark.parametrize("vlm", ["glm4v"], indirect=True)  # images are checked before any model code
 def test_bad_images_are_400s_naming_the_part(vlm: tuple[BackendProc, Reference]) -> None:
     from tests.media_files import gif, png_bomb
 
