@@ -50,7 +50,7 @@ class GatewayProc:
 
     def token(self, sub: str = "alice", issuer: str = "test", **kwargs: Any) -> str:
         from gateway.auth.mint import mint_token
-        from gateway.config import load_config
+        from gateway.features import load_config
 
         cfg = load_config(self.config_path).issuer(issuer)
         assert cfg is not None

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config import ConfigError, load_config
+from gateway.cache.config import route_rule
+from gateway.config import ConfigError
+from gateway.features import load_config
+from gateway.ratelimit.config import route_limits
 from tests.harness import EDGEGW, ROOT
 
 BASE = {
@@ -129,7 +132,10 @@ def test_shipped_policy_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     [route] = cfg.routes
     assert route.pool == "local" and route.auth == "jwt" and route.default_model == "smollm2"
     assert set(route.paths) == {"/v1/chat/completions", "/v1/completions", "/v1/generate", "/v1/embeddings"}
-    assert [limit.name for limit in route.rate_limits] == ["partner"] and route.cache is not None
+    [limit] = route_limits(route)
+    assert limit.name == "partner" and limit.key == ("subject",) and set(limit.tiers) == {"gold"}
+    rule = route_rule(route)
+    assert rule is not None and (rule.ttl_s, rule.when) == (300, "deterministic")
 
     monkeypatch.setenv("EDGEGW_BACKEND_1", "http://10.0.0.7:8000")
     moved = load_config(ROOT / "policies" / "gateway.yaml")
