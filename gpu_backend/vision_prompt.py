@@ -24,12 +24,31 @@ from gpu_backend.validation import messages
 class VisionPrompt:
     """One prompt: its ids (image placeholders included), the arrays the engine passes to the model at
     prefill (numpy: they cross the pipe to the engine process), and the digest of its images' bytes
-    (what a prefix cache keys the images by: same ids, other pixels must not match)."""
+    (what a prefix cache keys the images by: same ids, other pixels must not match; see `cache_key`)."""
 
     ids: list[int]
     arrays: dict[str, np.ndarray] | None
     images: int
     digest: str
+    image_token_id: int | None = None
+
+    def cache_key(self) -> tuple[Any, ...]:
+        """One hashable item per position for a prefix cache: the token ids, except that the k-th image
+        placeholder becomes ("image", digest, k). Placeholder ids are the same for every image; keyed by
+        the digest of all this prompt's images, two prompts share a prefix through an image only when
+        their images are the same bytes (a prompt whose later images differ shares only the text before
+        its first image: conservative, never wrong)."""
+        if not self.images or self.image_token_id is None:
+            return tuple(self.ids)
+        key: list[Any] = []
+        k = 0
+        for t in self.ids:
+            if t == self.image_token_id:
+                key.append(("image", self.digest, k))
+                k += 1
+            else:
+                key.append(t)
+        return tuple(key)
 
 
 async def vision_prompt(processor: Any, body: dict[str, Any], limits: ImageLimits) -> VisionPrompt:
@@ -57,4 +76,5 @@ async def vision_prompt(processor: Any, body: dict[str, Any], limits: ImageLimit
     ids = [int(t) for t in out["input_ids"][0]]
     arrays = {k: np.asarray(v) for k, v in out.items() if k not in ("input_ids", "attention_mask")}
     digest = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for d in datas)).hexdigest()
-    return VisionPrompt(ids, arrays if images else None, len(images), digest)
+    return VisionPrompt(ids, arrays if images else None, len(images), digest,
+                        getattr(processor, "image_token_id", None))

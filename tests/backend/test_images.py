@@ -77,3 +77,16 @@ def test_png_jpeg_webp_decode_to_rgb_and_data_urls_must_say_image() -> None:
         with pytest.raises(APIError) as exc:
             asyncio.run(image_bytes(url, WHERE, ImageLimits()))
         assert _code(exc) in ("unsupported_image_format", "invalid_image_url")
+
+
+@pytest.mark.parametrize(("flag", "count"), [("image=3", 3), ('{"image": 10}', 10), ("image=0", 0)])
+def test_limit_mm_per_prompt_takes_vllms_two_spellings(flag: str, count: int) -> None:
+    from gateway.cli import build_parser
+    from gpu_backend.cli import _image_limits
+
+    args = build_parser().parse_args(["backend", "--model", "m", "--limit-mm-per-prompt", flag,
+                                      "--max-image-pixels", "1000", "--allow-remote-images"])
+    limits = _image_limits(args)
+    assert (limits.max_images, limits.max_pixels, limits.allow_remote) == (count, 1000, True)
+    with pytest.raises(SystemExit, match="limit-mm-per-prompt"):
+        _image_limits(build_parser().parse_args(["backend", "--model", "m", "--limit-mm-per-prompt", "img:3"]))

@@ -163,3 +163,24 @@ def test_bad_images_are_400s_naming_the_part(vlm: tuple[BackendProc, Reference])
     assert httpx.get(backend.url + "/healthz").json()["status"] == "ready"
     ok = asyncio.run(chat(backend, [{"role": "user", "content": [text, {**good, "bytes": b""}]}]))
     assert ok["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_prompts_are_keyed_by_image_content(tmp_path: Path) -> None:
+    """For a prefix cache: the same text with other image bytes has the same ids but another key."""
+    from gpu_backend.images import ImageLimits
+    from gpu_backend.tiny_vlm import make_tiny_vlm
+    from gpu_backend.vision_prompt import vision_prompt
+    from gpu_backend.vlm import load_processor
+
+    processor = load_processor(make_tiny_vlm(tmp_path / "glm", "glm4v"))
+
+    def prompt(image: bytes) -> Any:
+        body = {"messages": wire([{"role": "system", "content": "same system prompt"},
+                                  {"role": "user", "content": [image_part(image), {"type": "text", "text": "go"}]}])}
+        return asyncio.run(vision_prompt(processor, body, ImageLimits()))
+
+    a, b, a_again = prompt(photo(7, 40, 40)), prompt(photo(8, 40, 40)), prompt(photo(7, 40, 40))
+    assert a.ids == b.ids and a.cache_key() != b.cache_key() and a.cache_key() == a_again.cache_key()
+    first = a.ids.index(processor.image_token_id)
+    assert a.cache_key()[:first] == b.cache_key()[:first] == tuple(a.ids[:first])  # the text before is shared
+    assert len(a.cache_key()) == len(a.ids)
