@@ -36,6 +36,7 @@ class BackendOptions:
     drain_timeout_s: float = 30.0
     engine: str = "process"  # "process": the model runs in a child process (remote.py); "thread": in this one
     images: ImageLimits = field(default_factory=ImageLimits)  # image-text-to-text models only
+    mm_processor_kwargs: dict[str, int] = field(default_factory=dict)  # vLLM's flag: max_pixels, min_pixels
 
 
 @dataclass
@@ -81,7 +82,7 @@ class BackendState:
         from gpu_backend.device import configure_threads, resolve_device, resolve_dtype
         from gpu_backend.engine import Engine
         from gpu_backend.models import load_causal_lm, resolve_embedding_model, resolve_model
-        from gpu_backend.vlm import is_vision_model, load_processor, load_vision_model
+        from gpu_backend.vlm import apply_processor_kwargs, is_vision_model, load_processor, load_vision_model
 
         opts = self.options
         device = resolve_device(opts.device)
@@ -96,6 +97,7 @@ class BackendState:
         vision = is_vision_model(Path(model_dir))
         if vision:
             self.processor = load_processor(Path(model_dir))
+            apply_processor_kwargs(self.processor, opts.mm_processor_kwargs)
         if opts.engine == "process":
             self._launch_engine_process(Path(model_dir), vision)
         else:

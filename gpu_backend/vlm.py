@@ -60,6 +60,29 @@ def _processor_class(model_dir: Path) -> Any:
     return getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
 
 
+PROCESSOR_KWARGS = ("max_pixels", "min_pixels")
+
+
+def apply_processor_kwargs(processor: Any, kwargs: dict[str, int]) -> None:
+    """vLLM's `--mm-processor-kwargs` for the keys GLM-4.1V and Qwen2.5-VL deployments use: `max_pixels` and
+    `min_pixels`, the pixel-count bounds their image processors resize each image into (`size.longest_edge`
+    and `size.shortest_edge` there). Raises ValueError for other keys or another kind of image processor."""
+    unknown = sorted(set(kwargs) - set(PROCESSOR_KWARGS))
+    if unknown:
+        raise ValueError(f"--mm-processor-kwargs: unsupported key(s) {unknown}; supported: {list(PROCESSOR_KWARGS)}")
+    if not kwargs:
+        return
+    images = processor.image_processor
+    size = images.size
+    current = {k: size.get(k) if isinstance(size, dict) else getattr(size, k, None)
+               for k in ("shortest_edge", "longest_edge")}
+    if None in current.values():
+        raise ValueError(f"--mm-processor-kwargs: {type(images).__name__} does not bound images by pixel count "
+                         "(max_pixels/min_pixels apply to GLM-4.1V and Qwen2.5-VL)")
+    images.size = {"shortest_edge": int(kwargs.get("min_pixels", current["shortest_edge"])),
+                   "longest_edge": int(kwargs.get("max_pixels", current["longest_edge"]))}
+
+
 @cache
 def image_only(cls: type) -> type:
     """`cls` (a processor class with a video processor) that may be built with video_processor=None."""

@@ -90,3 +90,13 @@ def test_limit_mm_per_prompt_takes_vllms_two_spellings(flag: str, count: int) ->
     assert (limits.max_images, limits.max_pixels, limits.allow_remote) == (count, 1000, True)
     with pytest.raises(SystemExit, match="limit-mm-per-prompt"):
         _image_limits(build_parser().parse_args(["backend", "--model", "m", "--limit-mm-per-prompt", "img:3"]))
+
+
+def test_mm_processor_kwargs_flag_takes_pixel_bounds_only() -> None:
+    from gpu_backend.cli import _processor_kwargs
+
+    assert _processor_kwargs('{"max_pixels": 5000000}') == {"max_pixels": 5000000}
+    assert _processor_kwargs(None) == {}
+    for bad in ('{"fps": 2}', "max_pixels=5", '{"max_pixels": -1}'):
+        with pytest.raises(SystemExit, match="mm-processor-kwargs"):
+            _processor_kwargs(bad)

@@ -184,3 +184,23 @@ def test_prompts_are_keyed_by_image_content(tmp_path: Path) -> None:
     first = a.ids.index(processor.image_token_id)
     assert a.cache_key()[:first] == b.cache_key()[:first] == tuple(a.ids[:first])  # the text before is shared
     assert len(a.cache_key()) == len(a.ids)
+
+
+def test_mm_processor_kwargs_bound_the_pixels_as_vllms_flag_does(tmp_path: Path) -> None:
+    from gpu_backend.images import ImageLimits
+    from gpu_backend.tiny_vlm import make_tiny_vlm
+    from gpu_backend.vision_prompt import vision_prompt
+    from gpu_backend.vlm import apply_processor_kwargs, load_processor
+
+    processor = load_processor(make_tiny_vlm(tmp_path / "qwen", "qwen2_5_vl"))
+    body = {"messages": wire([{"role": "user", "content": [image_part(photo(9, 112, 112))]}])}
+
+    def image_tokens() -> int:
+        prompt = asyncio.run(vision_prompt(processor, body, ImageLimits()))
+        return prompt.ids.count(processor.image_token_id)
+
+    assert image_tokens() == 16  # 112 x 112 px: 8 x 8 patches, merged 2 x 2
+    apply_processor_kwargs(processor, {"max_pixels": 56 * 56})
+    assert image_tokens() == 4
+    with pytest.raises(ValueError, match="unsupported"):
+        apply_processor_kwargs(processor, {"fps": 2})
