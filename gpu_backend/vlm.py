@@ -46,10 +46,20 @@ def load_processor(model_dir: Path) -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     images = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
-    template_file = model_dir / "chat_template.jinja"
-    template = template_file.read_text() if template_file.exists() else tokenizer.chat_template
     return image_only(_processor_class(model_dir))(image_processor=images, tokenizer=tokenizer,
-                                                   video_processor=None, chat_template=template)
+                                                   video_processor=None, chat_template=_chat_template(model_dir, tokenizer))
+
+
+def _chat_template(model_dir: Path, tokenizer: Any) -> str | None:
+    """Where checkpoints keep a processor's template: chat_template.jinja, or the older chat_template.json."""
+    jinja, legacy = model_dir / "chat_template.jinja", model_dir / "chat_template.json"
+    if jinja.exists():
+        return jinja.read_text()
+    if legacy.exists():
+        template = json.loads(legacy.read_text()).get("chat_template")
+        if isinstance(template, str):
+            return template
+    return tokenizer.chat_template
 
 
 def _processor_class(model_dir: Path) -> Any:
