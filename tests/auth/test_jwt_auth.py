@@ -206,10 +206,13 @@ def test_jwks_url_refreshes_on_unknown_kid_at_most_once_per_interval(env: Any) -
     rotated = jwt.encode(_claims("https://url.idp"), Keys.rotated, "RS256", headers={"kid": "url-2"})
     assert _call(gw, rotated).status_code == 200
     assert server.fetches == before + 1
-    for i in range(5):  # made-up kids must not hammer the IdP
+    started = time.monotonic()
+    for i in range(20):  # made-up kids must not hammer the IdP
         _assert_401(_call(gw, jwt.encode(_claims("https://url.idp", n=i), Keys.rotated, "RS256",
                                          headers={"kid": f"bogus-{i}"})), "kid")
-    assert server.fetches == before + 1
+    # At most one refetch per jwks_refresh_s (1 s): on a busy machine the 20 calls may span more.
+    intervals = time.monotonic() - started
+    assert server.fetches - (before + 1) <= int(intervals) + 1 < 20
 
 
 def test_tokens_never_logged(env: Any) -> None:
