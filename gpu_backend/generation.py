@@ -18,6 +18,7 @@ from gpu_backend.sequence import Event, Sequence
 from gpu_backend.state import BackendState
 from gpu_backend.telemetry import Observation, telemetry_of
 from gpu_backend.validation import GenerationRequest, check_model, generation_request, messages, prompts
+from gpu_backend.vision_prompt import vision_prompt
 
 
 async def generate(request: Request, body: dict[str, Any], state: BackendState, chat: bool,
@@ -25,10 +26,15 @@ async def generate(request: Request, body: dict[str, Any], state: BackendState, 
     """Handle one completion request; `release` is called exactly once when the request is fully done."""
     model = check_model(body, [state.model_name])
     req = generation_request(body, state.context_len, None if chat else state.options.default_max_tokens)
-    prompt_ids = _chat_prompt(state, body) if chat else _completion_prompts(state, body)
+    vision = None
+    if chat and state.processor is not None:
+        prompt = await vision_prompt(state.processor, body, state.options.images)
+        prompt_ids, vision = [prompt.ids], prompt.arrays
+    else:
+        prompt_ids = _chat_prompt(state, body) if chat else _completion_prompts(state, body)
     seq_params = [_fit(state, ids, req, "messages" if chat else "prompt") for ids in prompt_ids]
     events: asyncio.Queue[Event] = asyncio.Queue()
-    seqs = _submit(state, prompt_ids, seq_params, req.n, events)
+    seqs = _submit(state, prompt_ids, seq_params, req.n, events, vision)
     shape = Shape(chat, model)
     prompt_tokens = sum(len(ids) for ids in prompt_ids)
     seen = telemetry_of(state).begin(request.headers, request.url.path, model, prompt_tokens, body)
@@ -104,14 +110,14 @@ def _fit(state: BackendState, ids: list[int], req: GenerationRequest, field: str
 
 
 def _submit(state: BackendState, prompt_ids: list[list[int]], params: list[Any], n: int,
-            events: asyncio.Queue[Event]) -> list[Sequence]:
+            events: asyncio.Queue[Event], vision: dict | None = None) -> list[Sequence]:
     seqs: list[Sequence] = []
     try:
         for p, (ids, prm) in enumerate(zip(prompt_ids, params, strict=True)):
             for j in range(n):
                 if prm.seed is not None and j:
                     prm = dataclasses.replace(prm, seed=prm.seed + 1)  # distinct, reproducible choices
-                seqs.append(state.engine.submit(ids, prm, events, index=p * n + j))
+                seqs.append(state.engine.submit(ids, prm, events, index=p * n + j, vision=vision))
     except QueueFull:
         for s in seqs:
             state.engine.cancel(s)
