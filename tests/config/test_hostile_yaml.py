@@ -13,8 +13,8 @@ import httpx
 import pytest
 import yaml
 
-from gateway.features import load_config_text
 from gateway.config.reader import ConfigError
+from gateway.features import load_config_text
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
 
 SECRET = "probe-secret-0123456789-abcdef"
