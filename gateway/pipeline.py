@@ -10,6 +10,7 @@ The features place their stages in slots (`gateway.feature.SLOTS`), which give t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import orjson
 
 from gateway.api import GENERATE, SPECS, completions_to_generate, parse_completion
 from gateway.config.schema import GatewayConfig
-from gateway.context import RequestContext, Usage
+from gateway.context import Answer, RequestContext, Usage
 from gateway.overhead import upstream_timed
 from gateway.reply import Reply
 from gateway.stages.base import Stage
@@ -50,12 +51,13 @@ class Pipeline:
     async def process(self, ctx: RequestContext) -> Reply:
         """Run the request stages, forward, then the response stages. Raises GatewayError."""
         ran = ctx.ran
+        trace = ctx.trace
         reply: Reply | None = None
         for stage in self.stages:
             if not stage.enabled_for(ctx):
                 continue
             ran.append(stage)
-            reply = await stage.on_request(ctx)
+            reply = await stage.on_request(ctx) if trace is None else await trace.stage(stage, ctx)
             if reply is not None:
                 break
         if reply is None:
@@ -100,6 +102,8 @@ class Pipeline:
             if spec is GENERATE:
                 data = parse_completion(body, content_type)
                 ctx.usage = _usage(data)
+                if ctx.answer is not None:
+                    _read_answer(ctx.answer, data)
                 if ctx.served_model is not None and isinstance(data, dict):
                     data["model"] = ctx.served_model
                 body = orjson.dumps(completions_to_generate(data))
@@ -120,10 +124,13 @@ class Pipeline:
 
     async def _stream(self, ctx: RequestContext, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
         collected: list[bytes] | None = [] if ctx.collect_response and ctx.fallback_from is None else None
+        answer = ctx.answer
         chunks = upstream_timed(ctx, self.upstreams.iter_stream(ctx, upstream))
         if ctx.served_model is not None:
             chunks = rename_stream(chunks, ctx.served_model)
         async for chunk in chunks:
+            if answer is not None:
+                _stream_answer(ctx, answer, chunk)
             if collected is not None:
                 collected.append(chunk)
             if b'"usage"' in chunk:
@@ -135,9 +142,42 @@ class Pipeline:
 
 def _read_usage(ctx: RequestContext, body: bytes) -> None:
     try:
-        ctx.usage = _usage(orjson.loads(body))
+        data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        pass  # passed on as the backend sent it
+        return  # passed on as the backend sent it
+    ctx.usage = _usage(data)
+    if ctx.answer is not None:
+        _read_answer(ctx.answer, data)
+
+
+def _read_answer(answer: Answer, data: Any) -> None:
+    """The model, id and finish reasons of an OpenAI-style answer (or one streamed chunk of it)."""
+    if not isinstance(data, dict):
+        return
+    model, ident, choices = data.get("model"), data.get("id"), data.get("choices")
+    if isinstance(model, str):
+        answer.model = model
+    if isinstance(ident, str):
+        answer.id = ident
+    if isinstance(choices, list):
+        for choice in choices:
+            reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+            if isinstance(reason, str):
+                answer.finish_reasons.append(reason)
+
+
+def _stream_answer(ctx: RequestContext, answer: Answer, chunk: bytes) -> None:
+    if answer.first_chunk_s is None:
+        answer.first_chunk_s = time.perf_counter() - ctx.started
+        if ctx.trace is not None:
+            ctx.trace.first_token()
+    if answer.model is None or b'"finish_reason":"' in chunk:
+        for line in chunk.split(b"\n"):
+            if line.startswith(b"data: {"):
+                try:
+                    _read_answer(answer, orjson.loads(line[6:]))
+                except orjson.JSONDecodeError:
+                    continue
 
 
 def _usage(data: Any) -> Usage | None:
@@ -148,7 +188,9 @@ def _usage(data: Any) -> Usage | None:
     completion = usage.get("completion_tokens", 0)
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
-    return Usage(prompt, completion)
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(prompt, completion, cached if isinstance(cached, int) and 0 <= cached <= prompt else 0)
 
 
 def _stream_usage(ctx: RequestContext, chunk: bytes) -> None:

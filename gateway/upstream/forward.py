@@ -15,6 +15,7 @@ from gateway import metrics
 from gateway.config.schema import PoolConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error_body
+from gateway.telemetry.propagation import propagate_unsampled
 from gateway.upstream.config import pool_options
 from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
@@ -134,6 +135,11 @@ class Upstreams:
         headers.update(pool.config.upstream_headers)  # the pool's own credentials, never the client's
         if ctx.upstream_host:  # a plugin set `:authority`
             headers["host"] = ctx.upstream_host
+        trace = ctx.trace
+        if trace is not None:
+            trace.begin_inference(ctx)
+        elif ctx.trace_context is not None:  # tracing is on, this request is not sampled
+            propagate_unsampled(ctx, headers)
         if not fallback:
             pool.retry_budget.record_request()
         tried: set[Endpoint] = set()
@@ -154,7 +160,12 @@ class Upstreams:
             tried.add(endpoint)
             ctx.endpoint = endpoint
             ctx.attempts = attempt + 1
-            result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
+            if trace is None:
+                result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
+            else:
+                result = await trace.run_attempt(
+                    endpoint.url, attempt + 1, last_error.code if last_error else None, headers,
+                    self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers))
             if isinstance(result, UpstreamResponse):
                 return result
             last_error = result
