@@ -16,6 +16,7 @@ from gateway.config.schema import (
     EndpointConfig,
     GatewayConfig,
     HealthConfig,
+    InferenceConfig,
     IssuerConfig,
     OutlierConfig,
     PluginBinding,
@@ -254,7 +255,8 @@ def _pool(sec: Section) -> PoolConfig:
         upstream_headers=_upstream_headers(sec),
         api_key_env=sec.str("api_key_env", None),
         balancer=sec.str("balancer", "least_outstanding",
-                         choices=("least_outstanding", "round_robin", "weighted")),
+                         choices=("least_outstanding", "round_robin", "weighted", "inference")),
+        inference=_inference(sec.section("inference")),
         max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
         max_response_bytes=sec.int("max_response_bytes", 64 * 1024 * 1024, min=1024),
         timeouts=TimeoutConfig(t.float("connect_s", 2.0, min=0.01), t.float("first_byte_s", 60.0, min=0.01),
@@ -270,6 +272,28 @@ def _pool(sec: Section) -> PoolConfig:
     )
     for s in (t, h, o, r):
         s.done()
+    sec.done()
+    return cfg
+
+
+def _inference(sec: Section) -> InferenceConfig:
+    """A pool's `inference:` settings (read whatever the balancer, so a typo is caught either way)."""
+    header = sec.str("session_header", None)
+    if header is not None and not _HEADER_NAME.match(header):
+        raise sec.error("session_header", "not a valid HTTP header name")
+    path = sec.str("metrics_path", "/metrics")
+    if not path.startswith("/"):
+        raise sec.error("metrics_path", "must start with /")
+    cfg = InferenceConfig(
+        metrics_path=path,
+        scrape_interval_s=sec.float("scrape_interval_s", 0.1, min=0.01, max=60.0),
+        scrape_timeout_s=sec.float("scrape_timeout_s", 0.25, min=0.01, max=10.0),
+        stale_after_s=sec.float("stale_after_s", 0.5, min=0.02, max=600.0),
+        max_metrics_bytes=sec.int("max_metrics_bytes", 1024 * 1024, min=1024, max=64 * 1024 * 1024),
+        load_factor=sec.float("load_factor", 1.25, min=1.0, max=100.0),
+        index_blocks=sec.int("index_blocks", 65536, min=16, max=16 * 1024 * 1024),
+        session_header=header.lower() if header else None,
+    )
     sec.done()
     return cfg
 

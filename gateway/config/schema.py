@@ -103,11 +103,26 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """`pools[].inference`: the `inference` balancer's signals and guard (gateway.upstream.inference)."""
+
+    metrics_path: str = "/metrics"
+    scrape_interval_s: float = 0.1
+    scrape_timeout_s: float = 0.25
+    stale_after_s: float = 0.5  # older signals count as unknown
+    max_metrics_bytes: int = 1024 * 1024
+    load_factor: float = 1.25  # no endpoint takes more than this times the mean load (plus one)
+    index_blocks: int = 65536  # prefix blocks remembered per pool (per worker)
+    session_header: str | None = None  # a client header naming the session (a hint, like `user`)
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     name: str
     endpoints: tuple[EndpointConfig, ...]
     models: tuple[str, ...] = ()  # every model served, generation and embedding, in config order
-    balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted
+    balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted | inference
+    inference: InferenceConfig = InferenceConfig()  # used by `balancer: inference` only
     max_inflight_per_endpoint: int = 256
     max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed answer is a failed attempt
     timeouts: TimeoutConfig = TimeoutConfig()

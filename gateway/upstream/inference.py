@@ -1,0 +1,118 @@
+"""`balancer: inference`: send each request where its prompt prefix is cached and the queue is short.
+
+The choice, among the endpoints that may take the request (healthy, not ejected, not full, not
+already tried):
+
+1. **Affinity**: the endpoints holding the longest run of the prompt's leading blocks in this worker's
+   prefix index (`gateway.upstream.prefix_index`); the session's rendezvous hash picks among several.
+2. **Session**: no endpoint holds any of it, or the longest run held is a prefix that carries a share
+   of the traffic larger than its holders' share of the endpoints (the system prompt every session
+   shares: it belongs on every replica, and must not pull all traffic to the first one that saw it).
+   Rendezvous hashing on the session key (system prompt + first user message, or the client's `user` /
+   session header) with bounded loads picks: the first endpoint in the key's order whose load is under
+   the bound. Every worker and gateway replica computes the same order, so they agree on a new
+   session's home without talking to each other.
+3. **Load guard**: the endpoint chosen above is given up when its load reaches the bound,
+   `ceil(load_factor * (total load + 1) / endpoints)`: the least-loaded endpoint takes the request
+   (the prefix match breaks ties), so affinity never builds a hot spot.
+4. **Fallback**: nothing to hash (no prompt): the least-loaded endpoint.
+
+Load is the gateway's own in-flight count, or the server's running + waiting requests from its
+`/metrics` when that is fresh and higher (other workers' and replicas' traffic), plus its waiting
+requests once more: a queue costs more than a busy batch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import TYPE_CHECKING
+
+from gateway import metrics
+from gateway.config.schema import InferenceConfig
+from gateway.upstream.prefix_index import PrefixIndex
+from gateway.upstream.prompt_key import PromptKey
+
+if TYPE_CHECKING:
+    from gateway.upstream.pool import Endpoint
+
+REASONS = ("affinity", "session", "load", "fallback")
+
+
+def endpoint_salt(url: str) -> int:
+    """The endpoint's rendezvous-hash salt: the same in every process (str hashes are not)."""
+    return int.from_bytes(blake2b(url.encode(), digest_size=8).digest(), "little")
+
+
+@dataclass(slots=True)
+class RoutedShare:
+    """Per endpoint: requests routed, and the prompt blocks the index predicted cached there."""
+
+    requests: int = 0
+    blocks: int = 0
+    matched: int = 0
+
+    @property
+    def predicted_hit_share(self) -> float | None:
+        return self.matched / self.blocks if self.blocks else None
+
+
+class InferenceBalancer:
+    """One per pool (and per worker process): its prefix index and decision counters."""
+
+    def __init__(self, pool_name: str, config: InferenceConfig) -> None:
+        self.pool_name = pool_name
+        self.config = config
+        self.index = PrefixIndex(config.index_blocks)
+        self._decisions = {r: metrics.routing_decisions_total.labels(pool_name, r) for r in REASONS}
+
+    def load(self, endpoint: Endpoint, now: float) -> float:
+        """The endpoint's load as this balancer sees it (see the module docstring)."""
+        s = endpoint.signals
+        if s is None or now - s.at > self.config.stale_after_s:
+            return endpoint.in_flight
+        return max(endpoint.in_flight, s.running + s.waiting) + s.waiting
+
+    def pick(self, candidates: list[Endpoint], key: PromptKey | None) -> Endpoint:
+        now = time.monotonic()
+        loads = {e: self.load(e, now) for e in candidates}
+        bound = math.ceil(self.config.load_factor * (sum(loads.values()) + 1) / len(candidates))
+        if key is None or not key.blocks:
+            return self._decide(_least_loaded(candidates, loads), "fallback", None)
+        match = self.index.match(key.blocks)
+        depth = match.depth
+        session = key.session if key.session is not None else int.from_bytes(key.blocks[-1][:8], "little")
+        holders = [e for e in candidates if depth.get(e, 0)]
+        best = max((depth[e] for e in holders), default=0)
+        holders = [e for e in holders if depth[e] == best]
+        # A prefix carrying a large share of the traffic (a system prompt every session shares) is
+        # worth a copy on that share of the endpoints: until it has them, new sessions spread by hash.
+        if holders and len(holders) >= math.ceil(match.share * len(candidates)):
+            target, reason = max(holders, key=lambda e: hash((session, e.salt))), "affinity"
+        else:
+            ranked = sorted(candidates, key=lambda e: hash((session, e.salt)), reverse=True)
+            target = next((e for e in ranked if loads[e] < bound), ranked[0])
+            reason = "session"
+        if loads[target] >= bound:
+            target = min(candidates, key=lambda e: (loads[e], -depth.get(e, 0), random.random()))
+            reason = "load"
+        return self._decide(target, reason, key, depth.get(target, 0))
+
+    def _decide(self, target: Endpoint, reason: str, key: PromptKey | None, matched: int = 0) -> Endpoint:
+        self._decisions[reason].inc()
+        share = target.routed
+        share.requests += 1
+        if key is not None:
+            share.blocks += len(key.blocks)
+            share.matched += matched
+            self.index.record(key.blocks, target)
+        return target
+
+
+def _least_loaded(candidates: list[Endpoint], loads: dict[Endpoint, float]) -> Endpoint:
+    low = min(loads.values())
+    tied = [e for e in candidates if loads[e] == low]
+    return tied[0] if len(tied) == 1 else random.choice(tied)
