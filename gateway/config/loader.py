@@ -290,7 +290,7 @@ def _inference(sec: Section) -> InferenceConfig:
         scrape_timeout_s=sec.float("scrape_timeout_s", 0.25, min=0.01, max=10.0),
         stale_after_s=sec.float("stale_after_s", 0.5, min=0.02, max=600.0),
         max_metrics_bytes=sec.int("max_metrics_bytes", 1024 * 1024, min=1024, max=64 * 1024 * 1024),
-        load_factor=sec.float("load_factor", 1.25, min=1.0, max=100.0),
+        load_factor=sec.float("load_factor", 1.5, min=1.0, max=100.0),
         index_blocks=sec.int("index_blocks", 65536, min=16, max=16 * 1024 * 1024),
         session_header=header.lower() if header else None,
     )

@@ -9,9 +9,10 @@ already tried):
    of the traffic larger than its holders' share of the endpoints (the system prompt every session
    shares: it belongs on every replica, and must not pull all traffic to the first one that saw it).
    Rendezvous hashing on the session key (system prompt + first user message, or the client's `user` /
-   session header) with bounded loads picks: the first endpoint in the key's order whose load is under
-   the bound. Every worker and gateway replica computes the same order, so they agree on a new
-   session's home without talking to each other.
+   session header) among the nearly least loaded picks: the first endpoint in the key's order whose
+   load is within max(1, a quarter of the mean) of the lowest. Every worker and gateway replica
+   computes the same order, so while the endpoints are about equally busy they agree on a new
+   session's home without talking to each other; when they are not, the least loaded win.
 3. **Load guard**: the endpoint chosen above is given up when its load reaches the bound,
    `ceil(load_factor * (total load + 1) / endpoints)`: the least-loaded endpoint takes the request
    (the prefix match breaks ties), so affinity never builds a hot spot.
@@ -88,14 +89,18 @@ class InferenceBalancer:
         holders = [e for e in candidates if depth.get(e, 0)]
         best = max((depth[e] for e in holders), default=0)
         holders = [e for e in holders if depth[e] == best]
-        # A prefix carrying a large share of the traffic (a system prompt every session shares) is
-        # worth a copy on that share of the endpoints: until it has them, new sessions spread by hash.
-        if holders and len(holders) >= math.ceil(match.share * len(candidates)):
-            target, reason = max(holders, key=lambda e: hash((session, e.salt))), "affinity"
+        # A prefix is worth a copy on its share of the endpoints (at least one): a group's document on
+        # one, the system prompt every session shares on all. Until it has them, new sessions spread by
+        # hash; once it has, its own hash picks its homes (extra copies left by the load guard age out)
+        # and the session's hash picks among them.
+        wanted = max(1, math.ceil(match.share * len(candidates)))
+        if holders and len(holders) >= wanted:
+            if len(holders) > wanted:
+                prefix = int.from_bytes(match.block[:8], "little")
+                holders = sorted(holders, key=lambda e: hash((prefix, e.salt)), reverse=True)[:wanted]
+            target, reason = _home(holders, session, loads), "affinity"
         else:
-            ranked = sorted(candidates, key=lambda e: hash((session, e.salt)), reverse=True)
-            target = next((e for e in ranked if loads[e] < bound), ranked[0])
-            reason = "session"
+            target, reason = _home(candidates, session, loads), "session"
         if loads[target] >= bound:
             target = min(candidates, key=lambda e: (loads[e], -depth.get(e, 0), random.random()))
             reason = "load"
@@ -110,6 +115,17 @@ class InferenceBalancer:
             share.matched += matched
             self.index.record(key.blocks, target)
         return target
+
+
+def _home(endpoints: list[Endpoint], session: int, loads: dict[Endpoint, float]) -> Endpoint:
+    """The first endpoint in the session's hash order among the (nearly) least loaded: idle endpoints all
+    qualify, so workers and replicas agree; under load it is least-loaded balancing."""
+    if len(endpoints) == 1:
+        return endpoints[0]
+    low = min(loads[e] for e in endpoints)
+    slack = max(1.0, 0.25 * sum(loads[e] for e in endpoints) / len(endpoints))
+    ranked = sorted(endpoints, key=lambda e: hash((session, e.salt)), reverse=True)
+    return next(e for e in ranked if loads[e] <= low + slack)
 
 
 def _least_loaded(candidates: list[Endpoint], loads: dict[Endpoint, float]) -> Endpoint:

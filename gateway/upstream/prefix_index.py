@@ -39,6 +39,7 @@ class Match:
 
     depth: dict[Holder, int]
     share: float
+    block: bytes = b""  # the deepest block held (the prefix's own key)
 
 
 class PrefixIndex:
@@ -55,6 +56,7 @@ class PrefixIndex:
     def match(self, blocks: tuple[bytes, ...]) -> Match:
         depth: dict[Holder, int] = {}
         deepest: _Block | None = None
+        deepest_key = b""
         get = self._blocks.get
         for i, block in enumerate(blocks):
             entry = get(block)
@@ -67,9 +69,9 @@ class PrefixIndex:
                     found = True
             if not found:
                 break
-            deepest = entry
+            deepest, deepest_key = entry, block
         share = deepest.uses / max(1, self.requests - deepest.since) if deepest is not None else 0.0
-        return Match(depth, min(1.0, share))
+        return Match(depth, min(1.0, share), deepest_key)
 
     def record(self, blocks: tuple[bytes, ...], holder: Holder) -> None:
         """The prompt went to `holder`: each of its blocks is now (also) there, most recently."""

@@ -139,27 +139,34 @@ def _user_field(body: dict[str, Any]) -> str | None:
     return user if isinstance(user, str) and user else None
 
 
+def _text_only(content: Any) -> bytes:
+    """A message's text parts (the session key leaves media out: the agent's first screenshot is
+    dropped from later steps, its task text stays)."""
+    if isinstance(content, list):
+        return _PART_MARK.join(_part_bytes(p) for p in content[:MAX_MESSAGES]
+                               if isinstance(p, dict) and p.get("type") == "text")
+    return _content_bytes(content)
+
+
 def _chat_key(model: str, messages: list[Any], hint: str | None) -> PromptKey | None:
     stream = _Stream()
-    session_end = -1  # stream offset after the first user message
+    session: bytes | None = None
     for msg in messages[:MAX_MESSAGES]:
         if not isinstance(msg, dict):
             continue
         role = msg.get("role")
         role_bytes = role.encode("utf-8", "surrogatepass")[:32] if isinstance(role, str) else b"?"
+        start = stream.size
         more = stream.add(_ROLE_MARK + role_bytes + _PART_MARK) and stream.add(_content_bytes(msg.get("content")))
-        if session_end < 0 and role == "user":
-            session_end = stream.size
+        if session is None and role == "user":
+            # System prompt + first user message: never the system prompt alone, which every session shares.
+            head = b"".join(stream.parts)[:start]
+            session = head + _ROLE_MARK + role_bytes + _PART_MARK + _text_only(msg.get("content"))
         if not more:
             break
     if not stream.size:
         return None
-    data = b"".join(stream.parts)
+    blocks = _chain(model, b"".join(stream.parts))
     if hint:
-        session: int | None = _session_int(model, b"\x00hint" + hint.encode("utf-8", "surrogatepass"))
-    elif session_end > 0:
-        # System prompt + first user message: never the system prompt alone, which every session shares.
-        session = _session_int(model, data[:session_end])
-    else:
-        session = None
-    return PromptKey(_chain(model, data), session)
+        return PromptKey(blocks, _session_int(model, b"\x00hint" + hint.encode("utf-8", "surrogatepass")))
+    return PromptKey(blocks, _session_int(model, session) if session is not None else None)

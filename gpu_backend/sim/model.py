@@ -3,8 +3,9 @@
 - Prompt tokens: the canonical prompt (chat messages in order, role marks, text; an image part as
   `image_tokens` tokens derived from its content) at `CHARS_PER_TOKEN` bytes a token, cut into
   blocks of `block_tokens`, each block's hash chained over the ones before (as vLLM's prefix cache).
-- Prefix cache: an LRU of block hashes holding at most `kv_blocks` minus the blocks the running
-  requests occupy. A request's cached tokens are its leading blocks found there.
+- KV and prefix cache: `kv_blocks` blocks hold the running requests' prompt blocks (shared between
+  requests with the same prefix, as vLLM's are) and their output, and, in what is left, an LRU of
+  earlier prompts' blocks. A request's cached tokens are its leading blocks found there.
 - Scheduling: a FCFS waiting queue; at most `max_num_seqs` requests run. Prefill is one lane per
   replica (compute-bound: prompts are prefilled one after another): `prefill_overhead_s +
   uncached tokens x prefill_per_token_s`. Decode runs for the whole batch at once; its inter-token
@@ -30,14 +31,14 @@ CHARS_PER_TOKEN = 4
 class SimConfig:
     """One replica's knobs (docs/backend.md, "Simulated backend", says how they are sized)."""
 
-    max_num_seqs: int = 16
+    max_num_seqs: int = 64
     kv_blocks: int = 700
     block_tokens: int = 16
     prefill_overhead_s: float = 0.010
     prefill_per_token_s: float = 0.0001
     itl_s: float = 0.020
     itl_factor_at_max: float = 2.0
-    image_tokens: int = 1000
+    image_tokens: int = 800
     default_max_tokens: int = 32
     time_scale: float = 1.0
 
@@ -49,6 +50,7 @@ class Request:
     max_tokens: int
     cached_tokens: int = 0
     generated: int = 0
+    holding: bool = False  # its prompt blocks are counted in use
     admitted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -96,7 +98,8 @@ class Replica:
     def __init__(self, name: str, config: SimConfig) -> None:
         self.name = name
         self.config = config
-        self.cache: OrderedDict[bytes, None] = OrderedDict()
+        self.cache: OrderedDict[bytes, None] = OrderedDict()  # every block held, in use or not, LRU first
+        self._in_use: dict[bytes, int] = {}  # block -> running requests holding it
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self._prefill_lane = asyncio.Lock()
@@ -105,13 +108,12 @@ class Replica:
 
     # --- signals --------------------------------------------------------------------------------
 
-    def _running_blocks(self) -> int:
-        b = self.config.block_tokens
-        return sum(math.ceil((r.prompt_tokens + r.generated) / b) for r in self.running)
+    def _decode_blocks(self) -> int:
+        return sum(math.ceil(r.generated / self.config.block_tokens) for r in self.running)
 
     @property
     def kv_usage(self) -> float:
-        return min(1.0, self._running_blocks() / self.config.kv_blocks)
+        return min(1.0, (len(self._in_use) + self._decode_blocks()) / self.config.kv_blocks)
 
     # --- the request's life ---------------------------------------------------------------------
 
@@ -144,16 +146,24 @@ class Replica:
             self.stats["queries"] += req.prompt_tokens
             self.stats["hits"] += req.cached_tokens
             c = self.config
+            for block in req.blocks:
+                self._in_use[block] = self._in_use.get(block, 0) + 1
+            req.holding = True
             await asyncio.sleep((c.prefill_overhead_s + uncached * c.prefill_per_token_s) * c.time_scale)
             self._insert(req.blocks)
 
     def _insert(self, blocks: list[bytes]) -> None:
+        cache = self.cache
         for block in reversed(blocks):  # the first blocks most recent: evicted last
-            self.cache[block] = None
-            self.cache.move_to_end(block)
-        room = max(0, self.config.kv_blocks - self._running_blocks())
-        while len(self.cache) > room:
-            self.cache.popitem(last=False)
+            cache[block] = None
+            cache.move_to_end(block)
+        room = self.config.kv_blocks - self._decode_blocks()
+        skipped = 0  # blocks in use are not evicted: they go to the back, at most once each
+        while len(cache) > room and skipped < len(cache):
+            block, _ = cache.popitem(last=False)
+            if block in self._in_use:
+                cache[block] = None
+                skipped += 1
 
     def itl(self) -> float:
         c = self.config
@@ -163,6 +173,14 @@ class Replica:
     def finish(self, req: Request) -> None:
         if req in self.running:
             self.running.remove(req)
+            if req.holding:
+                req.holding = False
+                for block in req.blocks:
+                    left = self._in_use.get(block, 0) - 1
+                    if left > 0:
+                        self._in_use[block] = left
+                    else:
+                        self._in_use.pop(block, None)
         elif req in self.waiting:
             self.waiting.remove(req)
         self.stats["generation_tokens"] += req.generated

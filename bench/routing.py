@@ -1,0 +1,320 @@
+"""`make bench-routing`: least_outstanding, round_robin and inference in one run, on simulated replicas.
+
+One gateway process with three pools (one per balancer), each in front of its own set of simulated
+replicas (`python -m gpu_backend.sim`, one process per set). Every level sends the same open-loop
+plan (bench/routing_workloads.py) to the three pools at once, so they share the machine's noise.
+The simulator runs on a slowed clock (`--scale`): figures are printed in simulated seconds.
+
+Per workload, each replica's KV is sized like llm-d's benchmark: the prefix working set at the heavy
+level about 0.75 of the pool's KV (about 3x one replica's with 4 replicas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from routing_workloads import AGENT_STEPS, GROUPS, WORKLOADS, Session  # noqa: E402
+
+from gpu_backend.sim.model import SimConfig, prompt_blocks  # noqa: E402
+
+BALANCERS = ("least_outstanding", "round_robin", "inference")
+# Requests (or sessions) per simulated second: light, medium, heavy (past least_outstanding's saturation).
+LEVELS = {"agent": (1.5, 3.5, 5.0), "groups": (10.0, 25.0, 42.0), "unique": (8.0, 16.0, 26.0)}
+
+
+def _free_ports(n: int) -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n < 65000 and all(_free(p) for p in range(base, base + n)):
+            return base
+    raise RuntimeError("no free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@contextmanager
+def _process(args: list[str], ready: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT),
+                                     "BENCH_ROUTING_SECRET": "bench-routing-" + "x" * 32})
+    try:
+        deadline = time.monotonic() + 60
+        for url in ready:
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=1):
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"{args[2]} did not start:\n{log.read_text()[-2000:]}") from None
+                    time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+
+
+def kv_blocks(workload: str, replicas: int, sim: SimConfig, heavy: float) -> int:
+    """Per replica: the workload's prefix working set over 0.75 of the pool."""
+    if workload == "agent":
+        live = heavy * AGENT_STEPS * 1.9  # sessions alive at once (about 1.9 s a step)
+        working = 2000 + live * (1000 + sim.image_tokens)  # shared system prompt + each session's own
+    else:  # the groups' prefixes (the unique workload has none: sized like the groups)
+        working = GROUPS * 1500
+    return math.ceil(working / sim.block_tokens / 0.75 / replicas)
+
+
+@dataclass
+class Result:
+    ttft: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    errors: int = 0
+    last_done: float = 0.0  # perf_counter of the last answer's end
+    first_error: str = ""
+    span: float = 0.0
+
+
+async def _one(http: aiohttp.ClientSession, url: str, model: str, body: dict[str, Any], max_tokens: int,
+               scale: float, res: Result) -> None:
+    payload = orjson.dumps({**body, "model": model, "stream": True, "max_tokens": max_tokens, "temperature": 0,
+                            "stream_options": {"include_usage": True}})
+    started = time.perf_counter()
+    first = None
+    tail = b""
+    try:
+        async with http.post(url, data=payload, headers={"content-type": "application/json"}) as resp:
+            if resp.status != 200:
+                res.errors += 1
+                res.first_error = res.first_error or f"{resp.status} {(await resp.read())[:300]!r}"
+                return
+            async for chunk in resp.content.iter_any():
+                if first is None and b"data:" in chunk:
+                    first = time.perf_counter()
+                tail = (tail + chunk)[-4096:]
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        res.errors += 1
+        res.first_error = res.first_error or repr(exc)
+        return
+    done = time.perf_counter()
+    usage_at = tail.rfind(b'"usage":')
+    if first is None or usage_at < 0:
+        res.errors += 1
+        res.first_error = res.first_error or f"no usage in the stream's end: {tail[-300:]!r}"
+        return
+    usage = orjson.loads(tail[usage_at + 8:tail.index(b"}}", usage_at) + 2])
+    res.ttft.append((first - started) / scale)
+    res.e2e.append((done - started) / scale)
+    res.output_tokens += usage["completion_tokens"]
+    res.prompt_tokens += usage["prompt_tokens"]
+    res.cached_tokens += usage["prompt_tokens_details"]["cached_tokens"]
+    res.last_done = max(res.last_done, done)
+
+
+async def _session(http: aiohttp.ClientSession, url: str, model: str, s: Session, scale: float, t0: float,
+                   res: Result) -> None:
+    await asyncio.sleep(max(0.0, t0 + s.at * scale - time.perf_counter()))
+    for body in s.bodies:
+        await _one(http, url, model, body, s.max_tokens, scale, res)
+
+
+async def run_level(url: str, plan: list[Session], scale: float) -> dict[str, Result]:
+    results = {b: Result() for b in BALANCERS}
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)  # no keep-alive reuse races
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        t0 = time.perf_counter() + 0.2
+        await asyncio.gather(*(_session(http, url, f"sim-{b}", s, scale, t0, results[b])
+                               for s in plan for b in BALANCERS))
+        for r in results.values():  # from the first arrival to this pool's last answer
+            r.span = (r.last_done - t0) / scale
+    return results
+
+
+def best_hit_share(plan: list[Session], sim: SimConfig) -> float:
+    """Cached prompt tokens if every request found every earlier-sent block: the workload's best."""
+    seen: set[bytes] = set()
+    cached = total = 0
+    for s in sorted(plan, key=lambda s: s.at):
+        for body in s.bodies:
+            blocks, tokens = prompt_blocks({**body, "model": "x"}, sim)
+            hit = 0
+            for b in blocks:
+                if b not in seen:
+                    break
+                hit += 1
+            seen.update(blocks)
+            cached += min(tokens, hit * sim.block_tokens)
+            total += tokens
+    return cached / total if total else 0.0
+
+
+def _replica_requests(ports: list[int]) -> list[int]:
+    import urllib.request
+
+    out = []
+    for p in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{p}/_stats", timeout=5) as r:
+            out.append(orjson.loads(r.read())["requests"])
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _gateway_config(ports: dict[str, list[int]], inference: dict[str, Any]) -> dict[str, Any]:
+    pools = [{"name": b, "models": [f"sim-{b}"], "image_models": ["sim-*"], "balancer": b,
+              "max_inflight_per_endpoint": 4096,
+              "endpoints": [{"url": f"http://127.0.0.1:{p}"} for p in ports[b]],
+              "timeouts": {"first_byte_s": 600, "total_s": 1200}} for b in BALANCERS]
+    pools[BALANCERS.index("inference")]["inference"] = inference
+    return {
+        "server": {"access_log": "off"},
+        "admin": {"enabled": False},
+        "issuers": [{"name": "bench", "issuer": "https://bench", "algorithms": ["HS256"],
+                     "secret_env": "BENCH_ROUTING_SECRET"}],
+        "pools": pools,
+        "routes": [{"name": "bench", "paths": ["/v1/chat/completions"], "auth": "none"}],
+    }
+
+
+def measure(workload: str, args: argparse.Namespace, tmp: Path) -> list[tuple[float, dict[str, Result], float,
+                                                                                dict[str, list[int]]]]:
+    levels = LEVELS[workload][-1:] if args.quick else LEVELS[workload]
+    sim = SimConfig(time_scale=args.scale)
+    sim = SimConfig(**{**sim.__dict__, "kv_blocks": kv_blocks(workload, args.replicas, sim, LEVELS[workload][-1])})
+    print(f"\n## ({workload}) {args.replicas} replicas x {sim.kv_blocks} KV blocks of {sim.block_tokens} tokens, "
+          f"max_num_seqs {sim.max_num_seqs}, time scale {args.scale}", flush=True)
+    base = _free_ports(len(BALANCERS) * args.replicas + 1)
+    ports = {b: [base + i * args.replicas + r for r in range(args.replicas)] for i, b in enumerate(BALANCERS)}
+    gw_port = base + len(BALANCERS) * args.replicas
+    (tmp / "gw.yaml").write_text(yaml.safe_dump(_gateway_config(ports, _inference_settings(args))))
+    sim_args = [f"--{k.replace('_', '-')}={v}" for k, v in sim.__dict__.items()]
+    out = []
+    with _sims(ports, sim_args, tmp), _process(
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp / "gw.yaml"), "--port",
+             str(gw_port), "--workers", "1"], [f"http://127.0.0.1:{gw_port}"], tmp / "gateway.log"):
+        time.sleep(1.0)
+        url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        for i, rate in enumerate(levels):
+            plan = WORKLOADS[workload](rate, args.duration, seed=1000 + i)
+            before = {b: _replica_requests(ports[b]) for b in BALANCERS}
+            reasons = _decisions(gw_port)
+            results = asyncio.run(run_level(url, plan, args.scale))
+            after = {b: _replica_requests(ports[b]) for b in BALANCERS}
+            reasons = {k: v - reasons.get(k, 0.0) for k, v in _decisions(gw_port).items()}
+            per_replica = {b: [x - y for x, y in zip(after[b], before[b], strict=True)] for b in BALANCERS}
+            out.append((rate, results, best_hit_share(plan, sim), per_replica))
+            _print_level(workload, rate, results, out[-1][2], per_replica)
+            print("inference decisions: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(reasons.items())))
+    return out
+
+
+def _inference_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"load_factor": args.load_factor} if args.load_factor else {}
+
+
+def _decisions(gw_port: int) -> dict[str, float]:
+    """The inference pool's routing decisions by reason, from the gateway's /metrics."""
+    import urllib.request
+
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{gw_port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("edgegw_routing_decisions_total{"):
+                reason = line.split('reason="')[1].split('"')[0]
+                out[reason] = out.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+@contextmanager
+def _sims(ports: dict[str, list[int]], sim_args: list[str], tmp: Path) -> Iterator[None]:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for b, ps in ports.items():
+            stack.enter_context(_process(
+                [sys.executable, "-m", "gpu_backend.sim", "--port", str(ps[0]), "--replicas", str(len(ps)),
+                 "--model", f"sim-{b}", "--chunk-tokens", "8", *sim_args],
+                [f"http://127.0.0.1:{p}" for p in ps], tmp / f"sim-{b}.log"))
+        yield
+
+
+def _print_level(workload: str, rate: float, results: dict[str, Result], best: float,
+                 per_replica: dict[str, list[int]]) -> None:
+    unit = "sessions/s" if workload == "agent" else "req/s"
+    print(f"\n({workload}) {rate:g} {unit}; best possible hit share {best * 100:.0f}%")
+    print(f"{'balancer':<19}{'reqs':>6}{'err':>5}{'TTFT p50':>10}{'p90':>8}{'p99':>8}{'e2e p90':>9}{'out tok/s':>11}"
+          f"{'hit share':>11}{'of best':>9}{'most/fewest per replica':>26}")
+    lo = results["least_outstanding"]
+    for b, r in results.items():
+        share = r.cached_tokens / r.prompt_tokens if r.prompt_tokens else 0.0
+        counts = per_replica[b]
+        print(f"{b:<19}{len(r.ttft):>6}{r.errors:>5}{_pct(r.ttft, .5):>9.2f}s{_pct(r.ttft, .9):>7.2f}s"
+              f"{_pct(r.ttft, .99):>7.2f}s{_pct(r.e2e, .9):>8.2f}s{r.output_tokens / r.span:>11.0f}"
+              f"{share * 100:>10.0f}%{share / best * 100 if best else 0:>8.0f}%"
+              f"{max(counts):>13} / {min(counts):<4} ({max(counts) / max(1, min(counts)):.2f}x)")
+    for b, r in results.items():
+        if r.first_error:
+            print(f"{b}: first error: {r.first_error}")
+    inf = results["inference"]
+    if not inf.ttft or not lo.ttft:
+        return
+    print(f"inference vs least_outstanding: TTFT p90 {_pct(lo.ttft, .9) / _pct(inf.ttft, .9):.2f}x lower, "
+          f"tok/s {(inf.output_tokens / inf.span) / (lo.output_tokens / lo.span):.2f}x", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicas", type=int, default=4, choices=range(4, 9), metavar="4..8")
+    parser.add_argument("--scale", type=float, default=2.0, help="simulated clock slow-down (wall s per sim s)")
+    parser.add_argument("--duration", type=float, default=20.0, help="simulated seconds of arrivals per level")
+    parser.add_argument("--workloads", default="groups,agent,unique")
+    parser.add_argument("--load-factor", type=float, default=None, help="the inference pool's load_factor")
+    parser.add_argument("--quick", action="store_true", help="the heavy level only")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-routing-") as tmp:
+        for workload in args.workloads.split(","):
+            measure(workload, args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
