@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import math
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,26 @@ from routing_workloads import AGENT_STEPS, GROUPS, WORKLOADS, Session  # noqa: E
 from gpu_backend.sim.model import SimConfig, prompt_blocks  # noqa: E402
 
 BALANCERS = ("least_outstanding", "round_robin", "inference")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One pool under test: its balancer, on `gateways` gateway processes of `workers` workers each."""
+
+    label: str
+    balancer: str
+    gateways: int = 1
+    workers: int = 1
+
+    @property
+    def model(self) -> str:
+        return "sim-" + self.label.replace(" ", "-")
+
+
+DEFAULT = tuple(Variant(b, b) for b in BALANCERS)
+# --topology: do independent routers (2 gateway replicas x 2 workers) agree well enough without a picker?
+TOPOLOGY = (Variant("least_outstanding 2x2", "least_outstanding", 2, 2), Variant("inference 1x1", "inference"),
+            Variant("inference 2x2", "inference", 2, 2))
 # Requests (or sessions) per simulated second: light, medium, heavy (past least_outstanding's saturation).
 LEVELS = {"agent": (1.5, 3.5, 5.0), "groups": (10.0, 25.0, 42.0), "unique": (8.0, 16.0, 26.0)}
 
@@ -145,21 +166,22 @@ async def _one(http: aiohttp.ClientSession, url: str, model: str, body: dict[str
     res.last_done = max(res.last_done, done)
 
 
-async def _session(http: aiohttp.ClientSession, url: str, model: str, s: Session, scale: float, t0: float,
-                   res: Result) -> None:
+async def _session(http: aiohttp.ClientSession, urls: list[str], model: str, s: Session, scale: float, t0: float,
+                   res: Result, rnd: random.Random) -> None:
     await asyncio.sleep(max(0.0, t0 + s.at * scale - time.perf_counter()))
-    for body in s.bodies:
-        await _one(http, url, model, body, s.max_tokens, scale, res)
+    for body in s.bodies:  # each step through any of the pool's gateways (as behind a load balancer)
+        await _one(http, rnd.choice(urls), model, body, s.max_tokens, scale, res)
 
 
-async def run_level(url: str, plan: list[Session], scale: float) -> dict[str, Result]:
-    results = {b: Result() for b in BALANCERS}
+async def run_level(urls: dict[Variant, list[str]], plan: list[Session], scale: float) -> dict[Variant, Result]:
+    results = {v: Result() for v in urls}
     connector = aiohttp.TCPConnector(limit=0, force_close=True)  # no keep-alive reuse races
     timeout = aiohttp.ClientTimeout(total=600)
+    rnd = random.Random(7)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         t0 = time.perf_counter() + 0.2
-        await asyncio.gather(*(_session(http, url, f"sim-{b}", s, scale, t0, results[b])
-                               for s in plan for b in BALANCERS))
+        await asyncio.gather(*(_session(http, u, v.model, s, scale, t0, results[v], rnd)
+                               for s in plan for v, u in urls.items()))
         for r in results.values():  # from the first arrival to this pool's last answer
             r.span = (r.last_done - t0) / scale
     return results
@@ -200,105 +222,91 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def _gateway_config(ports: dict[str, list[int]], inference: dict[str, Any]) -> dict[str, Any]:
-    pools = [{"name": b, "models": [f"sim-{b}"], "image_models": ["sim-*"], "balancer": b,
-              "max_inflight_per_endpoint": 4096,
-              "endpoints": [{"url": f"http://127.0.0.1:{p}"} for p in ports[b]],
-              "timeouts": {"first_byte_s": 600, "total_s": 1200}} for b in BALANCERS]
-    pools[BALANCERS.index("inference")]["inference"] = inference
+def _gateway_config(variant: Variant, ports: list[int], inference: dict[str, Any]) -> dict[str, Any]:
+    pool: dict[str, Any] = {"name": "p", "models": [variant.model], "image_models": ["sim-*"],
+                            "balancer": variant.balancer, "max_inflight_per_endpoint": 4096,
+                            "endpoints": [{"url": f"http://127.0.0.1:{p}"} for p in ports],
+                            "timeouts": {"first_byte_s": 600, "total_s": 1200}}
+    if variant.balancer == "inference":
+        pool["inference"] = inference
     return {
         "server": {"access_log": "off"},
         "admin": {"enabled": False},
         "issuers": [{"name": "bench", "issuer": "https://bench", "algorithms": ["HS256"],
                      "secret_env": "BENCH_ROUTING_SECRET"}],
-        "pools": pools,
+        "pools": [pool],
         "routes": [{"name": "bench", "paths": ["/v1/chat/completions"], "auth": "none"}],
     }
 
 
-def measure(workload: str, args: argparse.Namespace, tmp: Path) -> list[tuple[float, dict[str, Result], float,
-                                                                                dict[str, list[int]]]]:
+def measure(workload: str, args: argparse.Namespace, tmp: Path) -> None:
+    variants = TOPOLOGY if args.topology else DEFAULT
     levels = LEVELS[workload][-1:] if args.quick else LEVELS[workload]
     sim = SimConfig(time_scale=args.scale)
     sim = SimConfig(**{**sim.__dict__, "kv_blocks": kv_blocks(workload, args.replicas, sim, LEVELS[workload][-1])})
     print(f"\n## ({workload}) {args.replicas} replicas x {sim.kv_blocks} KV blocks of {sim.block_tokens} tokens, "
           f"max_num_seqs {sim.max_num_seqs}, time scale {args.scale}", flush=True)
-    base = _free_ports(len(BALANCERS) * args.replicas + 1)
-    ports = {b: [base + i * args.replicas + r for r in range(args.replicas)] for i, b in enumerate(BALANCERS)}
-    gw_port = base + len(BALANCERS) * args.replicas
-    (tmp / "gw.yaml").write_text(yaml.safe_dump(_gateway_config(ports, _inference_settings(args))))
+    gateways = sum(v.gateways for v in variants)
+    base = _free_ports(len(variants) * args.replicas + gateways)
+    ports = {v: [base + i * args.replicas + r for r in range(args.replicas)] for i, v in enumerate(variants)}
+    gw_ports: dict[Variant, list[int]] = {}
+    nxt = base + len(variants) * args.replicas
+    for v in variants:
+        gw_ports[v] = list(range(nxt, nxt + v.gateways))
+        nxt += v.gateways
     sim_args = [f"--{k.replace('_', '-')}={v}" for k, v in sim.__dict__.items()]
-    out = []
-    with _sims(ports, sim_args, tmp), _process(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp / "gw.yaml"), "--port",
-             str(gw_port), "--workers", "1"], [f"http://127.0.0.1:{gw_port}"], tmp / "gateway.log"):
+    with ExitStack() as stack:
+        for v in variants:
+            stack.enter_context(_process(
+                [sys.executable, "-m", "gpu_backend.sim", "--port", str(ports[v][0]), "--replicas",
+                 str(args.replicas), "--model", v.model, "--chunk-tokens", "8", *sim_args],
+                [f"http://127.0.0.1:{p}" for p in ports[v]], tmp / f"sim-{v.model}.log"))
+            config = tmp / f"gw-{v.model}.yaml"
+            config.write_text(yaml.safe_dump(_gateway_config(v, ports[v], _inference_settings(args))))
+            for port in gw_ports[v]:
+                stack.enter_context(_process(
+                    [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port),
+                     "--workers", str(v.workers)], [f"http://127.0.0.1:{port}"], tmp / f"gw-{port}.log"))
         time.sleep(1.0)
-        url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        urls = {v: [f"http://127.0.0.1:{p}/v1/chat/completions" for p in gw_ports[v]] for v in variants}
         for i, rate in enumerate(levels):
             plan = WORKLOADS[workload](rate, args.duration, seed=1000 + i)
-            before = {b: _replica_requests(ports[b]) for b in BALANCERS}
-            reasons = _decisions(gw_port)
-            results = asyncio.run(run_level(url, plan, args.scale))
-            after = {b: _replica_requests(ports[b]) for b in BALANCERS}
-            reasons = {k: v - reasons.get(k, 0.0) for k, v in _decisions(gw_port).items()}
-            per_replica = {b: [x - y for x, y in zip(after[b], before[b], strict=True)] for b in BALANCERS}
-            out.append((rate, results, best_hit_share(plan, sim), per_replica))
-            _print_level(workload, rate, results, out[-1][2], per_replica)
-            print("inference decisions: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(reasons.items())))
-    return out
+            before = {v: _replica_requests(ports[v]) for v in variants}
+            results = asyncio.run(run_level(urls, plan, args.scale))
+            after = {v: _replica_requests(ports[v]) for v in variants}
+            per_replica = {v: [x - y for x, y in zip(after[v], before[v], strict=True)] for v in variants}
+            _print_level(workload, rate, results, best_hit_share(plan, sim), per_replica)
 
 
 def _inference_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"load_factor": args.load_factor} if args.load_factor else {}
 
 
-def _decisions(gw_port: int) -> dict[str, float]:
-    """The inference pool's routing decisions by reason, from the gateway's /metrics."""
-    import urllib.request
-
-    out: dict[str, float] = {}
-    with urllib.request.urlopen(f"http://127.0.0.1:{gw_port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("edgegw_routing_decisions_total{"):
-                reason = line.split('reason="')[1].split('"')[0]
-                out[reason] = out.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
-
-
-@contextmanager
-def _sims(ports: dict[str, list[int]], sim_args: list[str], tmp: Path) -> Iterator[None]:
-    from contextlib import ExitStack
-
-    with ExitStack() as stack:
-        for b, ps in ports.items():
-            stack.enter_context(_process(
-                [sys.executable, "-m", "gpu_backend.sim", "--port", str(ps[0]), "--replicas", str(len(ps)),
-                 "--model", f"sim-{b}", "--chunk-tokens", "8", *sim_args],
-                [f"http://127.0.0.1:{p}" for p in ps], tmp / f"sim-{b}.log"))
-        yield
-
-
-def _print_level(workload: str, rate: float, results: dict[str, Result], best: float,
-                 per_replica: dict[str, list[int]]) -> None:
+def _print_level(workload: str, rate: float, results: dict[Variant, Result], best: float,
+                 per_replica: dict[Variant, list[int]]) -> None:
     unit = "sessions/s" if workload == "agent" else "req/s"
     print(f"\n({workload}) {rate:g} {unit}; best possible hit share {best * 100:.0f}%")
-    print(f"{'balancer':<19}{'reqs':>6}{'err':>5}{'TTFT p50':>10}{'p90':>8}{'p99':>8}{'e2e p90':>9}{'out tok/s':>11}"
+    print(f"{'balancer':<23}{'reqs':>6}{'err':>5}{'TTFT p50':>10}{'p90':>8}{'p99':>8}{'e2e p90':>9}{'out tok/s':>11}"
           f"{'hit share':>11}{'of best':>9}{'most/fewest per replica':>26}")
-    lo = results["least_outstanding"]
+    by_label = {v.label: r for v, r in results.items()}
     for b, r in results.items():
         share = r.cached_tokens / r.prompt_tokens if r.prompt_tokens else 0.0
         counts = per_replica[b]
-        print(f"{b:<19}{len(r.ttft):>6}{r.errors:>5}{_pct(r.ttft, .5):>9.2f}s{_pct(r.ttft, .9):>7.2f}s"
+        print(f"{b.label:<23}{len(r.ttft):>6}{r.errors:>5}{_pct(r.ttft, .5):>9.2f}s{_pct(r.ttft, .9):>7.2f}s"
               f"{_pct(r.ttft, .99):>7.2f}s{_pct(r.e2e, .9):>8.2f}s{r.output_tokens / r.span:>11.0f}"
               f"{share * 100:>10.0f}%{share / best * 100 if best else 0:>8.0f}%"
               f"{max(counts):>13} / {min(counts):<4} ({max(counts) / max(1, min(counts)):.2f}x)")
     for b, r in results.items():
         if r.first_error:
-            print(f"{b}: first error: {r.first_error}")
-    inf = results["inference"]
-    if not inf.ttft or not lo.ttft:
-        return
-    print(f"inference vs least_outstanding: TTFT p90 {_pct(lo.ttft, .9) / _pct(inf.ttft, .9):.2f}x lower, "
+            print(f"{b.label}: first error: {r.first_error}")
+    base = next(r for label, r in by_label.items() if label.startswith("least_outstanding"))
+    for label, inf in by_label.items():
+        if label.startswith("inference") and inf.ttft and base.ttft:
+            _ratios(label, inf, base)
+
+
+def _ratios(label: str, inf: Result, lo: Result) -> None:
+    print(f"{label} vs least_outstanding: TTFT p90 {_pct(lo.ttft, .9) / _pct(inf.ttft, .9):.2f}x lower, "
           f"tok/s {(inf.output_tokens / inf.span) / (lo.output_tokens / lo.span):.2f}x", flush=True)
 
 
@@ -309,6 +317,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="simulated seconds of arrivals per level")
     parser.add_argument("--workloads", default="groups,agent,unique")
     parser.add_argument("--load-factor", type=float, default=None, help="the inference pool's load_factor")
+    parser.add_argument("--topology", action="store_true",
+                        help="least_outstanding 2x2, inference 1x1 and 2x2 (gateway replicas x workers) instead")
     parser.add_argument("--quick", action="store_true", help="the heavy level only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-routing-") as tmp:

@@ -83,37 +83,38 @@ class InferenceBalancer:
         bound = math.ceil(self.config.load_factor * (sum(loads.values()) + 1) / len(candidates))
         if key is None or not key.blocks:
             return self._decide(_least_loaded(candidates, loads), "fallback", None)
-        match = self.index.match(key.blocks)
-        depth = match.depth
         session = key.session if key.session is not None else int.from_bytes(key.blocks[-1][:8], "little")
+        match = self.index.match(key.blocks, session)
+        depth = match.depth
         holders = [e for e in candidates if depth.get(e, 0)]
         best = max((depth[e] for e in holders), default=0)
         holders = [e for e in holders if depth[e] == best]
-        # A prefix is worth a copy on its share of the endpoints (at least one): a group's document on
-        # one, the system prompt every session shares on all. Until it has them, new sessions spread by
-        # hash; once it has, its own hash picks its homes (extra copies left by the load guard age out)
-        # and the session's hash picks among them.
-        wanted = max(1, math.ceil(match.share * len(candidates)))
-        if holders and len(holders) >= wanted:
-            if len(holders) > wanted:
+        # A prefix is worth copies on its share of the endpoints: a group's document on one, the system
+        # prompt every session shares on all. One copy: its holder (its own hash picks among several,
+        # extra copies left by the load guard age out). More: the session's home among all endpoints,
+        # the same for each of the session's steps until its own history is held somewhere.
+        if holders and match.share * len(candidates) <= 1.0:
+            if len(holders) > 1:
                 prefix = int.from_bytes(match.block[:8], "little")
-                holders = sorted(holders, key=lambda e: hash((prefix, e.salt)), reverse=True)[:wanted]
-            target, reason = _home(holders, session, loads), "affinity"
+                holders = [max(holders, key=lambda e: hash((prefix, e.salt)))]
+            target, reason = holders[0], "affinity"
         else:
             target, reason = _home(candidates, session, loads), "session"
         if loads[target] >= bound:
             target = min(candidates, key=lambda e: (loads[e], -depth.get(e, 0), random.random()))
             reason = "load"
-        return self._decide(target, reason, key, depth.get(target, 0))
+        return self._decide(target, reason, key, depth.get(target, 0), session)
 
-    def _decide(self, target: Endpoint, reason: str, key: PromptKey | None, matched: int = 0) -> Endpoint:
+    def _decide(self, target: Endpoint, reason: str, key: PromptKey | None, matched: int = 0,
+                session: int = 0) -> Endpoint:
         self._decisions[reason].inc()
         share = target.routed
         share.requests += 1
+
         if key is not None:
             share.blocks += len(key.blocks)
             share.matched += matched
-            self.index.record(key.blocks, target)
+            self.index.record(key.blocks, target, session)
         return target
 
 

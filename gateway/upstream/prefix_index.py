@@ -5,10 +5,11 @@ is probably cached there until it ages out. Entries remember the endpoint's affi
 endpoint that failed or was ejected loses all its affinity at once (its cache may be gone) without a
 sweep over the index.
 
-Each block also counts the requests that carried it, against all requests routed since it was first
-seen: its share of the traffic. A prefix every session shares (an agent's system prompt) has a share
-near 1 and should live on every replica; a group's document shared by a few users has a small share
-and belongs on one.
+Each block also counts the sessions that carried it (a change of session between two of its requests
+counts one more), against all requests routed since it was first seen: its share of the traffic. A
+prefix every session shares (an agent's system prompt) has a share near 1 and should live on every
+replica; a group's document shared by a few users has a small share and belongs on one; a prefix
+one session alone has carried (its own history) is not shared at all, whatever its request count.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class Holder(Protocol):
 @dataclass(slots=True)
 class _Block:
     since: int  # the index's request count when the block was first routed
-    uses: int = 0
+    session: int  # the last session that carried it
+    sessions: int = 1  # changes of session among the requests that carried it, plus one
     holders: list[tuple[Holder, int]] = field(default_factory=list)  # (endpoint, its epoch then)
 
 
@@ -53,7 +55,9 @@ class PrefixIndex:
     def __len__(self) -> int:
         return len(self._blocks)
 
-    def match(self, blocks: tuple[bytes, ...]) -> Match:
+    def match(self, blocks: tuple[bytes, ...], session: int) -> Match:
+        """The live holders of the prompt's leading blocks; the share counts `session` in (a second
+        session asking for a prefix is what makes it shared)."""
         depth: dict[Holder, int] = {}
         deepest: _Block | None = None
         deepest_key = b""
@@ -70,11 +74,16 @@ class PrefixIndex:
             if not found:
                 break
             deepest, deepest_key = entry, block
-        share = deepest.uses / max(1, self.requests - deepest.since) if deepest is not None else 0.0
+        share = 0.0
+        if deepest is not None:
+            sessions = deepest.sessions + (deepest.session != session)
+            if sessions > 1:
+                share = sessions / max(1, self.requests + 1 - deepest.since)
         return Match(depth, min(1.0, share), deepest_key)
 
-    def record(self, blocks: tuple[bytes, ...], holder: Holder) -> None:
-        """The prompt went to `holder`: each of its blocks is now (also) there, most recently."""
+    def record(self, blocks: tuple[bytes, ...], holder: Holder, session: int) -> None:
+        """The prompt of `session` went to `holder`: each of its blocks is now (also) there, most
+        recently."""
         self.requests += 1
         pair = (holder, holder.affinity_epoch)
         table = self._blocks
@@ -83,10 +92,12 @@ class PrefixIndex:
         for block in reversed(blocks):
             entry = table.get(block)
             if entry is None:
-                table[block] = _Block(self.requests - 1, 1, [pair])
+                table[block] = _Block(self.requests - 1, session, 1, [pair])
                 continue
             table.move_to_end(block)
-            entry.uses += 1
+            if entry.session != session:
+                entry.session = session
+                entry.sessions += 1
             holders = entry.holders
             if holders[0][0] is holder:
                 holders[0] = pair

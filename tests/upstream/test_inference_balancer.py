@@ -91,16 +91,16 @@ def test_hashing_is_bounded_for_huge_prompts_and_thousands_of_messages() -> None
 
 def test_a_session_sticks_to_one_replica_and_sessions_spread() -> None:
     pool = _pool()
-    homes = {}
-    for s in range(40):
-        history: list[tuple[str, Any]] = [("system", SYSTEM), ("user", f"task {s}")]
-        seen = set()
+    homes: dict[int, set[str]] = {}
+    for wave in range(5):  # 8 sessions at a time, their steps interleaved (as concurrent agents' are)
+        histories = {s: [("system", SYSTEM), ("user", f"task {s}")] for s in range(wave * 8, wave * 8 + 8)}
         for step in range(4):
-            seen.add(pool.pick(None, _key(_chat(*history))).host)
-            history += [("assistant", f"action {step}"), ("user", f"screen {step}")]
-        assert len(seen) == 1, f"session {s} moved between {seen}"
-        homes[s] = seen.pop()
-    spread = Counter(homes.values())  # (idle replicas: by the sessions' hashes alone)
+            for s, history in histories.items():
+                homes.setdefault(s, set()).add(pool.pick(None, _key(_chat(*history))).host)
+                history += [("assistant", f"action {step} " + "because " * 100), ("user", f"screen {step}")]
+    moved = {s: hosts for s, hosts in homes.items() if len(hosts) > 1}
+    assert len(moved) <= 2, moved  # (the first sessions, before the system prompt is known to be shared)
+    spread = Counter(next(iter(h)) for h in homes.values())  # (idle replicas: by the sessions' hashes alone)
     assert len(spread) == 4 and max(spread.values()) <= 20, spread
 
 
@@ -143,7 +143,7 @@ def test_a_failed_or_ejected_replica_loses_its_affinity_at_once() -> None:
     home = pool.pick(None, group)
     other = next(e for e in pool.endpoints if e is not home)
     pool.on_failure(home)  # one failure: still in rotation, but its prefixes are forgotten
-    assert home not in pool.inference.index.match(group.blocks).depth
+    assert home not in pool.inference.index.match(group.blocks, 0).depth
     pool.eject(home)
     assert {pool.pick(None, group) for _ in range(5)} == {other}
 
