@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from gateway.upstream.pool import Endpoint
 
 REASONS = ("affinity", "session", "load", "fallback")
+_HALVE_EVERY = 256
 
 
 def endpoint_salt(url: str) -> int:
@@ -55,6 +56,7 @@ class RoutedShare:
     requests: int = 0
     blocks: int = 0
     matched: int = 0
+    recent: float = 0.0  # requests routed here lately (halved every `_HALVE_EVERY` decisions of the pool)
 
     @property
     def predicted_hit_share(self) -> float | None:
@@ -69,6 +71,7 @@ class InferenceBalancer:
         self.config = config
         self.index = PrefixIndex(config.index_blocks)
         self._decisions = {r: metrics.routing_decisions_total.labels(pool_name, r) for r in REASONS}
+        self._count = 0
 
     def load(self, endpoint: Endpoint, now: float) -> float:
         """The endpoint's load as this balancer sees it (see the module docstring)."""
@@ -78,6 +81,10 @@ class InferenceBalancer:
         return max(endpoint.in_flight, s.running + s.waiting) + s.waiting
 
     def pick(self, candidates: list[Endpoint], key: PromptKey | None) -> Endpoint:
+        self._count += 1
+        if self._count % _HALVE_EVERY == 0:
+            for e in candidates:
+                e.routed.recent *= 0.5
         now = time.monotonic()
         loads = {e: self.load(e, now) for e in candidates}
         bound = math.ceil(self.config.load_factor * (sum(loads.values()) + 1) / len(candidates))
@@ -110,6 +117,7 @@ class InferenceBalancer:
         self._decisions[reason].inc()
         share = target.routed
         share.requests += 1
+        share.recent += 1.0
 
         if key is not None:
             share.blocks += len(key.blocks)
@@ -119,14 +127,18 @@ class InferenceBalancer:
 
 
 def _home(endpoints: list[Endpoint], session: int, loads: dict[Endpoint, float]) -> Endpoint:
-    """The first endpoint in the session's hash order among the (nearly) least loaded: idle endpoints all
-    qualify, so workers and replicas agree; under load it is least-loaded balancing."""
+    """The first endpoint in the session's hash order among the (nearly) least loaded, in flight and
+    in requests routed lately (consistent hashing with bounded loads): while the endpoints are about
+    equally busy they all qualify and workers and replicas agree; the counts keep homes even at light
+    load, where nothing stays in flight long enough to tell the endpoints apart."""
     if len(endpoints) == 1:
         return endpoints[0]
     low = min(loads[e] for e in endpoints)
     slack = max(1.0, 0.25 * sum(loads[e] for e in endpoints) / len(endpoints))
+    routed = 1.1 * sum(e.routed.recent for e in endpoints) / len(endpoints) + 1.0
     ranked = sorted(endpoints, key=lambda e: hash((session, e.salt)), reverse=True)
-    return next(e for e in ranked if loads[e] <= low + slack)
+    return next((e for e in ranked if loads[e] <= low + slack and e.routed.recent <= routed),
+                next(e for e in ranked if loads[e] <= low + slack))
 
 
 def _least_loaded(candidates: list[Endpoint], loads: dict[Endpoint, float]) -> Endpoint:

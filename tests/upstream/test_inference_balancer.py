@@ -91,17 +91,19 @@ def test_hashing_is_bounded_for_huge_prompts_and_thousands_of_messages() -> None
 
 def test_a_session_sticks_to_one_replica_and_sessions_spread() -> None:
     pool = _pool()
-    homes: dict[int, set[str]] = {}
+    hosts: dict[int, list[str]] = {}
     for wave in range(5):  # 8 sessions at a time, their steps interleaved (as concurrent agents' are)
         histories = {s: [("system", SYSTEM), ("user", f"task {s}")] for s in range(wave * 8, wave * 8 + 8)}
         for step in range(4):
             for s, history in histories.items():
-                homes.setdefault(s, set()).add(pool.pick(None, _key(_chat(*history))).host)
+                hosts.setdefault(s, []).append(pool.pick(None, _key(_chat(*history))).host)
                 history += [("assistant", f"action {step} " + "because " * 100), ("user", f"screen {step}")]
-    moved = {s: hosts for s, hosts in homes.items() if len(hosts) > 1}
-    assert len(moved) <= 2, moved  # (the first sessions, before the system prompt is known to be shared)
-    spread = Counter(next(iter(h)) for h in homes.values())  # (idle replicas: by the sessions' hashes alone)
-    assert len(spread) == 4 and max(spread.values()) <= 20, spread
+    # Once a session has a history of its own (from its second step), it stays where that history is.
+    # (Its first step shares only the system prompt and the task with the rest: moving then costs nothing.)
+    moved = {s: h for s, h in hosts.items() if len(set(h[1:])) > 1}
+    assert not moved, moved
+    spread = Counter(h[-1] for h in hosts.values())
+    assert len(spread) == 4 and max(spread.values()) <= 1.5 * min(spread.values()), spread
 
 
 def _groups(pool: Pool, groups: int, users: int) -> dict[int, Counter[str]]:
