@@ -310,6 +310,10 @@ def _ratios(label: str, inf: Result, lo: Result) -> None:
           f"tok/s {(inf.output_tokens / inf.span) / (lo.output_tokens / lo.span):.2f}x", flush=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=4, choices=range(4, 9), metavar="4..8")
@@ -321,6 +325,8 @@ def main() -> None:
                         help="least_outstanding 2x2, inference 1x1 and 2x2 (gateway replicas x workers) instead")
     parser.add_argument("--quick", action="store_true", help="the heavy level only")
     args = parser.parse_args()
+    # A SIGTERM unwinds like Ctrl-C, so the simulators and gateways started here are stopped too.
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="bench-routing-") as tmp:
         for workload in args.workloads.split(","):
             measure(workload, args, Path(tmp))
