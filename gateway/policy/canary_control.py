@@ -141,7 +141,7 @@ class CanaryControl:
             settings = CanarySettings.parse(data["settings"])
             config = validate_policy(data["text"], self.runtime.path)
             upstreams = await merge_upstreams(config, stable.upstreams, stable.config)
-            parts = build_parts(config, stable, upstreams)
+            parts = build_parts(config, self.runtime.features, stable, upstreams)
             await start_parts(parts)
         except (ConfigError, ValueError, KeyError) as exc:
             log.error("policy canary %s cannot start here: %s", data.get("version"), exc)

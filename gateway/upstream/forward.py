@@ -15,6 +15,7 @@ from gateway import metrics
 from gateway.config.schema import PoolConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error_body
+from gateway.upstream.config import pool_options
 from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
 from gateway.upstream.health import HealthChecker
@@ -84,10 +85,11 @@ class Upstreams:
             self.sessions[name] = session
             checker = HealthChecker(pool, session)
             self.checkers.append(checker)
-            if pool.config.dns is not None:
-                self.discoveries.append(DnsDiscovery(pool, pool.config.dns, session))
+            dns = pool_options(pool.config).dns
+            if dns is not None:
+                self.discoveries.append(DnsDiscovery(pool, dns, session))
             if pool.inference is not None:
-                self.scrapers.append(SignalScraper(pool, pool.config.inference, session))
+                self.scrapers.append(SignalScraper(pool, pool.inference.config, session))
         # Discovered endpoints join before the first health round, so /readyz counts them.
         await asyncio.gather(*(d.refresh() for d in self.discoveries))
         # One synchronous round first, so /readyz is truthful from the first request.
@@ -284,7 +286,8 @@ def _prompt_key(ctx: RequestContext, pool: Pool) -> PromptKey | None:
     body = ctx.body_json
     if body is None:
         return None
-    header = pool.config.inference.session_header
+    assert pool.inference is not None
+    header = pool.inference.config.session_header
     return prompt_key(ctx.model or "", body, ctx.headers.get(header) if header else None)
 
 

@@ -33,7 +33,7 @@ from hashlib import blake2b
 from typing import TYPE_CHECKING
 
 from gateway import metrics
-from gateway.config.schema import InferenceConfig
+from gateway.upstream.config import InferenceConfig
 from gateway.upstream.prefix_index import PrefixIndex
 from gateway.upstream.prompt_key import PromptKey
 

@@ -13,6 +13,7 @@ from yarl import URL
 from gateway import metrics
 from gateway.config.schema import EndpointConfig, PoolConfig
 from gateway.errors import unavailable
+from gateway.upstream.config import InferenceConfig, pool_options
 from gateway.upstream.inference import InferenceBalancer, RoutedShare, endpoint_salt
 from gateway.upstream.prompt_key import PromptKey
 from gateway.upstream.rollout import BackendRollout
@@ -129,9 +130,11 @@ class Pool:
         self.retry_budget = RetryBudget(config.retries.budget_ratio, config.retries.min_retries_per_s)
         self._rr = 0
         # A canary rollout between endpoint groups (`rollout:`); None for most pools.
-        self.rollout = BackendRollout(config.name, config.rollout) if config.rollout is not None else None
-        # `balancer: inference` routes on the prompt (`pick_for`); the others never look at it.
-        self.inference = InferenceBalancer(config.name, config.inference) if config.balancer == "inference" else None
+        options = pool_options(config)
+        self.rollout = BackendRollout(config.name, options.rollout) if options.rollout is not None else None
+        # `balancer: inference` routes on the prompt (`pick(..., key)`); the others never look at it.
+        self.inference = (InferenceBalancer(config.name, options.inference or InferenceConfig())
+                          if config.balancer == "inference" else None)
         pick = {"least_outstanding": self._pick_p2c, "round_robin": self._pick_rr,
                 "weighted": self._pick_weighted, "inference": self._pick_p2c}
         self._pick = pick[config.balancer]

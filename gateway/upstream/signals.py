@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from gateway.config.schema import InferenceConfig
+from gateway.upstream.config import InferenceConfig
 from gateway.upstream.failures import UPSTREAM_ERRORS
 
 if TYPE_CHECKING:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config.schema import EndpointConfig, InferenceConfig, PoolConfig
+from gateway.config.schema import EndpointConfig, PoolConfig
+from gateway.upstream.config import NAME, InferenceConfig, PoolOptions
 from gateway.upstream.pool import Endpoint, Pool
 from gateway.upstream.prompt_key import BLOCK_BYTES, MAX_BYTES, media_digest, prompt_key
 from gateway.upstream.signals import EndpointSignals, parse
@@ -30,7 +31,7 @@ def _seeded() -> Iterator[None]:
 def _pool(n: int = 4, **inference: Any) -> Pool:
     eps = tuple(EndpointConfig(url=f"http://r{i}:8000") for i in range(n))
     return Pool(PoolConfig(name="p", endpoints=eps, models=("m",), balancer="inference",
-                           inference=InferenceConfig(**inference)))
+                           sections={NAME: PoolOptions(inference=InferenceConfig(**inference))}))
 
 
 def _chat(*messages: tuple[str, Any], user: str | None = None) -> dict[str, Any]:
