@@ -2,7 +2,8 @@
 an endpoint (prefix index lookup and record, loads, the guard), for a 2,000-token chat body and for
 one carrying a 4 MB base64 image. The JSON parse is the gateway's whatever the balancer: shown apart.
 
-Targets (issue 21): <= 0.2 ms p99 for the 2,000-token body, <= 1 ms with the 4 MB image.
+The CPU columns are this thread's CPU time (time.thread_time), which other load on the machine does
+not inflate; the wall columns include being descheduled. Targets (issue 21): <= 0.2 ms p99 for the 2,000-token body, <= 1 ms with the 4 MB image.
 """
 
 from __future__ import annotations
@@ -59,23 +60,25 @@ def main() -> None:
     # A warm index: 5,000 other sessions routed before.
     for i in range(5000):
         pool.pick(None, prompt_key("m", {"messages": [{"role": "user", "content": f"{i} " + _words(rnd, 300)}]}))
-    print(f"{'body':<28}{'bytes':>10}{'parse p50':>11}{'decision p50':>14}{'p99':>9}{'max':>9}")
+    print(f"{'body':<28}{'bytes':>10}{'parse p50':>11}{'decision p50':>14}{'p99':>9}{'CPU p50':>10}{'CPU p99':>10}")
     for name, body in bodies().items():
         raw = orjson.dumps(body)
-        parse, decide = [], []
+        parse, decide, cpu = [], [], []
         for _ in range(args.rounds):
             t0 = time.perf_counter()
             parsed = orjson.loads(raw)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.thread_time()
             endpoint = pool.pick(None, prompt_key("m", parsed))
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.thread_time()
             endpoint.in_flight = 0
             parse.append(t1 - t0)
             decide.append(t2 - t1)
+            cpu.append(c2 - c1)
         ms = 1000.0
         print(f"{name:<28}{len(raw):>10,}{_pct(parse, .5) * ms:>9.3f}ms{_pct(decide, .5) * ms:>12.3f}ms"
-              f"{_pct(decide, .99) * ms:>7.3f}ms{max(decide) * ms:>7.3f}ms")
-    print("targets: decision p99 <= 0.2 ms (2,000-token chat), <= 1 ms (4 MB image)")
+              f"{_pct(decide, .99) * ms:>7.3f}ms{_pct(cpu, .5) * ms:>8.3f}ms{_pct(cpu, .99) * ms:>8.3f}ms")
+    print("targets: decision p99 <= 0.2 ms (2,000-token chat), <= 1 ms (4 MB image). Wall time includes the\n"
+          "moments a busy machine takes the CPU away; the CPU columns (this thread's) do not.")
 
 
 if __name__ == "__main__":
