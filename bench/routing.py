@@ -70,7 +70,7 @@ def _free_ports(n: int) -> int:
             s.bind(("127.0.0.1", 0))
             base = s.getsockname()[1]
         if base + n < 65000 and all(_free(p) for p in range(base, base + n)):
-            return base
+            return int(base)
     raise RuntimeError("no free ports")
 
 

@@ -14,6 +14,7 @@ import base64
 import random
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,11 +64,8 @@ def agent(rate: float, duration: float, seed: int) -> list[Session]:
     """`rate` sessions a second."""
     rnd = random.Random(seed)
     system = "You are a phone agent. " + _text(random.Random(1), 2000)
-    sessions, t = [], 0.0
-    while True:
-        t += rnd.expovariate(rate)
-        if t >= duration:
-            return sessions
+    sessions = []
+    for t in _arrivals(rate, duration, rnd):
         task = f"Task {rnd.randrange(10**9)}: " + _text(rnd, 50)
         s = Session(t, max_tokens=64)
         done: list[dict[str, Any]] = []
@@ -85,33 +83,35 @@ def agent(rate: float, duration: float, seed: int) -> list[Session]:
                      {"role": "assistant", "content": "<think>" + _text(rnd, 250) + "</think> "
                                                       f"do(action=tap, element=[{step}, {rnd.randrange(999)}])"}]
         sessions.append(s)
+    return sessions
+
+
+def _arrivals(rate: float, duration: float, rnd: random.Random) -> Iterator[float]:
+    """Poisson arrival times within `duration`."""
+    t = rnd.expovariate(rate)
+    while t < duration:
+        yield t
+        t += rnd.expovariate(rate)
 
 
 def groups(rate: float, duration: float, seed: int) -> list[Session]:
     """`rate` requests a second, each from a random user of a random group."""
     prefixes = [f"Document {g}. " + _text(random.Random(100 + g), 1500) for g in range(GROUPS)]
     rnd = random.Random(seed)
-    out, t = [], 0.0
-    while True:
-        t += rnd.expovariate(rate)
-        if t >= duration:
-            return out
+    out = []
+    for t in _arrivals(rate, duration, rnd):
         g, u = rnd.randrange(GROUPS), rnd.randrange(USERS)
         question = f"User {g}-{u} asks {rnd.randrange(10**9)}: " + _text(rnd, 100)
         out.append(Session(t, [{"messages": [{"role": "system", "content": prefixes[g]},
                                              {"role": "user", "content": question}]}], max_tokens=32))
+    return out
 
 
 def unique(rate: float, duration: float, seed: int) -> list[Session]:
     """`rate` requests a second, no two sharing a prefix."""
     rnd = random.Random(seed)
-    out, t = [], 0.0
-    while True:
-        t += rnd.expovariate(rate)
-        if t >= duration:
-            return out
-        out.append(Session(t, [{"messages": [{"role": "user", "content": f"{rnd.randrange(10**12)} "
-                                              + _text(rnd, 1600)}]}], max_tokens=32))
+    return [Session(t, [{"messages": [{"role": "user", "content": f"{rnd.randrange(10**12)} " + _text(rnd, 1600)}]}],
+                    max_tokens=32) for t in _arrivals(rate, duration, rnd)]
 
 
 WORKLOADS = {"agent": agent, "groups": groups, "unique": unique}
