@@ -3,16 +3,19 @@
 The choice, among the endpoints that may take the request (healthy, not ejected, not full, not
 already tried):
 
-1. **Affinity**: the endpoints holding the longest run of the prompt's leading blocks in this worker's
-   prefix index (`gateway.upstream.prefix_index`); the session's rendezvous hash picks among several.
-2. **Session**: no endpoint holds any of it, or the longest run held is a prefix that carries a share
-   of the traffic larger than its holders' share of the endpoints (the system prompt every session
-   shares: it belongs on every replica, and must not pull all traffic to the first one that saw it).
-   Rendezvous hashing on the session key (system prompt + first user message, or the client's `user` /
-   session header) among the nearly least loaded picks: the first endpoint in the key's order whose
-   load is within max(1, a quarter of the mean) of the lowest. Every worker and gateway replica
-   computes the same order, so while the endpoints are about equally busy they agree on a new
-   session's home without talking to each other; when they are not, the least loaded win.
+1. **Affinity**: the endpoint holding the longest run of the prompt's leading blocks in this worker's
+   prefix index (`gateway.upstream.prefix_index`), when that prefix is private to a session or shared
+   by few (its traffic share times the endpoints is at most 1); the prefix's own hash picks among
+   several holders, so every user of a group's document converges on one.
+2. **Session**: no endpoint holds any of it, or the longest run held is a prefix carrying more of
+   the traffic than one endpoint's share (the system prompt every session shares: it belongs on
+   every replica, and must not pull all traffic to the first one that saw it). Rendezvous hashing on
+   the session key (system prompt + first user message, or the client's `user` / session header)
+   picks the first endpoint in the key's order that is nearly least loaded: in flight within
+   max(1, a quarter of the mean) of the lowest, and no more than 1.1x the mean of the requests routed
+   lately (+1). Every worker and gateway replica computes the same order, so while the endpoints are
+   about equally busy they agree on a new session's home without talking to each other; when they
+   are not, the least loaded win.
 3. **Load guard**: the endpoint chosen above is given up when its load reaches the bound,
    `ceil(load_factor * (total load + 1) / endpoints)`: the least-loaded endpoint takes the request
    (the prefix match breaks ties), so affinity never builds a hot spot.
