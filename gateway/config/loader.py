@@ -236,7 +236,7 @@ def _pool(sec: Section, parts: Parts, frame: Frame) -> PoolConfig:
         upstream_headers=_upstream_headers(sec),
         api_key_env=sec.str("api_key_env", None),
         balancer=sec.str("balancer", "least_outstanding",
-                         choices=("least_outstanding", "round_robin", "weighted")),
+                         choices=("least_outstanding", "round_robin", "weighted", "inference")),
         max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
         max_response_bytes=sec.int("max_response_bytes", 64 * 1024 * 1024, min=1024),
         timeouts=TimeoutConfig(t.float("connect_s", 2.0, min=0.01), t.float("first_byte_s", 60.0, min=0.01),

@@ -134,7 +134,7 @@ class PoolConfig:
     name: str
     endpoints: tuple[EndpointConfig, ...]
     models: tuple[str, ...] = ()  # every model served, generation and embedding, in config order
-    balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted
+    balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted | inference
     max_inflight_per_endpoint: int = 256
     max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed answer is a failed attempt
     timeouts: TimeoutConfig = TimeoutConfig()
