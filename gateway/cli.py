@@ -25,6 +25,9 @@ def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     from gateway.ask import register as register_ask  # `edgegw ask --image FILE "question"` (MessagePack)
 
     register_ask(sub)
+    from gateway.telemetry.usage_cli import register as register_usage  # `edgegw usage --since 7d`
+
+    register_usage(sub)
 
 
 CONFIG_ENV = "EDGEGW_CONFIG"  # the policy file of every command that takes one (the image sets it)
@@ -115,12 +118,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from gateway.config.preflight import preflight
     from gateway.demo_secret import use_stored_secret
     from gateway.features import load_config
     from gateway.plugins.config import PluginSettings, plugin_settings
 
     use_stored_secret()  # the demo's secret, when EDGEGW_DEMO_SECRET is unset
     cfg = load_config(args.file)
+    preflight(cfg)
     plugins = plugin_settings(cfg) or PluginSettings()
     print(f"{args.file}: ok ({len(cfg.issuers)} issuers, {len(cfg.pools)} pools, "
           f"{len(cfg.routes)} routes, {len(plugins.plugins)} plugins)")

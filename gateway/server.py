@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from gateway.config.preflight import preflight
 from gateway.features import load_config
 from gateway.serving import protocol, tls
 from gateway.serving.worker import CONFIG_ENV, worker_config
@@ -37,6 +38,7 @@ def app_factory() -> EdgeApp:
 
 def serve(config_path: str, host: str | None = None, port: int | None = None, workers: int | None = None) -> int:
     config = load_config(config_path)  # fail fast, in the parent, with a clear error
+    preflight(config)
     if config.server.tls:
         tls.check(config.server.tls, config.source)
     _log_format()

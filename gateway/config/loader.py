@@ -11,14 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from gateway.config.environment import hide_in_error, substitute
 from gateway.config.part import ConfigPart, Frame
 from gateway.config.reader import ConfigError, Section
 from gateway.config.schema import (
+    MAX_TOKENS_LIMIT,
     AdminConfig,
     ClaimMapping,
     EndpointConfig,
+    Fallback,
     GatewayConfig,
     HealthConfig,
     IssuerConfig,
@@ -30,12 +31,11 @@ from gateway.config.schema import (
     TimeoutConfig,
     TlsConfig,
 )
+from gateway.config.yamlload import load_yaml
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
               "ES256", "ES384", "ES512", "EdDSA")
 Parts = Sequence[ConfigPart[Any, Any, Any]]
-_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_config(path: str | os.PathLike[str], parts: Parts) -> GatewayConfig:
@@ -49,39 +49,15 @@ def load_config(path: str | os.PathLike[str], parts: Parts) -> GatewayConfig:
 
 
 def load_config_text(text: str, file: str, parts: Parts) -> GatewayConfig:
-    """Validate policy `text` as if read from `file` (errors name it; relative paths resolve beside it)."""
-    substituted = _substitute(text, file)
+    """Validate policy `text` as if read from `file` (errors name it; relative paths resolve beside it).
+
+    An error never shows a value taken from the environment: it names the `${VAR}` instead."""
+    substituted, used = substitute(text, file)
     try:
-        # libyaml when present (parsing dominates a large policy's hot reload: docs/benchmarks.md);
-        # an error is reported by the pure-Python parser, whose messages are the documented ones.
-        data = yaml.load(substituted, Loader=_FAST_LOADER)  # noqa: S506 - a safe loader
-    except yaml.YAMLError:
-        data = None
-    else:
+        data = load_yaml(substituted, file)
         return parse_config(data, file, parts, base_dir=Path(file).resolve().parent)
-    try:
-        data = yaml.safe_load(substituted)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(file)"
-        raise ConfigError(file, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(data, file, parts, base_dir=Path(file).resolve().parent)
-
-
-def _substitute(text: str, file: str) -> str:
-    def repl(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = os.environ.get(name)
-        if value is None:
-            if default is None:
-                line = text.count("\n", 0, match.start()) + 1
-                raise ConfigError(file, f"line {line}", f"environment variable {name} is not set")
-            return default
-        return value
-
-    # Comments may mention ${VAR} syntax; substitute only outside them.
-    return "\n".join(_VAR.sub(repl, line) if not line.lstrip().startswith("#") else line
-                     for line in text.split("\n"))
+    except ConfigError as exc:
+        raise hide_in_error(exc, used) from None
 
 
 def parse_config(data: Any, file: str, parts: Parts, base_dir: Path | None = None) -> GatewayConfig:
@@ -113,6 +89,7 @@ def parse_config(data: Any, file: str, parts: Parts, base_dir: Path | None = Non
             sections[part.name] = value
     routes = [_route(sec, parts, frame) for sec in top.sections("routes", required=True)]
     _unique(top, "routes", [r.name for r in routes])
+    _check_fallbacks(file, pools, routes)
     top.done()
     return GatewayConfig(source=file, server=server, admin=admin, issuers=issuers, pools=pools,
                          routes=tuple(routes), sections=sections)
@@ -244,17 +221,22 @@ def _pool(sec: Section, parts: Parts, frame: Frame) -> PoolConfig:
                                         group=ep.str("group", "default")))
         ep.done()
     t, h, o, r = (sec.section(k) for k in ("timeouts", "health", "outlier", "retries"))
+    from gateway.upstream.models import parse_pool_models
+
+    models, specs = parse_pool_models(sec)  # names, and entries with an alias, a window or fallbacks
     cfg = PoolConfig(
         name=name,
         endpoints=tuple(endpoints),
-        models=_pool_models(sec),
+        models=_pool_models(sec, models),
+        model_specs=specs,
+        discover_context_length=sec.bool("discover_context_length", False),
         embedding_models=tuple(sec.str_list("embedding_models", [])),
         image_models=tuple(sec.str_list("image_models", [])),  # gateway.media: models accepting images
         audio_models=tuple(sec.str_list("audio_models", [])),  # ... and audio
         upstream_headers=_upstream_headers(sec),
         api_key_env=sec.str("api_key_env", None),
         balancer=sec.str("balancer", "least_outstanding",
-                         choices=("least_outstanding", "round_robin", "weighted")),
+                         choices=("least_outstanding", "round_robin", "weighted", "inference")),
         max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
         max_response_bytes=sec.int("max_response_bytes", 64 * 1024 * 1024, min=1024),
         timeouts=TimeoutConfig(t.float("connect_s", 2.0, min=0.01), t.float("first_byte_s", 60.0, min=0.01),
@@ -305,10 +287,27 @@ def _upstream_headers(sec: Section) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _pool_models(sec: Section) -> tuple[str, ...]:
+def _pool_models(sec: Section, models: list[str]) -> tuple[str, ...]:
     """Every model the pool serves, in config order: `models`, then `embedding_models` not listed there."""
-    models = sec.str_list("models", [])
     return tuple(models + [m for m in sec.str_list("embedding_models", []) if m not in models])
+
+
+def _route_fallbacks(sec: Section) -> tuple[Fallback, ...]:
+    from gateway.upstream.models import parse_fallbacks
+
+    return parse_fallbacks(sec)
+
+
+def _check_fallbacks(file: str, pools: tuple[PoolConfig, ...], routes: list[RouteConfig]) -> None:
+    from gateway.routing import generation_models
+    from gateway.upstream.models import check_fallbacks
+
+    def reached(route: RouteConfig) -> list[tuple[str, str]]:
+        return [(m, p.name) for p in pools if route.pool in (None, p.name)
+                for m in generation_models(route, (p,))]
+
+    check_fallbacks(file, [(p.name, p.models, p.model_specs) for p in pools],
+                    [(r.name, r.models, r.fallbacks, reached(r)) for r in routes])
 
 
 def _route(sec: Section, parts: Parts, frame: Frame) -> RouteConfig:
@@ -336,6 +335,8 @@ def _route(sec: Section, parts: Parts, frame: Frame) -> RouteConfig:
         auth=auth,
         issuers=route_issuers,
         default_model=sec.str("default_model", None),
+        max_tokens_limit=sec.int("max_tokens_limit", MAX_TOKENS_LIMIT, min=1, max=1 << 24),
+        fallbacks=_route_fallbacks(sec),
         sections=_part_sections(sec, parts, frame, "route"),
     )
     sec.done()

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from gateway.config.bounds import unbounded
+
 _MISSING: Any = object()
 
 
@@ -108,9 +110,14 @@ class Section:
             default is _MISSING if required is None else required, name in self.data, module))
 
     def raw(self, name: str, default: Any = _MISSING) -> Any:
+        """A free-form value, bounded in depth and alias expansion (`gateway.config.bounds`)."""
         if _recorder is not None:
             self._record(name, "raw", default)
-        return self._get(name, default)
+        value = self._get(name, default)
+        problem = unbounded(value)
+        if problem is not None:
+            raise self.error(name, problem)
+        return value
 
     def _get(self, name: str, default: Any) -> Any:
         self._read.add(name)
