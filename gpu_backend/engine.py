@@ -68,9 +68,8 @@ class Engine:
         self._outstanding = 0
         self._running: list[Sequence] = []
         self._kv = BatchKV()
-        # Off for image-text-to-text models until their prefill keys image positions by content (the
-        # `cache_key` hook) and resumes their multimodal positions after a hit: see docs/backend.md.
-        self.prefix_cache = PrefixCache(0 if vision else prefix_cache_bytes)
+        # Image-text-to-text prompts reuse only the positions before their first image (VisionBatch).
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self._stop = False
         self._thread: threading.Thread | None = None
         self._deliver: Callable[[list[tuple[Sequence, Event]]], None] | None = None
@@ -113,6 +112,8 @@ class Engine:
                        vision=vision, cache_key=cache_key)
         if seq_id is not None:
             seq.id = seq_id
+        if self._vision is not None:
+            seq.cacheable = self._vision.cacheable(prompt_ids, vision)
         seq.queued_step = self._steps
         with self._cond:
             if self._outstanding >= self.max_batch_size + self.max_queue:
@@ -180,7 +181,7 @@ class Engine:
                 return
             while self._waiting and len(self._running) + len(group) < self.max_batch_size:
                 nxt = self._waiting[0]
-                hit = self.prefix_cache.match(nxt.prefix_key)
+                hit = self.prefix_cache.match(nxt.lookup_key)
                 widest = max(self._uncached(s, chain) for s, chain in [*group, (nxt, hit)])
                 if group and widest * (len(group) + 1) > self.prefill_tokens:
                     break
@@ -236,7 +237,7 @@ class Engine:
             self.metrics.prefix_cache_queries.inc(len(s.prompt_ids))
             self.metrics.prefix_cache_hits.inc(n)
             offset = total - len(s.prompt_ids)
-            self.prefix_cache.store(s.prefix_key, lambda a, b, row=row, offset=offset:
+            self.prefix_cache.store(s.store_key, lambda a, b, row=row, offset=offset:
                                     row_states(cache, row, offset + a, offset + b))
         self._kv.add(cache, mask)
         self._running.extend(seqs)
@@ -310,7 +311,10 @@ class Engine:
 
     def _remember(self, seq: Sequence, row: int) -> None:
         """Cache the blocks a finished sequence computed past its prompt: a conversation's next turn starts
-        with this answer. The last sampled token was never fed to the model, so it has no KV."""
+        with this answer. The last sampled token was never fed to the model, so it has no KV. An answer
+        after an image is not cached (only what precedes a prompt's first image is)."""
+        if seq.cacheable is not None:
+            return
         tokens = [*seq.prefix_key, *seq.output_ids[:-1]]
         offset = self._kv.length - len(tokens)
         self.prefix_cache.store(tokens, lambda a, b: row_states(self._kv.cache, row, offset + a, offset + b))

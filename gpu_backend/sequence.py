@@ -76,6 +76,8 @@ class Sequence:
     # What the prefix cache keys this prompt by, one item per position (None: prompt_ids); see prefix_cache.
     cache_key: tuple[Hashable, ...] | None = None
     cached_tokens: int = 0  # prompt tokens reused from the prefix cache (set at prefill)
+    # Leading positions the prefix cache may cover (None: all); a prompt with images stops before the first.
+    cacheable: int | None = None
 
     def __post_init__(self) -> None:
         if not self.params.greedy:
@@ -87,6 +89,18 @@ class Sequence:
     @property
     def prefix_key(self) -> tuple[Hashable, ...] | list[int]:
         return self.prompt_ids if self.cache_key is None else self.cache_key
+
+    @property
+    def lookup_key(self) -> tuple[Hashable, ...] | list[int]:
+        """What the prefix cache matches (it never covers a key's last position, so one past `cacheable`)."""
+        key = self.prefix_key
+        return key if self.cacheable is None else key[: self.cacheable + 1]
+
+    @property
+    def store_key(self) -> tuple[Hashable, ...] | list[int]:
+        """What the prefix cache stores after prefill: the positions it may cover."""
+        key = self.prefix_key
+        return key if self.cacheable is None else key[: self.cacheable]
 
     def cancel(self) -> None:
         """Ask the engine to drop this sequence at its next step (thread-safe: a plain flag)."""

@@ -6,6 +6,12 @@ features into those placeholders, in the same order, across the whole (left-padd
 as for text, except that multimodal-rope models (GLM-4.1V, Qwen2.5-VL) place each row's next token at
 its text position plus the row's rope delta (image tokens advance the position by less than their
 count), the delta transformers' own `get_rope_index` computes at prefill.
+
+Prefix cache: a prompt with images may reuse cached KV only for the positions before its first image
+placeholder (`cacheable`). Those positions hold text whose KV does not depend on any image, and whose
+multimodal-rope positions are their plain index on all three axes, as in a text-only prompt; every image
+is computed fresh. The positions of the uncached suffix come from `get_rope_index` over the whole prompt,
+sliced, so they are exactly those of a full prefill.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ class VisionBatch:
     def __init__(self, model: Any) -> None:
         core = getattr(model, "model", model)
         self._rope_index = getattr(core, "get_rope_index", None)
+        config = model.config
+        self._image_token_id: int | None = getattr(config, "image_token_id", None)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
 
@@ -34,23 +42,40 @@ class VisionBatch:
     def mrope(self) -> bool:
         return self._rope_index is not None
 
+    def cacheable(self, prompt_ids: list[int], vision: dict | None) -> int | None:
+        """How many leading positions of a prompt the prefix cache may cover: those before its first
+        image placeholder (0 when the model's image token is unknown), or None (all) without images."""
+        if vision is None:
+            return None
+        if self._image_token_id is None or self._image_token_id not in prompt_ids:
+            return 0
+        return prompt_ids.index(self._image_token_id)
+
     def prefill(self, group: list[Sequence], ids: torch.Tensor, mask: torch.Tensor,
                 positions: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Extra forward() arguments for a prefill group, and its position ids (sets each row's delta)."""
+        """Extra forward() arguments for a prefill group, and its position ids (sets each row's delta).
+
+        `ids` [rows, width] are the positions computed now, the last `width` of `mask` [rows, total]; the
+        ones before come from the prefix cache, never past a row's first image, so every image of the
+        group is in `ids`."""
         images = [s.vision for s in group if s.vision is not None]
         kwargs = self._join(images) if images else {}
         if not self.mrope:
             return kwargs, positions
-        types = torch.zeros_like(ids)
+        # get_rope_index over each whole prompt (left-padded like `mask`), then the computed columns.
+        total, width = mask.shape[1], ids.shape[1]
+        full = torch.zeros_like(mask)
+        types = torch.zeros_like(mask)
         for row, s in enumerate(group):
+            full[row, total - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
             if s.vision is not None and "mm_token_type_ids" in s.vision:
                 row_types = torch.from_numpy(s.vision["mm_token_type_ids"]).reshape(-1)
-                types[row, ids.shape[1] - row_types.shape[0]:] = row_types.to(ids.device)
+                types[row, total - row_types.shape[0]:] = row_types.to(mask.device)
         grid = kwargs.get("image_grid_thw")
-        pos, deltas = self._rope_index(ids, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=mask)
+        pos, deltas = self._rope_index(full, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=mask)
         for s, d in zip(group, deltas.reshape(-1).tolist(), strict=True):
             s.rope_delta = int(d)
-        return kwargs, pos
+        return kwargs, pos[..., total - width:]
 
     def decode_positions(self, positions: torch.Tensor, running: list[Sequence]) -> torch.Tensor:
         """[rows, 1] text positions -> what the model takes for one decode step."""
