@@ -9,11 +9,10 @@ Memory is bounded by the operator (`--prefix-cache-mb`). Every lookup and store 
 deepest block up to the first, so a block is always more recent than the blocks after it, and evicting the
 least recently used block always removes a leaf: whatever is cached, its whole prefix is cached too.
 
-Keys (the hook for multimodal prompts): a prompt is looked up by one hashable item per position, its token
-ids by default. An image's placeholder tokens are the same for every image, so a vision-language prompt
-passes `cache_key` to `Engine.submit`: the token ids with each image position replaced by something derived
-from the image's content (for example `("image", sha256_of_the_bytes, i)` for its i-th position). Two
-prompts then share cached KV exactly as far as their text and images agree.
+Keys: a prompt is looked up by one hashable item per position, its token ids by default, or the
+`cache_key` given to `Engine.submit` (for example the token ids with each image position replaced by
+something derived from the image's content). An image-text-to-text engine also cuts a prompt's key before
+its first image placeholder (`Sequence.cacheable`, set by `VisionBatch`): images are always computed fresh.
 """
 
 from __future__ import annotations
