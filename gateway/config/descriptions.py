@@ -142,14 +142,18 @@ DESCRIPTIONS: dict[str, str] = {
                                     "endpoint of the pool is stable",
     "pools[].rollout.steps": "the canary's share of the pool's traffic, in percent, step by step (increasing)",
     "pools[].rollout.interval_s": "least time a step lasts before it can pass",
-    "pools[].rollout.min_requests": "canary requests a step needs before it is judged (a failure is judged "
-                                    "as soon as they are in)",
-    "pools[].rollout.max_error_rate_increase": "the canary's 5xx/connection-failure rate may exceed the "
-                                               "stable group's by this much (0.02: two points)",
-    "pools[].rollout.max_latency_ratio": "the canary's p99 latency may be this many times the stable "
-                                         "group's (differences under 10 ms never fail a step)",
-    "pools[].rollout.max_ttft_ratio": "streams: the canary's p99 time to first byte may be this many times "
-                                      "the stable group's (differences under 10 ms never fail a step)",
+    "pools[].rollout.min_requests": "canary requests a step needs before it is first judged (then again "
+                                    "every quarter of this; a dead canary is caught at the first look)",
+    "pools[].rollout.max_error_rate_increase": "least increase of the canary's 5xx/connection-failure rate over "
+                                               "the stable group's that fails a step, when significant at "
+                                               "`confidence` (0.02: two points)",
+    "pools[].rollout.max_latency_ratio": "the canary's latencies may be this many times the stable group's "
+                                         "(Mann-Whitney U on the distributions, not a p99 ratio; differences "
+                                         "under 10 ms never fail a step)",
+    "pools[].rollout.max_ttft_ratio": "streams: the same for the time to first byte",
+    "pools[].rollout.confidence": "how sure a failed step must be: one-sided confidence of each test at each "
+                                  "look (docs/policy-reload.md, How a canary is judged)",
+    "pools[].rollout.failed_looks": "failing looks in a row that fail a step (Argo Rollouts' failure limit)",
     # pools[].dns
     "pools[].dns.name": "the hostname whose A records are the endpoints",
     "pools[].dns.port": "every discovered address is reached on this port",
@@ -235,19 +239,23 @@ DESCRIPTIONS: dict[str, str] = {
     "plugins[].upstreams.*": "`http(s)://host:port` of the upstream with this name",
     "plugins[].canary": "how a new version is trialled",
     "plugins[].canary.weight": "share of requests a new version takes",
-    "plugins[].canary.max_failure_rate": "roll back when more than this share of its last `window` "
-                                         "requests failed",
-    "plugins[].canary.min_requests": "requests seen before a rollback may happen",
-    "plugins[].canary.window": "requests over which the failure rate is measured",
-    "plugins[].canary.promote_after": "promote after this many requests (0: only by "
-                                      "`POST /admin/plugins/NAME/promote`)",
+    "plugins[].canary.max_failure_rate": "roll back when the canary's failure rate exceeds the stable "
+                                         "version's by more than this, significantly at `confidence`",
+    "plugins[].canary.min_requests": "canary requests on a route before it is first judged there",
+    "plugins[].canary.window": "kept for old policies; no longer used (the judge counts every request since the "
+                               "canary started)",
+    "plugins[].canary.promote_after": "promote after this many requests when no route's evidence is still open "
+                                      "(0: only by `POST /admin/plugins/NAME/promote`)",
+    "plugins[].canary.confidence": "how sure a rollback must be: one-sided confidence of each test at each "
+                                   "look (docs/policy-reload.md, How a canary is judged)",
+    "plugins[].canary.failed_looks": "failing looks in a row that roll the canary back",
     "plugins[].root_id": "the `plugin_root_id` property: the root id an SDK registers its contexts under "
                          "(the C++ SDK's default is \"\")",
     "plugins[].vm_id": "the `plugin_vm_id` property",
     "plugins[].limits.min_tick_ms": "shortest tick period: a shorter `proxy_set_tick_period_milliseconds` is raised to it",
     "plugins[].canary.max_status_shift": "roll back when, on a route, the share of the canary's requests answered "
                                          "locally by the plugin, with a 4xx or with a 5xx exceeds the stable "
-                                         "version's there by more than this",
+                                         "version's there by more than this, significantly at `confidence`",
 }
 for _key, _what in _QUOTAS.items():
     DESCRIPTIONS[f"{_RL}.{_key}"] = f"at most this many {_what}"

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from gateway.config.reader import ConfigError
 from gateway.errors import GatewayError
 from gateway.policy.canary import CanarySettings
-from gateway.policy.canary_control import CanaryControl
+from gateway.policy.canary_control import CanaryControl, CanaryNotShared
 from gateway.policy.restart import report
 from gateway.policy.runtime import PolicyRefused, PolicyRuntime
 from gateway.policy.version import policy_hash, refusal_text, validate_policy
@@ -103,6 +103,8 @@ def policy_routes(runtime: PolicyRuntime, canary: CanaryControl,
                 decided = await canary.decide(state, f"{verb} by {claims.get('sub', 'an operator')}")
             except PolicyRefused as exc:
                 raise GatewayError(409, exc.message, "no_canary") from None
+            except CanaryNotShared as exc:  # applied here only: say so (logged where it failed)
+                raise GatewayError(500, str(exc), "canary_not_shared") from None
             return JSONResponse(decided.describe(), headers=headers())
 
         return decide

@@ -34,15 +34,26 @@ def rollout_routes(gateway: Any, require_admin: Callable[[Request], Awaitable[An
     async def promote(request: Request) -> Response:
         claims = await require_admin(request)
         rollout = rollout_of(request)
-        rollout.promote(f"promoted by {claims.get('sub', 'an operator')}")
+        try:
+            rollout.promote(f"promoted by {claims.get('sub', 'an operator')}")
+        except OSError as exc:  # logged where it failed
+            raise _not_shared("promoted", exc) from None
         return JSONResponse(rollout.describe())
 
     async def abort(request: Request) -> Response:
         claims = await require_admin(request)
         rollout = rollout_of(request)
-        rollout.rollback(f"aborted by {claims.get('sub', 'an operator')}")
+        try:
+            rollout.rollback(f"aborted by {claims.get('sub', 'an operator')}")
+        except OSError as exc:  # logged where it failed
+            raise _not_shared("rolled back", exc) from None
         return JSONResponse(rollout.describe())
 
     return [Route("/admin/rollouts", listing, methods=["GET"]),
             Route("/admin/rollouts/{pool}/promote", promote, methods=["POST"]),
             Route("/admin/rollouts/{pool}/abort", abort, methods=["POST"])]
+
+
+def _not_shared(done: str, exc: OSError) -> GatewayError:
+    return GatewayError(500, f"the rollout was {done} in this worker only: its verdict could not be written for "
+                        f"the other workers ({exc.strerror or exc})", "rollout_not_shared")
