@@ -44,15 +44,6 @@ def locked(path: str | Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_json_object(path: str | Path) -> dict[str, Any] | None:
-    """The JSON object in `path`; None when the file is missing, unreadable or holds no object."""
-    try:
-        data = orjson.loads(Path(path).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 class BadFile(ValueError):
     """A file that is there but cannot be what it should be (not a regular file, too large, not JSON)."""
 
