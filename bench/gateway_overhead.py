@@ -81,7 +81,7 @@ def print_server_ratios(servers: list[str], rows: list[LoadResult]) -> None:
 
 def count_instructions(servers: list[str], config: Path, seconds: int, rounds: int, packed: bool = False) -> None:
     from gateway.auth.mint import mint_token
-    from gateway.config import load_config
+    from gateway.features import load_config
 
     token = mint_token(load_config(config).issuers[0], "bench-partner", ttl_s=3600)
     body: dict | bytes = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}
@@ -183,7 +183,7 @@ def main() -> None:
             ports[name] = free_port()
             gateways[name] = start_gateway(name, tmp / "gw.yaml", ports[name])
         from gateway.auth.mint import mint_token
-        from gateway.config import load_config
+        from gateway.features import load_config
 
         token = mint_token(load_config(tmp / "gw.yaml").issuers[0], "bench-partner", ttl_s=3600)
         body = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}

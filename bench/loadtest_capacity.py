@@ -60,7 +60,7 @@ def main() -> None:
                             "--workers", str(args.workers)], f"http://127.0.0.1:{gport}/readyz", name="gateway")
     try:
         from gateway.auth.mint import mint_token
-        from gateway.config import load_config
+        from gateway.features import load_config
 
         token = mint_token(load_config(tmp / "gw.yaml").issuers[0], "bench-partner", ttl_s=3600)
         direct = sweep("direct", f"http://127.0.0.1:{bport}", token, args, tmp)

@@ -112,7 +112,7 @@ def gateway_args(checkout: Path | None, config: Path, port: int) -> list[str]:
 
 def overhead(args: argparse.Namespace, backend_port: int, tmp: Path) -> None:
     from gateway.auth.mint import mint_token
-    from gateway.config import load_config
+    from gateway.features import load_config
 
     config = tmp / "overhead.yaml"
     config.write_text(yaml.safe_dump(policy(backend_port, 0, 1000, str(tmp / "access.log"))))

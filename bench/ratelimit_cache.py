@@ -133,7 +133,7 @@ def main() -> None:
             urls[name] = f"http://127.0.0.1:{port}/v1/completions"
             pids[name] = gateways[-1].popen.pid
         from gateway.auth.mint import mint_token
-        from gateway.config import load_config
+        from gateway.features import load_config
 
         token = mint_token(load_config(tmp / "on.yaml").issuers[0], "bench-partner", tenant="bench", ttl_s=3600)
         auth = f"Bearer {token}"

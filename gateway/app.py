@@ -1,72 +1,86 @@
-"""Assemble the gateway: config -> verifier, pools, pipeline, plugins -> a Starlette app."""
+"""Assemble the gateway: a policy and the features (`gateway.features`) -> one worker's ASGI app.
+
+The app knows no feature by name beyond the admin check (`gateway.auth`): the policy runtime builds
+each version's objects from the features, and the admin API mounts each feature's routes."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar
 
 import orjson
 from starlette.applications import Starlette
-from starlette.endpoints import HTTPEndpoint
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.api import SPECS
-from gateway.auth.admin import RequireAdmin
+from gateway.auth.admin import AdminGuard, RequireAdmin, make_require_admin
+from gateway.auth.feature import AUTH
 from gateway.auth.verifier import bearer_token, single_authorization
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError, internal_error_body
+from gateway.feature import Feature, StateKey
+from gateway.features import FEATURES
 from gateway.policy.admin import policy_routes
 from gateway.policy.canary_control import CanaryControl
-from gateway.policy.parts import Parts
-from gateway.policy.rollouts import rollout_routes
+from gateway.policy.parts import Parts, stop_parts
 from gateway.policy.runtime import PolicyRuntime
-from gateway.startup import log_readiness, plugins_off_routes
-from gateway.status import status_routes
+from gateway.status import StatusPage, sign_in_routes, status_routes
+from gateway.upstream.forward import Upstreams
 
 log = logging.getLogger("edgegw")
+S = TypeVar("S")
 
 
 class Gateway:
-    """Everything one gateway worker runs. The request-path objects belong to the active policy
-    version (`gateway.policy`): a reload installs a new set with `install`, one assignment each."""
+    """Everything one gateway worker runs (a `GatewayView` for the admin API and the status page).
 
-    def __init__(self, config: GatewayConfig) -> None:
+    The request-path objects belong to the active policy version (`gateway.policy`): a reload
+    installs a new `Parts` with `install`, one assignment."""
+
+    def __init__(self, config: GatewayConfig, features: Sequence[Feature[Any]] = FEATURES) -> None:
         self.edge: EdgeApp | None = None
-        self.policy = PolicyRuntime(config, self.install)
-        self.install(self.policy.parts)
+        self.features = features
+        self.policy = PolicyRuntime(config, features, self.install)
+        self.parts = self.policy.parts
+        self.require_admin = _admin_check(self.parts)
         self.canary = CanaryControl(self.policy, self._set_entry)
 
     def install(self, parts: Parts) -> None:
         """Make `parts` the version new requests use (requests in flight keep theirs)."""
-        self.config = parts.config
-        self.verifier = parts.verifier
-        self.table = parts.table
-        self.upstreams = parts.upstreams
-        self.plugins = parts.plugins
-        self.stages = parts.stages
-        self.pipeline = parts.pipeline
-        self.access_log = parts.access_log
-        self.proxy = parts.proxy
-        self._require_admin: RequireAdmin = parts.require_admin
+        self.parts = parts
+        self.require_admin = _admin_check(parts)
         if self.edge is not None:
             self.edge._proxy = parts.proxy
+
+    # --- what the admin API and the status page read (`GatewayView`) ------------------------------
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.parts.config
+
+    @property
+    def upstreams(self) -> Upstreams:
+        return self.parts.upstreams
+
+    def state(self, key: StateKey[S]) -> S | None:
+        return self.parts.state(key)
+
+    def describe_policy(self) -> dict[str, Any]:
+        return {**self.policy.describe(), "canary": self.canary.describe()}
 
     def _set_entry(self, proxy: Any) -> None:
         """The inference entry point: the active version's proxy, or a canary's split between two."""
         if self.edge is not None:
             self.edge._proxy = proxy
-
-    async def require_admin(self, request: Request) -> dict[str, Any]:
-        """The admin check of the active version (its issuer and scope)."""
-        return await self._require_admin(request)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -77,18 +91,13 @@ class Gateway:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 50)
-        log_readiness(self.config, self.upstreams)
+        _log_readiness(self.config, self.upstreams)
         try:
             yield
         finally:
             await self.canary.stop()
             await self.policy.stop()
-            if self.plugins is not None:
-                await self.plugins.stop()
-            for stage in self.stages:
-                await stage.stop()
-            await self.upstreams.stop()
-            self.access_log.flush()
+            await stop_parts(self.parts)
 
     # --- small endpoints -----------------------------------------------------------------------
 
@@ -105,53 +114,67 @@ class Gateway:
 
     async def models(self, request: Request) -> Response:
         """The models the caller may use: those of routes it can reach, filtered by its token."""
+        parts = self.parts
+        verifier = parts.state(AUTH.key)
+        assert verifier is not None
         identity = None
         single_authorization(request.headers.raw)
         header = request.headers.get("authorization")
-        public = [r for r in self.config.routes if r.auth == "none"]
+        public = [r for r in parts.config.routes if r.auth == "none"]
         if header or not public:
-            identity = await self.verifier.verify(bearer_token(header))
+            identity = await verifier.verify(bearer_token(header))
         names: set[str] = set()
-        for route in self.config.routes:
+        for route in parts.config.routes:
             if route.auth != "none" and identity is None:
                 continue
             if identity is not None and not identity.may_use_route(route.name):
                 continue
-            names |= self.table.models_for(route)
+            names |= parts.table.models_for(route)
         if identity is not None:
             names = {n for n in names if identity.may_use_model(n)}
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "edgegw",
-                 "capabilities": self.proxy.media.capabilities(n)} for n in sorted(names)]  # gateway.media
+                 "capabilities": parts.proxy.media.capabilities(n)} for n in sorted(names)]  # gateway.media
         return JSONResponse({"object": "list", "data": data})
 
-    def routes(self) -> list[Any]:
-        routes: list[Any] = [
+    def routes(self) -> list[BaseRoute]:
+        """The public endpoints, and `/admin`: one mount, the admin check applied once (`AdminGuard`)
+        in front of every operator endpoint; the status page's sign-in and assets stand outside it."""
+        guarded: list[BaseRoute] = [*policy_routes(), *status_routes()]
+        for feature in self.features:
+            if feature.admin_routes is not None:
+                guarded += feature.admin_routes(self.config)
+        return [
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
-            Route("/admin/pools", AdminPools),
-            *status_routes(),
-            *policy_routes(self.policy, self.canary, self.require_admin),
-            *rollout_routes(self, self.require_admin),
+            Route("/admin", StatusPage),  # the page itself, or its sign-in form
+            Mount("/admin", routes=[*sign_in_routes(),
+                                    Mount("", routes=guarded, middleware=[Middleware(AdminGuard, routes=guarded)])]),
         ]
-        if self.plugins is not None:
-            from gateway.plugins.admin import plugin_routes
-
-            routes += plugin_routes()
-        else:
-            routes += plugins_off_routes(self.config, self.require_admin)
-        return routes
 
 
-class AdminPools(HTTPEndpoint):
-    """`/admin/pools`: every pool's endpoints and their state."""
+def _admin_check(parts: Parts) -> RequireAdmin:
+    """A version's admin check: its verifier, its `admin:` settings."""
+    verifier = parts.state(AUTH.key)
+    assert verifier is not None  # the auth feature always has one
+    return make_require_admin(verifier, parts.config.admin)
 
-    async def get(self, request: Request) -> Response:
-        gateway: Gateway = request.app.state.gateway
-        await gateway.require_admin(request)
-        return JSONResponse({name: [e.describe() for e in pool.endpoints]
-                             for name, pool in gateway.upstreams.pools.items()})
+
+def _log_readiness(config: GatewayConfig, upstreams: Upstreams) -> None:
+    """The start-up line: ready to accept requests, and how many endpoints of each pool are healthy.
+
+    `/readyz` answers 503 while any pool has no healthy endpoint; this line says the same at start.
+    """
+    counts = {name: (sum(1 for e in pool.endpoints if e.usable), len(pool.endpoints))
+              for name, pool in upstreams.pools.items()}
+    pools = ", ".join(f"{name} {up}/{total}" for name, (up, total) in counts.items())
+    log.info("edgegw ready: %d routes, %d pools; healthy endpoints: %s", len(config.routes), len(config.pools),
+             pools)
+    empty = [name for name, (up, _) in counts.items() if up == 0]
+    if empty:
+        log.warning("no healthy endpoint yet in pool(s) %s: their requests get 503 and /readyz answers 503 "
+                    "until a health check passes", ", ".join(empty))
 
 
 def _error_json(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> Response:
@@ -188,7 +211,7 @@ class EdgeApp:
         self.gateway = gateway
         self.starlette = starlette
         self.state = starlette.state
-        self._proxy = gateway.proxy  # replaced by `Gateway.install` on a policy reload
+        self._proxy = gateway.parts.proxy  # replaced by `Gateway.install` on a policy reload
         gateway.edge = self
         self._hot = frozenset(SPECS)
 

@@ -94,13 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
+    from gateway.features import load_config
+    from gateway.plugins.config import plugin_settings
+    from gateway.plugins.embedder import ensure_plugin_dir
     from gateway.server import serve
-    from gateway.startup import ensure_plugin_dir
 
     config = load_config(args.config)
-    if ensure_plugin_dir(config):  # here, so a bad path is a clean error before uvicorn starts
-        print(f"edgegw: created plugin_dir {config.plugin_dir} ({args.config})", file=sys.stderr)
+    plugins = plugin_settings(config)
+    if plugins is not None and ensure_plugin_dir(plugins.plugin_dir, config.source):
+        # here, so a bad path is a clean error before uvicorn starts
+        print(f"edgegw: created plugin_dir {plugins.plugin_dir} ({args.config})", file=sys.stderr)
     return serve(args.config, host=args.host, port=args.port, workers=args.workers)
 
 
@@ -112,17 +115,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
     from gateway.demo_secret import use_stored_secret
+    from gateway.features import load_config
+    from gateway.plugins.config import PluginSettings, plugin_settings
 
     use_stored_secret()  # the demo's secret, when EDGEGW_DEMO_SECRET is unset
     cfg = load_config(args.file)
-    if cfg.plugin_dir and Path(cfg.plugin_dir).exists() and not Path(cfg.plugin_dir).is_dir():
-        raise ConfigError(args.file, "plugin_dir", f"{cfg.plugin_dir} is not a directory")
+    plugins = plugin_settings(cfg) or PluginSettings()
     print(f"{args.file}: ok ({len(cfg.issuers)} issuers, {len(cfg.pools)} pools, "
-          f"{len(cfg.routes)} routes, {len(cfg.plugins)} plugins)")
-    if cfg.plugin_dir and not Path(cfg.plugin_dir).exists():
-        print(f"note: plugin_dir {cfg.plugin_dir} does not exist yet; `edgegw serve` creates it")
+          f"{len(cfg.routes)} routes, {len(plugins.plugins)} plugins)")
+    if plugins.plugin_dir and not Path(plugins.plugin_dir).exists():
+        print(f"note: plugin_dir {plugins.plugin_dir} does not exist yet; `edgegw serve` creates it")
     if args.against:
         from gateway.policy.check import check_against
 
@@ -132,8 +135,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     from gateway.auth.mint import mint_token
-    from gateway.config import load_config
     from gateway.demo_secret import use_stored_secret
+    from gateway.features import load_config
 
     use_stored_secret()  # the demo's secret, when EDGEGW_DEMO_SECRET is unset
     cfg = load_config(args.config)

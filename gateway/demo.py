@@ -17,7 +17,7 @@ from rich.table import Table
 from edgecore.progress import step
 from gateway import demo_secret
 from gateway.auth.mint import mint_token
-from gateway.config import load_config
+from gateway.features import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

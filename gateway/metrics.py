@@ -52,3 +52,37 @@ requests_by = ChildCache(requests_total)
 request_seconds_by = ChildCache(request_seconds)
 overhead_seconds_by = ChildCache(overhead_seconds)
 upstream_seconds_by = ChildCache(upstream_seconds)
+
+
+class Rates:
+    """Per-second rates of cumulative counters, from the difference between two snapshots."""
+
+    MIN_INTERVAL_S = 1.0
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, float]] = {}
+        self._rates: dict[str, float] = {}
+
+    def rate(self, key: str, value: float, now: float) -> float:
+        prev = self._last.get(key)
+        if prev is None:
+            self._last[key] = (now, value)
+            return 0.0
+        if now - prev[0] >= self.MIN_INTERVAL_S:  # several viewers must not shrink the interval to noise
+            self._rates[key] = max(0.0, value - prev[1]) / (now - prev[0])
+            self._last[key] = (now, value)
+        return self._rates.get(key, 0.0)
+
+
+rates = Rates()  # the status page's, shared by every feature's section
+
+
+def samples(prefix: str) -> list[tuple[str, dict[str, str], float]]:
+    """Every (name, labels, value) on the gateway's registry whose name starts with `prefix`."""
+    found = []
+    for family in registry.collect():
+        # A counter's family is named without `_total`, its samples with it: match on samples.
+        for s in family.samples:
+            if s.name.startswith(prefix) and not s.name.endswith("_created"):
+                found.append((s.name, s.labels, s.value))
+    return found

@@ -1,7 +1,9 @@
-"""The request pipeline, in one place.
+"""The request pipeline: the stages of one policy version, in order, then the forward to the pool.
+
+The features place their stages in slots (`gateway.feature.SLOTS`), which give the order:
 
     JWT auth -> wasm auth plugins -> rate limit -> wasm routing plugins -> pool selection
-    -> wasm preprocessing plugins -> response cache -> forward to the pool
+    -> wasm preprocessing plugins -> response cache -> wasm response plugins -> forward to the pool
     (then, in reverse: on_response before the client sees headers, on_complete after the last byte)
 """
 
@@ -14,46 +16,15 @@ from typing import Any
 import orjson
 
 from gateway.api import GENERATE, SPECS, completions_to_generate, parse_completion
-from gateway.auth.verifier import JwtVerifier
-from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext, Usage
 from gateway.overhead import upstream_timed
 from gateway.reply import Reply
-from gateway.routing import RouteTable
 from gateway.stages.base import Stage
-from gateway.stages.jwt_auth import JwtAuthStage
-from gateway.stages.pool_select import PoolSelectStage
 from gateway.upstream.forward import UpstreamResponse, Upstreams
 
-__all__ = ["Pipeline", "Reply", "build_stages"]
+__all__ = ["Pipeline", "Reply"]
 
 log = logging.getLogger("edgegw.pipeline")
-
-
-def build_stages(config: GatewayConfig, verifier: JwtVerifier, table: RouteTable, upstreams: Upstreams,
-                 plugins: Any | None) -> list[Stage]:
-    """The pipeline's order, as the module docstring draws it. Subsystems a config does not use are left out."""
-
-    def plugin_phase(phase: str) -> list[Stage]:
-        if plugins is None:
-            return []
-        from gateway.plugins.stage import PluginPhaseStage
-
-        return [PluginPhaseStage(plugins, phase)]
-
-    from gateway.cache.stage import build_cache_stage
-    from gateway.ratelimit.stage import build_ratelimit_stage
-
-    return [
-        JwtAuthStage(verifier),
-        *plugin_phase("auth"),
-        *build_ratelimit_stage(config),
-        *plugin_phase("routing"),
-        PoolSelectStage(table, upstreams),
-        *plugin_phase("preprocess"),
-        *build_cache_stage(config),
-        *plugin_phase("response"),
-    ]
 
 
 class Pipeline:

@@ -97,7 +97,7 @@ def _auth_gate(routes: list[RouteConfig]) -> RouteConfig | None:
     issuers: tuple[str, ...] = ()
     if all(r.issuers for r in jwt_routes):  # a route without `issuers` accepts every issuer
         issuers = tuple(dict.fromkeys(i for r in jwt_routes for i in r.issuers))
-    return replace(jwt_routes[0], name="none", issuers=issuers, plugins=(), rate_limits=(), cache=None)
+    return replace(jwt_routes[0], name="none", issuers=issuers, sections={})  # the gate runs no feature
 
 
 def generation_models(route: RouteConfig, pools: tuple[PoolConfig, ...]) -> list[str]:

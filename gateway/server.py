@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from gateway.config import load_config
+from gateway.features import load_config
 from gateway.serving import protocol, tls
 from gateway.serving.worker import CONFIG_ENV, worker_config
 

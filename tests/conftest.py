@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.harness import EDGEGW, Proc, free_port, start_server
+from tests.harness import EDGEGW, Proc, RedisServer, free_port, start_server
 
 DEMO_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 os.environ.setdefault("EDGEGW_TEST_SECRET", DEMO_SECRET)
@@ -50,7 +50,7 @@ class GatewayProc:
 
     def token(self, sub: str = "alice", issuer: str = "test", **kwargs: Any) -> str:
         from gateway.auth.mint import mint_token
-        from gateway.config import load_config
+        from gateway.features import load_config
 
         cfg = load_config(self.config_path).issuer(issuer)
         assert cfg is not None
@@ -131,3 +131,43 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
     yield make
     for gw in started:
         gw.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server for the module's tests."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: Any, redis_server: RedisServer) -> RedisServer | None:
+    """Run a test against the embedded in-memory stores (None) and against Redis (emptied first)."""
+    if request.param == "memory":
+        return None
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushdb()
+    return redis_server
+
+
+def with_redis(config: dict[str, Any], redis: RedisServer | None, **options: Any) -> dict[str, Any]:
+    """`config` using `redis` for limits and the cache (unchanged when it is None: in-memory stores)."""
+    if redis is not None:
+        config["redis"] = {"url": redis.url, "timeout_ms": 1000, **options}
+    return config
+
+
+@pytest.fixture(scope="module")
+def media_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProc]:
+    """A gateway with the media route and pools of tests/media_files.py, in front of one fake backend
+    (as `.backend`) that answers what it decoded of each media part."""
+    from tests.media_files import media_config
+
+    backend = start_fake_backend()
+    gateway = start_gateway(tmp_path_factory.mktemp("media"), media_config(backend))
+    gateway.backend = backend  # type: ignore[attr-defined]
+    yield gateway
+    gateway.proc.stop()
+    backend.proc.stop()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth.verifier import JwtVerifier, bearer_token, single_authorization
 from gateway.config.schema import AdminConfig
@@ -94,3 +96,21 @@ def make_require_admin(verifier: JwtVerifier, admin: AdminConfig) -> RequireAdmi
         return identity.claims
 
     return require_admin
+
+
+class AdminGuard:
+    """ASGI middleware in front of the operator endpoints of `/admin`: the admin check, applied once.
+
+    Only a request that one of `routes` serves is checked (an unknown path stays a 404); the
+    operator's claims are then `request.state.admin`. The check is the active policy version's
+    (`app.state.gateway.require_admin`)."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(route.matches(scope)[0] is Match.FULL for route in self.routes):
+            claims = await scope["app"].state.gateway.require_admin(Request(scope))
+            scope.setdefault("state", {})["admin"] = claims
+        await self.app(scope, receive, send)

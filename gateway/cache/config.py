@@ -1,10 +1,15 @@
-"""Config for per-route response caching: `routes[].cache`."""
+"""Config for response caching: per route (`routes[].cache`) and the in-process store (`memory_cache:`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
+from gateway.config.part import Frame
 from gateway.config.reader import Section
+from gateway.config.schema import GatewayConfig, RouteConfig
+
+NAME = "cache"
 
 WHEN = ("deterministic", "always", "header")
 EVICTION = ("lru", "fifo")
@@ -52,3 +57,21 @@ def parse_memory_cache(sec: Section) -> MemoryCacheConfig:
     )
     sec.done()
     return cfg
+
+
+def route_rule(route: RouteConfig) -> CacheRule | None:
+    """A route's `cache:` rule; None: the route does not cache."""
+    return cast("CacheRule | None", route.sections.get(NAME))
+
+
+def memory_cache(config: GatewayConfig) -> MemoryCacheConfig | None:
+    """The policy's `memory_cache:` section; None: its defaults."""
+    return cast("MemoryCacheConfig | None", config.sections.get(NAME))
+
+
+def parse_top_part(top: Section, frame: Frame) -> MemoryCacheConfig | None:
+    return parse_memory_cache(top.section("memory_cache")) if top.has("memory_cache") else None
+
+
+def parse_route_part(route: Section, frame: Frame) -> CacheRule | None:
+    return parse_cache_rule(route.section("cache")) if route.has("cache") else None

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.cache.config import CacheRule
+from gateway.cache.config import NAME, CacheRule, route_rule
 from gateway.cache.keys import cache_directives, cache_key, cacheable
 from gateway.cache.metrics import cache_requests_by
 from gateway.cache.sse import assemble, replay, replay_chunks
 from gateway.cache.store import CacheStore, MemoryCacheStore, RedisCacheStore, decode, encode
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
+from gateway.redis.config import redis_config
 from gateway.redis.link import RedisUnavailable, shared_link
 from gateway.redis.piggyback import PIGGYBACK, Lookup, Piggyback
 from gateway.redis.settle import SettleBatch
@@ -68,9 +69,10 @@ class CacheStage(Stage):
     name = "cache"
 
     def __init__(self, config: GatewayConfig) -> None:
-        self.link = shared_link(config.redis) if config.redis is not None else None
-        self.store: CacheStore = (RedisCacheStore(self.link, config.redis.key_prefix)
-                                  if self.link is not None and config.redis is not None else MemoryCacheStore.for_config(config))
+        redis = redis_config(config)
+        self.link = shared_link(redis) if redis is not None else None
+        self.store: CacheStore = (RedisCacheStore(self.link, redis.key_prefix)
+                                  if self.link is not None and redis is not None else MemoryCacheStore.for_config(config))
         self.flights: dict[str, Flight | None] = {}  # misses fetched here; None until someone waits
         self._replica = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
@@ -87,11 +89,11 @@ class CacheStage(Stage):
             await self.link.stop()
 
     def enabled_for(self, ctx: RequestContext) -> bool:
-        return ctx.route is not None and ctx.route.cache is not None
+        return ctx.route is not None and NAME in ctx.route.sections
 
     def plan_lookup(self, ctx: RequestContext) -> Prefetch | None:
         """For the limiter's script (`Rider`): this request's cache lookup, when it will make one."""
-        rule = ctx.route.cache if ctx.route is not None else None
+        rule = route_rule(ctx.route) if ctx.route is not None else None
         if rule is None or self._redis is None or not cacheable(ctx, rule):
             return None
         if "cache-control" in ctx.headers and cache_directives(ctx) != (True, True):
@@ -108,7 +110,8 @@ class CacheStage(Stage):
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         assert ctx.route is not None
-        rule: CacheRule = ctx.route.cache
+        rule = route_rule(ctx.route)
+        assert rule is not None
         carrier: Piggyback | None = ctx.scratch.get(PIGGYBACK)
         pre = None
         if carrier is not None and isinstance(carrier.lookup, Prefetch):
@@ -287,8 +290,8 @@ def _unchanged_since(ran: list[Stage], start: int) -> bool:
     return True
 
 
-def build_cache_stage(config: GatewayConfig) -> list[Stage]:
-    """The stage (in a list) when any route caches, else nothing."""
-    if not any(route.cache is not None for route in config.routes):
-        return []
-    return [CacheStage(config)]
+def build_cache_stage(config: GatewayConfig) -> CacheStage | None:
+    """The stage when any route caches, else None."""
+    if not any(NAME in route.sections for route in config.routes):
+        return None
+    return CacheStage(config)

@@ -12,7 +12,7 @@ import zlib
 from collections import OrderedDict
 from typing import Protocol
 
-from gateway.cache.config import MemoryCacheConfig
+from gateway.cache.config import MemoryCacheConfig, memory_cache
 from gateway.config.schema import GatewayConfig
 from gateway.redis.link import RedisLink
 from gateway.redis.piggyback import Lookup
@@ -177,7 +177,7 @@ class MemoryCacheStore:
     @classmethod
     def for_config(cls, config: GatewayConfig) -> MemoryCacheStore:
         """The store `config.memory_cache` describes (defaults without the section)."""
-        mc = config.memory_cache or MemoryCacheConfig()
+        mc = memory_cache(config) or MemoryCacheConfig()
         return cls(mc.max_bytes, mc.max_entries, mc.eviction)
 
     def _get(self, key: str) -> bytes | None:

@@ -1,7 +1,8 @@
-"""Configuration: `load_config(path)` returns a validated, typed `GatewayConfig`."""
+"""Configuration: the reader (`Section`, `ConfigError`), the frame every feature hangs off (`schema`),
+the shape of a feature's keys (`part`) and the loader. `gateway.features.load_config(path)` returns a
+validated, typed `GatewayConfig`."""
 
-from gateway.config.loader import load_config
 from gateway.config.reader import ConfigError, Section
 from gateway.config.schema import GatewayConfig
 
-__all__ = ["ConfigError", "GatewayConfig", "Section", "load_config"]
+__all__ = ["ConfigError", "GatewayConfig", "Section"]

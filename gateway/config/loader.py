@@ -1,14 +1,19 @@
-"""Load `policies/*.yaml` into a validated `GatewayConfig`, once, at start-up."""
+"""Load `policies/*.yaml` into a validated `GatewayConfig`, once, at start-up.
+
+The loader reads the frame (server, admin, issuers, pools, routes) and asks each feature's
+`ConfigPart` for its sections; the list of parts comes from the caller (`gateway.features`)."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gateway.config.part import ConfigPart, Frame
 from gateway.config.reader import ConfigError, Section
 from gateway.config.schema import (
     AdminConfig,
@@ -18,7 +23,6 @@ from gateway.config.schema import (
     HealthConfig,
     IssuerConfig,
     OutlierConfig,
-    PluginBinding,
     PoolConfig,
     RetryConfig,
     RouteConfig,
@@ -30,21 +34,21 @@ from gateway.config.schema import (
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
               "ES256", "ES384", "ES512", "EdDSA")
-PHASES = ("auth", "routing", "preprocess", "response")
+Parts = Sequence[ConfigPart[Any, Any, Any]]
 _FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+def load_config(path: str | os.PathLike[str], parts: Parts) -> GatewayConfig:
     """Read, substitute `${VAR}` / `${VAR:-default}` and validate a gateway config file."""
     file = str(path)
     try:
         text = Path(file).read_text()
     except OSError as exc:
         raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
-    return load_config_text(text, file)
+    return load_config_text(text, file, parts)
 
 
-def load_config_text(text: str, file: str) -> GatewayConfig:
+def load_config_text(text: str, file: str, parts: Parts) -> GatewayConfig:
     """Validate policy `text` as if read from `file` (errors name it; relative paths resolve beside it)."""
     substituted = _substitute(text, file)
     try:
@@ -54,14 +58,14 @@ def load_config_text(text: str, file: str) -> GatewayConfig:
     except yaml.YAMLError:
         data = None
     else:
-        return parse_config(data, file, base_dir=Path(file).resolve().parent)
+        return parse_config(data, file, parts, base_dir=Path(file).resolve().parent)
     try:
         data = yaml.safe_load(substituted)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(file)"
         raise ConfigError(file, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(data, file, base_dir=Path(file).resolve().parent)
+    return parse_config(data, file, parts, base_dir=Path(file).resolve().parent)
 
 
 def _substitute(text: str, file: str) -> str:
@@ -80,7 +84,8 @@ def _substitute(text: str, file: str) -> str:
                      for line in text.split("\n"))
 
 
-def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayConfig:
+def parse_config(data: Any, file: str, parts: Parts, base_dir: Path | None = None) -> GatewayConfig:
+    """Validate parsed YAML: the frame, then each part's top-level sections, then the routes."""
     base_dir = base_dir or Path.cwd()
     top = Section(data, file, "")
     server = _server(top.section("server"), base_dir)
@@ -96,31 +101,31 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> GatewayC
         # Otherwise any trusted issuer (a partner's IdP) could mint tokens with the admin scope.
         raise admin_sec.error("issuer", "name the issuer whose tokens may administer the gateway "
                                         "(or set admin.enabled: false)")
-    pools = tuple(_pool(s) for s in top.sections("pools", required=True))
+    frame = Frame(file, base_dir, issuers, (), {})
+    pools = tuple(_pool(s, parts, frame) for s in top.sections("pools", required=True))
     _unique(top, "pools", [p.name for p in pools])
     if not pools:
         raise top.error("pools", "at least one pool is required")
-
-    from gateway.cache.config import parse_cache_rule, parse_memory_cache
-    from gateway.plugins.config import parse_plugins
-    from gateway.ratelimit.config import parse_redis, parse_route_limits
-
-    redis = parse_redis(top.section("redis"))
-    memory_cache = parse_memory_cache(top.section("memory_cache")) if top.has("memory_cache") else None
-    plugins = parse_plugins(top.sections("plugins"), base_dir)
-    plugin_dir = top.str("plugin_dir", None)
-    if plugin_dir:
-        plugin_dir = str((base_dir / plugin_dir).resolve())
-    route_secs = top.sections("routes", required=True)
-    routes = []
-    for sec in route_secs:
-        routes.append(_route(sec, pools, issuers, {p.name for p in plugins},
-                             parse_route_limits, parse_cache_rule))
+    sections: dict[str, object] = {}
+    frame = Frame(file, base_dir, issuers, pools, sections)
+    for part in parts:
+        if part.top is not None and (value := part.top(top, frame)) is not None:
+            sections[part.name] = value
+    routes = [_route(sec, parts, frame) for sec in top.sections("routes", required=True)]
     _unique(top, "routes", [r.name for r in routes])
     top.done()
     return GatewayConfig(source=file, server=server, admin=admin, issuers=issuers, pools=pools,
-                         routes=tuple(routes), redis=redis, plugins=tuple(plugins), plugin_dir=plugin_dir,
-                         memory_cache=memory_cache)
+                         routes=tuple(routes), sections=sections)
+
+
+def _part_sections(sec: Section, parts: Parts, frame: Frame, scope: str) -> dict[str, object]:
+    """Each part's section of one route or pool (`scope`), for the parts that read one."""
+    out: dict[str, object] = {}
+    for part in parts:
+        parse = part.route if scope == "route" else part.pool
+        if parse is not None and (value := parse(sec, frame)) is not None:
+            out[part.name] = value
+    return out
 
 
 def _unique(sec: Section, key: str, names: list[str]) -> None:
@@ -230,7 +235,7 @@ def _path(sec: Section, key: str, base_dir: Path, required: bool = False) -> str
     return str(path)
 
 
-def _pool(sec: Section) -> PoolConfig:
+def _pool(sec: Section, parts: Parts, frame: Frame) -> PoolConfig:
     name = sec.str("name")
     endpoints = []
     for ep in sec.sections("endpoints"):
@@ -238,11 +243,6 @@ def _pool(sec: Section) -> PoolConfig:
         endpoints.append(EndpointConfig(url=url.rstrip("/"), weight=ep.int("weight", 1, min=0),
                                         group=ep.str("group", "default")))
         ep.done()
-    from gateway.upstream.discovery import parse_dns
-
-    dns = parse_dns(sec.section("dns")) if sec.has("dns") else None
-    if not endpoints and dns is None:
-        raise sec.error("endpoints", "a pool needs endpoints or dns discovery")
     t, h, o, r = (sec.section(k) for k in ("timeouts", "health", "outlier", "retries"))
     cfg = PoolConfig(
         name=name,
@@ -265,38 +265,10 @@ def _pool(sec: Section) -> PoolConfig:
                               o.float("max_ejection_s", 60.0, min=0.01)),
         retries=RetryConfig(r.int("attempts", 2, min=0, max=10), r.float("budget_ratio", 0.2, min=0.0, max=1.0),
                             r.float("min_retries_per_s", 5.0, min=0.0)),
-        dns=dns,
-        rollout=_rollout(sec.section("rollout"), endpoints) if sec.has("rollout") else None,
+        sections=_part_sections(sec, parts, frame, "pool"),
     )
     for s in (t, h, o, r):
         s.done()
-    sec.done()
-    return cfg
-
-
-def _rollout(sec: Section, endpoints: list[EndpointConfig]) -> Any:
-    """A pool's `rollout:` (see gateway.upstream.rollout): its canary group must have endpoints."""
-    from gateway.upstream.rollout import RolloutConfig
-
-    steps = sec.raw("steps", [5, 25, 50, 100])
-    if not isinstance(steps, list) or not steps or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 100 for x in steps):
-        raise sec.error("steps", "expected a list of canary shares in percent, each above 0 and at most 100")
-    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
-        raise sec.error("steps", "shares must increase")
-    cfg = RolloutConfig(
-        canary_group=sec.str("canary_group", "canary"),
-        steps=tuple(float(x) for x in steps),
-        interval_s=sec.float("interval_s", 60.0, min=0.0),
-        min_requests=sec.int("min_requests", 100, min=1),
-        max_error_rate_increase=sec.float("max_error_rate_increase", 0.02, min=0.0, max=1.0),
-        max_latency_ratio=sec.float("max_latency_ratio", 1.5, min=1.0),
-        max_ttft_ratio=sec.float("max_ttft_ratio", 1.5, min=1.0),
-        confidence=sec.float("confidence", 0.999, min=0.5, max=0.999999),
-        failed_looks=sec.int("failed_looks", 1, min=1),
-    )
-    if endpoints and not any(e.group == cfg.canary_group for e in endpoints):
-        raise sec.error("canary_group", f"no endpoint of this pool has group {cfg.canary_group!r}")
     sec.done()
     return cfg
 
@@ -339,37 +311,23 @@ def _pool_models(sec: Section) -> tuple[str, ...]:
     return tuple(models + [m for m in sec.str_list("embedding_models", []) if m not in models])
 
 
-def _media_limits(sec: Section) -> Any:
-    from gateway.media.config import parse_media_limits
-
-    return parse_media_limits(sec.section("media")) if sec.has("media") else None
-
-
-def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerConfig, ...],
-           plugin_names: set[str], parse_limits: Any, parse_cache: Any) -> RouteConfig:
+def _route(sec: Section, parts: Parts, frame: Frame) -> RouteConfig:
     name = sec.str("name")
     paths = tuple(sec.str_list("paths"))
     for p in paths:
         if not p.startswith("/"):
             raise sec.error("paths", f"paths start with '/', got {p!r}")
+    pools = frame.pools
     pool = sec.str("pool", None)
     if pool is not None and pool not in {p.name for p in pools}:
         raise sec.error("pool", f"no pool named {pool!r}")
     route_issuers = tuple(sec.str_list("issuers", []))
     for iss in route_issuers:
-        if iss not in {i.name for i in issuers}:
+        if iss not in {i.name for i in frame.issuers}:
             raise sec.error("issuers", f"no issuer named {iss!r}")
     auth = sec.str("auth", "jwt", choices=("jwt", "none", "plugin"))
-    if auth == "jwt" and not issuers:
+    if auth == "jwt" and not frame.issuers:
         raise sec.error("auth", "auth: jwt needs at least one issuer (or auth: none)")
-    bindings = []
-    for b in sec.sections("plugins"):
-        pname = b.str("name")
-        if pname not in plugin_names:
-            raise b.error("name", f"no plugin named {pname!r} in the top-level plugins list")
-        bindings.append(PluginBinding(name=pname, phase=b.str("phase", choices=PHASES),
-                                      config=b.raw("config", None)))
-        b.done()
     cfg = RouteConfig(
         name=name,
         paths=paths,
@@ -377,11 +335,8 @@ def _route(sec: Section, pools: tuple[PoolConfig, ...], issuers: tuple[IssuerCon
         models=tuple(sec.str_list("models", [])),
         auth=auth,
         issuers=route_issuers,
-        plugins=tuple(bindings),
-        rate_limits=tuple(parse_limits(sec.sections("rate_limits"))),
-        cache=parse_cache(sec.section("cache")) if sec.has("cache") else None,
         default_model=sec.str("default_model", None),
-        media=_media_limits(sec),
+        sections=_part_sections(sec, parts, frame, "route"),
     )
     sec.done()
     if cfg.default_model is not None:

@@ -1,9 +1,10 @@
-"""Typed configuration objects. Built once at start-up by `gateway.config.loader`."""
+"""The policy's frame: the typed sections every feature hangs off (listener, admin, issuers, pools,
+routes). Built once at start-up by `gateway.config.loader`. What a feature adds lives in the
+`sections` mappings, under its `ConfigPart`'s name (`gateway.config.part`), typed by that part."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -114,25 +115,15 @@ class PoolConfig:
     health: HealthConfig = HealthConfig()
     outlier: OutlierConfig = OutlierConfig()
     retries: RetryConfig = RetryConfig()
-    dns: Any = None  # endpoint discovery by DNS, see gateway.upstream.discovery
     embedding_models: tuple[str, ...] = ()  # the subset of `models` that only embeds (never a generate default)
     # Sent with every request to this pool's endpoints (credentials of a hosted or `--api-key` server):
     # resolved at load time from `api_key_env` and `headers`; never in a repr, a log or a status page.
     upstream_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_key_env: str | None = None
-    rollout: Any = None  # gateway.upstream.rollout.RolloutConfig: canary group rolled out step by step
     # Models (glob patterns) that accept image / audio parts; any other model is text-only (gateway.media)
     image_models: tuple[str, ...] = ()
     audio_models: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class PluginBinding:
-    """A plugin from the top-level `plugins` list, bound to a route at one phase."""
-
-    name: str
-    phase: str  # auth | routing | preprocess | response
-    config: Any = None  # overrides the plugin's default configuration for this route
+    sections: dict[str, object] = field(default_factory=dict)  # features' pool sections (`pools[].dns`)
 
 
 @dataclass(frozen=True)
@@ -143,11 +134,8 @@ class RouteConfig:
     models: tuple[str, ...] = ()  # empty: any model its pool serves
     auth: str = "jwt"  # jwt | none
     issuers: tuple[str, ...] = ()  # empty: every configured issuer
-    plugins: tuple[PluginBinding, ...] = ()
-    rate_limits: tuple[Any, ...] = ()  # gateway.ratelimit.config.LimitConfig
-    cache: Any = None  # gateway.cache.config.CacheRule
     default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
-    media: Any = None  # gateway.media.config.MediaLimits; None: its defaults
+    sections: dict[str, object] = field(default_factory=dict)  # features' route sections (`routes[].cache`)
 
 
 @dataclass(frozen=True)
@@ -165,11 +153,7 @@ class GatewayConfig:
     issuers: tuple[IssuerConfig, ...]
     pools: tuple[PoolConfig, ...]
     routes: tuple[RouteConfig, ...]
-    redis: Any = None  # gateway.ratelimit.config.RedisConfig
-    plugins: tuple[Any, ...] = ()  # wasm_plugins.config.PluginConfig (parsed by gateway.plugins.config)
-    plugin_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    memory_cache: Any = None  # gateway.cache.config.MemoryCacheConfig; None: its defaults
+    sections: dict[str, object] = field(default_factory=dict)  # features' top-level sections (`redis:`)
 
     def pool(self, name: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.name == name), None)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import cast
 
+from gateway.config.part import Frame
 from gateway.config.reader import Section
+from gateway.config.schema import RouteConfig
 from gateway.media.sniff import normalise
 
 DEFAULT_MIME_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "audio/wav", "audio/mpeg")
@@ -22,6 +25,16 @@ class MediaLimits:
 
 
 DEFAULT_LIMITS = MediaLimits()
+NAME = "media"
+
+
+def route_limits(route: RouteConfig) -> MediaLimits:
+    """A route's media limits (the defaults without `media:`)."""
+    return cast(MediaLimits, route.sections.get(NAME, DEFAULT_LIMITS))
+
+
+def parse_route_part(route: Section, frame: Frame) -> MediaLimits | None:
+    return parse_media_limits(route.section("media")) if route.has("media") else None
 
 
 def parse_media_limits(sec: Section) -> MediaLimits:

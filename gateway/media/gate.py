@@ -18,7 +18,7 @@ from gateway.bodies import accepts_msgpack, check_json_compatible, encode_respon
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request
-from gateway.media.config import DEFAULT_LIMITS, MediaLimits, accepts, modalities
+from gateway.media.config import DEFAULT_LIMITS, MediaLimits, accepts, modalities, route_limits
 from gateway.media.parts import MediaFound, scan
 from gateway.routing import RouteTable
 
@@ -44,7 +44,7 @@ class MediaGate:
         self.pools = {p.name: p for p in config.pools}
         self.text_max_body = max_body
         media_pools = any(p.image_models or p.audio_models for p in config.pools)
-        largest = max(((r.media or DEFAULT_LIMITS).max_bytes for r in config.routes), default=0)
+        largest = max((route_limits(r).max_bytes for r in config.routes), default=0)
         # The most any request may be on the wire: read that much, then hold each part to its limit.
         self.read_max_body = max_body + (base64_size(largest) if media_pools else 0)
 
@@ -59,7 +59,7 @@ class MediaGate:
         """Check (and for MessagePack, convert) the request's media; raise GatewayError on a refusal."""
         found = None
         if ctx.path == CHAT_PATH:
-            limits: MediaLimits = (ctx.route.media if ctx.route is not None else None) or DEFAULT_LIMITS
+            limits: MediaLimits = route_limits(ctx.route) if ctx.route is not None else DEFAULT_LIMITS
             found = scan(body["messages"], limits)
         if packed:
             check_json_compatible(body)

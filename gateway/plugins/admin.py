@@ -1,4 +1,4 @@
-"""The plugin admin API, mounted by the gateway: `plugin_routes()`, one endpoint class per resource.
+"""The plugin admin API, mounted by the gateway: `plugin_routes(config)`, one endpoint class per resource.
 
     GET    /admin/plugins                    every plugin: stable, canary, history, events
     GET    /admin/plugins/{name}             one plugin
@@ -8,8 +8,8 @@
     POST   /admin/plugins/{name}/rollback    drop the canary, or go back to the previous version
     POST   /admin/plugins/{name}/promote     make the canary the stable version
 
-Every route requires a JWT with the admin scope and acts on the plugin manager of the policy version
-in use when the request arrives. With a `plugin_dir`, changes are also written there so other
+The routes sit behind the admin guard (a JWT with the admin scope) and act on the plugin manager of
+the policy version in use when the request arrives. With a `plugin_dir`, changes are also written there so other
 workers (and restarts) converge on them.
 """
 
@@ -21,11 +21,16 @@ from typing import Any
 from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError
+from gateway.feature import GatewayView
+from gateway.plugins.config import plugin_settings
+from gateway.plugins.embedder import MANAGER
 from wasm_plugins.config import NAME_RE
 from wasm_plugins.errors import PluginLoadError
+from wasm_plugins.manager import PluginManager
 
 MAX_UPLOAD = 64 << 20
 
@@ -50,13 +55,13 @@ async def _read_capped(request: Request, limit: int) -> bytes:
 class _PluginResource(HTTPEndpoint):
     """A plugin admin resource: checks the caller, then acts on the active version's manager."""
 
-    async def manager(self, request: Request) -> Any:
-        gateway = self.scope["app"].state.gateway
-        await gateway.require_admin(request)
-        if gateway.plugins is None:
+    async def manager(self, request: Request) -> PluginManager:
+        gateway: GatewayView = self.scope["app"].state.gateway
+        manager = gateway.state(MANAGER)
+        if manager is None:
             raise GatewayError(404, "the running policy turned plugins off (restart to drop these endpoints)",
                                "plugins_not_configured")
-        return gateway.plugins
+        return manager
 
 
 def _name_of(request: Request) -> str:
@@ -66,7 +71,7 @@ def _name_of(request: Request) -> str:
     return name
 
 
-def _plugin_json(manager: Any, name: str) -> dict[str, Any]:
+def _plugin_json(manager: PluginManager, name: str) -> dict[str, Any]:
     plugin = manager.plugins.get(name)
     if plugin is None:
         raise GatewayError(404, f"no plugin named {name!r}", "plugin_not_found")
@@ -170,10 +175,26 @@ class PluginPromote(_PluginResource):
         return JSONResponse(_plugin_json(manager, name))
 
 
-def plugin_routes() -> list[Route]:
+class PluginsOff(HTTPEndpoint):
+    """Every plugin path when the starting policy configures no plugins: a 404 that says why."""
+
+    async def dispatch(self) -> None:
+        request = Request(self.scope, receive=self.receive)
+        source = request.app.state.gateway.config.source
+        raise GatewayError(404, f"no plugins are configured: {source} has no `plugins:` list and no `plugin_dir`, "
+                                "so plugins cannot be listed or uploaded; add one of them and restart "
+                                "(docs/plugins.md)", "plugins_not_configured")
+
+
+def plugin_routes(config: GatewayConfig) -> list[BaseRoute]:
+    """The plugin endpoints (under `/admin`); a policy without plugins gets the 404s that say why."""
+    if plugin_settings(config) is None:
+        methods = ["GET", "PUT", "DELETE", "POST"]
+        return [Route(path, PluginsOff, methods=methods)
+                for path in ("/plugins", "/plugins/{name}", "/plugins/{name}/rollback", "/plugins/{name}/promote")]
     return [
-        Route("/admin/plugins", Plugins),
-        Route("/admin/plugins/{name}", Plugin),
-        Route("/admin/plugins/{name}/rollback", PluginRollback),
-        Route("/admin/plugins/{name}/promote", PluginPromote),
+        Route("/plugins", Plugins),
+        Route("/plugins/{name}", Plugin),
+        Route("/plugins/{name}/rollback", PluginRollback),
+        Route("/plugins/{name}/promote", PluginPromote),
     ]

@@ -1,13 +1,75 @@
-"""The top-level `plugins:` list of a policy file, parsed into the plugin host's dataclasses
-(wasm_plugins.config documents the keys)."""
+"""The plugin keys of a policy file: the top-level `plugins:` list (parsed into the plugin host's
+dataclasses; wasm_plugins.config documents the keys), `plugin_dir`, and each route's `plugins:`
+chain of bindings."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
+from gateway.config.part import Frame
 from gateway.config.reader import Section
+from gateway.config.schema import GatewayConfig, RouteConfig
 from wasm_plugins.config import FAILURE_POLICIES, NAME_RE, CanaryConfig, Limits, PluginConfig, encode_config
+
+NAME = "plugins"
+PHASES = ("auth", "routing", "preprocess", "response")
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    """The top-level `plugins:` list and `plugin_dir` (absent both: the gateway runs no plugins)."""
+
+    plugins: tuple[PluginConfig, ...] = ()
+    plugin_dir: str | None = None  # resolved against the policy's folder
+
+
+@dataclass(frozen=True)
+class PluginBinding:
+    """A plugin from the top-level `plugins` list, bound to a route at one phase."""
+
+    name: str
+    phase: str  # auth | routing | preprocess | response
+    config: Any = None  # this route's plugin configuration (YAML data), merged over the plugin's
+
+
+def plugin_settings(config: GatewayConfig) -> PluginSettings | None:
+    """The policy's plugins; None when it configures none (no list, no `plugin_dir`)."""
+    return cast("PluginSettings | None", config.sections.get(NAME))
+
+
+def route_bindings(route: RouteConfig) -> tuple[PluginBinding, ...]:
+    """A route's plugin chain, in order (empty: none)."""
+    return cast("tuple[PluginBinding, ...]", route.sections.get(NAME, ()))
+
+
+def parse_top_part(top: Section, frame: Frame) -> PluginSettings | None:
+    plugins = tuple(parse_plugins(top.sections("plugins"), frame.base_dir))
+    plugin_dir = top.str("plugin_dir", None)
+    if plugin_dir:
+        path = (frame.base_dir / plugin_dir).resolve()
+        if path.exists() and not path.is_dir():
+            raise top.error("plugin_dir", f"{path} is not a directory")
+        plugin_dir = str(path)
+    if not plugins and not plugin_dir:
+        return None
+    return PluginSettings(plugins, plugin_dir)
+
+
+def parse_route_part(route: Section, frame: Frame) -> tuple[PluginBinding, ...] | None:
+    """A route's `plugins:` bindings; each names a plugin of the top-level list."""
+    settings = cast("PluginSettings | None", frame.top.get(NAME))
+    names = {p.name for p in settings.plugins} if settings is not None else set()
+    bindings = []
+    for b in route.sections("plugins"):
+        pname = b.str("name")
+        if pname not in names:
+            raise b.error("name", f"no plugin named {pname!r} in the top-level plugins list")
+        bindings.append(PluginBinding(name=pname, phase=b.str("phase", choices=PHASES), config=b.raw("config", None)))
+        b.done()
+    return tuple(bindings) or None
 
 
 def parse_plugins(secs: list[Section], base_dir: Path) -> list[PluginConfig]:

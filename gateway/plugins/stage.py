@@ -3,10 +3,10 @@ response). Built by the gateway as `PluginPhaseStage(manager, phase)`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from gateway.config.loader import PHASES
 from gateway.context import RequestContext
+from gateway.plugins.config import NAME, PHASES, PluginBinding
 from gateway.reply import Reply
 from gateway.stages.base import Stage
 from wasm_plugins.manager import JUDGED, settle_judged
@@ -19,17 +19,18 @@ class PluginPhaseStage(Stage):
         self.manager = manager
         self.phase = phase
         self.name = f"wasm_{phase}"
-        # route.plugins tuple (by id, kept alive in the value) -> the bindings of this phase, in order
-        self._chains: dict[int, tuple[Any, tuple[Any, ...]]] = {}
+        # a route's bindings (by id, kept alive in the value) -> the bindings of this phase, in order
+        self._chains: dict[int, tuple[object, tuple[PluginBinding, ...]]] = {}
 
-    def _chain(self, ctx: RequestContext) -> tuple[Any, ...]:
+    def _chain(self, ctx: RequestContext) -> tuple[PluginBinding, ...]:
         route = ctx.route
-        if route is None or not route.plugins:
+        bindings = route.sections.get(NAME) if route is not None else None
+        if bindings is None:
             return ()
-        hit = self._chains.get(id(route.plugins))
-        if hit is None or hit[0] is not route.plugins:
-            hit = (route.plugins, tuple(b for b in route.plugins if b.phase == self.phase))
-            self._chains[id(route.plugins)] = hit
+        hit = self._chains.get(id(bindings))
+        if hit is None or hit[0] is not bindings:
+            hit = (bindings, tuple(b for b in cast("tuple[PluginBinding, ...]", bindings) if b.phase == self.phase))
+            self._chains[id(bindings)] = hit
         return hit[1]
 
     def enabled_for(self, ctx: RequestContext) -> bool:

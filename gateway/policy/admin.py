@@ -1,14 +1,15 @@
-"""`/admin/policy`: read the active policy, replace it (YAML body) and roll back. Admin scope required."""
+"""`/admin/policy`: read the active policy, replace it (YAML body), roll back, and run a canary.
+Behind the admin guard (`gateway.auth.admin.AdminGuard`)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Protocol
 
 import orjson
+from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gateway.config.reader import ConfigError
 from gateway.errors import GatewayError
@@ -21,59 +22,85 @@ from gateway.policy.version import policy_hash, refusal_text, validate_policy
 MAX_POLICY_BYTES = 4 << 20
 
 
-def policy_routes(runtime: PolicyRuntime, canary: CanaryControl,
-                  require_admin: Callable[[Request], Awaitable[Any]]) -> list[Route]:
-    """GET/PUT /admin/policy, GET /admin/policy/version, POST /admin/policy/rollback, and the canary:
-    POST /admin/policy/canary (JSON: `policy` text and settings), GET it, POST .../promote and .../abort."""
+class _PolicyHost(Protocol):
+    """What these endpoints use of the gateway serving them (`app.state.gateway`)."""
 
-    def headers() -> dict[str, str]:
-        return {"x-edgegw-policy-version": runtime.current.version, "cache-control": "no-store"}
+    policy: PolicyRuntime
+    canary: CanaryControl
 
-    async def get_policy(request: Request) -> Response:
-        await require_admin(request)
-        return Response(runtime.current.text, media_type="application/yaml", headers=headers())
 
-    async def get_version(request: Request) -> Response:
-        await require_admin(request)
-        return JSONResponse(runtime.describe(), headers=headers())
+class _PolicyResource(HTTPEndpoint):
+    """A policy resource, behind the admin guard (the operator's claims: `request.state.admin`)."""
 
-    async def put_policy(request: Request) -> Response:
-        await require_admin(request)
-        body = await _read_body(request)
+    @property
+    def runtime(self) -> PolicyRuntime:
+        host: _PolicyHost = self.scope["app"].state.gateway
+        return host.policy
+
+    @property
+    def canary(self) -> CanaryControl:
+        host: _PolicyHost = self.scope["app"].state.gateway
+        return host.canary
+
+    def headers(self) -> dict[str, str]:
+        return {"x-edgegw-policy-version": self.runtime.current.version, "cache-control": "no-store"}
+
+
+class Policy(_PolicyResource):
+    """`/admin/policy`: GET the active policy's text, PUT a new one (YAML body)."""
+
+    async def get(self, request: Request) -> Response:
+        return Response(self.runtime.current.text, media_type="application/yaml", headers=self.headers())
+
+    async def put(self, request: Request) -> Response:
+        text = await _read_text(request)
         try:
-            text = body.decode()
-        except UnicodeDecodeError:
-            raise GatewayError(400, "the policy must be UTF-8 YAML text", "policy_invalid") from None
-        try:
-            version = await runtime.publish(text, "admin")
+            version = await self.runtime.publish(text, "admin")
         except PolicyRefused as exc:
             raise _refused(exc) from None
-        return JSONResponse({"applied": version.describe()}, headers=headers())
+        return JSONResponse({"applied": version.describe()}, headers=self.headers())
 
-    async def check(request: Request) -> Response:
-        """What `check-config --against` asks: is this text valid here, and what would a reload apply when."""
-        await require_admin(request)
-        try:
-            text = (await _read_body(request)).decode()
-        except UnicodeDecodeError:
-            raise GatewayError(400, "the policy must be UTF-8 YAML text", "policy_invalid") from None
+
+class PolicyVersion(_PolicyResource):
+    """`GET /admin/policy/version`: the runtime's state."""
+
+    async def get(self, request: Request) -> Response:
+        return JSONResponse(self.runtime.describe(), headers=self.headers())
+
+
+class PolicyCheck(_PolicyResource):
+    """`POST /admin/policy/check` (what `check-config --against` asks): is this text valid here, and
+    what would a reload apply when."""
+
+    async def post(self, request: Request) -> Response:
+        text = await _read_text(request)
+        runtime = self.runtime
         try:
             config = validate_policy(text, runtime.path)
         except ConfigError as exc:
             raise GatewayError(400, f"policy refused: {refusal_text(exc)}", "policy_refused") from None
         return JSONResponse({"version": policy_hash(text), "running": runtime.current.version,
-                             "changes": report(runtime.current.config, config)}, headers=headers())
+                             "changes": report(runtime.current.config, config)}, headers=self.headers())
 
-    async def rollback(request: Request) -> Response:
-        await require_admin(request)
+
+class PolicyRollback(_PolicyResource):
+    """`POST /admin/policy/rollback`: back to the previous good version."""
+
+    async def post(self, request: Request) -> Response:
         try:
-            version = await runtime.rollback()
+            version = await self.runtime.rollback()
         except PolicyRefused as exc:
             raise _refused(exc) from None
-        return JSONResponse({"applied": version.describe()}, headers=headers())
+        return JSONResponse({"applied": version.describe()}, headers=self.headers())
 
-    async def canary_start(request: Request) -> Response:
-        await require_admin(request)
+
+class Canary(_PolicyResource):
+    """`/admin/policy/canary`: POST starts one (JSON: `policy` text and settings), GET describes it."""
+
+    async def get(self, request: Request) -> Response:
+        return JSONResponse(self.canary.describe(), headers=self.headers())
+
+    async def post(self, request: Request) -> Response:
         try:
             data = orjson.loads(await _read_body(request))
         except orjson.JSONDecodeError:
@@ -87,37 +114,54 @@ def policy_routes(runtime: PolicyRuntime, canary: CanaryControl,
         except ValueError as exc:
             raise GatewayError(400, str(exc), "invalid_request") from None
         try:
-            started = await canary.begin(text, settings)
+            started = await self.canary.begin(text, settings)
         except PolicyRefused as exc:
             raise _refused(exc) from None
-        return JSONResponse(started.describe(), headers=headers())
+        return JSONResponse(started.describe(), headers=self.headers())
 
-    async def canary_status(request: Request) -> Response:
-        await require_admin(request)
-        return JSONResponse(canary.describe(), headers=headers())
 
-    def canary_decision(state: str, verb: str) -> Any:
-        async def decide(request: Request) -> Response:
-            claims = await require_admin(request)
-            try:
-                decided = await canary.decide(state, f"{verb} by {claims.get('sub', 'an operator')}")
-            except PolicyRefused as exc:
-                raise GatewayError(409, exc.message, "no_canary") from None
-            except CanaryNotShared as exc:  # applied here only: say so (logged where it failed)
-                raise GatewayError(500, str(exc), "canary_not_shared") from None
-            return JSONResponse(decided.describe(), headers=headers())
+class _CanaryDecision(_PolicyResource):
+    state = ""  # promoted | aborted
 
-        return decide
+    async def post(self, request: Request) -> Response:
+        who = request.state.admin.get("sub", "an operator")
+        try:
+            decided = await self.canary.decide(self.state, f"{self.state} by {who}")
+        except PolicyRefused as exc:
+            raise GatewayError(409, exc.message, "no_canary") from None
+        except CanaryNotShared as exc:  # applied here only: say so (logged where it failed)
+            raise GatewayError(500, str(exc), "canary_not_shared") from None
+        return JSONResponse(decided.describe(), headers=self.headers())
 
-    return [Route("/admin/policy", get_policy, methods=["GET"]),
-            Route("/admin/policy/canary", canary_start, methods=["POST"]),
-            Route("/admin/policy/canary", canary_status, methods=["GET"]),
-            Route("/admin/policy/canary/promote", canary_decision("promoted", "promoted"), methods=["POST"]),
-            Route("/admin/policy/canary/abort", canary_decision("aborted", "aborted"), methods=["POST"]),
-            Route("/admin/policy", put_policy, methods=["PUT"]),
-            Route("/admin/policy/version", get_version, methods=["GET"]),
-            Route("/admin/policy/check", check, methods=["POST"]),
-            Route("/admin/policy/rollback", rollback, methods=["POST"])]
+
+class CanaryPromote(_CanaryDecision):
+    """`POST /admin/policy/canary/promote`."""
+
+    state = "promoted"
+
+
+class CanaryAbort(_CanaryDecision):
+    """`POST /admin/policy/canary/abort`."""
+
+    state = "aborted"
+
+
+def policy_routes() -> list[BaseRoute]:
+    """The policy endpoints, under `/admin` behind the admin guard."""
+    return [Route("/policy", Policy, methods=["GET", "PUT"]),
+            Route("/policy/version", PolicyVersion, methods=["GET"]),
+            Route("/policy/check", PolicyCheck, methods=["POST"]),
+            Route("/policy/rollback", PolicyRollback, methods=["POST"]),
+            Route("/policy/canary", Canary, methods=["GET", "POST"]),
+            Route("/policy/canary/promote", CanaryPromote, methods=["POST"]),
+            Route("/policy/canary/abort", CanaryAbort, methods=["POST"])]
+
+
+async def _read_text(request: Request) -> str:
+    try:
+        return (await _read_body(request)).decode()
+    except UnicodeDecodeError:
+        raise GatewayError(400, "the policy must be UTF-8 YAML text", "policy_invalid") from None
 
 
 def _refused(exc: PolicyRefused) -> GatewayError:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.auth.feature import AUTH
 from gateway.auth.verifier import bearer_token
 from gateway.config.reader import ConfigError
 from gateway.errors import GatewayError
@@ -155,7 +156,7 @@ class CanaryControl:
             settings = CanarySettings.parse(data["settings"])
             config = validate_policy(data["text"], self.runtime.path)
             upstreams = await merge_upstreams(config, stable.upstreams, stable.config)
-            parts = build_parts(config, stable, upstreams)
+            parts = build_parts(config, self.runtime.features, stable, upstreams)
             await start_parts(parts)
         except (ConfigError, ValueError, KeyError) as exc:
             log.error("policy canary %s cannot start here: %s", version, exc)
@@ -170,8 +171,11 @@ class CanaryControl:
 
     async def _genuine(self, authorization: str | None) -> bool:
         """Whether the stable version accepts this Authorization header's token (a real caller)."""
+        verifier = self.runtime.parts.state(AUTH.key)
+        if verifier is None:
+            return False
         try:
-            await self.runtime.parts.verifier.verify(bearer_token(authorization))
+            await verifier.verify(bearer_token(authorization))
         except GatewayError:
             return False
         return True

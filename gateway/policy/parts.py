@@ -1,116 +1,121 @@
 """The request-path objects of one policy version, built with the previous version's long-lived state.
 
-Long-lived state is kept where its identity is unchanged (the config slice that built it compares
-equal): the JWT verifier (JWKS key sets, token cache), each pool (health, ejections, keep-alive
-connections), the rate limiter (its windows), the cache stage (its store), the plugin manager
-(its instances) and the access log. Everything else (route table, stage list, pipeline, proxy) is
-cheap and rebuilt. In-flight requests hold their version's objects, so they finish on it.
+Each feature (`gateway.feature.Feature`) may own a long-lived object: the JWT verifier (JWKS key
+sets, token cache), the rate limiter (its windows), the cache stage (its store), the plugin manager
+(its instances). It is kept when the feature's `unchanged` key of the new policy equals the old
+one's. The pools (health, ejections, keep-alive connections) are kept one by one
+(`merge_upstreams`), the access log while its target is unchanged. Everything else (route table,
+stage list, pipeline, proxy) is cheap and rebuilt. In-flight requests hold their version's objects,
+so they finish on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from gateway.accesslog import AccessLog
-from gateway.auth.admin import make_require_admin
-from gateway.auth.verifier import JwtVerifier
 from gateway.config.schema import GatewayConfig
-from gateway.pipeline import Pipeline, build_stages
+from gateway.feature import SLOTS, Feature, StateKey
+from gateway.pipeline import Pipeline
 from gateway.proxy import ProxyEndpoint
 from gateway.routing import RouteTable
 from gateway.stages.base import Stage
 from gateway.upstream.forward import Upstreams
 
+S = TypeVar("S")
+
+
+@dataclass
+class _Building:
+    """A version while its features build their objects (`gateway.feature.Assembly`)."""
+
+    config: GatewayConfig
+    table: RouteTable
+    upstreams: Upstreams
+    states: dict[str, object]
+
+    def state(self, key: StateKey[S]) -> S | None:
+        return cast("S | None", self.states.get(key.name))
+
 
 @dataclass
 class Parts:
+    """One policy version's objects."""
+
     config: GatewayConfig
-    verifier: JwtVerifier
     table: RouteTable
     upstreams: Upstreams
-    plugins: Any | None
+    states: dict[str, object]  # feature name -> its long-lived object
+    keys: dict[str, object]  # feature name -> the `unchanged` key its object was built for
     stages: list[Stage]
     pipeline: Pipeline
     access_log: AccessLog
     proxy: ProxyEndpoint
-    require_admin: Any
-    # What this version created (to start) rather than took over from the previous one.
-    fresh: list[Any] = field(default_factory=list)
+    # What this version created (to start, in this order) rather than took over from the previous one.
+    fresh: list[object]
+
+    def state(self, key: StateKey[S]) -> S | None:
+        return cast("S | None", self.states.get(key.name))
 
 
-def stage_identity(stage: Stage, config: GatewayConfig) -> Any:
-    """The config slice a long-lived stage was built from; None for stages rebuilt every version.
-
-    The rate limiter and the cache read their rules from `ctx.route` per request, so only the
-    shared store and the lease-renewal period decide whether an instance can serve the new policy.
-    """
-    if stage.name == "ratelimit":
-        leases = tuple(sorted(lim.lease_s for route in config.routes for lim in route.rate_limits
-                              if any(q.kind == "concurrent" for qs in (lim.quotas, *lim.tiers.values())
-                                     for q in qs)))
-        return ("ratelimit", config.redis, leases[:1])
-    if stage.name == "cache":
-        return ("cache", config.redis, config.memory_cache)
-    return None
-
-
-def plugin_manager(config: GatewayConfig) -> Any | None:
-    if not config.plugins and not config.plugin_dir:
-        return None
-    from gateway.plugins.embedder import plugin_manager as make_manager
-    from gateway.startup import ensure_plugin_dir
-
-    ensure_plugin_dir(config)
-    return make_manager(config.plugins, config.plugin_dir)
-
-
-def build_parts(config: GatewayConfig, previous: Parts | None = None,
+def build_parts(config: GatewayConfig, features: Sequence[Feature[Any]], previous: Parts | None = None,
                 upstreams: Upstreams | None = None) -> Parts:
     """A version's objects; `upstreams` (from `merge_upstreams`) when reloading."""
     prev = previous
-    fresh: list[Any] = []
-    server = config.server
-    if prev is not None and (prev.config.issuers, prev.config.server.max_token_bytes) == \
-            (config.issuers, server.max_token_bytes):
-        verifier = prev.verifier
-    else:
-        verifier = JwtVerifier(config.issuers, server.max_token_bytes)
-        fresh.append(verifier)
-    if prev is not None and (prev.config.plugins, prev.config.plugin_dir) == (config.plugins, config.plugin_dir):
-        plugins = prev.plugins
-    else:
-        plugins = plugin_manager(config)
-        if plugins is not None:
-            fresh.append(plugins)
-    table = RouteTable(config)
+    fresh: list[object] = []
     if upstreams is None:
         upstreams = Upstreams(config.pools)
         fresh.append(upstreams)
-    stages = build_stages(config, verifier, table, upstreams, plugins)
-    if prev is not None:
-        kept = {key: s for s in prev.stages if (key := stage_identity(s, prev.config)) is not None}
-        stages = [kept.get(stage_identity(s, config), s) if stage_identity(s, config) is not None else s
-                  for s in stages]
-    fresh += [s for s in stages if prev is None or s not in prev.stages]
+    building = _Building(config, RouteTable(config), upstreams, {})
+    keys: dict[str, object] = {}
+    for feature in features:
+        if feature.state is None:
+            continue
+        key = keys[feature.name] = feature.unchanged(config) if feature.unchanged is not None else None
+        state: object | None
+        if prev is not None and feature.unchanged is not None and feature.name in prev.keys \
+                and prev.keys[feature.name] == key:
+            state = prev.states.get(feature.name)
+        else:
+            state = feature.state(building)
+            if state is not None:
+                fresh.append(state)
+        if state is not None:
+            building.states[feature.name] = state
+    placed: list[tuple[int, Stage]] = []
+    for feature in features:
+        if feature.stages is not None:
+            placed += [(SLOTS.index(slot), stage)
+                       for slot, stage in feature.stages(building, building.states.get(feature.name))]
+    stages = [stage for _, stage in sorted(placed, key=lambda p: p[0])]  # stable: features' order within a slot
+    server = config.server
     if prev is not None and prev.config.server.access_log == server.access_log:
         access_log = prev.access_log
     else:
         access_log = AccessLog(server.access_log)
     pipeline = Pipeline(stages, upstreams)
-    proxy = ProxyEndpoint(table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for)
-    return Parts(config, verifier, table, upstreams, plugins, stages, pipeline, access_log, proxy,
-                 make_require_admin(verifier, config.admin), fresh)
+    proxy = ProxyEndpoint(building.table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for)
+    return Parts(config, building.table, upstreams, building.states, keys, stages, pipeline, access_log, proxy, fresh)
 
 
 async def start_parts(parts: Parts) -> None:
-    """Start what this version created, in the start-up order (keys, pools, stages, plugins)."""
-    order = sorted(parts.fresh, key=lambda p: (0 if isinstance(p, JwtVerifier) else 1 if isinstance(p, Upstreams)
-                                               else 3 if p is parts.plugins else 2))
-    for part in order:
+    """Start what this version created: the pools, then each feature's object in the features' order."""
+    for part in parts.fresh:
         start = getattr(part, "start", None)
         if start is not None:
             await start()
+
+
+async def stop_parts(parts: Parts) -> None:
+    """At shutdown: every feature's object in reverse order, then the pools; the access log flushed."""
+    for state in reversed(list(parts.states.values())):
+        stop = getattr(state, "stop", None)
+        if stop is not None:
+            await stop()
+    await parts.upstreams.stop()
+    parts.access_log.flush()
 
 
 async def merge_upstreams(config: GatewayConfig, previous: Upstreams, previous_config: GatewayConfig) -> Upstreams:
@@ -136,7 +141,7 @@ class Retired:
     checkers: list[Any] = field(default_factory=list)
     discoveries: list[Any] = field(default_factory=list)
     sessions: list[Any] = field(default_factory=list)
-    stoppable: list[Any] = field(default_factory=list)  # stages, plugin manager
+    stoppable: list[object] = field(default_factory=list)  # features' objects the new version dropped
     access_log: AccessLog | None = None
 
     async def stop_background(self) -> None:
@@ -159,14 +164,11 @@ class Retired:
 def retired(old: Parts, new: Parts) -> Retired:
     up_old, up_new = old.upstreams, new.upstreams
     live_sessions = {id(s) for s in up_new.sessions.values()}
-    out = Retired(
+    kept = {id(s) for s in new.states.values()}
+    return Retired(
         checkers=[c for c in up_old.checkers if c not in up_new.checkers],
         discoveries=[d for d in up_old.discoveries if d not in up_new.discoveries],
         sessions=[s for s in up_old.sessions.values() if id(s) not in live_sessions],
-        stoppable=[s for s in old.stages if s not in new.stages],
+        stoppable=[s for s in old.states.values() if id(s) not in kept],
         access_log=old.access_log if old.access_log is not new.access_log else None,
     )
-    if old.plugins is not None and old.plugins is not new.plugins:
-        out.stoppable.append(old.plugins)
-    return out
-

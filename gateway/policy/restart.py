@@ -1,6 +1,7 @@
 """Which policy changes a reload applies live, at the next client connection, or only at a restart.
 
-`APPLIES` classifies every key by its longest prefix; `changes(old, new)` lists what differs between
+Each feature says how a reload treats its keys (`ConfigPart.reload`); `APPLIES` gathers them and
+classifies every key by its longest prefix; `changes(old, new)` lists what differs between
 two validated configs; `check-config --against URL` asks a running gateway (`POST /admin/policy/check`)
 and prints the list. `python -m gateway.policy.restart` prints the table docs/policy-reload.md carries.
 """
@@ -11,39 +12,14 @@ import dataclasses
 import sys
 from typing import Any
 
+from gateway.config.part import LIVE, NEXT_CONNECTION, RESTART, Reload
 from gateway.config.schema import GatewayConfig
+from gateway.features import PARTS
 
-LIVE, NEXT_CONNECTION, RESTART = "live", "next connection", "restart"
+__all__ = ["APPLIES", "LIVE", "NEXT_CONNECTION", "RESTART", "changes", "classify", "docs_table", "report"]
 
-# key prefix -> (when a reload applies it, what happens). The longest matching prefix wins.
-APPLIES: dict[str, tuple[str, str]] = {
-    "": (LIVE, "new requests use the new version; requests in flight finish on theirs"),
-    "server.host": (RESTART, "the listening socket is bound at start"),
-    "server.port": (RESTART, "the listening socket is bound at start"),
-    "server.workers": (RESTART, "the worker processes are forked at start"),
-    "server.tls": (RESTART, "TLS on/off and file paths are set up with the socket (renewed files are "
-                            "re-read by themselves)"),
-    "server.keepalive_timeout_s": (RESTART, "uvicorn's keep-alive timer is set at start"),
-    "server.header_timeout_s": (NEXT_CONNECTION, "a connection keeps the limits it was opened with"),
-    "server.body_timeout_s": (NEXT_CONNECTION, "a connection keeps the limits it was opened with"),
-    "server.max_header_bytes": (NEXT_CONNECTION, "a connection keeps the limits it was opened with"),
-    "server.max_headers": (NEXT_CONNECTION, "a connection keeps the limits it was opened with"),
-    "server.max_connections": (NEXT_CONNECTION, "counted against as connections open"),
-    "server.max_token_bytes": (LIVE, "a new token verifier (its token cache starts empty)"),
-    "server.access_log": (LIVE, "the next request is logged to the new target"),
-    "server.max_body_bytes": (LIVE, "checked per request"),
-    "server.trust_forwarded_for": (LIVE, "read per request"),
-    "issuers": (LIVE, "a changed issuer list gets a new verifier: JWKS fetched again, token cache empty"),
-    "pools": (LIVE, "a changed pool is rebuilt and health-checked before it serves (its connections, "
-                    "ejections and rollout start afresh); unchanged pools keep theirs"),
-    "routes": (LIVE, "limiter windows, cache entries and plugin instances are kept"),
-    "redis": (LIVE, "a new Redis link for the limiter and cache; shared counters stay in Redis"),
-    "memory_cache": (LIVE, "a new in-process cache store: its entries start empty"),
-    "plugins": (LIVE, "a new plugin manager (instances of every plugin start afresh); turning plugins on "
-                      "or off entirely changes the /admin/plugins endpoints only at restart"),
-    "plugin_dir": (LIVE, "as `plugins`"),
-    "admin": (LIVE, "the admin check of the new version applies to the next admin request"),
-}
+# key prefix -> how a reload applies it, from every part of the policy file (the longest prefix wins).
+APPLIES: dict[str, Reload] = {prefix: how for part in PARTS for prefix, how in part.reload.items()}
 
 
 def classify(key: str) -> tuple[str, str]:
@@ -53,17 +29,26 @@ def classify(key: str) -> tuple[str, str]:
     for prefix in APPLIES:
         if (plain == prefix or plain.startswith(prefix + ".")) and len(prefix) > len(best):
             best = prefix
-    return APPLIES[best]
+    how = APPLIES[best]
+    return how.applies, how.why
 
 
 def changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     """Keys that differ, as dotted paths; pools, routes and issuers by name (`pools[gpu].endpoints`)."""
     out: list[str] = []
     for f in dataclasses.fields(GatewayConfig):
-        if f.name in ("source", "extra"):
-            continue
-        _diff(f.name, getattr(old, f.name), getattr(new, f.name), out)
+        if f.name not in ("source", "sections"):
+            _diff(f.name, getattr(old, f.name), getattr(new, f.name), out)
+    for part in PARTS:
+        if part.top_keys:
+            _keyed_diff("", part.top_keys, part.keyed, old.sections.get(part.name), new.sections.get(part.name), out)
     return out
+
+
+def _keyed_diff(path: str, keys: tuple[str, ...], keyed: Any, a: object, b: object, out: list[str]) -> None:
+    """One part's section, key by key (`path` is where the section hangs: "" at the top level)."""
+    for (key, x), (_, y) in zip(keyed(a, keys), keyed(b, keys), strict=True):
+        _diff(f"{path}.{key}" if path else key, x, y, out)
 
 
 def _diff(path: str, a: Any, b: Any, out: list[str]) -> None:
@@ -71,7 +56,10 @@ def _diff(path: str, a: Any, b: Any, out: list[str]) -> None:
         return
     if dataclasses.is_dataclass(a) and type(a) is type(b):
         for f in dataclasses.fields(a):  # names only, never values: secrets are among them
-            _diff(f"{path}.{f.name}", getattr(a, f.name), getattr(b, f.name), out)
+            if f.name == "sections":  # a route's or pool's feature sections, under their own keys
+                _part_sections(path, getattr(a, f.name), getattr(b, f.name), out)
+            else:
+                _diff(f"{path}.{f.name}", getattr(a, f.name), getattr(b, f.name), out)
         return
     if _named(a) and _named(b):
         left, right = {x.name: x for x in a}, {x.name: x for x in b}
@@ -86,6 +74,13 @@ def _diff(path: str, a: Any, b: Any, out: list[str]) -> None:
     out.append(path)
 
 
+def _part_sections(path: str, a: dict[str, object], b: dict[str, object], out: list[str]) -> None:
+    for part in PARTS:
+        keys = part.route_keys if path.startswith("routes") else part.pool_keys
+        if keys:
+            _keyed_diff(path, keys, part.keyed, a.get(part.name), b.get(part.name), out)
+
+
 def _named(value: Any) -> bool:
     return isinstance(value, tuple) and all(dataclasses.is_dataclass(x) and hasattr(x, "name") for x in value)
 
@@ -96,8 +91,8 @@ def report(old: GatewayConfig, new: GatewayConfig) -> list[dict[str, str]]:
 
 def docs_table() -> str:
     rows = ["| keys | a reload applies them | notes |", "| --- | --- | --- |"]
-    for prefix, (mode, why) in APPLIES.items():
-        rows.append(f"| `{prefix or '(everything else)'}` | {mode} | {why} |")
+    for prefix, how in APPLIES.items():
+        rows.append(f"| `{prefix or '(everything else)'}` | {how.applies} | {how.why} |")
     return "\n".join(rows)
 
 

@@ -18,19 +18,19 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgecore.files import write_atomic
 from gateway.config.reader import ConfigError
 from gateway.config.schema import GatewayConfig
+from gateway.feature import Feature
 from gateway.policy import metrics as pm
 from gateway.policy.parts import Parts, build_parts, merge_upstreams, retired, start_parts
 from gateway.policy.restart import RESTART, report
 from gateway.policy.version import History, PolicyVersion, Refusal, policy_hash, refusal_text, validate_policy
 from gateway.policy.watch import FileWatcher, file_state
-from gateway.serving import protocol
 
 log = logging.getLogger("edgegw.policy")
 
@@ -45,15 +45,17 @@ class PolicyRefused(Exception):
 
 
 class PolicyRuntime:
-    def __init__(self, config: GatewayConfig, install: Callable[[Parts], None]) -> None:
+    def __init__(self, config: GatewayConfig, features: Sequence[Feature[Any]],
+                 install: Callable[[Parts], None]) -> None:
         self.path = config.source
+        self.features = features
         self.install = install
         try:
             text = Path(self.path).read_text()
         except OSError:
             text = ""  # built from a config that has no file (no watching, nothing to roll back to)
         self.current = PolicyVersion.of(text, config, "start")
-        self.parts = build_parts(config)
+        self.parts = build_parts(config, features)
         self.history = History()
         self.history.push(self.current)
         self.started = self.current
@@ -121,7 +123,7 @@ class PolicyRuntime:
             parts: Parts | None = None
             try:
                 upstreams = await merge_upstreams(config, old.upstreams, old.config)
-                parts = build_parts(config, old, upstreams)
+                parts = build_parts(config, self.features, old, upstreams)
                 await start_parts(parts)
             except Exception as exc:  # a part that cannot start (a plugin, a JWKS file)
                 if parts is not None:
@@ -133,7 +135,9 @@ class PolicyRuntime:
             # Against what this process started with: that is what the socket and workers still are.
             pending = [c["key"] for c in report(self.started.config, config) if c["applies"] == RESTART]
             self.install(parts)  # from here new requests use it
-            protocol.configure(protocol.ListenerLimits.of(config.server))  # from the next connection
+            for feature in self.features:
+                if feature.installed is not None:
+                    feature.installed(config)
             self.parts = parts
             previous = self.current
             self.current = PolicyVersion.of(text, config, origin)

@@ -6,11 +6,10 @@ import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from gateway.config.loader import load_config_text
 from gateway.config.reader import ConfigError
 from gateway.config.schema import GatewayConfig
+from gateway.features import load_config_text
 
 
 def policy_hash(text: str) -> str:
@@ -20,10 +19,7 @@ def policy_hash(text: str) -> str:
 
 def validate_policy(text: str, file: str) -> GatewayConfig:
     """Exactly `edgegw check-config`'s checks; raises ConfigError with its text."""
-    config = load_config_text(text, file)
-    if config.plugin_dir and Path(config.plugin_dir).exists() and not Path(config.plugin_dir).is_dir():
-        raise ConfigError(file, "plugin_dir", f"{config.plugin_dir} is not a directory")
-    return config
+    return load_config_text(text, file)
 
 
 def refusal_text(exc: ConfigError) -> str:

@@ -1,13 +1,13 @@
-"""Config for rate limits (per route) and the Redis connection (top level, `RedisConfig` in
-`gateway/redis/config.py`), validated at start-up."""
+"""Config for rate limits, per route (`routes[].rate_limits`), validated at start-up."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import cast
 
+from gateway.config.part import Frame
 from gateway.config.reader import Section
-from gateway.redis.config import RedisConfig
+from gateway.config.schema import RouteConfig
 
 KEY_PARTS = ("subject", "tenant", "api_key", "client_ip", "route", "model")
 ON_REDIS_ERROR = ("allow", "deny", "local")
@@ -60,28 +60,17 @@ class LimitConfig:
         return self.quotas
 
 
-def parse_redis(sec: Section) -> RedisConfig | None:
-    """`redis: {url, timeout_ms, key_prefix, cluster, max_connections, retry_interval_s}`."""
-    if not sec.data:
-        return None
-    url = sec.str("url")
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise sec.error("url", f"expected redis://, rediss:// or unix:// URL, got {_redact(url)!r}")
-    prefix = sec.str("key_prefix", "edgegw")
-    if not prefix or any(c in prefix for c in "{} "):
-        raise sec.error("key_prefix", "must be non-empty without braces or spaces (braces are hash tags)")
-    cfg = RedisConfig(
-        url=url,
-        timeout_ms=sec.int("timeout_ms", 50, min=1, max=10_000),
-        key_prefix=prefix,
-        cluster=sec.bool("cluster", False),
-        max_connections=sec.int("max_connections", 128, min=1, max=10_000),
-        retry_interval_s=sec.float("retry_interval_s", 0.5, min=0.01, max=60.0),
-    )
-    if cfg.cluster and urlsplit(url).scheme == "unix":
-        raise sec.error("cluster", "a Redis Cluster is reached over TCP, not a unix socket")
-    sec.done()
-    return cfg
+NAME = "ratelimit"
+
+
+def route_limits(route: RouteConfig) -> tuple[LimitConfig, ...]:
+    """A route's limits (empty: none)."""
+    return cast("tuple[LimitConfig, ...]", route.sections.get(NAME, ()))
+
+
+def parse_route_part(route: Section, frame: Frame) -> tuple[LimitConfig, ...] | None:
+    """`routes[].rate_limits`; None when the route has none."""
+    return tuple(parse_route_limits(route.sections("rate_limits"))) or None
 
 
 def parse_route_limits(secs: list[Section]) -> list[LimitConfig]:
@@ -157,10 +146,3 @@ def _quota_overrides(sec: Section) -> dict[str, Quota | None]:
         window_ms = int(window_s * 1000)
         out[label] = Quota(label, kind, limit, window_ms, window_ms // BUCKETS_PER_WINDOW)
     return out
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(parts.password, "***")
-    return url

@@ -12,7 +12,7 @@ from operator import attrgetter
 from typing import Any, Protocol
 
 from gateway.context import RequestContext
-from gateway.ratelimit.config import LimitConfig, Quota
+from gateway.ratelimit.config import LimitConfig, Quota, route_limits
 
 _MISSING = "_"  # a key part the request does not have (e.g. no tenant claim): one shared bucket
 _CALLERS_MAX = 10_000  # rules kept per plan (callers); past this the plan forgets them and starts over
@@ -273,7 +273,7 @@ class Planner:
             return found[1]
         # The route is the Redis Cluster hash tag: every key of one request shares a slot.
         tag = route.name.replace("{", "").replace("}", "")
-        plan = RoutePlan([(limit, limit.quotas_for(ctx.tier)) for limit in route.rate_limits],
+        plan = RoutePlan([(limit, limit.quotas_for(ctx.tier)) for limit in route_limits(route)],
                          f"{self.key_prefix}:rl:{{{tag}}}:")
         self._plans[(route.name, ctx.tier)] = (route, plan)
         return plan

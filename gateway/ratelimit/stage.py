@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
+from gateway.ratelimit.config import NAME, route_limits
 from gateway.ratelimit.headers import limit_headers, rejection
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.metrics import fallbacks_total, rejections_by
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.rules import Check, Limiter, Planner, RoutePlan, estimate_tokens
+from gateway.redis.config import redis_config
 from gateway.redis.link import RedisUnavailable, shared_link
 from gateway.redis.piggyback import PIGGYBACK, Piggyback
 from gateway.redis.settle import SETTLE, SettleBatch
@@ -47,16 +49,16 @@ class RateLimitStage(Stage):
     rewrites_request = False
 
     def __init__(self, config: GatewayConfig) -> None:
-        self.planner = Planner(config.redis.key_prefix if config.redis else "edgegw")
+        redis = redis_config(config)
+        self.planner = Planner(redis.key_prefix if redis else "edgegw")
         self.local = MemoryLimiter()
-        self.link = shared_link(config.redis) if config.redis is not None else None
+        self.link = shared_link(redis) if redis is not None else None
         self.remote = RedisLimiter(self.link) if self.link is not None else None
         self._replica = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
         self._held: dict[str, Held] = {}  # in flight with concurrency slots: their leases are renewed
-        leases = [lim.lease_s for route in config.routes for lim in route.rate_limits
-                  if any(q.kind == "concurrent" for qs in (lim.quotas, *lim.tiers.values()) for q in qs)]
-        self._renew_every_s = min(leases) / 3 if leases else None
+        leases = lease_periods(config)
+        self._renew_every_s = leases[0] / 3 if leases else None
         self._renewer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -72,7 +74,7 @@ class RateLimitStage(Stage):
             await self.link.stop()
 
     def enabled_for(self, ctx: RequestContext) -> bool:
-        return ctx.route is not None and bool(ctx.route.rate_limits)
+        return ctx.route is not None and NAME in ctx.route.sections
 
     async def on_request(self, ctx: RequestContext) -> None:
         plan = self.planner.plan(ctx)
@@ -191,8 +193,15 @@ def _prompt_tokens(ctx: RequestContext) -> int:
     return estimate_tokens({k: body[k] for k in ("prompt", "messages", "input") if k in body}, 0)
 
 
-def build_ratelimit_stage(config: GatewayConfig) -> list[Stage]:
-    """The stage (in a list) when any route has limits, else nothing."""
-    if not any(route.rate_limits for route in config.routes):
-        return []
-    return [RateLimitStage(config)]
+def lease_periods(config: GatewayConfig) -> tuple[float, ...]:
+    """The `lease_s` of every limit with a concurrency quota, shortest first (leases are renewed at a
+    third of the shortest)."""
+    return tuple(sorted(lim.lease_s for route in config.routes for lim in route_limits(route)
+                        if any(q.kind == "concurrent" for qs in (lim.quotas, *lim.tiers.values()) for q in qs)))
+
+
+def build_ratelimit_stage(config: GatewayConfig) -> RateLimitStage | None:
+    """The stage when any route has limits, else None."""
+    if not any(NAME in route.sections for route in config.routes):
+        return None
+    return RateLimitStage(config)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import os
 
-from gateway.config import load_config
 from gateway.config.schema import GatewayConfig
+from gateway.features import load_config
 
 CONFIG_ENV = "EDGEGW_CONFIG"
 

@@ -1,4 +1,4 @@
-"""The operators' status page at /admin: `status_routes()` is mounted by `Gateway.routes()`.
+"""The operators' status page at /admin: `StatusPage` and the routes below, mounted by `Gateway.routes()`.
 
     GET  /admin               the page (or the sign-in form without a valid admin cookie)
     POST /admin/login         form field `token`: an admin JWT, kept in the HttpOnly `edgegw_admin` cookie
@@ -8,6 +8,6 @@
     GET  /admin/static/NAME   status.css, status.js
 """
 
-from gateway.status.routes import status_routes
+from gateway.status.routes import StatusPage, sign_in_routes, status_routes
 
-__all__ = ["status_routes"]
+__all__ = ["StatusPage", "sign_in_routes", "status_routes"]

@@ -10,11 +10,12 @@ from urllib.parse import parse_qs
 from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 import gateway.status.render as render
 from gateway.auth.admin import ADMIN_COOKIE, CSRF_COOKIE, cross_site, new_csrf_token
 from gateway.errors import GatewayError
+from gateway.feature import GatewayView
 from gateway.status.snapshot import snapshot
 
 _STATIC = {name: (Path(__file__).with_name("static") / name).read_bytes()
@@ -40,8 +41,9 @@ class _AdminEndpoint(HTTPEndpoint):
     """An admin resource: the gateway serving it is the app's (`app.state.gateway`)."""
 
     @property
-    def gateway(self) -> Any:
-        return self.scope["app"].state.gateway
+    def gateway(self) -> GatewayView:
+        gateway: GatewayView = self.scope["app"].state.gateway
+        return gateway
 
     async def operator(self, request: Request) -> dict[str, Any] | None:
         """The signed-in operator's claims, or None when signed out."""
@@ -128,18 +130,16 @@ class Logout(_AdminEndpoint):
 
 
 class Panel(_AdminEndpoint):
-    """`/admin/panel`: the page's refreshing part, as HTML."""
+    """`/admin/panel`: the page's refreshing part, as HTML (behind the admin guard)."""
 
     async def get(self, request: Request) -> Response:
-        await self.gateway.require_admin(request)
         return _html(render.panel(snapshot(self.gateway)))
 
 
 class StatusJson(_AdminEndpoint):
-    """`/admin/status.json`: the page's data, for scripts."""
+    """`/admin/status.json`: the page's data, for scripts (behind the admin guard)."""
 
     async def get(self, request: Request) -> Response:
-        await self.gateway.require_admin(request)
         return JSONResponse(snapshot(self.gateway), headers={"cache-control": "no-store"})
 
 
@@ -164,13 +164,11 @@ def _html(text: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(text, status_code=status, headers=_HEADERS)
 
 
-def status_routes() -> list[Route]:
-    """The status page's routes, for `Gateway.routes()`."""
-    return [
-        Route("/admin", StatusPage),
-        Route("/admin/login", Login),
-        Route("/admin/logout", Logout),
-        Route("/admin/panel", Panel),
-        Route("/admin/status.json", StatusJson),
-        Route("/admin/static/{name}", StaticAsset),
-    ]
+def sign_in_routes() -> list[BaseRoute]:
+    """Under `/admin`, outside the admin guard: signing in and out, and the page's assets."""
+    return [Route("/login", Login), Route("/logout", Logout), Route("/static/{name}", StaticAsset)]
+
+
+def status_routes() -> list[BaseRoute]:
+    """Under `/admin`, behind the admin guard: the page's data."""
+    return [Route("/panel", Panel), Route("/status.json", StatusJson)]

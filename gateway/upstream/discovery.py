@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 import aiohttp
 from prometheus_client import Counter
 
 from gateway import metrics
-from gateway.config.reader import Section
 from gateway.config.schema import EndpointConfig
+from gateway.upstream.config import DnsConfig
 from gateway.upstream.dns import DnsError, query_a, system_a
 from gateway.upstream.pool import Endpoint, Pool
 
@@ -28,46 +27,6 @@ discovery_events = Counter("edgegw_discovery_events_total", "DNS discovery chang
                            ["pool", "event"], registry=metrics.registry)
 
 _REAP_INTERVAL_S = 0.1  # how often draining endpoints are checked for their last request
-
-
-@dataclass(frozen=True)
-class DnsConfig:
-    """A pool's `dns:` section."""
-
-    name: str  # the hostname to resolve, e.g. edgegw-backend.edgegw.svc.cluster.local
-    port: int  # every discovered address is reached on this port
-    scheme: str = "http"
-    interval_s: float = 5.0
-    timeout_s: float = 2.0
-    resolver: tuple[str, int] | None = None  # ask this DNS server directly; None: the system resolver
-    weight: int = 1
-    group: str = "default"
-
-    def url(self, address: str) -> str:
-        return f"{self.scheme}://{address}:{self.port}"
-
-
-def parse_dns(sec: Section) -> DnsConfig:
-    """Validate a pool's `dns:` section."""
-    resolver = sec.str("resolver", None)
-    server: tuple[str, int] | None = None
-    if resolver is not None:
-        host, sep, port = resolver.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise sec.error("resolver", f"expected host:port of a DNS server, got {resolver!r}")
-        server = (host.strip("[]"), int(port))
-    cfg = DnsConfig(
-        name=sec.str("name"),
-        port=sec.int("port", min=1, max=65535),
-        scheme=sec.str("scheme", "http", choices=("http", "https")),
-        interval_s=sec.float("interval_s", 5.0, min=0.05),
-        timeout_s=sec.float("timeout_s", 2.0, min=0.01),
-        resolver=server,
-        weight=sec.int("weight", 1, min=0),
-        group=sec.str("group", "default"),
-    )
-    sec.done()
-    return cfg
 
 
 class DnsDiscovery:

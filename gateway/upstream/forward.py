@@ -15,6 +15,7 @@ from gateway import metrics
 from gateway.config.schema import PoolConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error_body
+from gateway.upstream.config import pool_options
 from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
 from gateway.upstream.health import HealthChecker
@@ -81,8 +82,9 @@ class Upstreams:
             self.sessions[name] = session
             checker = HealthChecker(pool, session)
             self.checkers.append(checker)
-            if pool.config.dns is not None:
-                self.discoveries.append(DnsDiscovery(pool, pool.config.dns, session))
+            dns = pool_options(pool.config).dns
+            if dns is not None:
+                self.discoveries.append(DnsDiscovery(pool, dns, session))
         # Discovered endpoints join before the first health round, so /readyz counts them.
         await asyncio.gather(*(d.refresh() for d in self.discoveries))
         # One synchronous round first, so /readyz is truthful from the first request.

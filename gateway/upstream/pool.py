@@ -13,6 +13,7 @@ from yarl import URL
 from gateway import metrics
 from gateway.config.schema import EndpointConfig, PoolConfig
 from gateway.errors import unavailable
+from gateway.upstream.config import pool_options
 from gateway.upstream.rollout import BackendRollout
 
 
@@ -107,7 +108,8 @@ class Pool:
         self.retry_budget = RetryBudget(config.retries.budget_ratio, config.retries.min_retries_per_s)
         self._rr = 0
         # A canary rollout between endpoint groups (`rollout:`); None for most pools.
-        self.rollout = BackendRollout(config.name, config.rollout) if config.rollout is not None else None
+        rollout = pool_options(config).rollout
+        self.rollout = BackendRollout(config.name, rollout) if rollout is not None else None
         pick = {"least_outstanding": self._pick_p2c, "round_robin": self._pick_rr,
                 "weighted": self._pick_weighted}
         self._pick = pick[config.balancer]

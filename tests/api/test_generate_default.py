@@ -15,7 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError
+from gateway.features import load_config
 from gateway.routing import RouteTable
 from tests.backend.conftest import OFFLINE, BackendProc, start_backend
 from tests.conftest import GatewayProc, gateway_config, start_gateway
@@ -125,7 +126,7 @@ def test_a_default_model_may_match_a_pool_pattern(tmp_path: Path) -> None:
 @pytest.mark.parametrize("policy", SHIPPED)
 def test_every_shipped_policy_generates_with_a_generation_model(policy: str, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.config import docgen
+    from gateway import docgen
 
     monkeypatch.setenv("EDGEGW_DEMO_SECRET", "x" * 32)
     with docgen.example_env():

@@ -12,20 +12,14 @@ import msgpack
 import openai
 import pytest
 
-from tests.conftest import start_fake_backend, start_gateway
-from tests.media_files import media_config, png
+from tests.media_files import png
 
 MSGPACK = "application/msgpack"
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    backend = start_fake_backend()
-    gateway = start_gateway(tmp_path_factory.mktemp("msgpack"), media_config(backend))
-    gateway.backend = backend
-    yield gateway
-    gateway.proc.stop()
-    backend.proc.stop()
+def gw(media_gateway: Any) -> Any:
+    return media_gateway
 
 
 def post(gw: Any, path: str, body: Any, *, packed: bool = True, accept: str | None = None,

@@ -15,14 +15,14 @@ import redis
 import yaml
 
 from gateway.cache.stage import CacheStage, Prefetch
-from gateway.config import load_config
 from gateway.context import RequestContext, Usage
+from gateway.features import load_config
 from gateway.ratelimit.stage import RateLimitStage
 from gateway.redis.piggyback import PIGGYBACK
 from gateway.routing import RouteTable
 from gateway.stages.base import Stage
-from gateway.stages.pool_select import PoolSelectStage
 from gateway.upstream.forward import Upstreams
+from gateway.upstream.stage import PoolSelectStage
 from tests.cache.conftest import cached_config
 from tests.harness import RedisServer
 

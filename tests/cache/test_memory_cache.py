@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from gateway.cache.store import MemoryCacheStore
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError
+from gateway.features import load_config
 from tests.conftest import gateway_config
 
 

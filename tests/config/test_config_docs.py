@@ -17,19 +17,22 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import docgen, load_config, reader
-from gateway.config.descriptions import ALLOWED, DEFAULTS, DESCRIPTIONS, NOTES, TYPES
+from gateway import docgen
+from gateway.cache.config import route_rule
+from gateway.config import reader
 from gateway.config.reader import Read
+from gateway.docgen import ALLOWED, DEFAULTS, DESCRIPTIONS, NOTES, TYPES
+from gateway.features import PARTS, load_config
+from gateway.plugins.config import plugin_settings
+from gateway.ratelimit.config import route_limits
+from gateway.redis.config import redis_config
+from gateway.upstream.config import pool_options
 from tests.harness import ROOT
 
-# Every module that reads policy keys, by module name (as the recorder names the caller).
-PARSERS = {
-    "gateway.config.loader": "gateway/config/loader.py",
-    "gateway.ratelimit.config": "gateway/ratelimit/config.py",
-    "gateway.cache.config": "gateway/cache/config.py",
-    "gateway.plugins.config": "gateway/plugins/config.py",
-    "gateway.upstream.discovery": "gateway/upstream/discovery.py",
-}
+# Every module that reads policy keys, by module name (as the recorder names the caller): the
+# frame's loader and the module of each feature's parsers.
+PARSERS = {module: module.replace(".", "/") + ".py" for module in dict.fromkeys(
+    ["gateway.config.loader", *(fn.__module__ for part in PARTS for fn in (part.top, part.route, part.pool) if fn)])}
 GETTERS = {"str", "int", "float", "bool", "str_list", "raw", "section", "sections", "has"}
 
 
@@ -44,7 +47,7 @@ def keys(reads: list[Read]) -> dict[str, docgen.Key]:
 
 
 def test_committed_docs_are_generated(capsys: pytest.CaptureFixture[str]) -> None:
-    """(a) Run `python -m gateway.config.docgen` after changing a parser, the example or a description."""
+    """(a) Run `python -m gateway.docgen` after changing a parser, the example or a description."""
     code = docgen.main(["--check"])
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
@@ -61,10 +64,10 @@ def test_check_reports_drift_with_a_diff(tmp_path: Path, capsys: pytest.CaptureF
 def test_every_key_is_described_and_every_description_is_a_key(keys: dict[str, docgen.Key]) -> None:
     """(b) No undocumented keys, and no stale documentation of keys nobody reads any more."""
     recorded = set(keys)
-    assert sorted(recorded - set(DESCRIPTIONS)) == [], "describe these in gateway/config/descriptions.py"
+    assert sorted(recorded - set(DESCRIPTIONS)) == [], "describe these in the docs.py of the feature that reads them"
     assert sorted(set(DESCRIPTIONS) - recorded) == [], "stale descriptions: no parser reads these keys"
     for name, overrides in (("DEFAULTS", DEFAULTS), ("ALLOWED", ALLOWED), ("TYPES", TYPES)):
-        assert sorted(set(overrides) - recorded) == [], f"stale entries in descriptions.{name}"
+        assert sorted(set(overrides) - recorded) == [], f"stale entries in a part's KeyDocs ({name})"
     assert set(NOTES) <= set(docgen.TABLES)
     assert [t for t in docgen.TABLES if t and t.removesuffix("[]") not in recorded] == []
 
@@ -83,7 +86,9 @@ def test_every_key_a_parser_names_is_recorded(reads: list[Read]) -> None:
 def test_source_scan_finds_literal_and_computed_key_names() -> None:
     # Guards the scan itself: a regression to "finds nothing" would make (c) pass vacuously.
     loader = literal_keys((ROOT / PARSERS["gateway.config.loader"]).read_text())
-    assert {"host", "jwks_file", "public_key_file", "timeouts", "retries", "tenant", "dns", "cache"} <= loader
+    assert {"host", "jwks_file", "public_key_file", "timeouts", "retries", "tenant"} <= loader
+    assert {"dns", "rollout"} <= literal_keys((ROOT / PARSERS["gateway.upstream.config"]).read_text())
+    assert {"cache", "memory_cache"} <= literal_keys((ROOT / PARSERS["gateway.cache.config"]).read_text())
     limits = literal_keys((ROOT / PARSERS["gateway.ratelimit.config"]).read_text())
     assert {"requests_per_minute", "concurrent", "tiers", "lease_s"} <= limits
     new = literal_keys("def f(sec):\n    if sec.has('shiny'):\n        return sec.int('shiny', 1)\n")
@@ -103,13 +108,14 @@ def test_full_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("EDGEGW_EXAMPLE_PLUGIN", str(wasm))
     monkeypatch.setenv("EDGEGW_EXAMPLE_UPSTREAM_KEY", "k" * 16)
     cfg = load_config(docgen.EXAMPLE)
-    assert [p.name for p in cfg.pools] == ["cpu", "gpu"] and cfg.pools[1].dns is not None
-    assert cfg.redis is not None and cfg.plugin_dir
-    plugin = cfg.plugins[0]
+    assert [p.name for p in cfg.pools] == ["cpu", "gpu"] and pool_options(cfg.pools[1]).dns is not None
+    plugins = plugin_settings(cfg)
+    assert redis_config(cfg) is not None and plugins is not None and plugins.plugin_dir
+    plugin = plugins.plugins[0]
     assert plugin.file == str(wasm) and plugin.sha256 == hashlib.sha256(docgen.EMPTY_WASM).hexdigest()
-    limit = cfg.routes[0].rate_limits[0]
+    limit = route_limits(cfg.routes[0])[0]
     assert set(limit.tiers) == {"gold", "internal"} and limit.tiers["internal"] == ()
-    assert cfg.routes[1].cache is not None
+    assert route_rule(cfg.routes[1]) is not None
 
 
 def test_recording_and_example_env_are_scoped(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,8 +13,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.config import load_config
 from gateway.config.schema import GatewayConfig
+from gateway.features import load_config
+from gateway.redis.config import redis_config
+from gateway.upstream.config import pool_options
 from tests.harness import ROOT
 
 K8S = ROOT / "deploy" / "k8s"
@@ -88,8 +90,9 @@ def test_k8s_pieces_fit_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     cm = _find("ConfigMap", volume["configMap"]["name"])
     policy = _policy(cm["data"][Path(config_arg).name], tmp_path, monkeypatch)
     (pool,) = policy.pools
-    assert pool.dns.name == "edgegw-backend.edgegw.svc.cluster.local" and pool.dns.port == be_port
-    assert policy.redis is not None
+    dns = pool_options(pool).dns
+    assert dns is not None and dns.name == "edgegw-backend.edgegw.svc.cluster.local" and dns.port == be_port
+    assert redis_config(policy) is not None
     env = {e["name"] for e in gw["env"]}
     assert {"EDGEGW_DEMO_SECRET", "EDGEGW_REDIS_URL"} <= env
     secret = _find("Secret", "edgegw-secrets")
@@ -152,7 +155,8 @@ def test_compose_matches_its_policy_and_the_dockerfile(tmp_path: Path,
     (pool,) = policy.pools
     assert sorted((urlsplit(e.url).hostname, urlsplit(e.url).port) for e in pool.endpoints) == [
         (b, backend_port) for b in backends]
-    assert urlsplit(policy.redis.url).hostname == "redis"
+    redis = redis_config(policy)
+    assert redis is not None and urlsplit(redis.url).hostname == "redis"
     published = services["gateway"]["ports"][0]
     assert published.split(":")[-1] == str(policy.server.port) and str(policy.server.port) in command
     # The demo model is what the backend image serves by default, and what the pool routes.

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from gateway.cli import build_parser
-from gateway.config import load_config
 from gateway.config.schema import GatewayConfig
+from gateway.features import load_config
 from gpu_backend.models import default_embedding_name, default_model_name
 from tests.harness import ROOT
 

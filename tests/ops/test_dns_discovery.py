@@ -10,10 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config.loader import parse_config
 from gateway.config.reader import ConfigError
 from gateway.config.schema import PoolConfig
-from gateway.upstream.discovery import DnsConfig, DnsDiscovery
+from gateway.features import parse_config
+from gateway.upstream.config import DnsConfig, pool_options
+from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.dns import DnsError, parse_a_answers, query_a
 from gateway.upstream.pool import Pool
 from tests.conftest import gateway_config, issuer_config
@@ -32,7 +33,8 @@ def _config(dns: dict[str, Any], endpoints: list[dict[str, Any]] | None = None) 
 def test_dns_section_is_validated() -> None:
     cfg = parse_config(_config({"name": NAME, "port": 9101, "resolver": "127.0.0.1:5353", "interval_s": 1}),
                        "t.yaml")
-    dns = cfg.pools[0].dns
+    dns = pool_options(cfg.pools[0]).dns
+    assert dns is not None
     assert dns == DnsConfig(name=NAME, port=9101, interval_s=1.0, resolver=("127.0.0.1", 5353))
     assert dns.url("10.0.0.7") == "http://10.0.0.7:9101"
     for bad, key in (({"name": NAME, "port": 9101, "resolver": "nope"}, "pools[0].dns.resolver"),

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.plugins.status import plugins_status
 from gateway.status import render
-from gateway.status.snapshot import plugins as plugin_rows
 from tests.conftest import gateway_config
 from tests.harness import ROOT
 from tests.ops.cdp import Browser
@@ -69,7 +69,10 @@ def test_plugins_and_subsystems_are_read_defensively() -> None:
         "name": "api-keys", "failure_policy": "fail_closed",
         "stable": {"version": 3, "instance": "warm", "requests": 10, "failures": 0},
         "canary": {"version": 4, "weight": 0.1, "requests": 2, "failures": 1}, "events": []}])
-    rows = plugin_rows(SimpleNamespace(plugins=manager), 0.0)
+    def plugin_rows(manager: object) -> Any:
+        return plugins_status(SimpleNamespace(state=lambda key: manager), 0.0)["plugins"]  # type: ignore[arg-type]
+
+    rows = plugin_rows(manager)
     assert rows[0]["version"] == 3 and rows[0]["canary"]["weight"] == 0.1
     assert "v4 at 10" in render.panel({"time": 0, "ready": True, "pools": [], "plugins": rows,
                                        "ratelimit": {"rejections": 0, "rejections_per_s": 0, "by_limit": {},
@@ -81,8 +84,8 @@ def test_plugins_and_subsystems_are_read_defensively() -> None:
                                                   "server_errors_per_s": [0, 0]},
                                        "errors": []})
     broken = SimpleNamespace(describe=lambda: 1 / 0)
-    assert plugin_rows(SimpleNamespace(plugins=broken), 0.0)[0]["error"]
-    assert plugin_rows(SimpleNamespace(), 0.0) == []
+    assert plugin_rows(broken)[0]["error"]
+    assert plugin_rows(None) == []
 
 
 def test_status_page_in_chromium(gateway: Any, tmp_path: Path) -> None:

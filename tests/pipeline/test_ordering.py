@@ -1,4 +1,4 @@
-"""In process: the stage order `build_stages` makes from a config, and a whole request through the
+"""In process: the stage order the features' slots make from a config (`build_parts`), and a whole request through the
 `Pipeline` to a real in-process HTTP upstream (aiohttp on 127.0.0.1): request stages in order, the
 forward (with a retry past a 503), response stages in reverse before the client sees the answer.
 
@@ -18,13 +18,12 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.auth.verifier import JwtVerifier
-from gateway.config import load_config
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext, Usage
-from gateway.pipeline import Pipeline, build_stages
+from gateway.features import FEATURES, load_config
+from gateway.pipeline import Pipeline
+from gateway.policy.parts import build_parts
 from gateway.reply import Reply
-from gateway.routing import RouteTable
 from gateway.stages.base import Stage
 from gateway.upstream.forward import Upstreams
 from tests.conftest import DEMO_SECRET, issuer_config
@@ -33,8 +32,9 @@ from tests.pipeline.test_pipeline_state import Recording
 CHAT = "/v1/chat/completions"
 
 
-def _config(tmp_path: Path, urls: list[str], **route: Any) -> GatewayConfig:
+def _config(tmp_path: Path, urls: list[str], top: dict[str, Any] | None = None, **route: Any) -> GatewayConfig:
     data = {
+        **(top or {}),
         "admin": {"issuer": "test"},
         "issuers": [issuer_config()],
         "pools": [{"name": "default", "models": ["m"], "balancer": "round_robin",
@@ -52,12 +52,11 @@ def _issuer_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEGW_TEST_SECRET", DEMO_SECRET)
 
 
-def _stages(config: GatewayConfig, plugins: Any = None) -> list[Stage]:
-    verifier = JwtVerifier(config.issuers, config.server.max_token_bytes)
-    return build_stages(config, verifier, RouteTable(config), Upstreams(config.pools), plugins)
+def _stages(config: GatewayConfig) -> list[Stage]:
+    return build_parts(config, FEATURES).stages
 
 
-# --- build_stages ------------------------------------------------------------------------------
+# --- stage order -------------------------------------------------------------------------------
 
 
 async def test_a_plain_config_gets_only_auth_and_pool_selection(tmp_path: Path) -> None:
@@ -66,11 +65,10 @@ async def test_a_plain_config_gets_only_auth_and_pool_selection(tmp_path: Path) 
 
 
 async def test_every_subsystem_in_use_gets_its_stage_in_the_documented_order(tmp_path: Path) -> None:
-    config = _config(tmp_path, ["http://127.0.0.1:9"],
+    config = _config(tmp_path, ["http://127.0.0.1:9"], top={"plugin_dir": str(tmp_path / "plugins")},
                      rate_limits=[{"name": "l", "key": "subject", "requests_per_minute": 10}],
                      cache={"ttl_s": 60})
-    plugins = object()  # the plugin stages only keep the manager until a route has plugins
-    assert [s.name for s in _stages(config, plugins)] == [
+    assert [s.name for s in _stages(config)] == [
         "jwt_auth", "wasm_auth", "ratelimit", "wasm_routing", "pool_select", "wasm_preprocess", "cache",
         "wasm_response"]
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config import ConfigError, load_config
-from gateway.ratelimit.config import LimitConfig
-from gateway.redis.config import RedisConfig
+from gateway.cache.config import route_rule
+from gateway.config import ConfigError
+from gateway.features import load_config
+from gateway.ratelimit.config import LimitConfig, route_limits
+from gateway.redis.config import RedisConfig, redis_config
 
 BASE = {
     "admin": {"issuer": "t"},
@@ -67,10 +69,11 @@ def test_good_config(tmp_path: Path) -> None:
                                                                "tokens_per_minute": "unlimited"}}}],
                            "cache": {"ttl_s": 30, "when": "always"}},
                 {"redis": {"url": "rediss://:pw@redis.example:6380/0", "cluster": True}})
-    limit = cfg.routes[0].rate_limits[0]  # type: ignore[attr-defined]
+    limit = route_limits(cfg.routes[0])[0]
     assert isinstance(limit, LimitConfig) and limit.key == ("tenant", "model")
     assert {q.label: q.limit for q in limit.quotas_for("default")} == {"requests_per_minute": 10,
                                                                       "tokens_per_minute": 1000}
     assert {q.label: q.limit for q in limit.quotas_for("gold")} == {"requests_per_minute": 100}
-    assert isinstance(cfg.redis, RedisConfig) and cfg.redis.cluster  # type: ignore[attr-defined]
-    assert cfg.routes[0].cache.ttl_s == 30  # type: ignore[attr-defined]
+    redis, rule = redis_config(cfg), route_rule(cfg.routes[0])
+    assert isinstance(redis, RedisConfig) and redis.cluster
+    assert rule is not None and rule.ttl_s == 30

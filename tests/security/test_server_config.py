@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError
+from gateway.features import load_config
 from tests.harness import EDGEGW, ROOT
 from tests.security.certs import Authority
 

@@ -29,7 +29,7 @@ class TlsGateway:
 
     def token(self) -> str:
         from gateway.auth.mint import mint_token
-        from gateway.config import load_config
+        from gateway.features import load_config
 
         return mint_token(load_config(self.config_path).issuers[0], "alice")
 

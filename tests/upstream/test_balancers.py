@@ -16,6 +16,7 @@ import pytest
 
 from gateway.config.schema import EndpointConfig, OutlierConfig, PoolConfig
 from gateway.errors import GatewayError
+from gateway.upstream.config import NAME, PoolOptions
 from gateway.upstream.pool import Endpoint, Pool
 from gateway.upstream.rollout import RolloutConfig
 
@@ -174,7 +175,7 @@ def test_a_draining_or_unhealthy_endpoint_takes_no_new_requests() -> None:
 
 def _canary_pool(balancer: str = "round_robin") -> Pool:
     return _pool(balancer, ("s1", 1, "stable"), ("s2", 1, "stable"), ("c1", 1, "canary"),
-                 rollout=RolloutConfig(steps=(20.0, 100.0), min_requests=10**9))
+                 sections={NAME: PoolOptions(rollout=RolloutConfig(steps=(20.0, 100.0), min_requests=10**9))})
 
 
 def test_a_running_canary_gets_its_step_share_of_picks() -> None:

@@ -10,7 +10,8 @@ import httpx
 import pytest
 import yaml
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError
+from gateway.features import load_config
 from tests.conftest import gateway_config
 
 UPSTREAM_KEY = "upstream-key-5f1c0de9a7"

@@ -1,0 +1,103 @@
+"""What a pool may add to its frame (`pools[]` in `gateway.config.schema`): endpoint discovery by DNS
+(`pools[].dns`) and a step-by-step rollout of a canary endpoint group (`pools[].rollout`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+from gateway.config.part import Frame
+from gateway.config.reader import Section
+from gateway.config.schema import PoolConfig
+from gateway.upstream.rollout import RolloutConfig
+
+NAME = "upstream"
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    """A pool's `dns:` section."""
+
+    name: str  # the hostname to resolve, e.g. edgegw-backend.edgegw.svc.cluster.local
+    port: int  # every discovered address is reached on this port
+    scheme: str = "http"
+    interval_s: float = 5.0
+    timeout_s: float = 2.0
+    resolver: tuple[str, int] | None = None  # ask this DNS server directly; None: the system resolver
+    weight: int = 1
+    group: str = "default"
+
+    def url(self, address: str) -> str:
+        return f"{self.scheme}://{address}:{self.port}"
+
+
+def parse_dns(sec: Section) -> DnsConfig:
+    """Validate a pool's `dns:` section."""
+    resolver = sec.str("resolver", None)
+    server: tuple[str, int] | None = None
+    if resolver is not None:
+        host, sep, port = resolver.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise sec.error("resolver", f"expected host:port of a DNS server, got {resolver!r}")
+        server = (host.strip("[]"), int(port))
+    cfg = DnsConfig(
+        name=sec.str("name"),
+        port=sec.int("port", min=1, max=65535),
+        scheme=sec.str("scheme", "http", choices=("http", "https")),
+        interval_s=sec.float("interval_s", 5.0, min=0.05),
+        timeout_s=sec.float("timeout_s", 2.0, min=0.01),
+        resolver=server,
+        weight=sec.int("weight", 1, min=0),
+        group=sec.str("group", "default"),
+    )
+    sec.done()
+    return cfg
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    dns: DnsConfig | None = None  # endpoint discovery, see gateway.upstream.discovery
+    rollout: RolloutConfig | None = None  # canary group rolled out step by step, see gateway.upstream.rollout
+
+
+_NONE = PoolOptions()
+
+
+def pool_options(pool: PoolConfig) -> PoolOptions:
+    """A pool's discovery and rollout settings (neither: both None)."""
+    return cast(PoolOptions, pool.sections.get(NAME, _NONE))
+
+
+def parse_pool_part(sec: Section, frame: Frame) -> PoolOptions | None:
+    endpoints = sec.data.get("endpoints") or []  # read (and checked) by the frame already
+    dns = parse_dns(sec.section("dns")) if sec.has("dns") else None
+    if not endpoints and dns is None:
+        raise sec.error("endpoints", "a pool needs endpoints or dns discovery")
+    groups = {str(e.get("group", "default")) for e in endpoints if isinstance(e, dict)}
+    rollout = _rollout(sec.section("rollout"), groups) if sec.has("rollout") else None
+    return PoolOptions(dns, rollout) if dns is not None or rollout is not None else None
+
+
+def _rollout(sec: Section, groups: set[str]) -> RolloutConfig:
+    """A pool's `rollout:`: its canary group must have endpoints."""
+    steps = sec.raw("steps", [5, 25, 50, 100])
+    if not isinstance(steps, list) or not steps or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 100 for x in steps):
+        raise sec.error("steps", "expected a list of canary shares in percent, each above 0 and at most 100")
+    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise sec.error("steps", "shares must increase")
+    cfg = RolloutConfig(
+        canary_group=sec.str("canary_group", "canary"),
+        steps=tuple(float(x) for x in steps),
+        interval_s=sec.float("interval_s", 60.0, min=0.0),
+        min_requests=sec.int("min_requests", 100, min=1),
+        max_error_rate_increase=sec.float("max_error_rate_increase", 0.02, min=0.0, max=1.0),
+        max_latency_ratio=sec.float("max_latency_ratio", 1.5, min=1.0),
+        max_ttft_ratio=sec.float("max_ttft_ratio", 1.5, min=1.0),
+        confidence=sec.float("confidence", 0.999, min=0.5, max=0.999999),
+        failed_looks=sec.int("failed_looks", 1, min=1),
+    )
+    if groups and cfg.canary_group not in groups:
+        raise sec.error("canary_group", f"no endpoint of this pool has group {cfg.canary_group!r}")
+    sec.done()
+    return cfg
