@@ -11,7 +11,8 @@ The traffic model (both arms alike unless the scenario changes the canary):
 - upstream latency: log-normal, median 80 ms, sigma 0.35 (an inference backend), plus a pause of
   50-300 ms on 1% of requests (a GC pause or a scheduling hiccup on a busy machine);
 - gateway overhead: log-normal, median 1.5 ms, sigma 0.5, plus 5-50 ms on 1% (the same, in the gateway);
-- background answers: 0.1% 5xx, 1% 429, 2% other 4xx (plugins: 2% local answers).
+- background answers: 0.05% 5xx, 1% 429, 2% other 4xx (plugins: 2% local answers); 1,000 requests
+  per second, both arms together.
 
 Scenarios: `A/A` (the canary is stable), `+5 pts 5xx`, `2x latency` (the canary's upstream latency
 doubled; plugins have no upstream of their own, so not for them) and `dead` (every canary request fails).
