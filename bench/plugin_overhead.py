@@ -92,9 +92,10 @@ async def in_process(built: dict[str, Path], n: int) -> None:
     routes = {
         "no plugins": (RouteConfig("none", ("/v1/completions",)), "routing"),
         "header-only (router)": (RouteConfig("r", ("/v1/completions",),
-                                             plugins=(PluginBinding("router", "routing"),)), "routing"),
+                                             sections={"plugins": (PluginBinding("router", "routing"),)}), "routing"),
         "body rewrite (redact)": (RouteConfig("p", ("/v1/completions",),
-                                              plugins=(PluginBinding("redact", "preprocess"),)), "preprocess"),
+                                              sections={"plugins": (PluginBinding("redact", "preprocess"),)}),
+                                  "preprocess"),
     }
     stages = {phase: PluginPhaseStage(manager, phase) for phase in ("routing", "preprocess")}
     results: dict[str, list[float]] = {name: [] for name in routes}
@@ -138,7 +139,7 @@ async def stage_loop(built: dict[str, Path], variant: str, n: int) -> None:
     manager = plugin_manager(specs, None)
     await manager.start()
     bindings = () if config is None else (PluginBinding(variant, phase),)
-    route = RouteConfig("r", ("/v1/completions",), plugins=bindings)
+    route = RouteConfig("r", ("/v1/completions",), sections={"plugins": bindings})
     stage = PluginPhaseStage(manager, phase)
     body = b'{"model":"m","prompt":"%s","max_tokens":500}' % PROMPT.encode()
     for i in range(200 + n):
