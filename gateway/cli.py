@@ -25,6 +25,9 @@ def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     from gateway.ask import register as register_ask  # `edgegw ask --image FILE "question"` (MessagePack)
 
     register_ask(sub)
+    from gateway.telemetry.usage_cli import register as register_usage  # `edgegw usage --since 7d`
+
+    register_usage(sub)
 
 
 CONFIG_ENV = "EDGEGW_CONFIG"  # the policy file of every command that takes one (the image sets it)

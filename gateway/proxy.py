@@ -20,7 +20,7 @@ from gateway.accesslog import AccessLog
 from gateway.api import CHAT, GENERATE, SPECS, generate_to_completions, validate
 from gateway.auth.verifier import single_authorization
 from gateway.bodies import decode_request, is_msgpack_type
-from gateway.context import RequestContext
+from gateway.context import RequestContext, RequestObserver
 from gateway.errors import GatewayError, bad_request, internal_error_body
 from gateway.jsonkeys import reject_duplicate_keys
 from gateway.media.gate import MediaGate, encode_reply, has_content_parts, negotiate_reply
@@ -39,8 +39,9 @@ class ProxyEndpoint:
     """One instance serves every inference path (`gateway.api.SPECS`)."""
 
     def __init__(self, table: RouteTable, pipeline: Pipeline, access_log: AccessLog, max_body: int,
-                 trust_forwarded_for: bool = False) -> None:
+                 trust_forwarded_for: bool = False, observer: RequestObserver | None = None) -> None:
         self.table = table
+        self.observer = observer  # gateway.telemetry (traces, GenAI metrics, usage); None when off
         self.pipeline = pipeline
         self.access_log = access_log
         # MessagePack and media parts (gateway.media.gate); it raises the read limit by the media's base64
@@ -53,6 +54,9 @@ class ProxyEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self._context(scope)
+        observer = self.observer
+        if observer is not None:
+            observer.begin(ctx)
         metrics.in_flight.inc()
         reply: Reply | None = None
         watcher = _DisconnectWatcher(receive, ctx)
@@ -88,6 +92,8 @@ class ProxyEndpoint:
             metrics.in_flight.dec()
             await self.pipeline.complete(ctx)
             self._record(ctx)
+            if observer is not None:
+                observer.end(ctx)
             if self.observe is not None:
                 self.observe(scope, ctx)
 

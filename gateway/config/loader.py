@@ -19,6 +19,7 @@ from gateway.config.schema import (
     AdminConfig,
     ClaimMapping,
     EndpointConfig,
+    Fallback,
     GatewayConfig,
     HealthConfig,
     IssuerConfig,
@@ -113,6 +114,7 @@ def parse_config(data: Any, file: str, parts: Parts, base_dir: Path | None = Non
             sections[part.name] = value
     routes = [_route(sec, parts, frame) for sec in top.sections("routes", required=True)]
     _unique(top, "routes", [r.name for r in routes])
+    _check_fallbacks(file, pools, routes)
     top.done()
     return GatewayConfig(source=file, server=server, admin=admin, issuers=issuers, pools=pools,
                          routes=tuple(routes), sections=sections)
@@ -244,17 +246,22 @@ def _pool(sec: Section, parts: Parts, frame: Frame) -> PoolConfig:
                                         group=ep.str("group", "default")))
         ep.done()
     t, h, o, r = (sec.section(k) for k in ("timeouts", "health", "outlier", "retries"))
+    from gateway.upstream.models import parse_pool_models
+
+    models, specs = parse_pool_models(sec)  # names, and entries with an alias, a window or fallbacks
     cfg = PoolConfig(
         name=name,
         endpoints=tuple(endpoints),
-        models=_pool_models(sec),
+        models=_pool_models(sec, models),
+        model_specs=specs,
+        discover_context_length=sec.bool("discover_context_length", False),
         embedding_models=tuple(sec.str_list("embedding_models", [])),
         image_models=tuple(sec.str_list("image_models", [])),  # gateway.media: models accepting images
         audio_models=tuple(sec.str_list("audio_models", [])),  # ... and audio
         upstream_headers=_upstream_headers(sec),
         api_key_env=sec.str("api_key_env", None),
         balancer=sec.str("balancer", "least_outstanding",
-                         choices=("least_outstanding", "round_robin", "weighted")),
+                         choices=("least_outstanding", "round_robin", "weighted", "inference")),
         max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
         max_response_bytes=sec.int("max_response_bytes", 64 * 1024 * 1024, min=1024),
         timeouts=TimeoutConfig(t.float("connect_s", 2.0, min=0.01), t.float("first_byte_s", 60.0, min=0.01),
@@ -305,10 +312,27 @@ def _upstream_headers(sec: Section) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _pool_models(sec: Section) -> tuple[str, ...]:
+def _pool_models(sec: Section, models: list[str]) -> tuple[str, ...]:
     """Every model the pool serves, in config order: `models`, then `embedding_models` not listed there."""
-    models = sec.str_list("models", [])
     return tuple(models + [m for m in sec.str_list("embedding_models", []) if m not in models])
+
+
+def _route_fallbacks(sec: Section) -> tuple[Fallback, ...]:
+    from gateway.upstream.models import parse_fallbacks
+
+    return parse_fallbacks(sec)
+
+
+def _check_fallbacks(file: str, pools: tuple[PoolConfig, ...], routes: list[RouteConfig]) -> None:
+    from gateway.routing import generation_models
+    from gateway.upstream.models import check_fallbacks
+
+    def reached(route: RouteConfig) -> list[tuple[str, str]]:
+        return [(m, p.name) for p in pools if route.pool in (None, p.name)
+                for m in generation_models(route, (p,))]
+
+    check_fallbacks(file, [(p.name, p.models, p.model_specs) for p in pools],
+                    [(r.name, r.models, r.fallbacks, reached(r)) for r in routes])
 
 
 def _route(sec: Section, parts: Parts, frame: Frame) -> RouteConfig:
@@ -336,6 +360,7 @@ def _route(sec: Section, parts: Parts, frame: Frame) -> RouteConfig:
         auth=auth,
         issuers=route_issuers,
         default_model=sec.str("default_model", None),
+        fallbacks=_route_fallbacks(sec),
         sections=_part_sections(sec, parts, frame, "route"),
     )
     sec.done()

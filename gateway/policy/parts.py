@@ -17,8 +17,9 @@ from typing import Any, TypeVar, cast
 
 from gateway.accesslog import AccessLog
 from gateway.config.schema import GatewayConfig
+from gateway.context import RequestObserver
 from gateway.feature import SLOTS, Feature, StateKey
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, model_plans
 from gateway.proxy import ProxyEndpoint
 from gateway.routing import RouteTable
 from gateway.stages.base import Stage
@@ -95,8 +96,10 @@ def build_parts(config: GatewayConfig, features: Sequence[Feature[Any]], previou
         access_log = prev.access_log
     else:
         access_log = AccessLog(server.access_log)
-    pipeline = Pipeline(stages, upstreams)
-    proxy = ProxyEndpoint(building.table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for)
+    pipeline = Pipeline(stages, upstreams, model_plans(config))
+    observers = [building.states[f.name] for f in features if f.observes and f.name in building.states]
+    proxy = ProxyEndpoint(building.table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for,
+                          cast("RequestObserver", observers[0]) if observers else None)
     return Parts(config, building.table, upstreams, building.states, keys, stages, pipeline, access_log, proxy, fresh)
 
 

@@ -15,11 +15,15 @@ from gateway import metrics
 from gateway.config.schema import PoolConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error_body
+from gateway.telemetry.propagation import propagate_unsampled
 from gateway.upstream.config import pool_options
 from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.pool import Endpoint, Pool
+from gateway.upstream.prompt_key import PromptKey, prompt_key
+from gateway.upstream.signals import SignalScraper
+from gateway.upstream.windows import read_windows
 
 log = logging.getLogger("edgegw.upstream")
 
@@ -53,6 +57,7 @@ class UpstreamResponse:
     # A stream's: frees the endpoint's in-flight slot once it ends, and when the attempt began.
     release: Callable[[], None] | None = None
     started: float = 0.0
+    head: bytes = b""  # a stream's first chunk, already read (gateway.upstream.fallback): sent first
 
 
 class Upstreams:
@@ -63,6 +68,7 @@ class Upstreams:
         self.sessions: dict[str, aiohttp.ClientSession] = {}
         self.checkers: list[HealthChecker] = []
         self.discoveries: list[DnsDiscovery] = []
+        self.scrapers: list[SignalScraper] = []
         metrics.on_scrape(self._export_in_flight)
         # Per pool: (streamed, non-streamed). A stream's first byte and every gap between its chunks
         # are bounded by first_byte_s; a non-streamed answer arrives in one piece when the whole
@@ -85,16 +91,24 @@ class Upstreams:
             dns = pool_options(pool.config).dns
             if dns is not None:
                 self.discoveries.append(DnsDiscovery(pool, dns, session))
+            if pool.inference is not None:
+                self.scrapers.append(SignalScraper(pool, pool.inference.config, session))
         # Discovered endpoints join before the first health round, so /readyz counts them.
         await asyncio.gather(*(d.refresh() for d in self.discoveries))
         # One synchronous round first, so /readyz is truthful from the first request.
         await asyncio.gather(*(c.check_all() for c in self.checkers))
+        await asyncio.gather(*(read_windows(p, self.sessions[p.name]) for p in self.pools.values()
+                               if p.config.discover_context_length))
         for checker in self.checkers:
             checker.start()
         for discovery in self.discoveries:
             discovery.start()
+        for scraper in self.scrapers:
+            scraper.start()
 
     async def stop(self) -> None:
+        for scraper in self.scrapers:
+            await scraper.stop()
         for discovery in self.discoveries:
             await discovery.stop()
         for checker in self.checkers:
@@ -110,13 +124,19 @@ class Upstreams:
     def ready(self) -> bool:
         return all(p.has_healthy() for p in self.pools.values())
 
-    async def send(self, ctx: RequestContext, path: str, body: bytes) -> UpstreamResponse:
+    async def send(self, ctx: RequestContext, path: str, body: bytes, deadline: float | None = None,
+                   fallback: bool = False) -> UpstreamResponse:
         """Forward to `ctx.pool`, retrying failed connections, invalid answers, 502 and 503 on another
-        endpoint."""
+        endpoint. `deadline` (monotonic) caps the total timeout; a `fallback` hop took its retry budget."""
         pool = ctx.pool
         assert pool is not None
         session = self.sessions[pool.name]
         timeout = self._timeouts[pool.name][0 if ctx.stream else 1]
+        if deadline is not None:
+            left = max(0.001, deadline - time.monotonic())
+            if timeout.total is None or left < timeout.total:
+                timeout = aiohttp.ClientTimeout(total=left, sock_connect=timeout.sock_connect,
+                                                sock_read=timeout.sock_read)
         headers = {k: v for k, v in ctx.headers.items() if k not in _DROP}
         headers["x-request-id"] = ctx.request_id
         headers["x-forwarded-for"] = ctx.client_ip
@@ -124,7 +144,14 @@ class Upstreams:
         headers.update(pool.config.upstream_headers)  # the pool's own credentials, never the client's
         if ctx.upstream_host:  # a plugin set `:authority`
             headers["host"] = ctx.upstream_host
-        pool.retry_budget.record_request()
+        trace = ctx.trace
+        if trace is not None:
+            trace.begin_inference(ctx)
+        elif ctx.trace_context is not None:  # tracing is on, this request is not sampled
+            propagate_unsampled(ctx, headers)
+        if not fallback:
+            pool.retry_budget.record_request()
+        key = _prompt_key(ctx, pool) if pool.inference is not None else None
         tried: set[Endpoint] = set()
         last_error: GatewayError | None = None
         for attempt in range(pool.config.retries.attempts + 1):
@@ -133,7 +160,7 @@ class Upstreams:
                     break
                 metrics.retries_total.labels(pool.name, last_error.code if last_error else "error").inc()
             try:
-                endpoint = pool.pick(tried)
+                endpoint = pool.pick(tried, key)
             except GatewayError as exc:
                 if last_error is None:
                     raise
@@ -143,7 +170,12 @@ class Upstreams:
             tried.add(endpoint)
             ctx.endpoint = endpoint
             ctx.attempts = attempt + 1
-            result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
+            if trace is None:
+                result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
+            else:
+                result = await trace.run_attempt(
+                    endpoint.url, attempt + 1, last_error.code if last_error else None, headers,
+                    self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers))
             if isinstance(result, UpstreamResponse):
                 return result
             last_error = result
@@ -247,6 +279,10 @@ class Upstreams:
         failed = False
         prev = last = b""
         try:
+            if upstream.head:
+                tally.events += upstream.head.count(b"data:")
+                last = upstream.head
+                yield upstream.head
             async for chunk in raw.content.iter_any():
                 # Counted as it passes, not at the end: a client that leaves ends this generator late.
                 tally.events += chunk.count(b"data:")
@@ -269,6 +305,16 @@ class Upstreams:
             metrics.upstream_seconds_by.get(pool.name).observe(elapsed)
             if not failed:
                 pool.on_success(endpoint, elapsed)
+
+
+def _prompt_key(ctx: RequestContext, pool: Pool) -> PromptKey | None:
+    """What `balancer: inference` routes this request on (None: no JSON prompt, e.g. an embedding)."""
+    body = ctx.body_json
+    if body is None:
+        return None
+    assert pool.inference is not None
+    header = pool.inference.config.session_header
+    return prompt_key(ctx.model or "", body, ctx.headers.get(header) if header else None)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
