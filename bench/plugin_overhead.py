@@ -74,8 +74,9 @@ def row(name: str, samples: list[float], base: list[float] | None = None) -> str
 
 
 async def in_process(built: dict[str, Path], n: int) -> None:
-    from gateway.config.schema import PluginBinding, RouteConfig
+    from gateway.config.schema import RouteConfig
     from gateway.context import RequestContext
+    from gateway.plugins.config import PluginBinding
     from gateway.plugins.embedder import plugin_manager
     from gateway.plugins.stage import PluginPhaseStage
     from wasm_plugins.config import Limits, PluginConfig, encode_config
@@ -91,9 +92,10 @@ async def in_process(built: dict[str, Path], n: int) -> None:
     routes = {
         "no plugins": (RouteConfig("none", ("/v1/completions",)), "routing"),
         "header-only (router)": (RouteConfig("r", ("/v1/completions",),
-                                             plugins=(PluginBinding("router", "routing"),)), "routing"),
+                                             sections={"plugins": (PluginBinding("router", "routing"),)}), "routing"),
         "body rewrite (redact)": (RouteConfig("p", ("/v1/completions",),
-                                              plugins=(PluginBinding("redact", "preprocess"),)), "preprocess"),
+                                              sections={"plugins": (PluginBinding("redact", "preprocess"),)}),
+                                  "preprocess"),
     }
     stages = {phase: PluginPhaseStage(manager, phase) for phase in ("routing", "preprocess")}
     results: dict[str, list[float]] = {name: [] for name in routes}
@@ -123,8 +125,9 @@ async def stage_loop(built: dict[str, Path], variant: str, n: int) -> None:
     import wasm_plugins.engine
 
     wasm_plugins.engine._tick = lambda eng: None  # no epoch thread: deadlines never fire here
-    from gateway.config.schema import PluginBinding, RouteConfig
+    from gateway.config.schema import RouteConfig
     from gateway.context import RequestContext
+    from gateway.plugins.config import PluginBinding
     from gateway.plugins.embedder import plugin_manager
     from gateway.plugins.stage import PluginPhaseStage
     from wasm_plugins.config import Limits, PluginConfig, encode_config
@@ -136,7 +139,7 @@ async def stage_loop(built: dict[str, Path], variant: str, n: int) -> None:
     manager = plugin_manager(specs, None)
     await manager.start()
     bindings = () if config is None else (PluginBinding(variant, phase),)
-    route = RouteConfig("r", ("/v1/completions",), plugins=bindings)
+    route = RouteConfig("r", ("/v1/completions",), sections={"plugins": bindings})
     stage = PluginPhaseStage(manager, phase)
     body = b'{"model":"m","prompt":"%s","max_tokens":500}' % PROMPT.encode()
     for i in range(200 + n):
