@@ -51,7 +51,7 @@ def gateway_command(server: str, config: Path, port: int) -> list[str]:
     if server == "edgegw":
         args = [*EDGEGW, "serve", "--config", str(config), "--port", str(port)]
     elif server == "uvicorn-stock":
-        args = [sys.executable, "-m", "uvicorn", "gateway.server:app_factory", "--factory", "--port", str(port),
+        args = [sys.executable, "-m", "uvicorn", "gateway.app:app_factory", "--factory", "--port", str(port),
                 "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-proxy-headers",
                 "--log-level", "warning", "--backlog", "4096"]
     else:
@@ -59,7 +59,7 @@ def gateway_command(server: str, config: Path, port: int) -> list[str]:
             raise SystemExit("--servers granian needs the granian package (pip install granian)")
         args = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(port),
                 "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096",
-                "gateway.server:app_factory"]
+                "gateway.app:app_factory"]
     return args
 
 

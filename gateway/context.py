@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
     from gateway.errors import GatewayError
-    from gateway.stages.base import Stage
+    from gateway.pipeline.stage import Stage
     from gateway.upstream.forward import StreamTally
     from gateway.upstream.pool import Endpoint, Pool
 
@@ -80,7 +80,7 @@ class RequestContext:
     error: str | None = None  # error code when the request failed
     body_dirty: bool = False  # body_json changed; the forwarder re-serialises it
     upstream_content_type: str = ""  # of a non-streamed answer collected for a stage (`collect_response`)
-    reply_msgpack: bool = False  # the client's Accept prefers MessagePack (`gateway.media.gate`)
+    reply_msgpack: bool = False  # the client's Accept prefers MessagePack (`gateway.ingress.media`)
     streamed: StreamTally | None = None  # what a streamed answer delivered so far (the forwarder's)
 
     # the client connection

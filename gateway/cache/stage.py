@@ -29,12 +29,12 @@ from gateway.cache.sse import assemble, replay, replay_chunks
 from gateway.cache.store import CacheStore, MemoryCacheStore, RedisCacheStore, decode, encode
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
+from gateway.pipeline.stage import Stage
 from gateway.redis.config import redis_config
 from gateway.redis.link import RedisUnavailable, shared_link
 from gateway.redis.piggyback import PIGGYBACK, Lookup, Piggyback
 from gateway.redis.settle import SettleBatch
 from gateway.reply import Reply
-from gateway.stages.base import Stage
 
 HEADER = "x-edgegw-cache"
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from gateway.config.part import ConfigPart, Frame
+from gateway.config.reach import generation_models, reaches_generation_model
 from gateway.config.reader import ConfigError, Section
 from gateway.config.schema import (
     AdminConfig,
@@ -340,8 +341,6 @@ def _route(sec: Section, parts: Parts, frame: Frame) -> RouteConfig:
     )
     sec.done()
     if cfg.default_model is not None:
-        from gateway.routing import generation_models, reaches_generation_model
-
         if not reaches_generation_model(cfg, pools, cfg.default_model):
             reachable = generation_models(cfg, pools)
             raise sec.error("default_model", f"{cfg.default_model!r} is not a generation model this route reaches"

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 from gateway.context import RequestContext
+from gateway.pipeline.stage import Stage
 from gateway.plugins.config import NAME, PHASES, PluginBinding
 from gateway.reply import Reply
-from gateway.stages.base import Stage
 from wasm_plugins.manager import JUDGED, settle_judged
 
 

@@ -18,10 +18,10 @@ from typing import Any, TypeVar, cast
 from gateway.accesslog import AccessLog
 from gateway.config.schema import GatewayConfig
 from gateway.feature import SLOTS, Feature, StateKey
-from gateway.pipeline import Pipeline
-from gateway.proxy import ProxyEndpoint
-from gateway.routing import RouteTable
-from gateway.stages.base import Stage
+from gateway.ingress.proxy import ProxyEndpoint
+from gateway.ingress.routing import RouteTable
+from gateway.pipeline.pipeline import Pipeline
+from gateway.pipeline.stage import Stage
 from gateway.upstream.forward import Upstreams
 
 S = TypeVar("S")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
+from gateway.pipeline.stage import Stage
 from gateway.ratelimit.config import NAME, route_limits
 from gateway.ratelimit.headers import limit_headers, rejection
 from gateway.ratelimit.memory import MemoryLimiter
@@ -28,7 +29,6 @@ from gateway.redis.config import redis_config
 from gateway.redis.link import RedisUnavailable, shared_link
 from gateway.redis.piggyback import PIGGYBACK, Piggyback
 from gateway.redis.settle import SETTLE, SettleBatch
-from gateway.stages.base import Stage
 from gateway.upstream.forward import StreamTally
 
 log = logging.getLogger("edgegw.ratelimit")

@@ -17,7 +17,7 @@ import yaml
 
 from gateway.config import ConfigError
 from gateway.features import load_config
-from gateway.routing import RouteTable
+from gateway.ingress.routing import RouteTable
 from tests.backend.conftest import OFFLINE, BackendProc, start_backend
 from tests.conftest import GatewayProc, gateway_config, start_gateway
 from tests.harness import EDGEGW, ROOT

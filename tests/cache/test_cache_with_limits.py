@@ -17,10 +17,10 @@ import yaml
 from gateway.cache.stage import CacheStage, Prefetch
 from gateway.context import RequestContext, Usage
 from gateway.features import load_config
+from gateway.ingress.routing import RouteTable
+from gateway.pipeline.stage import Stage
 from gateway.ratelimit.stage import RateLimitStage
 from gateway.redis.piggyback import PIGGYBACK
-from gateway.routing import RouteTable
-from gateway.stages.base import Stage
 from gateway.upstream.forward import Upstreams
 from gateway.upstream.stage import PoolSelectStage
 from tests.cache.conftest import cached_config

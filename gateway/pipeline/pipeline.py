@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
-from gateway.api import GENERATE, SPECS, completions_to_generate, parse_completion
 from gateway.context import RequestContext, Usage
-from gateway.overhead import upstream_timed
+from gateway.ingress.api import GENERATE, SPECS, completions_to_generate, parse_completion
+from gateway.pipeline.overhead import upstream_timed
+from gateway.pipeline.stage import Stage
 from gateway.reply import Reply
-from gateway.stages.base import Stage
 from gateway.upstream.forward import UpstreamResponse, Upstreams
 
 __all__ = ["Pipeline", "Reply"]
