@@ -7,11 +7,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gateway.cache.stage import Pending
     from gateway.config.schema import RouteConfig
     from gateway.errors import GatewayError
     from gateway.pipeline.stage import Stage
+    from gateway.ratelimit.stage import Held
+    from gateway.redis.piggyback import Piggyback
     from gateway.upstream.forward import StreamTally
     from gateway.upstream.pool import Endpoint, Pool
+    from wasm_plugins.plugin import Plugin
+    from wasm_plugins.version import PluginVersion
 
 
 @dataclass(slots=True)
@@ -31,7 +36,7 @@ class RequestContext:
     Stages communicate only through this object: auth fills `claims`/`subject`, routing fills
     `pool`, preprocessing may replace `body_json`, the forwarder fills `endpoint`, `status`,
     `usage` and (when `collect_response` is set) `response_body`. The framework's own bookkeeping
-    (which stages ran, whether the client left) has typed fields too; `scratch` is for stages only.
+    (which stages ran, whether the client left) has typed fields too, as has each feature's own state.
     """
 
     request_id: str
@@ -87,8 +92,12 @@ class RequestContext:
     client_gone: bool = False  # it disconnected before the response was complete
     sent: bool = False  # the response's last byte is being sent: a disconnect now is the normal end
 
-    # stages' own per-request state (e.g. rate-limit reservations), under keys each stage defines
-    scratch: dict[str, Any] = field(default_factory=dict)
+    # features' own per-request state: each field is written and read by one feature (or the plugin host)
+    limits_held: Held | None = None  # gateway.ratelimit: the slots and tokens this request holds
+    piggyback: Piggyback | None = None  # gateway.redis: the limiter's round trips, carrying the cache's work
+    cache_pending: Pending | None = None  # gateway.cache: what to store once the answer is complete
+    plugin_path: str | None = None  # wasm_plugins: `:path` as a plugin left it, when one changed it
+    plugin_judged: list[tuple[Plugin, PluginVersion, str]] | None = None  # wasm_plugins: outcomes to judge
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.upstream_s) * 1000.0)

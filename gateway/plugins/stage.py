@@ -9,7 +9,7 @@ from gateway.context import RequestContext
 from gateway.pipeline.stage import Stage
 from gateway.plugins.config import NAME, PHASES, PluginBinding
 from gateway.reply import Reply
-from wasm_plugins.manager import JUDGED, settle_judged
+from wasm_plugins.manager import settle_judged
 
 
 class PluginPhaseStage(Stage):
@@ -48,7 +48,7 @@ class PluginPhaseStage(Stage):
         return None
 
     async def on_response(self, ctx: RequestContext) -> None:
-        if JUDGED in ctx.scratch:
+        if ctx.plugin_judged:
             settle_judged(ctx)
         if self.phase != "response":
             return
