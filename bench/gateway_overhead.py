@@ -111,7 +111,7 @@ def media_rows(url: str, auth: dict[str, str], gateway: Proc, args: argparse.Nam
     """A 200 KB PNG in a chat request: JSON with a base64 data URL against MessagePack bytes."""
     import base64
 
-    from tests.media_files import png
+    from testkit.media_files import png
 
     image = png(pad_bytes=200_000)
     text = {"type": "text", "text": "What is in this picture?"}
@@ -158,7 +158,7 @@ def main() -> None:
     os.environ["EDGEGW_BENCH_SECRET"] = SECRET
     tmp = Path(tempfile.mkdtemp(prefix="edgegw-bench-"))
     bport = free_port()
-    backend = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(bport)],
+    backend = start_server([sys.executable, "-m", "testkit.fakes.backend", "--port", str(bport)],
                            f"http://127.0.0.1:{bport}/healthz", name="fake-backend")
     config = {
         "server": {"access_log": str(tmp / "access.log") if args.access_log == "file" else "off"},

@@ -35,7 +35,7 @@ os.environ.setdefault("EDGEGW_PLUGIN_CACHE_DIR", tempfile.mkdtemp(prefix="edgegw
 
 from _common import cpu_seconds  # noqa: E402
 
-from tests.harness import free_port  # noqa: E402
+from testkit.harness import free_port  # noqa: E402
 
 ROUTER = {"rules": ["header:x-partner-tier=premium->premium", "tenant=acme->premium"], "default": "default"}
 REDACT = {"max_tokens": 64}
@@ -182,11 +182,11 @@ def through_gateway(built: dict[str, Path], n: int, block: int) -> None:
     import httpx
     import yaml
 
-    from tests.harness import EDGEGW, start_server
+    from testkit.harness import EDGEGW, start_server
 
     os.environ.setdefault("EDGEGW_TEST_SECRET", "bench-secret-0123456789-abcdefghijklmnop")
     bport, gport = free_port(), free_port()
-    backend = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(bport)],
+    backend = start_server([sys.executable, "-m", "testkit.fakes.backend", "--port", str(bport)],
                            f"http://127.0.0.1:{bport}/healthz", name="bench-backend")
     paths = ["/v1/completions"]
     cfg: dict[str, Any] = {

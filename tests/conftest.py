@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.harness import EDGEGW, Proc, free_port, start_server
+from testkit.harness import EDGEGW, Proc, free_port, start_server
 
 DEMO_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 os.environ.setdefault("EDGEGW_TEST_SECRET", DEMO_SECRET)
@@ -34,7 +34,7 @@ class FakeBackendProc:
 def start_fake_backend(name: str = "fake", models: str = "fake-model", port: int | None = None,
                        token_delay: float = 0.0) -> FakeBackendProc:
     port = port or free_port()
-    proc = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(port), "--name", name,
+    proc = start_server([sys.executable, "-m", "testkit.fakes.backend", "--port", str(port), "--name", name,
                          "--models", models, "--token-delay", str(token_delay)],
                         f"http://127.0.0.1:{port}/healthz", name=f"fake-{name}")
     return FakeBackendProc(proc, port)

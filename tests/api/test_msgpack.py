@@ -12,8 +12,8 @@ import msgpack
 import openai
 import pytest
 
+from testkit.media_files import media_config, png
 from tests.conftest import start_fake_backend, start_gateway
-from tests.media_files import media_config, png
 
 MSGPACK = "application/msgpack"
 
@@ -183,7 +183,7 @@ def test_the_python_client_example_of_docs_api_md_works(gw: Any, tmp_path: Any) 
     import subprocess
     import sys
 
-    from tests.harness import ROOT
+    from testkit.harness import ROOT
 
     doc = (ROOT / "docs" / "api.md").read_text()
     code = re.search(r"<!-- example: msgpack-client -->\n```python\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from testkit.harness import RedisServer
 from tests.conftest import gateway_config
-from tests.harness import RedisServer
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from gateway.redis.config import redis_config
 from gateway.redis.link import RedisLink
 from gateway.upstream.forward import Upstreams
 from gateway.upstream.stage import PoolSelectStage
+from testkit.harness import RedisServer
 from tests.cache.conftest import cached_config
-from tests.harness import RedisServer
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3,
         "temperature": 0}

@@ -10,7 +10,7 @@ import yaml
 
 from gateway.config import ConfigError
 from gateway.features import load_config
-from tests.harness import EDGEGW, ROOT
+from testkit.harness import EDGEGW, ROOT
 
 BASE = {
     "admin": {"issuer": "t"},

@@ -27,7 +27,7 @@ from gateway.plugins.config import plugin_settings
 from gateway.ratelimit.config import route_limits
 from gateway.redis.config import redis_config
 from gateway.upstream.config import pool_options
-from tests.harness import ROOT
+from testkit.harness import ROOT
 
 # Every module that reads policy keys, by module name (as the recorder names the caller): the
 # frame's loader and the module of each feature's parsers.

@@ -18,8 +18,8 @@ import pytest
 from gateway.client.loadtest.client import Target
 from gateway.client.loadtest.runner import Plan, execute
 from gateway.client.loadtest.workload import Workload, load_prompts
+from testkit.harness import EDGEGW, ROOT, free_port
 from tests.conftest import GatewayProc, gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT, free_port
 from tests.ops.cdp import Browser
 
 ARTIFACTS = ROOT / "test-artifacts"

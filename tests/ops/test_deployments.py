@@ -20,7 +20,7 @@ from gateway.cli import build_parser
 from gateway.config.schema import GatewayConfig
 from gateway.features import load_config
 from gpu_backend.models import default_embedding_name, default_model_name
-from tests.harness import ROOT
+from testkit.harness import ROOT
 
 ENV = {"EDGEGW_DEMO_SECRET": "x" * 40, "EDGEGW_REDIS_URL": "redis://redis:6379/0"}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from testkit.harness import EDGEGW, ROOT
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT
 from tests.policy.support import wait_until, write_policy
 
 

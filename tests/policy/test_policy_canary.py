@@ -12,8 +12,8 @@ import yaml
 
 from gateway.policy.canary import caller_bucket
 from gateway.policy.version import policy_hash
+from testkit.harness import EDGEGW, ROOT
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT
 from tests.policy.support import CHAT, Load, wait_until, worker_versions
 
 ISSUER = "https://idp.test"  # tests.conftest.issuer_config

@@ -12,8 +12,8 @@ import httpx
 import yaml
 
 from gateway.policy.version import policy_hash
+from testkit.harness import EDGEGW, ROOT
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT
 from tests.policy.support import Load, wait_until, worker_versions
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.fakes.backend import BAD_ANSWERS, BAD_STREAMS
+from testkit.harness import RedisServer
 from tests.cache.conftest import cached_config
-from tests.fakes.backend import BAD_ANSWERS, BAD_STREAMS
-from tests.harness import RedisServer
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.harness import RedisServer
 from tests.conftest import gateway_config
-from tests.harness import RedisServer
 
 LIMIT = 1000
 

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from edgecore import progress
 from gateway.client import demo_secret
-from tests.harness import EDGEGW, ROOT
+from testkit.harness import EDGEGW, ROOT
 
 POLICY = ROOT / "policies" / "gateway.yaml"
 
