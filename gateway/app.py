@@ -25,12 +25,13 @@ from starlette.types import Receive, Scope, Send
 from gateway import metrics
 from gateway.auth.admin import AdminGuard, RequireAdmin, make_require_admin
 from gateway.auth.feature import AUTH
-from gateway.auth.verifier import bearer_token, single_authorization
+from gateway.auth.verifier import bearer_token
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError, internal_error_body
 from gateway.feature import Feature, StateKey
 from gateway.features import FEATURES, load_config
 from gateway.ingress.api import SPECS
+from gateway.ingress.headers import single_authorization
 from gateway.policy.admin import policy_routes
 from gateway.policy.canary_control import CanaryControl
 from gateway.policy.parts import Parts, stop_parts

@@ -131,3 +131,18 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
     yield make
     for gw in started:
         gw.proc.stop()
+
+
+def media_config(backend: object) -> dict:
+    """A gateway config with a text-only pool (fake-model) and a multimodal one (vision-model takes
+    images and audio, eye-model images only) on one fake backend; a cached route with media limits."""
+    config = gateway_config([backend])  # type: ignore[list-item]
+    url = config["pools"][0]["endpoints"][0]["url"]
+    config["server"]["max_body_bytes"] = 65536
+    config["pools"].append({"name": "vision", "models": ["vision-model", "eye-model"],
+                            "image_models": ["vision-model", "eye-*"], "audio_models": ["vision-model"],
+                            "endpoints": [{"url": url}], "health": {"interval_s": 0.2, "timeout_s": 0.5}})
+    route = config["routes"][0]
+    route["cache"] = {"ttl_s": 60}
+    route["media"] = {"max_bytes": 300_000, "max_parts": 3, "mime_types": ["image/png", "image/jpeg", "audio/wav"]}
+    return config

@@ -9,24 +9,26 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.accesslog import AccessLog
-from gateway.auth.verifier import single_authorization
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request, internal_error_body
+from gateway.ingress.activity import activity
 from gateway.ingress.api import CHAT, GENERATE, SPECS, generate_to_completions, validate
 from gateway.ingress.bodies import decode_request, is_msgpack_type
+from gateway.ingress.headers import single_authorization
 from gateway.ingress.jsonkeys import reject_duplicate_keys
 from gateway.ingress.media import MediaGate, encode_reply, has_content_parts, negotiate_reply
 from gateway.ingress.routing import RouteTable
-from gateway.pipeline.pipeline import Pipeline
 from gateway.reply import Reply
-from gateway.status.activity import activity
+
+if TYPE_CHECKING:
+    from gateway.pipeline.pipeline import Pipeline
 
 log = logging.getLogger("edgegw.proxy")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,7 +20,9 @@ from gateway.ingress.api import GENERATE, SPECS, completions_to_generate, parse_
 from gateway.pipeline.overhead import upstream_timed
 from gateway.pipeline.stage import Stage
 from gateway.reply import Reply
-from gateway.upstream.forward import UpstreamResponse, Upstreams
+
+if TYPE_CHECKING:
+    from gateway.upstream.forward import UpstreamResponse, Upstreams
 
 __all__ = ["Pipeline", "Reply"]
 

@@ -12,8 +12,8 @@ import msgpack
 import openai
 import pytest
 
-from testkit.media_files import media_config, png
-from tests.conftest import start_fake_backend, start_gateway
+from testkit.media_files import png
+from tests.conftest import media_config, start_fake_backend, start_gateway
 
 MSGPACK = "application/msgpack"
 

@@ -13,8 +13,8 @@ import httpx
 import msgpack
 import pytest
 
-from testkit.media_files import gif, media_config, png, wav
-from tests.conftest import start_fake_backend, start_gateway
+from testkit.media_files import gif, png, wav
+from tests.conftest import media_config, start_fake_backend, start_gateway
 
 MSGPACK = "application/msgpack"
 
