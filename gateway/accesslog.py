@@ -33,6 +33,7 @@ class AccessLog:
             "pool": pool,
             "endpoint": ctx.endpoint.host if ctx.endpoint else None,
             "attempts": ctx.attempts,
+            "issuer": ctx.issuer,
             "subject": ctx.subject,
             "tenant": ctx.tenant,
             "model": ctx.model,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from testkit.harness import EDGEGW, Proc, free_port, start_server
+from testkit.harness import EDGEGW, Proc, RedisServer, free_port, start_server
 
 DEMO_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 os.environ.setdefault("EDGEGW_TEST_SECRET", DEMO_SECRET)
@@ -146,3 +146,41 @@ def media_config(backend: object) -> dict:
     route["cache"] = {"ttl_s": 60}
     route["media"] = {"max_bytes": 300_000, "max_parts": 3, "mime_types": ["image/png", "image/jpeg", "audio/wav"]}
     return config
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server for the module's tests."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: Any, redis_server: RedisServer) -> RedisServer | None:
+    """Run a test against the embedded in-memory stores (None) and against Redis (emptied first)."""
+    if request.param == "memory":
+        return None
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushdb()
+    return redis_server
+
+
+def with_redis(config: dict[str, Any], redis: RedisServer | None, **options: Any) -> dict[str, Any]:
+    """`config` using `redis` for limits and the cache (unchanged when it is None: in-memory stores)."""
+    if redis is not None:
+        config["redis"] = {"url": redis.url, "timeout_ms": 1000, **options}
+    return config
+
+
+@pytest.fixture(scope="module")
+def media_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProc]:
+    """A gateway with the media route and pools of `media_config`, in front of one fake backend
+    (as `.backend`) that answers what it decoded of each media part."""
+    backend = start_fake_backend()
+    gateway = start_gateway(tmp_path_factory.mktemp("media"), media_config(backend))
+    gateway.backend = backend  # type: ignore[attr-defined]
+    yield gateway
+    gateway.proc.stop()
+    backend.proc.stop()

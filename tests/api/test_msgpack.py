@@ -13,19 +13,13 @@ import openai
 import pytest
 
 from testkit.media_files import png
-from tests.conftest import media_config, start_fake_backend, start_gateway
 
 MSGPACK = "application/msgpack"
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    backend = start_fake_backend()
-    gateway = start_gateway(tmp_path_factory.mktemp("msgpack"), media_config(backend))
-    gateway.backend = backend
-    yield gateway
-    gateway.proc.stop()
-    backend.proc.stop()
+def gw(media_gateway: Any) -> Any:
+    return media_gateway
 
 
 def post(gw: Any, path: str, body: Any, *, packed: bool = True, accept: str | None = None,

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.cache.config import route_rule
 from gateway.config import ConfigError
 from gateway.features import load_config
+from gateway.ratelimit.config import route_limits
 from testkit.harness import EDGEGW, ROOT
 
 BASE = {
@@ -112,6 +114,32 @@ def test_check_config_cli(tmp_path: Path) -> None:
 
 
 def test_shipped_policy_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped policy loads to what its comments promise: the demo issuer with its secret from the
+    environment, the two-replica local pool (addresses overridable by ${VAR:-default}), and the one
+    inference route bound to it with the partner limit and the deterministic cache."""
+    for var in ("EDGEGW_BACKEND_1", "EDGEGW_BACKEND_2", "EDGEGW_HOST", "EDGEGW_PORT", "EDGEGW_PLUGIN_DIR"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("EDGEGW_DEMO_SECRET", "x" * 40)
     cfg = load_config(ROOT / "policies" / "gateway.yaml")
-    assert cfg.routes and cfg.pools and cfg.issuers
+    assert (cfg.server.host, cfg.server.port, cfg.server.workers) == ("127.0.0.1", 8080, 1)
+    assert [i.name for i in cfg.issuers] == ["demo"] and cfg.admin.issuer == "demo"
+    demo = cfg.issuers[0]
+    assert demo.algorithms == ("HS256",) and demo.secret == "x" * 40 and demo.audience == "edgegw"
+    [pool] = cfg.pools
+    assert pool.name == "local" and pool.embedding_models == ("all-minilm-l6-v2",)
+    assert "smollm2" in pool.models and "all-minilm-l6-v2" in pool.models
+    assert [e.url for e in pool.endpoints] == ["http://127.0.0.1:9101", "http://127.0.0.1:9102"]
+    [route] = cfg.routes
+    assert route.pool == "local" and route.auth == "jwt" and route.default_model == "smollm2"
+    assert set(route.paths) == {"/v1/chat/completions", "/v1/completions", "/v1/generate", "/v1/embeddings"}
+    [limit] = route_limits(route)
+    assert limit.name == "partner" and limit.key == ("subject",) and set(limit.tiers) == {"gold"}
+    rule = route_rule(route)
+    assert rule is not None and (rule.ttl_s, rule.when) == (300, "deterministic")
+
+    monkeypatch.setenv("EDGEGW_BACKEND_1", "http://10.0.0.7:8000")
+    moved = load_config(ROOT / "policies" / "gateway.yaml")
+    assert [e.url for e in moved.pools[0].endpoints] == ["http://10.0.0.7:8000", "http://127.0.0.1:9102"]
+    monkeypatch.delenv("EDGEGW_DEMO_SECRET")
+    with pytest.raises(ConfigError, match="EDGEGW_DEMO_SECRET"):
+        load_config(ROOT / "policies" / "gateway.yaml")

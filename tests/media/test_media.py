@@ -14,19 +14,13 @@ import msgpack
 import pytest
 
 from testkit.media_files import gif, png, wav
-from tests.conftest import media_config, start_fake_backend, start_gateway
 
 MSGPACK = "application/msgpack"
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    backend = start_fake_backend()
-    gateway = start_gateway(tmp_path_factory.mktemp("media"), media_config(backend))
-    gateway.backend = backend
-    yield gateway
-    gateway.proc.stop()
-    backend.proc.stop()
+def gw(media_gateway: Any) -> Any:
+    return media_gateway
 
 
 def chat(gw: Any, parts: list[dict[str, Any]], model: str = "vision-model", packed: bool = True) -> httpx.Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,13 +12,6 @@ from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.redis.config import RedisConfig
 from gateway.redis.link import RedisLink
 from testkit.harness import RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -138,9 +138,22 @@ async def test_concurrency_lease_expires_unless_renewed(limiter: Any) -> None:
 
 
 async def test_scripts_reload_after_redis_lost_them(redis_link: RedisLink) -> None:
+    """After Redis lost its script cache, the limiter's EVALSHA meets NOSCRIPT and the same call is sent
+    again as EVAL with the source, which caches the script again: Redis's own command counters show both."""
     limiter = RedisLimiter(redis_link)
-    await redis_link.client.script_flush()
     assert await admitted(limiter, check(rule("requests_per_second", 1)), "a")
+    await redis_link.client.script_flush()
+    await redis_link.client.config_resetstat()
+    assert await admitted(limiter, check(rule("requests_per_second", 1)), "a")
+    stats = await redis_link.client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] + stats["cmdstat_evalsha"].get("failed_calls", 0) >= 1
+    assert stats["cmdstat_eval"]["calls"] == 1  # the resend with the source, exactly once
+    shas = [script.sha for script in redis_link.scripts]
+    assert any(await redis_link.client.script_exists(*shas))  # the acquire script is cached again
+    await redis_link.client.config_resetstat()
+    assert await admitted(limiter, check(rule("requests_per_second", 1)), "a")
+    stats = await redis_link.client.info("commandstats")
+    assert "cmdstat_eval" not in stats  # cached again: back to EVALSHA alone
 
 
 def test_memory_limiter_forgets_idle_callers() -> None:

@@ -4,11 +4,8 @@ and a real rotation afterwards is still picked up."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -16,6 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.auth.jwks import JwksServer, jwk
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
 from tests.security._auth_support import CHAT, assert_401
 
@@ -26,56 +24,12 @@ def _key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
-    data = json.loads(jwt.get_algorithm_by_name("RS256").to_jwk(key.public_key()))
-    return {**data, "kid": kid, "alg": "RS256", "use": "sig"}
-
-
-class Idp:
-    """A JWKS endpoint on loopback whose next answers the test chooses: `mode` is ok | empty |
-    no-keys | garbage | 500 | bad-keys."""
-
-    def __init__(self, keys: list[dict[str, Any]]) -> None:
-        self.keys = keys
-        self.mode = "ok"
-        self.fetches = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                outer.fetches += 1
-                status, body = 200, json.dumps({"keys": outer.keys}).encode()
-                if outer.mode == "empty":
-                    body = b'{"keys": []}'
-                elif outer.mode == "no-keys":
-                    body = b'{"issuer": "x"}'
-                elif outer.mode == "garbage":
-                    body = b"<html>maintenance</html>"
-                elif outer.mode == "500":
-                    status, body = 500, b"{}"
-                elif outer.mode == "bad-keys":
-                    body = json.dumps({"keys": [{"kty": "RSA", "kid": "x", "n": "!!", "e": "AQAB"}, 5,
-                                                {"kty": "oct", "kid": 7}]}).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 KEY, ROTATED = _key(), _key()
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Idp]]:
-    idp = Idp([_jwk(KEY, "k1")])
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, JwksServer]]:
+    idp = JwksServer([jwk(KEY, "k1")])
     backend = start_fake_backend()
     config = gateway_config([backend])
     config["issuers"].append({"name": "idp", "issuer": ISS, "algorithms": ["RS256"], "jwks_url": idp.url,
@@ -99,7 +53,7 @@ def _call(gw: Any, token: str) -> httpx.Response:
 
 
 @pytest.mark.parametrize("mode", ["empty", "no-keys", "garbage", "500", "bad-keys"])
-def test_a_bad_refetch_keeps_the_last_good_keys(env: tuple[Any, Idp], mode: str) -> None:
+def test_a_bad_refetch_keeps_the_last_good_keys(env: tuple[Any, JwksServer], mode: str) -> None:
     gw, idp = env
     good = _token(KEY, "k1", mode=mode)
     assert _call(gw, good).status_code == 200
@@ -120,9 +74,9 @@ def test_a_bad_refetch_keeps_the_last_good_keys(env: tuple[Any, Idp], mode: str)
     assert "JWKS from" in gw.proc.log() and "Traceback" not in gw.proc.log()
 
 
-def test_a_real_rotation_still_replaces_the_keys(env: tuple[Any, Idp]) -> None:
+def test_a_real_rotation_still_replaces_the_keys(env: tuple[Any, JwksServer]) -> None:
     gw, idp = env
-    idp.keys = [_jwk(ROTATED, "k2")]  # the IdP retires k1
+    idp.keys = [jwk(ROTATED, "k2")]  # the IdP retires k1
     time.sleep(1.1)
     assert _call(gw, _token(ROTATED, "k2")).status_code == 200
     assert_401(_call(gw, _token(KEY, "k1", after="rotation")))

@@ -5,32 +5,13 @@ Real gateway, fake backend (its `bad:` and `bad-stream:` faults) and redis-serve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from testkit.fakes.backend import BAD_ANSWERS, BAD_STREAMS
 from testkit.harness import RedisServer
 from tests.cache.conftest import cached_config
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: Any, redis_server: RedisServer) -> RedisServer | None:
-    if request.param == "memory":
-        return None
-    import redis
-
-    redis.Redis.from_url(redis_server.url).flushdb()
-    return redis_server
 
 
 def _gateway(store: RedisServer | None, backend: Any, make_gateway: Any) -> tuple[Any, dict[str, str]]:

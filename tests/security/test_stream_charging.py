@@ -6,42 +6,22 @@ Real gateway, fake backend and (for the Redis variant) redis-server processes on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from testkit.harness import RedisServer
-from tests.conftest import gateway_config
+from tests.conftest import gateway_config, with_redis
 
 LIMIT = 1000
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: Any, redis_server: RedisServer) -> RedisServer | None:
-    if request.param == "memory":
-        return None
-    import redis
-
-    redis.Redis.from_url(redis_server.url).flushdb()
-    return redis_server
 
 
 def tpm_config(backends: list[Any], redis: RedisServer | None) -> dict[str, Any]:
     cfg = gateway_config(backends)
     cfg["server"]["access_log"] = "off"
     cfg["routes"][0]["rate_limits"] = [{"name": "tpm", "key": "subject", "tokens_per_minute": LIMIT}]
-    if redis is not None:
-        cfg["redis"] = {"url": redis.url, "timeout_ms": 1000}
-    return cfg
+    return with_redis(cfg, redis)
 
 
 async def read_events_then_close(client: httpx.AsyncClient, url: str, body: dict, events: int) -> int | str:
