@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+import aiohttp
+
 from gateway.accesslog import AccessLog
 from gateway.config.schema import GatewayConfig
 from gateway.feature import SLOTS, Feature, StateKey
@@ -22,7 +24,9 @@ from gateway.ingress.proxy import ProxyEndpoint
 from gateway.ingress.routing import RouteTable
 from gateway.pipeline.pipeline import Pipeline
 from gateway.pipeline.stage import Stage
+from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.forward import Upstreams
+from gateway.upstream.health import HealthChecker
 
 S = TypeVar("S")
 
@@ -138,9 +142,9 @@ async def merge_upstreams(config: GatewayConfig, previous: Upstreams, previous_c
 class Retired:
     """What the previous version alone used: stopped now (background work) or after the drain."""
 
-    checkers: list[Any] = field(default_factory=list)
-    discoveries: list[Any] = field(default_factory=list)
-    sessions: list[Any] = field(default_factory=list)
+    checkers: list[HealthChecker] = field(default_factory=list)
+    discoveries: list[DnsDiscovery] = field(default_factory=list)
+    sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     stoppable: list[object] = field(default_factory=list)  # features' objects the new version dropped
     access_log: AccessLog | None = None
 
