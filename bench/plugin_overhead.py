@@ -74,7 +74,8 @@ def row(name: str, samples: list[float], base: list[float] | None = None) -> str
 
 
 async def in_process(built: dict[str, Path], n: int) -> None:
-    from gateway.config.schema import PluginBinding, RouteConfig
+    from gateway.config.schema import RouteConfig
+    from gateway.plugins.config import NAME, PluginBinding
     from gateway.context import RequestContext
     from gateway.plugins.embedder import plugin_manager
     from gateway.plugins.stage import PluginPhaseStage
@@ -91,9 +92,9 @@ async def in_process(built: dict[str, Path], n: int) -> None:
     routes = {
         "no plugins": (RouteConfig("none", ("/v1/completions",)), "routing"),
         "header-only (router)": (RouteConfig("r", ("/v1/completions",),
-                                             plugins=(PluginBinding("router", "routing"),)), "routing"),
+                                             sections={NAME: (PluginBinding("router", "routing"),)}), "routing"),
         "body rewrite (redact)": (RouteConfig("p", ("/v1/completions",),
-                                              plugins=(PluginBinding("redact", "preprocess"),)), "preprocess"),
+                                              sections={NAME: (PluginBinding("redact", "preprocess"),)}), "preprocess"),
     }
     stages = {phase: PluginPhaseStage(manager, phase) for phase in ("routing", "preprocess")}
     results: dict[str, list[float]] = {name: [] for name in routes}
@@ -123,7 +124,8 @@ async def stage_loop(built: dict[str, Path], variant: str, n: int) -> None:
     import wasm_plugins.engine
 
     wasm_plugins.engine._tick = lambda eng: None  # no epoch thread: deadlines never fire here
-    from gateway.config.schema import PluginBinding, RouteConfig
+    from gateway.config.schema import RouteConfig
+    from gateway.plugins.config import NAME, PluginBinding
     from gateway.context import RequestContext
     from gateway.plugins.embedder import plugin_manager
     from gateway.plugins.stage import PluginPhaseStage
@@ -136,7 +138,7 @@ async def stage_loop(built: dict[str, Path], variant: str, n: int) -> None:
     manager = plugin_manager(specs, None)
     await manager.start()
     bindings = () if config is None else (PluginBinding(variant, phase),)
-    route = RouteConfig("r", ("/v1/completions",), plugins=bindings)
+    route = RouteConfig("r", ("/v1/completions",), sections={NAME: bindings} if bindings else {})
     stage = PluginPhaseStage(manager, phase)
     body = b'{"model":"m","prompt":"%s","max_tokens":500}' % PROMPT.encode()
     for i in range(200 + n):
