@@ -10,6 +10,7 @@ generates exactly --max-tokens tokens (ignore_eos / min_new_tokens) so both side
 
 --model takes `tiny` (made here with `edgegw make-tiny-model`, size options below), `smollm2`, or a model
 directory. Targets on a 2-core CPU at concurrency 16: >= 8x the baseline (tiny), >= 4x (smollm2).
+The last --penalty-levels levels run again with frequency/presence penalties on ("+pen" rows).
 """
 
 from __future__ import annotations
@@ -58,14 +59,19 @@ def prompts(n: int) -> list[str]:
             for i in range(n)]
 
 
-async def one_request(session, url: str, model: str, prompt: str, max_tokens: int) -> tuple[int, float]:
+# The phone agent's sampling (frequency_penalty 0.2) plus a presence penalty: the "penalties on" rows.
+PENALTIES = {"frequency_penalty": 0.2, "presence_penalty": 0.1}
+
+
+async def one_request(session, url: str, model: str, prompt: str, max_tokens: int,
+                      extra: dict | None = None) -> tuple[int, float]:
     """One streamed completion; returns (completion tokens from the usage chunk, TTFT).
 
     A lean SSE reader (aiohttp, JSON parsed only for the usage chunk) keeps the load generator's CPU low:
     on a 2-core machine it shares the cores with the server, and a heavy client would be the bottleneck.
     """
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}, "ignore_eos": True}
+            "stream_options": {"include_usage": True}, "ignore_eos": True, **(extra or {})}
     start = time.perf_counter()
     ttft, last = None, b""
     async with session.post(url + "/v1/completions", json=body) as resp:
@@ -82,7 +88,8 @@ async def one_request(session, url: str, model: str, prompt: str, max_tokens: in
     return usage["completion_tokens"], ttft or 0.0
 
 
-async def server_level(url: str, model: str, concurrency: int, requests: int, max_tokens: int) -> Result:
+async def server_level(url: str, model: str, concurrency: int, requests: int, max_tokens: int,
+                       extra: dict | None = None) -> Result:
     import aiohttp
 
     work = prompts(requests)
@@ -92,12 +99,13 @@ async def server_level(url: str, model: str, concurrency: int, requests: int, ma
 
         async def limited(p: str) -> tuple[int, float]:
             async with sem:
-                return await one_request(session, url, model, p, max_tokens)
+                return await one_request(session, url, model, p, max_tokens, extra)
 
         start = time.perf_counter()
         results = await asyncio.gather(*(limited(p) for p in work))
         seconds = time.perf_counter() - start
-    return Result(f"server c={concurrency}", sum(t for t, _ in results), seconds, [f for _, f in results])
+    label = f"server c={concurrency}" + (" +pen" if extra else "")
+    return Result(label, sum(t for t, _ in results), seconds, [f for _, f in results])
 
 
 def naive_baseline(model_dir: Path, device: str, requests: int, max_tokens: int) -> Result:
@@ -178,6 +186,10 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> None:
             n = max(c * args.waves, args.min_requests)
             rows.append(asyncio.run(server_level(url, served, c, n, args.max_tokens)))
             print(f"  {served} {rows[-1].label}: {rows[-1].tps:.1f} tok/s", flush=True)
+        for c in levels[-args.penalty_levels:] if args.penalty_levels else []:
+            n = max(c * args.waves, args.min_requests)
+            rows.append(asyncio.run(server_level(url, served, c, n, args.max_tokens, PENALTIES)))
+            print(f"  {served} {rows[-1].label}: {rows[-1].tps:.1f} tok/s", flush=True)
     finally:
         proc.stop()
     naive = naive_baseline(model_dir, args.device, args.naive_requests, args.max_tokens)
@@ -187,6 +199,12 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> None:
         n = len(r.ttfts)
         print(f"{r.label:<18}{n:>9}{r.tps:>11.1f}{r.tps / naive.tps:>9.1f}x{r.ttft_p50 * 1000:>13.0f}"
               f"{max(r.ttfts) * 1000:>13.0f}")
+    for r in rows:
+        if r.label.endswith(" +pen"):
+            off = next(o for o in rows if o.label == r.label.removesuffix(" +pen"))
+            print(f"penalties on ({', '.join(f'{k} {v}' for k, v in PENALTIES.items())}) at "
+                  f"{r.label.removesuffix(' +pen').removeprefix('server ')}: {r.tps / off.tps:.2f}x the "
+                  "throughput with them off")
     print("(naive TTFT excludes queueing: a request behind k others in the naive server waits k full "
           f"requests, {naive.seconds / len(naive.ttfts) * 1000:.0f} ms each)")
 
@@ -199,6 +217,8 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--waves", type=int, default=2, help="requests per level = concurrency x waves")
     p.add_argument("--min-requests", type=int, default=4)
+    p.add_argument("--penalty-levels", type=int, default=2,
+                   help="rerun the last N concurrency levels with frequency/presence penalties on (0: none)")
     p.add_argument("--naive-requests", type=int, default=4)
     p.add_argument("--tiny-layers", type=int, default=2)
     p.add_argument("--tiny-hidden", type=int, default=64)

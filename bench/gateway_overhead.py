@@ -7,6 +7,10 @@ MessagePack (`docs/api.md`): a row with the same request as a MessagePack body b
 and a 200 KB PNG chat request as JSON+base64 against MessagePack bytes (bytes on the wire, gateway
 CPU per request, same run). `--body msgpack` makes `--instructions` count the MessagePack request.
 
+Telemetry (`docs/observability.md`): a row with the same gateway exporting every request's trace
+(100% sampled) to an OTLP/HTTP receiver, GenAI metrics and usage on; `--instructions --telemetry`
+counts instructions per request with telemetry off and at 100% sampling, same run.
+
 `--servers` compares HTTP servers for the same app in one run, rounds interleaved:
 `edgegw` (`edgegw serve`: uvicorn with the edge listener limits), `uvicorn-stock` (uvicorn's own
 httptools protocol, no limits: the listener before the limits were added) and `granian` (when
@@ -107,6 +111,47 @@ def count_instructions(servers: list[str], config: Path, seconds: int, rounds: i
         print(f"{name:<16}{median[name] / 1000:>10.1f}k{median[name] / median[base]:>8.3f}   runs: {runs}")
 
 
+def telemetry_config(config: Path, receiver_url: str, ratio: float = 1.0) -> Path:
+    """`config` with `telemetry:` on: requests traced (`ratio` of them) to `receiver_url`, GenAI metrics, usage."""
+    data = yaml.safe_load(config.read_text())
+    data["telemetry"] = {"otlp_endpoint": receiver_url, "sample_ratio": ratio}
+    out = config.with_name("gw-telemetry.yaml")
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
+def count_telemetry_instructions(config: Path, seconds: int, rounds: int, ratio: float = 1.0) -> None:
+    """Instructions per request with telemetry off and on (`ratio` sampled), rounds interleaved."""
+    from gateway.auth.mint import mint_token
+    from gateway.features import load_config
+    from testkit.otlp_receiver import OtlpReceiver
+
+    receiver = OtlpReceiver().start()
+    on = f"telemetry {ratio:.0%}"
+    configs = {"telemetry off": config, on: telemetry_config(config, receiver.url, ratio)}
+    token = mint_token(load_config(config).issuers[0], "bench-partner", ttl_s=3600)
+    body = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}
+    counts: dict[str, list[float]] = {name: [] for name in configs}
+    try:
+        for _ in range(rounds):
+            for name, path in configs.items():
+                port = free_port()
+                counts[name].append(instructions_per_request(
+                    name, gateway_command("edgegw", path, port), f"http://127.0.0.1:{port}/readyz",
+                    f"http://127.0.0.1:{port}/v1/completions", body, {"authorization": f"Bearer {token}"},
+                    seconds=seconds, env={"EDGEGW_CONFIG": str(path)}))
+    finally:
+        receiver.stop()
+    median = {name: sorted(v)[len(v) // 2] for name, v in counts.items()}
+    print(f"\nCPU instructions per request under callgrind, telemetry off against on (every request traced "
+          f"and exported, GenAI metrics, usage; {seconds}s each, {rounds} rounds interleaved; spans received: "
+          f"{len(receiver.spans)}):")
+    for name in configs:
+        runs = " ".join(f"{v / 1000:.1f}k" for v in counts[name])
+        print(f"{name:<16}{median[name] / 1000:>10.1f}k{median[name] / median['telemetry off']:>8.3f}   runs: {runs}")
+    print(f"target: telemetry 100% <= 1.10 x telemetry off (this run: {on})")
+
+
 def media_rows(url: str, auth: dict[str, str], gateway: Proc, args: argparse.Namespace) -> None:
     """A 200 KB PNG in a chat request: JSON with a base64 data URL against MessagePack bytes."""
     import base64
@@ -150,6 +195,9 @@ def main() -> None:
     parser.add_argument("--body", default="json", choices=("json", "msgpack"),
                         help="--instructions: the request body's encoding")
     parser.add_argument("--no-media", action="store_true", help="skip the MessagePack and 200 KB image rows")
+    parser.add_argument("--telemetry", action="store_true",
+                        help="with --instructions: telemetry off against on, instead of servers")
+    parser.add_argument("--sample-ratio", type=float, default=1.0, help="--telemetry: the share of requests traced")
     args = parser.parse_args()
     servers = args.servers.split(",")
     for name in servers:
@@ -170,6 +218,12 @@ def main() -> None:
         "routes": [{"name": "r", "paths": ["/v1/completions", "/v1/chat/completions"]}],
     }
     (tmp / "gw.yaml").write_text(yaml.safe_dump(config))
+    if args.instructions and args.telemetry:
+        try:
+            count_telemetry_instructions(tmp / "gw.yaml", args.seconds, args.rounds, args.sample_ratio)
+        finally:
+            backend.stop()
+        return
     if args.instructions:
         try:
             count_instructions(servers, tmp / "gw.yaml", args.seconds, args.rounds, args.body == "msgpack")
@@ -178,10 +232,16 @@ def main() -> None:
         return
     gateways: dict[str, Proc] = {}
     ports: dict[str, int] = {}
+    from testkit.otlp_receiver import OtlpReceiver
+
+    receiver = OtlpReceiver().start()
     try:
         for name in servers:
             ports[name] = free_port()
             gateways[name] = start_gateway(name, tmp / "gw.yaml", ports[name])
+        ports["telemetry"] = free_port()
+        gateways["telemetry"] = start_gateway("edgegw", telemetry_config(tmp / "gw.yaml", receiver.url),
+                                              ports["telemetry"])
         from gateway.auth.mint import mint_token
         from gateway.features import load_config
 
@@ -189,7 +249,7 @@ def main() -> None:
         body = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}
         auth = {"authorization": f"Bearer {token}"}
         # warm every path (connection pools, token cache) before measuring
-        for name in servers:
+        for name in [*servers, "telemetry"]:
             wrk(f"warm-up {name}", f"http://127.0.0.1:{ports[name]}/v1/completions", body, auth, seconds=2,
                 connections=args.connections)
         direct = wrk("backend direct", f"http://127.0.0.1:{bport}/v1/completions", body, auth,
@@ -202,6 +262,10 @@ def main() -> None:
                 rows.append(wrk(label, f"http://127.0.0.1:{ports[name]}/v1/completions", body, auth,
                                 seconds=args.seconds, connections=args.connections,
                                 cpu_pid=gateways[name].popen.pid))
+        traced = wrk("gateway, telemetry 100% sampled", f"http://127.0.0.1:{ports['telemetry']}/v1/completions",
+                     body, auth, seconds=args.seconds, connections=args.connections,
+                     cpu_pid=gateways["telemetry"].popen.pid)
+        rows.append(traced)
         if not args.no_media:
             url = f"http://127.0.0.1:{ports[servers[0]]}"
             rows.append(wrk("gateway, MessagePack body", url + "/v1/completions", msgpack.packb(body), auth,
@@ -213,6 +277,10 @@ def main() -> None:
             media_rows(f"http://127.0.0.1:{ports[servers[0]]}", auth, gateways[servers[0]], args)
         if len(servers) > 1:
             print_server_ratios(servers, rows[1:])
+        plain_cpu, traced_cpu = rows[1].cpu_us_per_request or 0.0, traced.cpu_us_per_request or 0.0
+        print(f"\ntelemetry at 100% sampling (spans exported: {len(receiver.spans)}): {traced_cpu:.0f} cpu us/req "
+              f"against {plain_cpu:.0f} without, x{traced_cpu / plain_cpu if plain_cpu else 0:.2f} "
+              "(instructions, the noise-free figure: --instructions --telemetry)")
         print("\ncpu us/req: CPU time of that server process per request (robust on a busy machine);"
               " for the gateway row it is the gateway's own cost, upstream client work included")
         print("targets: >= 3000 req/s through one gateway worker with JWT auth; p50 overhead <= 1 ms")
@@ -220,6 +288,7 @@ def main() -> None:
         for proc in gateways.values():
             proc.stop()
         backend.stop()
+        receiver.stop()
 
 if __name__ == "__main__":
     main()

@@ -75,8 +75,8 @@ def row(name: str, samples: list[float], base: list[float] | None = None) -> str
 
 async def in_process(built: dict[str, Path], n: int) -> None:
     from gateway.config.schema import RouteConfig
-    from gateway.plugins.config import NAME, PluginBinding
     from gateway.context import RequestContext
+    from gateway.plugins.config import NAME, PluginBinding
     from gateway.plugins.embedder import plugin_manager
     from gateway.plugins.stage import PluginPhaseStage
     from wasm_plugins.config import Limits, PluginConfig, encode_config
@@ -125,8 +125,8 @@ async def stage_loop(built: dict[str, Path], variant: str, n: int) -> None:
 
     wasm_plugins.engine._tick = lambda eng: None  # no epoch thread: deadlines never fire here
     from gateway.config.schema import RouteConfig
-    from gateway.plugins.config import NAME, PluginBinding
     from gateway.context import RequestContext
+    from gateway.plugins.config import NAME, PluginBinding
     from gateway.plugins.embedder import plugin_manager
     from gateway.plugins.stage import PluginPhaseStage
     from wasm_plugins.config import Limits, PluginConfig, encode_config

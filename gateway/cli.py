@@ -22,7 +22,7 @@ def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     from gateway.client.loadtest.cli import register as register_loadtest
 
     register_loadtest(sub)
-    from gateway.policy.cli import register as register_policy
+    from gateway.client.policy import register as register_policy
 
     register_policy(sub)
     from gateway.client.ask import (
@@ -31,6 +31,9 @@ def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     register_ask(sub)
     from gateway.client.commands import register as register_client  # token, demo
+    from gateway.client.usage import register as register_usage  # `edgegw usage --since 7d`
+
+    register_usage(sub)
 
     register_client(sub)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.cache.stage import Pending
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from gateway.pipeline.stage import Stage
     from gateway.ratelimit.stage import Held
     from gateway.redis.piggyback import Piggyback
+    from gateway.telemetry.tracing import RequestTrace
     from gateway.upstream.forward import StreamTally
     from gateway.upstream.pool import Endpoint, Pool
     from wasm_plugins.plugin import Plugin
@@ -23,10 +24,21 @@ if TYPE_CHECKING:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt, served from the backend's prefix cache (when it says)
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class Answer:
+    """What the answer said about itself, read only while telemetry is on (`gateway.telemetry`)."""
+
+    model: str | None = None
+    id: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    first_chunk_s: float | None = None  # a stream's first upstream chunk, seconds after the request began
 
 
 @dataclass(slots=True)
@@ -66,6 +78,7 @@ class RequestContext:
     api_key: str | None = None
     claims: dict[str, Any] | None = None
     scopes: frozenset[str] = frozenset()
+    models_allowed: frozenset[str] | None = None  # the token's models; None: any (a fallback is checked too)
 
     # routing and upstream
     pool: Pool | None = None
@@ -87,10 +100,17 @@ class RequestContext:
     upstream_content_type: str = ""  # of a non-streamed answer collected for a stage (`collect_response`)
     reply_msgpack: bool = False  # the client's Accept prefers MessagePack (`gateway.ingress.media`)
     streamed: StreamTally | None = None  # what a streamed answer delivered so far (the forwarder's)
+    served_model: str | None = None  # public name written into the answer (an alias, or a fallback served it)
+    fallback_from: str | None = None  # the model asked for, when a fallback (`ctx.model`) served it
 
     # the client connection
     client_gone: bool = False  # it disconnected before the response was complete
     sent: bool = False  # the response's last byte is being sent: a disconnect now is the normal end
+
+    # telemetry (`gateway.telemetry`): None while it is off
+    answer: Answer | None = None
+    trace: RequestTrace | None = None  # the spans of a sampled request
+    trace_context: Any = None  # an unsampled request's span context, passed on to the backend
 
     # features' own per-request state: each field is written and read by one feature (or the plugin host)
     limits_held: Held | None = None  # gateway.ratelimit: the slots and tokens this request holds
@@ -106,3 +126,12 @@ class RequestContext:
         """Replace the request JSON (preprocessing); the forwarder sends the new body."""
         self.body_json = value
         self.body_dirty = True
+
+
+class RequestObserver(Protocol):
+    """Watches every inference request (`gateway.telemetry`): `begin` as it arrives, `end` after its
+    last byte (or its failure), once each. A feature whose state is one says `observes=True`."""
+
+    def begin(self, ctx: RequestContext) -> None: ...
+
+    def end(self, ctx: RequestContext) -> None: ...

@@ -100,7 +100,8 @@ def example_env() -> Iterator[dict[str, str]]:
         wasm = Path(tmp) / "example.wasm"
         wasm.write_bytes(EMPTY_WASM)
         env = {"EDGEGW_EXAMPLE_SECRET": EXAMPLE_SECRET, "EDGEGW_EXAMPLE_PLUGIN": str(wasm),
-               "EDGEGW_EXAMPLE_UPSTREAM_KEY": "docgen-example-upstream-key"}
+               "EDGEGW_EXAMPLE_UPSTREAM_KEY": "docgen-example-upstream-key",
+               "EDGEGW_EXAMPLE_OTLP_HEADERS": "authorization=Bearer docgen-example"}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:

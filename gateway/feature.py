@@ -10,7 +10,8 @@ runtime and the app iterate over that list and know no feature by name. A featur
 - `stages`: its pipeline stages, each placed in a slot of `SLOTS`;
 - `admin_routes`: its endpoints under `/admin` (the admin guard is applied once, around them all);
 - `status`: its part of `/admin/status.json` and of the status page;
-- `installed`: what it does when a policy version becomes the active one.
+- `installed`: what it does when a policy version becomes the active one;
+- `observes`: its object watches every inference request (`RequestObserver`: telemetry).
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class Feature(Generic[State]):
     admin_routes: Callable[[GatewayConfig], Sequence[BaseRoute]] | None = None
     status: Callable[[GatewayView, float], dict[str, object]] | None = None
     installed: Callable[[GatewayConfig], None] | None = None
+    # Its state is a `gateway.context.RequestObserver` the proxy calls on every inference request.
+    observes: bool = False
 
     @property
     def name(self) -> str:

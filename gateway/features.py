@@ -24,6 +24,7 @@ from gateway.plugins.feature import PLUGINS
 from gateway.ratelimit.feature import RATELIMIT
 from gateway.redis.feature import REDIS
 from gateway.serving.feature import SERVING
+from gateway.telemetry.feature import TELEMETRY
 from gateway.upstream.feature import UPSTREAM
 
 FEATURES: tuple[Feature[Any], ...] = (
@@ -35,6 +36,7 @@ FEATURES: tuple[Feature[Any], ...] = (
     CACHE,
     MEDIA,
     PLUGINS,
+    TELEMETRY,
 )
 
 # Every part of the policy file: the frame's own keys, then each feature's.

@@ -20,7 +20,14 @@ from starlette.routing import Route
 from gpu_backend.errors import APIError, bad_request, error_response
 from gpu_backend.generation import generate
 from gpu_backend.state import BackendState
-from gpu_backend.validation import CAPABILITIES, check_model, embedding_inputs, refuse_media, require_object
+from gpu_backend.validation import (
+    CAPABILITIES,
+    VISION_CAPABILITIES,
+    check_model,
+    embedding_inputs,
+    refuse_media,
+    require_object,
+)
 
 log = logging.getLogger("edgegw.backend.api")
 MAX_EMBEDDING_INPUTS = 2048
@@ -94,7 +101,7 @@ async def _guarded(request: Request, path: str, state: BackendState, handler: Ha
 
 
 async def _chat(request: Request, body: dict[str, Any], state: BackendState, release: Any) -> Response:
-    if body.get("model") in (None, state.model_name):  # another name is answered 404 by generate
+    if body.get("model") in (None, state.model_name) and state.processor is None:  # another name: 404 later
         refuse_media(body, state.model_name)
     return await generate(request, body, state, True, release)
 
@@ -132,7 +139,7 @@ def _models(state: BackendState) -> Response:
                                        code=f"backend_{state.status}", headers={"Retry-After": "1"}))
     data = [{"id": name, "object": "model", "created": int(state.started), "owned_by": "edgegw",
              "max_model_len": state.context_len if name == state.model_name else None,
-             "capabilities": CAPABILITIES}
+             "capabilities": VISION_CAPABILITIES if name == state.model_name and state.processor else CAPABILITIES}
             for name in state.served]
     return JSONResponse({"object": "list", "data": data})
 

@@ -7,7 +7,9 @@ import argparse
 # Options forwarded verbatim to each replica by `--replicas N` (everything but --port/--replicas).
 _FORWARDED = ("model", "served_model_name", "embedding_model", "embedding_served_model_name", "host", "device",
               "dtype", "max_batch_size", "max_queue", "max_model_len", "prefill_tokens", "max_waiting_steps",
-              "default_max_tokens", "threads", "drain_timeout", "log_level", "engine")
+              "default_max_tokens", "threads", "drain_timeout", "log_level", "engine", "limit_mm_per_prompt",
+              "max_image_pixels", "allow_remote_images", "remote_image_max_bytes", "remote_image_timeout",
+              "mm_processor_kwargs")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="warning")
     p.add_argument("--engine", default="process", choices=["process", "thread"],
                    help="run the model in a child process (default; no GIL contention with HTTP) or a thread")
+    images = p.add_argument_group("image-text-to-text models (GLM-4.1V, Qwen2.5-VL, Idefics3/SmolVLM)")
+    images.add_argument("--limit-mm-per-prompt", default="image=8",
+                        help="images per request, as vLLM's flag: image=N or {\"image\": N} (default image=8)")
+    images.add_argument("--mm-processor-kwargs", "--mm_processor_kwargs", default=None,
+                        help='as vLLM\'s flag: \'{"max_pixels": 5000000}\' resizes each image to at most that many '
+                             "pixels (and min_pixels to at least), for GLM-4.1V and Qwen2.5-VL")
+    images.add_argument("--max-image-pixels", type=int, default=12_845_056,
+                        help="refuse larger images (width x height; checked before decoding)")
+    images.add_argument("--allow-remote-images", action="store_true",
+                        help="fetch http(s) image URLs (default: only data: URLs)")
+    images.add_argument("--remote-image-max-bytes", type=int, default=10 * 1024 * 1024)
+    images.add_argument("--remote-image-timeout", type=float, default=5.0, help="seconds per remote image")
     p.set_defaults(func=_backend)
 
     p = sub.add_parser("make-tiny-model", help="write a random-weight Llama + byte-level tokenizer (offline)")
@@ -74,7 +88,9 @@ def _backend(args: argparse.Namespace) -> int:
         child: list[str] = []
         for name in _FORWARDED:
             value = getattr(args, name)
-            if value is not None:
+            if value is True:
+                child.append("--" + name.replace("_", "-"))
+            elif value not in (None, False):
                 child += ["--" + name.replace("_", "-"), str(value)]
         return run_pool(child, args.port, args.replicas)
 
@@ -87,8 +103,47 @@ def _backend(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size, max_queue=args.max_queue, max_model_len=args.max_model_len,
         prefill_tokens=args.prefill_tokens, max_waiting_steps=args.max_waiting_steps,
         default_max_tokens=args.default_max_tokens, threads=args.threads,
-        drain_timeout_s=args.drain_timeout, engine=args.engine)
+        drain_timeout_s=args.drain_timeout, engine=args.engine, images=_image_limits(args),
+        mm_processor_kwargs=_processor_kwargs(args.mm_processor_kwargs))
     return serve(options, args.host, args.port, args.log_level)
+
+
+def _image_limits(args: argparse.Namespace):  # -> gpu_backend.images.ImageLimits
+    import json
+
+    from gpu_backend.images import ImageLimits
+
+    spec = args.limit_mm_per_prompt.strip()
+    try:
+        limits = json.loads(spec) if spec.startswith("{") else dict(
+            (k.strip(), int(v)) for k, v in (item.split("=", 1) for item in spec.split(",")))
+        count = int(limits["image"])
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit(f"edgegw backend: --limit-mm-per-prompt {spec!r}: expected image=N or '{{\"image\": N}}'") from None
+    if count < 0 or args.max_image_pixels < 1:
+        raise SystemExit("edgegw backend: image limits must not be negative")
+    return ImageLimits(max_images=count, max_pixels=args.max_image_pixels, allow_remote=args.allow_remote_images,
+                       remote_max_bytes=args.remote_image_max_bytes, remote_timeout_s=args.remote_image_timeout)
+
+
+def _processor_kwargs(spec: str | None) -> dict[str, int]:
+    import json
+
+    from gpu_backend.vlm import PROCESSOR_KWARGS
+
+    if not spec:
+        return {}
+    try:
+        kwargs = json.loads(spec)
+        if not isinstance(kwargs, dict) or not all(isinstance(v, int) and v > 0 for v in kwargs.values()):
+            raise ValueError("expected a JSON object of positive integers")
+    except ValueError as exc:
+        raise SystemExit(f"edgegw backend: --mm-processor-kwargs {spec!r}: {exc}") from None
+    unknown = sorted(set(kwargs) - set(PROCESSOR_KWARGS))
+    if unknown:
+        raise SystemExit(f"edgegw backend: --mm-processor-kwargs: unsupported key(s) {unknown}; "
+                         f"supported: {', '.join(PROCESSOR_KWARGS)}")
+    return kwargs
 
 
 def _make_tiny(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from gpu_backend.kv import BatchKV, check_cache_internals
 from gpu_backend.metrics import BackendMetrics
 from gpu_backend.sampling import next_tokens
 from gpu_backend.sequence import Event, SamplingParams, Sequence
+from gpu_backend.vision_batch import VisionBatch
 
 log = logging.getLogger("edgegw.backend.engine")
 
@@ -37,7 +38,7 @@ class Engine:
 
     def __init__(self, model: Any, tokenizer: Any, *, context_len: int, max_batch_size: int = 32,
                  max_queue: int = 256, prefill_tokens: int = 2048, max_waiting_steps: int = 4,
-                 metrics: BackendMetrics | None = None) -> None:
+                 metrics: BackendMetrics | None = None, vision: bool = False) -> None:
         check_cache_internals()
         self.model = model
         self.tokenizer = tokenizer
@@ -52,7 +53,9 @@ class Engine:
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
         # Ids the model can emit but the tokenizer cannot decode (a padded embedding matrix) are masked.
-        self.vocab_limit = len(tokenizer) if model.config.vocab_size > len(tokenizer) else None
+        vocab = model.config.get_text_config().vocab_size
+        self.vocab_limit = len(tokenizer) if vocab > len(tokenizer) else None
+        self._vision = VisionBatch(model) if vision else None
         # transformers 5.x renamed `past_key_values` to `cache`; accept either spelling.
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -93,11 +96,13 @@ class Engine:
             self._thread.join(30)
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, events: asyncio.Queue[Event] | None = None,
-               index: int = 0, seq_id: int | None = None) -> Sequence:
+               index: int = 0, seq_id: int | None = None, vision: dict | None = None) -> Sequence:
         """Queue a sequence; raises QueueFull when the engine is at capacity. Its events go to `events`
-        (shared by the choices of one request, told apart by `index`), or to a new queue."""
+        (shared by the choices of one request, told apart by `index`), or to a new queue. `vision`: the
+        processor's image arrays for the prompt (image-text-to-text models)."""
         text = TextState(self.tokenizer, list(params.stop))
-        seq = Sequence(prompt_ids, params, text, events if events is not None else asyncio.Queue(), index=index)
+        seq = Sequence(prompt_ids, params, text, events if events is not None else asyncio.Queue(), index=index,
+                       vision=vision)
         if seq_id is not None:
             seq.id = seq_id
         seq.queued_step = self._steps
@@ -173,6 +178,9 @@ class Engine:
                 group.append(self._waiting.popleft())
         if not group:
             return
+        started = time.monotonic()
+        for s in group:
+            s.prefill_at = started
         length = max(len(s.prompt_ids) for s in group)
         ids = torch.full((len(group), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(group), length), dtype=torch.long)
@@ -185,8 +193,11 @@ class Engine:
 
         cache = DynamicCache(config=self.model.config)
         try:
+            images: dict[str, torch.Tensor] = {}
+            if self._vision is not None:
+                images, positions = self._vision.prefill(group, ids, mask, positions)
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1, **{self._cache_kw: cache})
+                             logits_to_keep=1, **{self._cache_kw: cache}, **images)
         except Exception:
             for s in group:
                 self._finish(s, "error")
@@ -212,6 +223,8 @@ class Engine:
         self._steps += 1
         last = torch.tensor([[s.output_ids[-1]] for s in self._running], device=self.device)
         mask, positions = self._kv.step_inputs()
+        if self._vision is not None:
+            positions = self._vision.decode_positions(positions, self._running)
         if self._bool_mask:
             mask = mask.bool()[:, None, None, :]
         out = self.model(input_ids=last, attention_mask=mask, position_ids=positions, use_cache=True,
@@ -227,9 +240,12 @@ class Engine:
         done: set[int] = set()
         for offset, (seq, tok) in enumerate(zip(seqs, tokens, strict=True)):
             seq.output_ids.append(tok)
+            timing = None
             if seq.first_token_at is None:
                 seq.first_token_at = now
                 self.metrics.ttft.observe(now - seq.arrival)
+                prefill_at = seq.prefill_at if seq.prefill_at is not None else seq.arrival
+                timing = (prefill_at - seq.arrival, now - prefill_at)  # for the request's trace spans
             else:
                 self.metrics.itl.observe(now - seq.last_token_at)
             seq.last_token_at = now
@@ -243,7 +259,7 @@ class Engine:
             delta, stopped = seq.text.update(ids, final=reason is not None)
             if stopped:
                 reason = "stop"
-            self._emit(seq, Event(delta, len(seq.output_ids), reason))
+            self._emit(seq, Event(delta, len(seq.output_ids), reason, timing=timing))
             if reason is not None:
                 done.add(first_row + offset)
                 self._finish(seq, reason, emit=False)

@@ -16,7 +16,9 @@ from gpu_backend.errors import APIError, bad_request
 from gpu_backend.openai_format import Shape, sse
 from gpu_backend.sequence import Event, Sequence
 from gpu_backend.state import BackendState
+from gpu_backend.telemetry import Observation, telemetry_of
 from gpu_backend.validation import GenerationRequest, check_model, generation_request, messages, prompts
+from gpu_backend.vision_prompt import vision_prompt
 
 
 async def generate(request: Request, body: dict[str, Any], state: BackendState, chat: bool,
@@ -24,25 +26,32 @@ async def generate(request: Request, body: dict[str, Any], state: BackendState, 
     """Handle one completion request; `release` is called exactly once when the request is fully done."""
     model = check_model(body, [state.model_name])
     req = generation_request(body, state.context_len, None if chat else state.options.default_max_tokens)
-    prompt_ids = _chat_prompt(state, body) if chat else _completion_prompts(state, body)
+    vision = None
+    if chat and state.processor is not None:
+        prompt = await vision_prompt(state.processor, body, state.options.images)
+        prompt_ids, vision = [prompt.ids], prompt.arrays
+    else:
+        prompt_ids = _chat_prompt(state, body) if chat else _completion_prompts(state, body)
     seq_params = [_fit(state, ids, req, "messages" if chat else "prompt") for ids in prompt_ids]
     events: asyncio.Queue[Event] = asyncio.Queue()
-    seqs = _submit(state, prompt_ids, seq_params, req.n, events)
+    seqs = _submit(state, prompt_ids, seq_params, req.n, events, vision)
     shape = Shape(chat, model)
     prompt_tokens = sum(len(ids) for ids in prompt_ids)
+    seen = telemetry_of(state).begin(request.headers, request.url.path, model, prompt_tokens, body)
 
     def cleanup() -> None:
+        seen.finish()
         for s in seqs:
             if s.finish_reason is None and not s.cancelled:
                 state.engine.cancel(s)
         release()
 
     if req.stream:
-        return StreamingResponse(_stream(shape, seqs, events, req, prompt_tokens, cleanup),
+        return StreamingResponse(_stream(shape, seqs, events, req, prompt_tokens, cleanup, seen),
                                  media_type="text/event-stream", background=BackgroundTask(cleanup),
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
     try:
-        collect = asyncio.ensure_future(_collect(seqs, events))
+        collect = asyncio.ensure_future(_collect(seqs, events, seen))
         watch = asyncio.ensure_future(_disconnected(request))
         await asyncio.wait({collect, watch}, return_when=asyncio.FIRST_COMPLETED)
         watch.cancel()
@@ -101,14 +110,14 @@ def _fit(state: BackendState, ids: list[int], req: GenerationRequest, field: str
 
 
 def _submit(state: BackendState, prompt_ids: list[list[int]], params: list[Any], n: int,
-            events: asyncio.Queue[Event]) -> list[Sequence]:
+            events: asyncio.Queue[Event], vision: dict | None = None) -> list[Sequence]:
     seqs: list[Sequence] = []
     try:
         for p, (ids, prm) in enumerate(zip(prompt_ids, params, strict=True)):
             for j in range(n):
                 if prm.seed is not None and j:
                     prm = dataclasses.replace(prm, seed=prm.seed + 1)  # distinct, reproducible choices
-                seqs.append(state.engine.submit(ids, prm, events, index=p * n + j))
+                seqs.append(state.engine.submit(ids, prm, events, index=p * n + j, vision=vision))
     except QueueFull:
         for s in seqs:
             state.engine.cancel(s)
@@ -117,13 +126,14 @@ def _submit(state: BackendState, prompt_ids: list[list[int]], params: list[Any],
     return seqs
 
 
-async def _collect(seqs: list[Sequence], events: asyncio.Queue[Event]):
+async def _collect(seqs: list[Sequence], events: asyncio.Queue[Event], seen: Observation):
     texts = [""] * len(seqs)
     reasons: list[str | None] = [None] * len(seqs)
     tokens = [0] * len(seqs)
     remaining = len(seqs)
     while remaining:
         ev = await events.get()
+        seen.event(ev)
         texts[ev.index] += ev.text
         if ev.finish_reason is not None:
             reasons[ev.index], tokens[ev.index] = ev.finish_reason, ev.completion_tokens
@@ -138,7 +148,7 @@ async def _disconnected(request: Request) -> None:
 
 
 async def _stream(shape: Shape, seqs: list[Sequence], events: asyncio.Queue[Event], req: GenerationRequest,
-                  prompt_tokens: int, cleanup: Any) -> AsyncIterator[bytes]:
+                  prompt_tokens: int, cleanup: Any, seen: Observation) -> AsyncIterator[bytes]:
     usage = req.include_usage
     try:
         if shape.chat:
@@ -147,6 +157,7 @@ async def _stream(shape: Shape, seqs: list[Sequence], events: asyncio.Queue[Even
         remaining, completion = len(seqs), 0
         while remaining:
             ev = await events.get()
+            seen.event(ev)
             if ev.finish_reason == "error":
                 err = APIError(500, "generation failed in the engine; see the backend log", code="engine_error")
                 yield sse(err.body())

@@ -5,7 +5,8 @@ loop grabs it to write SSE chunks, and the engine waits to get it back. On a sma
 than the model itself for small models. As in vLLM (API server + engine core), the HTTP process keeps
 tokenization, validation and streaming; a child process owns the model and runs `Engine` unchanged.
 
-Wire protocol (two one-way pipes): commands ("submit", id, prompt_ids, params), ("cancel", id), ("stop",);
+Wire protocol (two one-way pipes): commands ("submit", id, prompt_ids, params, image arrays or None),
+("cancel", id), ("stop",);
 replies ("ready", info), ("failed", message), and ("steps", [("step", events, metric_records), ...]) with
 every engine step since the last message (a sender thread batches them when the reader falls behind).
 """
@@ -40,6 +41,7 @@ class EngineSpec:
     max_batch_size: int
     prefill_tokens: int
     max_waiting_steps: int
+    vision: bool = False  # an image-text-to-text model (gpu_backend.vlm)
 
 
 @dataclass(eq=False)
@@ -97,14 +99,14 @@ class RemoteEngine:
         threading.Thread(target=self._receive, name="edgegw-engine-rx", daemon=True).start()
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, events: asyncio.Queue[Event] | None = None,
-               index: int = 0) -> Handle:
+               index: int = 0, vision: dict | None = None) -> Handle:
         if self._outstanding >= self.max_batch_size + self.max_queue:
             raise self._queue_full
         handle = Handle(next(self._ids), index, events if events is not None else asyncio.Queue())
         self._handles[handle.id] = handle
         self._outstanding += 1
         try:
-            self._cmd.send(("submit", handle.id, prompt_ids, params))
+            self._cmd.send(("submit", handle.id, prompt_ids, params, vision))
         except OSError as exc:  # the engine process is gone; _on_engine_exit will stop the server
             del self._handles[handle.id]
             self._outstanding -= 1
@@ -146,11 +148,11 @@ class RemoteEngine:
             self._apply(events, records)
 
     def _apply(self, events: list, records: list) -> None:
-        for seq_id, text, tokens, reason in events:
+        for seq_id, text, tokens, reason, timing in events:
             handle = self._handles.get(seq_id)
             if handle is None:
                 continue
-            handle.events.put_nowait(Event(text, tokens, reason, handle.index))
+            handle.events.put_nowait(Event(text, tokens, reason, handle.index, timing))
             if reason is not None:
                 handle.finish_reason = reason
                 del self._handles[seq_id]
@@ -227,18 +229,19 @@ def _engine_main(spec: EngineSpec, cmd: Any, out: Any) -> None:
         from gpu_backend.device import configure_threads, resolve_device, resolve_dtype
         from gpu_backend.engine import Engine
         from gpu_backend.models import load_causal_lm
+        from gpu_backend.vlm import load_vision_model
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         configure_threads(spec.threads)
         device = resolve_device(spec.device)
         dtype = resolve_dtype(spec.dtype, device)
-        model, tokenizer = load_causal_lm(Path(spec.model_dir), device, dtype)
+        model, tokenizer = (load_vision_model if spec.vision else load_causal_lm)(Path(spec.model_dir), device, dtype)
         metrics = RecordingMetrics()
         # Admission control happens in the HTTP process; here the queue is unbounded.
         engine = Engine(model, tokenizer, context_len=spec.context_len, max_batch_size=spec.max_batch_size,
                         max_queue=1 << 30, prefill_tokens=spec.prefill_tokens,
-                        max_waiting_steps=spec.max_waiting_steps, metrics=metrics)
+                        max_waiting_steps=spec.max_waiting_steps, metrics=metrics, vision=spec.vision)
     except Exception as exc:
         out.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -246,7 +249,7 @@ def _engine_main(spec: EngineSpec, cmd: Any, out: Any) -> None:
     outbox: queue.SimpleQueue = queue.SimpleQueue()
 
     def deliver(batch: list) -> None:
-        events = [(seq.id, ev.text, ev.completion_tokens, ev.finish_reason) for seq, ev in batch]
+        events = [(seq.id, ev.text, ev.completion_tokens, ev.finish_reason, ev.timing) for seq, ev in batch]
         for seq, ev in batch:
             if ev.finish_reason is not None:
                 seqs.pop(seq.id, None)
@@ -279,8 +282,8 @@ def _engine_main(spec: EngineSpec, cmd: Any, out: Any) -> None:
         while True:
             msg = cmd.recv()
             if msg[0] == "submit":
-                _, seq_id, prompt_ids, params = msg
-                seqs[seq_id] = engine.submit(prompt_ids, params, seq_id=seq_id)
+                _, seq_id, prompt_ids, params, vision = msg
+                seqs[seq_id] = engine.submit(prompt_ids, params, seq_id=seq_id, vision=vision)
             elif msg[0] == "cancel":
                 seq = seqs.get(msg[1])
                 if seq is not None:

@@ -22,6 +22,9 @@ class SamplingParams:
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut (vLLM's extra field; -1 is taken as 0 by validation)
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (benchmarks, tests)
@@ -29,6 +32,10 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def penalized(self) -> bool:
+        return self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
 
 
 @dataclass
@@ -39,6 +46,7 @@ class Event:
     completion_tokens: int
     finish_reason: str | None = None
     index: int = 0  # which choice of its request (several sequences may share one queue)
+    timing: tuple[float, float] | None = None  # on a sequence's first token: (queue wait, prefill) seconds
 
 
 @dataclass(eq=False)
@@ -56,10 +64,13 @@ class Sequence:
     cancelled: bool = False
     finish_reason: str | None = None
     arrival: float = field(default_factory=time.monotonic)
+    prefill_at: float | None = None  # when its prefill began (the end of its queue wait)
     first_token_at: float | None = None
     last_token_at: float | None = None
     generator: torch.Generator | None = None
     queued_step: int = 0  # the engine's decode-step count when it was submitted
+    vision: dict | None = None  # image-text-to-text models: the processor's arrays, used at prefill only
+    rope_delta: int = 0  # multimodal rope: position of the next token minus its text position
 
     def __post_init__(self) -> None:
         if not self.params.greedy:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpu_backend.images import ImageLimits
 from gpu_backend.metrics import BackendMetrics
 
 log = logging.getLogger("edgegw.backend")
@@ -34,6 +35,8 @@ class BackendOptions:
     threads: int | None = None
     drain_timeout_s: float = 30.0
     engine: str = "process"  # "process": the model runs in a child process (remote.py); "thread": in this one
+    images: ImageLimits = field(default_factory=ImageLimits)  # image-text-to-text models only
+    mm_processor_kwargs: dict[str, int] = field(default_factory=dict)  # vLLM's flag: max_pixels, min_pixels
 
 
 @dataclass
@@ -48,11 +51,13 @@ class BackendState:
     engine: Any = None
     embedder: Any = None
     tokenizer: Any = None
+    processor: Any = None  # set for an image-text-to-text model: it takes image parts
     context_len: int = 0
     device: str = ""
     inflight: int = 0
     started: float = field(default_factory=time.time)
     metrics: BackendMetrics = field(default_factory=lambda: BackendMetrics("model"))
+    telemetry: Any = None  # gpu_backend.telemetry.BackendTelemetry (made on first use)
     on_failed: Callable[[], None] | None = None  # the server exits: a supervisor should see the failure
 
     @property
@@ -78,6 +83,7 @@ class BackendState:
         from gpu_backend.device import configure_threads, resolve_device, resolve_dtype
         from gpu_backend.engine import Engine
         from gpu_backend.models import load_causal_lm, resolve_embedding_model, resolve_model
+        from gpu_backend.vlm import apply_processor_kwargs, is_vision_model, load_processor, load_vision_model
 
         opts = self.options
         device = resolve_device(opts.device)
@@ -89,15 +95,20 @@ class BackendState:
         model_dir, default_name = resolve_model(opts.model)
         self.model_name = opts.served_model_name or default_name
         self.metrics = BackendMetrics(self.model_name)
+        vision = is_vision_model(Path(model_dir))
+        if vision:
+            self.processor = load_processor(Path(model_dir))
+            apply_processor_kwargs(self.processor, opts.mm_processor_kwargs)
         if opts.engine == "process":
-            self._launch_engine_process(Path(model_dir))
+            self._launch_engine_process(Path(model_dir), vision)
         else:
-            model, self.tokenizer = load_causal_lm(Path(model_dir), device, dtype)
+            load = load_vision_model if vision else load_causal_lm
+            model, self.tokenizer = load(Path(model_dir), device, dtype)
             self.context_len = self._context(model.config)
             self.engine = Engine(model, self.tokenizer, context_len=self.context_len,
                                  max_batch_size=opts.max_batch_size, max_queue=opts.max_queue,
                                  prefill_tokens=opts.prefill_tokens, max_waiting_steps=opts.max_waiting_steps,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, vision=vision)
         if opts.embedding_model:
             from gpu_backend.embeddings import Embedder
 
@@ -106,19 +117,22 @@ class BackendState:
             self.embedder = Embedder(emb_dir, device, dtype)
 
     def _context(self, config: Any) -> int:
-        ctx = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+        ctx = int(getattr(config.get_text_config(), "max_position_embeddings", 2048) or 2048)
         return min(ctx, self.options.max_model_len) if self.options.max_model_len else ctx
 
-    def _launch_engine_process(self, model_dir: Path) -> None:
+    def _launch_engine_process(self, model_dir: Path, vision: bool) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
         from gpu_backend.remote import EngineSpec, RemoteEngine
 
         opts = self.options
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        if self.processor is not None:
+            self.tokenizer = self.processor.tokenizer
+        else:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.context_len = self._context(AutoConfig.from_pretrained(model_dir, local_files_only=True))
         spec = EngineSpec(str(model_dir), opts.device, opts.dtype, opts.threads, self.context_len,
-                          opts.max_batch_size, opts.prefill_tokens, opts.max_waiting_steps)
+                          opts.max_batch_size, opts.prefill_tokens, opts.max_waiting_steps, vision)
         self.engine = RemoteEngine(spec, self.metrics, opts.max_queue)
         self.engine.on_exit = self._engine_died
         self.device = self.engine.launch()["device"]
@@ -144,3 +158,5 @@ class BackendState:
     def stop(self) -> None:
         if self.engine is not None:
             self.engine.stop()
+        if self.telemetry is not None:
+            self.telemetry.stop()

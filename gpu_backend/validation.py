@@ -100,10 +100,14 @@ def generation_request(body: dict[str, Any], context_len: int, default_max_token
     top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
     if top_p == 0.0:
         raise bad_request("'top_p' must be greater than 0", "top_p")
-    for name in ("presence_penalty", "frequency_penalty"):
-        _number(body, name, 0.0, -2.0, 2.0)  # accepted for compatibility, not applied
-    if body.get("logprobs") not in (None, False, 0):
-        raise bad_request("'logprobs' is not supported by this backend", "logprobs", "unsupported")
+    presence = _number(body, "presence_penalty", 0.0, -2.0, 2.0)
+    frequency = _number(body, "frequency_penalty", 0.0, -2.0, 2.0)
+    top_k = _integer(body, "top_k") or 0
+    if top_k < -1:
+        raise bad_request(f"'top_k' must be -1 or 0 (no cut) or a positive integer, got {top_k}", "top_k")
+    for name in ("logprobs", "top_logprobs"):
+        if body.get(name) not in (None, False, 0):
+            raise bad_request(f"'{name}' is not supported by this backend", name, "unsupported")
     if body.get("echo"):
         raise bad_request("'echo' is not supported by this backend", "echo", "unsupported")
     seed = _integer(body, "seed")
@@ -120,7 +124,8 @@ def generation_request(body: dict[str, Any], context_len: int, default_max_token
         if not isinstance(include_usage, bool):
             raise bad_request("'stream_options.include_usage' must be a boolean", "stream_options.include_usage",
                               "invalid_type")
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=max(top_k, 0),
+                            frequency_penalty=frequency, presence_penalty=presence, seed=seed,
                             stop=_stop(body), ignore_eos=_boolean(body, "ignore_eos"))
     return GenerationRequest(params, given, n or 1, stream, include_usage)
 
@@ -145,8 +150,10 @@ def prompts(body: dict[str, Any]) -> list[str | list[int]]:
     return out
 
 
-def messages(body: dict[str, Any]) -> list[dict[str, str]]:
-    """Chat messages, with array-of-text-parts content flattened to a string for the chat template."""
+def messages(body: dict[str, Any], images: bool = False) -> list[dict[str, Any]]:
+    """Chat messages, with array-of-text-parts content flattened to a string for the chat template.
+    With `images` (an image-text-to-text model), content arrays stay arrays of parts: text parts
+    {"type": "text", "text"} and image parts {"type": "image", "url", "where"} (`where` names the part)."""
     msgs = body.get("messages")
     if msgs is None:
         raise bad_request("missing required field 'messages'", "messages", "missing_field")
@@ -162,14 +169,36 @@ def messages(body: dict[str, Any]) -> list[dict[str, str]]:
         role = msg.get("role")
         if role not in ("system", "developer", "user", "assistant", "tool"):
             raise bad_request(f"'{where}.role' must be one of system, user, assistant, tool", f"{where}.role")
+        content = msg.get("content")
+        parts = _parts(content, f"{where}.content") if images and isinstance(content, list) else None
         out.append({"role": "system" if role == "developer" else role,
-                    "content": _content(msg.get("content"), f"{where}.content")})
+                    "content": parts if parts is not None else _content(content, f"{where}.content")})
     return out
+
+
+def _parts(content: list[Any], where: str) -> list[dict[str, Any]]:
+    from gpu_backend.images import image_url
+
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        at = f"{where}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            parts.append({"type": "image", "url": image_url(part, at), "where": at})
+        elif kind in MEDIA_PARTS:
+            raise bad_request(f"'{at}': this model takes text and image_url parts, not {kind}", at,
+                              "unsupported_modality")
+        else:
+            raise bad_request(f"'{at}' must be a text or image_url part", at, "invalid_type")
+    return parts
 
 
 MEDIA_PARTS = {"image_url": "image", "image": "image", "input_image": "image", "input_audio": "audio",
                "audio": "audio", "file": "file"}
-CAPABILITIES = ["text"]  # the input modalities every model of this backend accepts (`/v1/models`)
+CAPABILITIES = ["text"]  # the input modalities of a text-only model (`/v1/models`)
+VISION_CAPABILITIES = ["text", "image"]  # ... and of an image-text-to-text one
 
 
 def refuse_media(body: dict[str, Any], model: str) -> None:

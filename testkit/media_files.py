@@ -41,3 +41,35 @@ def gif() -> bytes:
     """A 1x1 GIF."""
     return (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
             b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+
+
+def photo(seed: int, width: int, height: int, fmt: str = "PNG") -> bytes:
+    """A noisy RGB image in `fmt` (PNG, JPEG, WEBP, GIF) made with Pillow."""
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    img = Image.frombytes("RGB", (width, height), bytes(rng.getrandbits(8) for _ in range(width * height * 3)))
+    out = io.BytesIO()
+    img.save(out, fmt)
+    return out.getvalue()
+
+
+def png_bomb(side: int = 20_000) -> bytes:
+    """A valid 1-bit greyscale PNG of side x side pixels (400 million for 20,000) in about 50 kB."""
+    row = b"\x00" + bytes((side + 7) // 8)
+    pack = zlib.compressobj(9)
+    data = b"".join(pack.compress(row) for _ in range(side)) + pack.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    import base64
+
+    return f"data:{mime};base64," + base64.b64encode(data).decode()

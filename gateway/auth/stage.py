@@ -30,6 +30,7 @@ class JwtAuthStage(Stage):
         ctx.tenant = identity.tenant
         ctx.tier = identity.tier
         ctx.scopes = identity.scopes
+        ctx.models_allowed = identity.models
         if not identity.may_use_route(ctx.route.name):
             raise GatewayError(403, f"token does not grant access to route {ctx.route.name!r}", "route_forbidden")
         if ctx.model is not None and not identity.may_use_model(ctx.model):

@@ -9,6 +9,7 @@ has no description, or a description names a key no parser reads. Markdown is al
 from __future__ import annotations
 
 from gateway.config.part import LIVE, ConfigPart, KeyDocs, Reload
+from gateway.config.schema import FALLBACK_TRIGGERS
 
 _DOCS = KeyDocs(
     descriptions={
@@ -21,13 +22,22 @@ _DOCS = KeyDocs(
                                   "generation model the route reaches (`check-config` says so)",
         "routes[].auth": "`jwt`, `none` (public), or `plugin` (an auth plugin decides)",
         "routes[].issuers": "issuer names accepted on this route",
+        "routes[].fallbacks": "fallbacks for every model requested on this route, in place of the model's own "
+                              "first level (as `pools[].models[].fallbacks`); each must be a model the route's "
+                              "`models` allow",
+        "routes[].fallbacks[].model": "as `pools[].models[].fallbacks[].model`",
+        "routes[].fallbacks[].pool": "as `pools[].models[].fallbacks[].pool`",
+        "routes[].fallbacks[].when": "as `pools[].models[].fallbacks[].when`",
     },
     defaults={
         "routes[].pool": "the pool serving the model",
         "routes[].models": "any model of the pool",
         "routes[].default_model": "the first generation model of the pool(s) in config order",
         "routes[].issuers": "all",
+        "routes[].fallbacks": "the model's own (`pools[].models[].fallbacks`)",
+        "routes[].fallbacks[].pool": "the first pool serving the model",
     },
+    allowed={"routes[].fallbacks[].when": ", ".join(f"`{t}`" for t in FALLBACK_TRIGGERS)},
     tables=("", "routes[]"),
 )
 

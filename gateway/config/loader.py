@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from gateway.config.models import check_fallbacks, parse_fallbacks, parse_pool_models
 from gateway.config.part import ConfigPart, Frame
 from gateway.config.reach import generation_models, reaches_generation_model
 from gateway.config.reader import ConfigError, Section
@@ -114,6 +115,7 @@ def parse_config(data: Any, file: str, parts: Parts, base_dir: Path | None = Non
             sections[part.name] = value
     routes = [_route(sec, parts, frame) for sec in top.sections("routes", required=True)]
     _unique(top, "routes", [r.name for r in routes])
+    _check_fallbacks(file, pools, routes)
     top.done()
     return GatewayConfig(source=file, server=server, admin=admin, issuers=issuers, pools=pools,
                          routes=tuple(routes), sections=sections)
@@ -245,10 +247,13 @@ def _pool(sec: Section, parts: Parts, frame: Frame) -> PoolConfig:
                                         group=ep.str("group", "default")))
         ep.done()
     t, h, o, r = (sec.section(k) for k in ("timeouts", "health", "outlier", "retries"))
+    models, specs = parse_pool_models(sec)  # names, and entries with an alias, a window or fallbacks
     cfg = PoolConfig(
         name=name,
         endpoints=tuple(endpoints),
-        models=_pool_models(sec),
+        models=_pool_models(sec, models),
+        model_specs=specs,
+        discover_context_length=sec.bool("discover_context_length", False),
         embedding_models=tuple(sec.str_list("embedding_models", [])),
         image_models=tuple(sec.str_list("image_models", [])),  # gateway.media: models accepting images
         audio_models=tuple(sec.str_list("audio_models", [])),  # ... and audio
@@ -306,10 +311,18 @@ def _upstream_headers(sec: Section) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _pool_models(sec: Section) -> tuple[str, ...]:
+def _pool_models(sec: Section, models: list[str]) -> tuple[str, ...]:
     """Every model the pool serves, in config order: `models`, then `embedding_models` not listed there."""
-    models = sec.str_list("models", [])
     return tuple(models + [m for m in sec.str_list("embedding_models", []) if m not in models])
+
+
+def _check_fallbacks(file: str, pools: tuple[PoolConfig, ...], routes: list[RouteConfig]) -> None:
+    def reached(route: RouteConfig) -> list[tuple[str, str]]:
+        return [(m, p.name) for p in pools if route.pool in (None, p.name)
+                for m in generation_models(route, (p,))]
+
+    check_fallbacks(file, [(p.name, p.models, p.model_specs) for p in pools],
+                    [(r.name, r.models, r.fallbacks, reached(r)) for r in routes])
 
 
 def _route(sec: Section, parts: Parts, frame: Frame) -> RouteConfig:
@@ -337,6 +350,7 @@ def _route(sec: Section, parts: Parts, frame: Frame) -> RouteConfig:
         auth=auth,
         issuers=route_issuers,
         default_model=sec.str("default_model", None),
+        fallbacks=parse_fallbacks(sec),
         sections=_part_sections(sec, parts, frame, "route"),
     )
     sec.done()

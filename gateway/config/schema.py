@@ -103,6 +103,32 @@ class RetryConfig:
     min_retries_per_s: float = 5.0  # ...but always allow this many
 
 
+# What may send a request on to a fallback model (`fallbacks[].when`; gateway.upstream.fallback).
+FALLBACK_TRIGGERS = ("no_healthy_endpoint", "upstream_error", "overloaded", "first_byte_timeout", "context_length")
+# The longest vocabulary entry of common tokenizers, in bytes (SmolLM2: 81); gateway.upstream.context_window.
+DEFAULT_MAX_TOKEN_BYTES = 128
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """One alternative: the model to try next and the failures that send a request there."""
+
+    model: str
+    on: frozenset[str] = frozenset(FALLBACK_TRIGGERS)
+    pool: str | None = None  # None: the first pool serving `model`
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A pool model entry written as a mapping (`gateway.config.models`; a plain string has none)."""
+
+    name: str  # public: what partners send and see, and what limits, cache and metrics key on
+    backend_name: str  # what the pool's servers are sent
+    context_length: int | None = None
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES  # its vocabulary's longest token
+    fallbacks: tuple[Fallback, ...] = ()
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     name: str
@@ -123,6 +149,8 @@ class PoolConfig:
     # Models (glob patterns) that accept image / audio parts; any other model is text-only (gateway.media)
     image_models: tuple[str, ...] = ()
     audio_models: tuple[str, ...] = ()
+    discover_context_length: bool = False  # read models' windows from the servers' /v1/models at start-up
+    model_specs: tuple[ModelSpec, ...] = ()  # entries with aliases, windows, fallbacks (gateway.config.models)
     sections: dict[str, object] = field(default_factory=dict)  # features' pool sections (`pools[].dns`)
 
 
@@ -135,6 +163,7 @@ class RouteConfig:
     auth: str = "jwt"  # jwt | none
     issuers: tuple[str, ...] = ()  # empty: every configured issuer
     default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
+    fallbacks: tuple[Fallback, ...] = ()  # replace the requested model's own (gateway.config.models)
     sections: dict[str, object] = field(default_factory=dict)  # features' route sections (`routes[].cache`)
 
 

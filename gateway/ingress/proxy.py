@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.accesslog import AccessLog
-from gateway.context import RequestContext
+from gateway.context import RequestContext, RequestObserver
 from gateway.errors import GatewayError, bad_request, internal_error_body
 from gateway.ingress.activity import activity
 from gateway.ingress.api import CHAT, GENERATE, SPECS, generate_to_completions, validate
@@ -40,8 +40,9 @@ class ProxyEndpoint:
     """One instance serves every inference path (`gateway.ingress.api.SPECS`)."""
 
     def __init__(self, table: RouteTable, pipeline: Pipeline, access_log: AccessLog, max_body: int,
-                 trust_forwarded_for: bool = False) -> None:
+                 trust_forwarded_for: bool = False, observer: RequestObserver | None = None) -> None:
         self.table = table
+        self.observer = observer  # gateway.telemetry (traces, GenAI metrics, usage); None when off
         self.pipeline = pipeline
         self.access_log = access_log
         # MessagePack and media parts (gateway.ingress.media); it raises the read limit by the media's base64
@@ -52,6 +53,9 @@ class ProxyEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self._context(scope)
+        observer = self.observer
+        if observer is not None:
+            observer.begin(ctx)
         metrics.in_flight.inc()
         reply: Reply | None = None
         watcher = _DisconnectWatcher(receive, ctx)
@@ -87,6 +91,8 @@ class ProxyEndpoint:
             metrics.in_flight.dec()
             await self.pipeline.complete(ctx)
             self._record(ctx)
+            if observer is not None:
+                observer.end(ctx)
 
     def _context(self, scope: Scope) -> RequestContext:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

@@ -41,3 +41,8 @@ class Stage:
 
     async def on_complete(self, ctx: RequestContext) -> None:
         return None
+
+    async def on_model_change(self, ctx: RequestContext) -> None:
+        """A fallback is about to send the request to another model (`ctx.model`, `ctx.pool`): a stage
+        whose decision depends on the model makes it again (raise `GatewayError` to refuse that model)."""
+        return None

@@ -41,11 +41,24 @@ class PluginPhaseStage(Stage):
             # response plugins read the body: have the forwarder keep it (non-streaming responses)
             ctx.collect_response = True
             return None
+        trace = ctx.trace
         for binding in self._chain(ctx):
-            reply: Reply | None = await self.manager.run(binding, ctx, self.phase)
+            if trace is None:
+                reply: Reply | None = await self.manager.run(binding, ctx, self.phase)
+            else:
+                reply = await trace.plugin(binding.name, self._version(binding.name),
+                                           self.manager.run(binding, ctx, self.phase))
             if reply is not None:
                 return reply
         return None
+
+    def _version(self, name: str) -> str:
+        """For a span: the stable version's number and digest (and the canary's, while there is one)."""
+        plugin = self.manager.plugins.get(name)
+        if plugin is None:
+            return "none"
+        versions = [v for v in (plugin.stable, plugin.canary) if v is not None]
+        return " canary ".join(f"v{v.number} sha256:{v.sha256[:12]}" for v in versions) or "none"
 
     async def on_response(self, ctx: RequestContext) -> None:
         if ctx.plugin_judged:

@@ -19,12 +19,14 @@ import aiohttp
 
 from gateway.accesslog import AccessLog
 from gateway.config.schema import GatewayConfig
+from gateway.context import RequestObserver
 from gateway.feature import SLOTS, Feature, StateKey
 from gateway.ingress.proxy import ProxyEndpoint
 from gateway.ingress.routing import RouteTable
 from gateway.pipeline.pipeline import Pipeline
 from gateway.pipeline.stage import Stage
 from gateway.upstream.discovery import DnsDiscovery
+from gateway.upstream.fallback import FallbackSender, ModelPlans
 from gateway.upstream.forward import Upstreams
 from gateway.upstream.health import HealthChecker
 
@@ -99,8 +101,11 @@ def build_parts(config: GatewayConfig, features: Sequence[Feature[Any]], previou
         access_log = prev.access_log
     else:
         access_log = AccessLog(server.access_log)
-    pipeline = Pipeline(stages, upstreams)
-    proxy = ProxyEndpoint(building.table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for)
+    plans = ModelPlans(config) if ModelPlans.needed(config) else None  # aliases, windows, fallbacks
+    pipeline = Pipeline(stages, upstreams, (plans, FallbackSender(upstreams)) if plans is not None else None)
+    observers = [building.states[f.name] for f in features if f.observes and f.name in building.states]
+    proxy = ProxyEndpoint(building.table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for,
+                          cast("RequestObserver", observers[0]) if observers else None)
     return Parts(config, building.table, upstreams, building.states, keys, stages, pipeline, access_log, proxy, fresh)
 
 

@@ -75,19 +75,38 @@ class RateLimitStage(Stage):
     def enabled_for(self, ctx: RequestContext) -> bool:
         return ctx.route is not None and NAME in ctx.route.sections
 
-    async def on_request(self, ctx: RequestContext) -> None:
+    async def on_model_change(self, ctx: RequestContext) -> None:
+        """A fallback to another model: limits keyed on `model` admit the request for it, after the
+        reservation for the model before is released (tokens settled to 0; its request stays counted)."""
+        held = ctx.limits_held
+        if held is None or not any("model" in limit.key for limit, _ in held.plan.limits):
+            return
+        ctx.limits_held = None
+        self._held.pop(held.member, None)
+        if (held.plan.concurrent or held.plan.tokens) and not held.limiter.try_settle(held.check, held.member, 0):
+            try:
+                await held.limiter.settle(held.check, held.member, 0)
+            except RedisUnavailable:
+                pass  # the lease expires, and an unsettled reservation only errs on the safe side
+        await self.on_request(ctx, first=False)
+
+    async def on_request(self, ctx: RequestContext, first: bool = True) -> None:
+        """The limiter's decision; the first one of a request (not a fallback's) also makes the cache's
+        lookup (Redis)."""
         plan = self.planner.plan(ctx)
         check = plan.check(ctx)
         if check is None:
             return None  # the caller's tier lifts every limit of this route
         member = f"{self._replica}:{next(self._ids)}"
         limiter: Limiter
+        lookup = None
         if self.remote is None:
             limiter = self.local
             admitted = self.local.try_acquire(check, member)
         else:
             rider = self.rider
-            lookup = rider.plan_lookup(ctx) if rider is not None else None
+            if first and rider is not None:
+                lookup = rider.plan_lookup(ctx)
             try:
                 limiter = self.remote
                 admitted = await self.remote.acquire(check, member, lookup)
@@ -103,7 +122,7 @@ class RateLimitStage(Stage):
             rejections_by.get(ctx.route.name, check.denied.limit.name).inc()
             raise rejection(check)
         ctx.limits_held = held = Held(limiter, check, member, plan)
-        if limiter is self.remote and self.remote.link.pipelined:
+        if first and limiter is self.remote and self.remote.link.pipelined:
             # The cache stage takes the lookup, and adds its writes to our settlement call.
             ctx.piggyback = Piggyback(SettleBatch(), lookup)
         if plan.concurrent:

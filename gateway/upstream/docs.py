@@ -4,12 +4,36 @@
 from __future__ import annotations
 
 from gateway.config.part import KeyDocs
+from gateway.config.schema import FALLBACK_TRIGGERS
 
 _DESCRIPTIONS: dict[str, str] = {
     "pools": "backend pools of OpenAI-compatible servers; at least one",
     "pools[].name": "referenced by routes",
-    "pools[].models": "model names (glob patterns allowed) this pool serves; generation models first, in "
-                      "order of preference",
+    "pools[].models": "models this pool serves, by the names partners use; generation models first, in "
+                      "order of preference. A string is a name or glob the backend knows as written; a mapping "
+                      "gives one model an alias, a context window or fallbacks (`docs/api.md`, Models)",
+    "pools[].models[].name": "the public name: what partners send and see, what limits, the cache, usage "
+                             "and metrics key on, what `/v1/models` lists",
+    "pools[].models[].backend_name": "the name this pool's servers expect (vLLM `--served-model-name`); the "
+                                     "forwarded body carries it, answers are rewritten back to `name`",
+    "pools[].models[].context_length": "tokens of prompt plus `max_tokens` the model holds; a request that "
+                                       "surely does not fit goes to a `context_length` fallback, else 400 "
+                                       "`context_length_exceeded`, before any backend is asked",
+    "pools[].models[].max_token_bytes": "bytes of the longest token of the model's vocabulary (SmolLM2: 81): "
+                                        "a prompt is at least its bytes / this many tokens, so the window "
+                                        "check never refuses what the backend accepts",
+    "pools[].models[].fallbacks": "models tried in order when this one fails as `when` says; a fallback's own "
+                                  "fallbacks are its alternatives (depth first). `check-config` refuses cycles",
+    "pools[].models[].fallbacks[].model": "a model some pool serves (a name, not a pattern)",
+    "pools[].models[].fallbacks[].pool": "the pool to send it to (e.g. the same model elsewhere)",
+    "pools[].models[].fallbacks[].when": "what sends a request here: `no_healthy_endpoint`, `upstream_error` "
+                                         "(connect failure, 5xx after retries, a stream ending before its first "
+                                         "byte), `overloaded` (429, 503, pool saturated), `first_byte_timeout`, "
+                                         "`context_length`",
+    "pools[].discover_context_length": "read each model's window (`max_model_len`) from the servers' "
+                                       "`GET /v1/models` at start-up (the built-in backend and vLLM list it), "
+                                       "for model entries without `context_length`; the largest across "
+                                       "endpoints counts",
     "pools[].embedding_models": "embedding models this pool serves (also served when not in `models`); "
                                 "never chosen as `/v1/generate`'s default",
     "pools[].image_models": "models (glob patterns) of this pool that accept image parts; media for any "
@@ -84,9 +108,12 @@ _DEFAULTS: dict[str, str] = {
     "pools[].rollout.steps": "`[5, 25, 50, 100]`",
     "pools[].dns": "off",
     "pools[].headers.*": "-",
+    "pools[].models[].backend_name": "`name`",
+    "pools[].models[].fallbacks[].pool": "the first pool serving the model",
 }
 
-_TYPES: dict[str, str] = {"pools[].rollout.steps": "list of numbers"}
+_TYPES: dict[str, str] = {"pools[].rollout.steps": "list of numbers",
+                          "pools[].models": "list of strings or mappings"}
 
 _NOTES: dict[str, str] = {
     "pools[].dns": (
@@ -98,6 +125,7 @@ _NOTES: dict[str, str] = {
 DOCS = KeyDocs(
     descriptions=_DESCRIPTIONS,
     defaults=_DEFAULTS,
+    allowed={"pools[].models[].fallbacks[].when": ", ".join(f"`{t}`" for t in FALLBACK_TRIGGERS)},
     types=_TYPES,
     notes=_NOTES,
     tables=("pools[]", "pools[].dns"),

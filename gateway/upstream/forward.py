@@ -15,11 +15,13 @@ from gateway import metrics
 from gateway.config.schema import PoolConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, error_body
+from gateway.telemetry.propagation import propagate_unsampled
 from gateway.upstream.config import pool_options
 from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.pool import Endpoint, Pool
+from gateway.upstream.windows import read_windows
 
 log = logging.getLogger("edgegw.upstream")
 
@@ -53,6 +55,7 @@ class UpstreamResponse:
     # A stream's: frees the endpoint's in-flight slot once it ends, and when the attempt began.
     release: Callable[[], None] | None = None
     started: float = 0.0
+    head: bytes = b""  # a stream's first chunk, already read (gateway.upstream.fallback): sent first
 
 
 class Upstreams:
@@ -89,6 +92,8 @@ class Upstreams:
         await asyncio.gather(*(d.refresh() for d in self.discoveries))
         # One synchronous round first, so /readyz is truthful from the first request.
         await asyncio.gather(*(c.check_all() for c in self.checkers))
+        await asyncio.gather(*(read_windows(p, self.sessions[p.name]) for p in self.pools.values()
+                               if p.config.discover_context_length))
         for checker in self.checkers:
             checker.start()
         for discovery in self.discoveries:
@@ -110,13 +115,19 @@ class Upstreams:
     def ready(self) -> bool:
         return all(p.has_healthy() for p in self.pools.values())
 
-    async def send(self, ctx: RequestContext, path: str, body: bytes) -> UpstreamResponse:
+    async def send(self, ctx: RequestContext, path: str, body: bytes, deadline: float | None = None,
+                   fallback: bool = False) -> UpstreamResponse:
         """Forward to `ctx.pool`, retrying failed connections, invalid answers, 502 and 503 on another
-        endpoint."""
+        endpoint. `deadline` (monotonic) caps the total timeout; a `fallback` hop took its retry budget."""
         pool = ctx.pool
         assert pool is not None
         session = self.sessions[pool.name]
         timeout = self._timeouts[pool.name][0 if ctx.stream else 1]
+        if deadline is not None:
+            left = max(0.001, deadline - time.monotonic())
+            if timeout.total is None or left < timeout.total:
+                timeout = aiohttp.ClientTimeout(total=left, sock_connect=timeout.sock_connect,
+                                                sock_read=timeout.sock_read)
         headers = {k: v for k, v in ctx.headers.items() if k not in _DROP}
         headers["x-request-id"] = ctx.request_id
         headers["x-forwarded-for"] = ctx.client_ip
@@ -124,7 +135,13 @@ class Upstreams:
         headers.update(pool.config.upstream_headers)  # the pool's own credentials, never the client's
         if ctx.upstream_host:  # a plugin set `:authority`
             headers["host"] = ctx.upstream_host
-        pool.retry_budget.record_request()
+        trace = ctx.trace
+        if trace is not None:
+            trace.begin_inference(ctx)
+        elif ctx.trace_context is not None:  # tracing is on, this request is not sampled
+            propagate_unsampled(ctx, headers)
+        if not fallback:
+            pool.retry_budget.record_request()
         tried: set[Endpoint] = set()
         last_error: GatewayError | None = None
         for attempt in range(pool.config.retries.attempts + 1):
@@ -143,7 +160,12 @@ class Upstreams:
             tried.add(endpoint)
             ctx.endpoint = endpoint
             ctx.attempts = attempt + 1
-            result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
+            if trace is None:
+                result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
+            else:
+                result = await trace.run_attempt(
+                    endpoint.url, attempt + 1, last_error.code if last_error else None, headers,
+                    self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers))
             if isinstance(result, UpstreamResponse):
                 return result
             last_error = result
@@ -247,6 +269,10 @@ class Upstreams:
         failed = False
         prev = last = b""
         try:
+            if upstream.head:
+                tally.events += upstream.head.count(b"data:")
+                last = upstream.head
+                yield upstream.head
             async for chunk in raw.content.iter_any():
                 # Counted as it passes, not at the end: a client that leaves ends this generator late.
                 tally.events += chunk.count(b"data:")

@@ -104,6 +104,7 @@ class Pool:
         self.config = config
         self.name = config.name
         self.models = frozenset(config.models)
+        self.context_lengths: dict[str, int] = {}  # backend model name -> window (`discover_context_length`)
         self.endpoints: list[Endpoint] = []
         self.retry_budget = RetryBudget(config.retries.budget_ratio, config.retries.min_retries_per_s)
         self._rr = 0

@@ -2,7 +2,8 @@
 answers garbage.
 
 Faults come from the `x-fake-fault` request header or `POST /_control {"fault": ..., "health": ...}`:
-  500 | 503 | slow:SECONDS | stall | die-mid-stream:N | exit
+  500 | 503 | 429 | slow:SECONDS | stall | die-mid-stream:N | exit
+  rename:NAME, answer (every stream chunk too) with model NAME whatever the request named
   p:SHARE:FAULT, that fault on a random SHARE (0..1) of requests (e.g. p:0.3:500)
   bad:KIND, a 200 that is no good answer (`BAD_ANSWERS`): invalid-json | error-object | text-plain |
       json-array | empty | html | status-203
@@ -106,7 +107,7 @@ class FakeBackend:
     async def _serve(self, path: str, body: bytes, fault: str, receive: Any, send: Any) -> None:
         if fault == "exit":
             os._exit(1)
-        if fault in ("500", "503"):
+        if fault in ("500", "503", "429"):
             return await _json(send, int(fault), {"error": {"message": f"injected {fault}",
                                                             "type": "server_error", "code": "injected"}})
         if fault.startswith("bad:"):
@@ -123,6 +124,9 @@ class FakeBackend:
         except orjson.JSONDecodeError:
             return await _json(send, 400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
         model = req.get("model", self.models[0])
+        self.stats["last_model"] = model
+        if fault.startswith("rename:"):
+            model = fault[7:]
         if path == "/v1/embeddings":
             inputs = req["input"] if isinstance(req["input"], list) else [req["input"]]
             data = [{"object": "embedding", "index": i, "embedding": [float(len(str(t))), 1.0, 0.0]}

@@ -33,6 +33,7 @@ from testkit.harness import ROOT
 # frame's loader and the module of each feature's parsers.
 PARSERS = {module: module.replace(".", "/") + ".py" for module in dict.fromkeys(
     ["gateway.config.loader", *(fn.__module__ for part in PARTS for fn in (part.top, part.route, part.pool) if fn)])}
+PARSERS["gateway.config.models"] = "gateway/config/models.py"  # the frame's `pools[].models` entries
 GETTERS = {"str", "int", "float", "bool", "str_list", "raw", "section", "sections", "has"}
 
 
@@ -107,6 +108,7 @@ def test_full_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("EDGEGW_EXAMPLE_SECRET", "s" * 32)
     monkeypatch.setenv("EDGEGW_EXAMPLE_PLUGIN", str(wasm))
     monkeypatch.setenv("EDGEGW_EXAMPLE_UPSTREAM_KEY", "k" * 16)
+    monkeypatch.setenv("EDGEGW_EXAMPLE_OTLP_HEADERS", "authorization=Bearer example")
     cfg = load_config(docgen.EXAMPLE)
     assert [p.name for p in cfg.pools] == ["cpu", "gpu"] and pool_options(cfg.pools[1]).dns is not None
     plugins = plugin_settings(cfg)

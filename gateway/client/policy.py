@@ -40,22 +40,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         q.set_defaults(func=_status if verb == "status" else _decide)
 
 
-def _client(args: argparse.Namespace) -> Any:
+def admin_client(args: argparse.Namespace, command: str = "policy") -> Any:
+    """An httpx client for `args.gateway` with `args.token` (an admin command's common options)."""
     import httpx
 
     if not args.token:
-        raise SystemExit(f"edgegw policy: an admin token is required (--token or ${TOKEN_ENV})")
+        raise SystemExit(f"edgegw {command}: an admin token is required (--token or ${TOKEN_ENV})")
     return httpx.Client(base_url=args.gateway.rstrip("/"), headers={"authorization": f"Bearer {args.token}"},
                         timeout=30)
 
 
-def _answer(resp: Any) -> dict[str, Any]:
+def admin_answer(resp: Any, command: str = "policy") -> dict[str, Any]:
+    """The JSON of a 200 answer; any other status: its error message on stderr and exit 2."""
     if resp.status_code != 200:
         try:
             message = resp.json()["error"]["message"]
         except Exception:
             message = resp.text[:500]
-        print(f"edgegw policy: {resp.status_code}: {message}", file=sys.stderr)
+        print(f"edgegw {command}: {resp.status_code}: {message}", file=sys.stderr)
         raise SystemExit(2)
     body: dict[str, Any] = resp.json()
     return body
@@ -70,12 +72,12 @@ def _rollout(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             body[key] = value
-    with _client(args) as client:
-        canary = _answer(client.post("/admin/policy/canary", json=body))
+    with admin_client(args) as client:
+        canary = admin_answer(client.post("/admin/policy/canary", json=body))
         print(f"canary {canary['version']} started for {canary['share']:.0%} of callers")
         while args.wait and canary["state"] == "running":
             time.sleep(1)
-            current = _answer(client.get("/admin/policy/canary"))
+            current = admin_answer(client.get("/admin/policy/canary"))
             canary = current["current"] or next((h for h in current["history"] if h["id"] == canary["id"]),
                                                 canary)
             print(_line(canary))
@@ -91,8 +93,8 @@ def _line(c: dict[str, Any]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        data = _answer(client.get("/admin/policy/canary"))
+    with admin_client(args) as client:
+        data = admin_answer(client.get("/admin/policy/canary"))
     print(f"stable version {data['stable']}")
     current = data["current"]
     print(_line(current) if current else "no canary running")
@@ -104,7 +106,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        canary = _answer(client.post(f"/admin/policy/canary/{args.verb}"))
+    with admin_client(args) as client:
+        canary = admin_answer(client.post(f"/admin/policy/canary/{args.verb}"))
     print(_line(canary))
     return 0
