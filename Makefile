@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint plugins bench bench-backend bench-plugins bench-ratelimit install clean
+.PHONY: demo test lint plugins bench bench-backend bench-plugins bench-ratelimit bench-routing install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-plugins: $(STAMP)
 
 bench-ratelimit: $(STAMP)
 	$(BIN)/python bench/ratelimit_cache.py
+
+bench-routing: $(STAMP)
+	$(BIN)/python bench/routing.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -13,18 +13,25 @@ from typing import Any
 import orjson
 
 
-def write_atomic(path: str | Path, data: bytes | bytearray, *, prefix: str = ".edgegw-", mode: int | None = None) -> None:
+def write_atomic(path: str | Path, data: bytes | bytearray, *, prefix: str = ".edgegw-",
+                 mode: int | None = None) -> os.stat_result:
     """Replace `path` with `data` by a rename in the same folder: a concurrent reader (another worker,
     a watcher) sees the old file or the whole new one, never a half-written one. `mode` sets the new
-    file's permission bits (mkstemp makes it 0600). The temporary file is removed when this fails."""
+    file's permission bits (mkstemp makes it 0600). The temporary file is removed when this fails.
+
+    Returns the stat of the file written, taken before the rename: a `stat(path)` afterwards may
+    already see another writer's file."""
     folder = os.path.dirname(os.fspath(path)) or "."
     fd, tmp = tempfile.mkstemp(prefix=prefix, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
+            f.flush()
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+            written = os.fstat(f.fileno())
         os.replace(tmp, path)
+        return written
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -75,6 +75,16 @@ def on_scrape(hook: Callable[[], None]) -> None:
     _before_scrape.append(hook)
 
 
+_shared: list[Any] = []  # collectors that read every worker's state themselves
+
+
+def register_shared(collector: Any) -> None:
+    """Register a collector that reports every worker itself (it reads what each worker wrote beside
+    the multiprocess files), for series prometheus_client's files cannot drop once written."""
+    registry.register(collector)
+    _shared.append(collector)
+
+
 def render() -> bytes:
     """Prometheus text. With several workers (PROMETHEUS_MULTIPROC_DIR set), every worker's values."""
     for hook in _before_scrape:
@@ -82,6 +92,8 @@ def render() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        for collector in _shared:
+            merged.register(collector)
         return generate_latest(merged)
     return generate_latest(registry)
 

@@ -80,11 +80,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     from gateway.client.demo_secret import use_stored_secret
+    from gateway.config.preflight import preflight
     from gateway.features import load_config
     from gateway.plugins.config import PluginSettings, plugin_settings
 
     use_stored_secret()  # the demo's secret, when EDGEGW_DEMO_SECRET is unset
     cfg = load_config(args.file)
+    preflight(cfg)
     plugins = plugin_settings(cfg) or PluginSettings()
     print(f"{args.file}: ok ({len(cfg.issuers)} issuers, {len(cfg.pools)} pools, "
           f"{len(cfg.routes)} routes, {len(plugins.plugins)} plugins)")

@@ -12,6 +12,7 @@ from edgecore.metrics import (
     ChildCache as ChildCache,
     flush as flush,
     on_scrape as on_scrape,
+    register_shared as register_shared,
     registry as registry,
     render as render,
     schedule as schedule,
@@ -44,6 +45,10 @@ readmissions_total = Counter("edgegw_endpoint_readmissions_total", "Endpoints re
                              ["pool", "endpoint"], registry=registry)
 upstream_errors_total = Counter("edgegw_upstream_errors_total", "Upstream failures by kind",
                                 ["pool", "kind"], registry=registry)
+routing_decisions_total = Counter("edgegw_routing_decisions_total", "`balancer: inference` choices by reason: "
+                                  "affinity (cached prefix), session (new session's hashed home), load "
+                                  "(the load guard overrode affinity), fallback (no prompt to route on)",
+                                  ["pool", "reason"], registry=registry)
 auth_failures_total = Counter("edgegw_auth_failures_total", "Rejected credentials by reason",
                               ["reason"], registry=registry)
 

@@ -5,8 +5,9 @@
 - `:path` (with its query): forwarded upstream; it re-matches no route. When its path part is the
   one the client sent, the embedder's upstream path for it is kept (the gateway sends `/v1/generate`
   to `/v1/completions`) and only the query changes. Later plugins see the new value.
-- `:authority`: becomes the `Host` the upstream receives (and `request.host`); the connection
-  still goes to the pool's endpoint.
+- `:authority`: any visible-ASCII value without URL delimiters (a routing label such as
+  `host:port-canary` included, as in Envoy); it becomes the `Host` the upstream receives (and
+  `request.host`); the connection still goes to the pool's endpoint.
 - `:method`, `:scheme`: fixed by the gateway (it POSTs to the pool's scheme): a change fails.
 """
 
@@ -20,8 +21,10 @@ from wasm_plugins.raw import WasmCallError
 
 # origin-form: starts with '/', visible ASCII only (no spaces, controls, or a fragment)
 ORIGIN_FORM = re.compile(r"/[\x21-\x22\x24-\x7e]*")
-# host, IPv4 or [IPv6], optional port: no userinfo ('@'), path or whitespace
-_AUTHORITY = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# Any header value of visible ASCII, as Envoy takes (a plugin may use it as a routing label, e.g.
+# `host:port-canary`), but none of the URL delimiters that would let a backend or a log read another
+# host or userinfo out of it ('@', '/', '?', '#', '\\').
+_AUTHORITY = re.compile(r"[\x21-\x22\x24-\x2e\x30-\x3e\x41-\x5b\x5d-\x7e]{1,255}")
 
 
 def request_target(ctx: Any) -> str:
@@ -55,7 +58,7 @@ def apply_pseudo_headers(pseudo: dict[str, str], ctx: Any, headers: dict[str, st
     host = ctx.headers.get("host", "")
     if authority is not None and authority != host:
         if not _AUTHORITY.fullmatch(authority):
-            raise _cannot(":authority", authority, "it must be host[:port]")
+            raise _cannot(":authority", authority, "it must be visible ASCII without '@', '/', '?', '#' or '\\'")
         ctx.upstream_host = authority
         host = authority
     if host:

@@ -2,8 +2,8 @@
 
 Request phases (auth, routing, preprocess): on_request_headers, on_request_body, then on_done,
 on_log, on_delete. The response phase: on_request_headers (so the plugin sees the request), then
-on_response_headers and on_response_body. A PAUSE waits for the plugin's http calls, delivering
-each answer to on_http_call_response until the plugin continues or answers locally."""
+on_response_headers and on_response_body. A PAUSE from the last callback of a direction holds the
+stream until the plugin resumes it (`settle`), delivering its http calls' answers meanwhile."""
 
 from __future__ import annotations
 
@@ -33,29 +33,47 @@ def request_body(ctx: RequestView) -> bytes:
 
 
 async def settle(inst: PluginInstance, st: StreamState) -> None:
-    """After a callback returned PAUSE: deliver http call answers until the plugin resumes.
+    """After a callback returned PAUSE: hold the stream until the plugin resumes it (continues, answers
+    locally or resets). Meanwhile its http calls' answers are delivered to on_http_call_response, and
+    any other context may resume it (a tick, a queue, another request: `proxy_set_effective_context`
+    then `proxy_continue_stream`), as in Envoy. Held at most `limits.http_call_timeout_ms` without an
+    answer coming, then the plugin fails (`pause_timeout`: its failure policy decides, fail_closed a
+    500), so a forgotten resume never holds a request, or its rate-limit slot, for ever.
     Callers await it only on PAUSE, so the common path creates no coroutine and never yields."""
-    while not st.ended and not st.continued and st.pending:
-        done, _ = await asyncio.wait(list(st.pending.values()), return_when=asyncio.FIRST_COMPLETED)
-        for token, task in list(st.pending.items()):
-            if task not in done:
-                continue
-            del st.pending[token]
-            answer = inst.delivering = task.result()
+    hold_s = inst.limits.http_call_timeout_ms / 1000
+    st.wakeup = wakeup = asyncio.Event()
+    try:
+        while not st.ended and not st.continued:
+            waiter = asyncio.ensure_future(wakeup.wait())
             try:
-                # As in Envoy (the call is made on the root context), the answer goes to the root
-                # context's id: the Go and C++ SDKs look the call up there and fail on any other id.
-                # The stream stays current for hosts' sake; SDKs switch to it with
-                # proxy_set_effective_context, remembered per call by their token.
-                inst.callback(st, "proxy_on_http_call_response", st.root_id, token, len(answer.headers),
-                              len(answer.body), 0)
+                done, _ = await asyncio.wait([*st.pending.values(), waiter], timeout=hold_s,
+                                             return_when=asyncio.FIRST_COMPLETED)
             finally:
-                inst.delivering = None
-            # Reachable: the callback can end or continue the stream (proxy_send_local_response,
-            # proxy_continue_stream), but mypy keeps the `while` condition's narrowing across the call.
-            if st.ended or st.continued:
-                break  # type: ignore[unreachable]
-    # Nothing left that could resume the stream: continue (Envoy would hang until its timeout).
+                waiter.cancel()
+            if not done:
+                raise WasmCallError("pause_timeout", f"paused the request and did not resume it within "
+                                    f"{hold_s * 1000:.0f} ms (limits.http_call_timeout_ms)")
+            wakeup.clear()
+            for token, task in list(st.pending.items()):
+                if task not in done:
+                    continue
+                del st.pending[token]
+                answer = inst.delivering = task.result()
+                try:
+                    # As in Envoy (the call is made on the root context), the answer goes to the root
+                    # context's id: the Go and C++ SDKs look the call up there and fail on any other
+                    # id. The stream stays current for hosts' sake; SDKs switch to it with
+                    # proxy_set_effective_context, remembered per call by their token.
+                    inst.callback(st, "proxy_on_http_call_response", st.root_id, token, len(answer.headers),
+                                  len(answer.body), 0)
+                finally:
+                    inst.delivering = None
+                # Reachable: the callback can end or continue the stream (proxy_send_local_response,
+                # proxy_continue_stream), but mypy keeps the `while` condition's narrowing across it.
+                if st.ended or st.continued:
+                    break  # type: ignore[unreachable]
+    finally:
+        st.wakeup = None
     st.continued = False
 
 
@@ -73,7 +91,10 @@ async def run_request(inst: PluginInstance, root_id: int, ctx: RequestView, embe
         body = request_body(ctx) if "proxy_on_request_body" in inst.fn else b""
         # inst.callback inlined (current context, then call): this is the per-request hot path
         inst.current = st
-        if inst.call("proxy_on_request_headers", st.id, len(headers), 0 if body else 1) == abi.PAUSE:
+        # A Pause from the headers with the body still to come holds only the headers, as in Envoy
+        # (StopIteration): the body callback comes next and its answer decides.
+        if inst.call("proxy_on_request_headers", st.id, len(headers), 0 if body else 1) == abi.PAUSE and \
+                (st.pending or not body):
             await settle(inst, st)
         if body and not st.ended:
             st.request_body = body
@@ -94,12 +115,14 @@ async def run_response(inst: PluginInstance, root_id: int, ctx: RequestView) -> 
     try:
         st.request_headers = request_headers(ctx)
         st.request_body = ctx.body
-        if _paused(inst, st, "proxy_on_request_headers", len(st.request_headers), 1):
+        # The response's callbacks follow: a Pause here holds only while an http call is pending.
+        if _paused(inst, st, "proxy_on_request_headers", len(st.request_headers), 1) and st.pending:
             await settle(inst, st)
         body = ctx.response_body
         st.response_headers = [(":status", str(ctx.status)), *ctx.response_headers.items()]
+        more = bool(body) and "proxy_on_response_body" in inst.fn
         if not st.ended and _paused(inst, st, "proxy_on_response_headers", len(st.response_headers),
-                                    0 if body else 1):
+                                    0 if body else 1) and (st.pending or not more):
             await settle(inst, st)
         if not st.ended and body and "proxy_on_response_body" in inst.fn:
             st.response_body = body

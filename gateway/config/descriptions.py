@@ -22,6 +22,9 @@ _DOCS = KeyDocs(
                                   "generation model the route reaches (`check-config` says so)",
         "routes[].auth": "`jwt`, `none` (public), or `plugin` (an auth plugin decides)",
         "routes[].issuers": "issuer names accepted on this route",
+        "routes[].max_tokens_limit": "the most `max_tokens` / `max_completion_tokens` a request may ask for; "
+                                     "more is a 400 naming the field, in JSON and MessagePack alike (a backend "
+                                     "that trusted 2^64-1 could size its memory by it)",
         "routes[].fallbacks": "fallbacks for every model requested on this route, in place of the model's own "
                               "first level (as `pools[].models[].fallbacks`); each must be a model the route's "
                               "`models` allow",

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from gateway.config.environment import hide_in_error, substitute
 from gateway.config.models import check_fallbacks, parse_fallbacks, parse_pool_models
 from gateway.config.part import ConfigPart, Frame
 from gateway.config.reach import generation_models, reaches_generation_model
 from gateway.config.reader import ConfigError, Section
 from gateway.config.schema import (
+    MAX_TOKENS_LIMIT,
     AdminConfig,
     ClaimMapping,
     EndpointConfig,
@@ -32,12 +32,11 @@ from gateway.config.schema import (
     TimeoutConfig,
     TlsConfig,
 )
+from gateway.config.yamlload import load_yaml
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
               "ES256", "ES384", "ES512", "EdDSA")
 Parts = Sequence[ConfigPart[Any, Any, Any]]
-_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_config(path: str | os.PathLike[str], parts: Parts) -> GatewayConfig:
@@ -51,39 +50,15 @@ def load_config(path: str | os.PathLike[str], parts: Parts) -> GatewayConfig:
 
 
 def load_config_text(text: str, file: str, parts: Parts) -> GatewayConfig:
-    """Validate policy `text` as if read from `file` (errors name it; relative paths resolve beside it)."""
-    substituted = _substitute(text, file)
+    """Validate policy `text` as if read from `file` (errors name it; relative paths resolve beside it).
+
+    An error never shows a value taken from the environment: it names the `${VAR}` instead."""
+    substituted, used = substitute(text, file)
     try:
-        # libyaml when present (parsing dominates a large policy's hot reload: docs/benchmarks.md);
-        # an error is reported by the pure-Python parser, whose messages are the documented ones.
-        data = yaml.load(substituted, Loader=_FAST_LOADER)  # noqa: S506 - a safe loader
-    except yaml.YAMLError:
-        data = None
-    else:
+        data = load_yaml(substituted, file)
         return parse_config(data, file, parts, base_dir=Path(file).resolve().parent)
-    try:
-        data = yaml.safe_load(substituted)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(file)"
-        raise ConfigError(file, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(data, file, parts, base_dir=Path(file).resolve().parent)
-
-
-def _substitute(text: str, file: str) -> str:
-    def repl(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = os.environ.get(name)
-        if value is None:
-            if default is None:
-                line = text.count("\n", 0, match.start()) + 1
-                raise ConfigError(file, f"line {line}", f"environment variable {name} is not set")
-            return default
-        return value
-
-    # Comments may mention ${VAR} syntax; substitute only outside them.
-    return "\n".join(_VAR.sub(repl, line) if not line.lstrip().startswith("#") else line
-                     for line in text.split("\n"))
+    except ConfigError as exc:
+        raise hide_in_error(exc, used) from None
 
 
 def parse_config(data: Any, file: str, parts: Parts, base_dir: Path | None = None) -> GatewayConfig:
@@ -260,7 +235,7 @@ def _pool(sec: Section, parts: Parts, frame: Frame) -> PoolConfig:
         upstream_headers=_upstream_headers(sec),
         api_key_env=sec.str("api_key_env", None),
         balancer=sec.str("balancer", "least_outstanding",
-                         choices=("least_outstanding", "round_robin", "weighted")),
+                         choices=("least_outstanding", "round_robin", "weighted", "inference")),
         max_inflight_per_endpoint=sec.int("max_inflight_per_endpoint", 256, min=1),
         max_response_bytes=sec.int("max_response_bytes", 64 * 1024 * 1024, min=1024),
         timeouts=TimeoutConfig(t.float("connect_s", 2.0, min=0.01), t.float("first_byte_s", 60.0, min=0.01),
@@ -350,6 +325,7 @@ def _route(sec: Section, parts: Parts, frame: Frame) -> RouteConfig:
         auth=auth,
         issuers=route_issuers,
         default_model=sec.str("default_model", None),
+        max_tokens_limit=sec.int("max_tokens_limit", MAX_TOKENS_LIMIT, min=1, max=1 << 24),
         fallbacks=parse_fallbacks(sec),
         sections=_part_sections(sec, parts, frame, "route"),
     )

@@ -62,6 +62,8 @@ def parse_fallbacks(sec: Section) -> tuple[Fallback, ...]:
     """`fallbacks: [{model, on}]`, in the order they are tried."""
     out = []
     for item in sec.sections("fallbacks"):
+        if True in item.data:  # `on:` unquoted: YAML 1.1 reads the key as the boolean true
+            raise item.error("when", "name the triggers with `when:` (YAML reads an `on:` key as true)")
         on = item.str_list("when", list(TRIGGERS))
         for trigger in on:
             if trigger not in TRIGGERS:

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar, overload
 from urllib.parse import urlsplit
 
+from gateway.config.bounds import unbounded
+
 _MISSING = object()
 D = TypeVar("D")  # a getter's default: the getter returns its type or the default's
 
@@ -109,9 +111,14 @@ class Section:
             default is _MISSING if required is None else required, name in self.data, module))
 
     def raw(self, name: str, default: Any = _MISSING) -> Any:
+        """A free-form value, bounded in depth and alias expansion (`gateway.config.bounds`)."""
         if _recorder is not None:
             self._record(name, "raw", default)
-        return self._get(name, default)
+        value = self._get(name, default)
+        problem = unbounded(value)
+        if problem is not None:
+            raise self.error(name, problem)
+        return value
 
     def _get(self, name: str, default: object) -> Any:
         self._read.add(name)

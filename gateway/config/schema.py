@@ -134,7 +134,7 @@ class PoolConfig:
     name: str
     endpoints: tuple[EndpointConfig, ...]
     models: tuple[str, ...] = ()  # every model served, generation and embedding, in config order
-    balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted
+    balancer: str = "least_outstanding"  # least_outstanding | round_robin | weighted | inference
     max_inflight_per_endpoint: int = 256
     max_response_bytes: int = 64 * 1024 * 1024  # a larger non-streamed answer is a failed attempt
     timeouts: TimeoutConfig = TimeoutConfig()
@@ -154,6 +154,9 @@ class PoolConfig:
     sections: dict[str, object] = field(default_factory=dict)  # features' pool sections (`pools[].dns`)
 
 
+MAX_TOKENS_LIMIT = 131072  # default cap on requested output tokens: above any model's output today
+
+
 @dataclass(frozen=True)
 class RouteConfig:
     name: str
@@ -163,6 +166,7 @@ class RouteConfig:
     auth: str = "jwt"  # jwt | none
     issuers: tuple[str, ...] = ()  # empty: every configured issuer
     default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
+    max_tokens_limit: int = MAX_TOKENS_LIMIT  # the most `max_tokens` / `max_completion_tokens` a request may ask
     fallbacks: tuple[Fallback, ...] = ()  # replace the requested model's own (gateway.config.models)
     sections: dict[str, object] = field(default_factory=dict)  # features' route sections (`routes[].cache`)
 

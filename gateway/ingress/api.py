@@ -73,6 +73,15 @@ def validate(spec: ApiSpec, body: Any) -> dict[str, Any]:
     return body
 
 
+def check_output_cap(body: dict[str, Any], limit: int) -> None:
+    """400 naming the field when the request asks for more output tokens than its route allows
+    (a backend that trusted 2^64-1 could size its memory by it)."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and value > limit:
+            raise bad_request(f"'{name}' must be at most {limit} on this route", param=name, code="invalid_value")
+
+
 def _is(value: Any, types: tuple[type, ...]) -> bool:
     # bool is an int in Python; JSON true is not a number.
     return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)

@@ -57,13 +57,33 @@ def decode_request(raw: bytes) -> Any:
     if not raw:
         raise bad_request("request body is empty; expected a MessagePack map", code="invalid_msgpack")
     try:
-        return msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=True, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as exc:
+        raise bad_request(f"request body repeats the key {exc.key!r} in one map", code="duplicate_key") from None
     except msgpack.ExtraData:
         raise bad_request("request body is not valid MessagePack: extra bytes after the request map",
                           code="invalid_msgpack") from None
     except (ValueError, TypeError) as exc:  # truncated, reserved bytes, bad UTF-8, non-string keys, stack
         detail = str(exc) or type(exc).__name__
         raise bad_request(f"request body is not valid MessagePack: {detail}", code="invalid_msgpack") from None
+
+
+class _RepeatedKey(ValueError):
+    def __init__(self, key: object) -> None:
+        self.key = str(key)[:64]
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A map as a dict; a key twice is refused, as in a JSON body (`gateway.ingress.jsonkeys`): the gateway
+    would judge the last value while a plugin or backend reading the bytes could take the first."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[Any] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return out
 
 
 def check_json_compatible(value: Any, where: str = "", depth: int = 0) -> None:

@@ -19,7 +19,7 @@ from gateway.accesslog import AccessLog
 from gateway.context import RequestContext, RequestObserver
 from gateway.errors import GatewayError, bad_request, internal_error_body
 from gateway.ingress.activity import activity
-from gateway.ingress.api import CHAT, GENERATE, SPECS, generate_to_completions, validate
+from gateway.ingress.api import CHAT, GENERATE, SPECS, check_output_cap, generate_to_completions, validate
 from gateway.ingress.bodies import decode_request, is_msgpack_type
 from gateway.ingress.headers import single_authorization
 from gateway.ingress.jsonkeys import reject_duplicate_keys
@@ -155,6 +155,7 @@ class ProxyEndpoint:
             ctx.route = gate
             ctx.unrouted = exc
             return
+        check_output_cap(body, ctx.route.max_tokens_limit)
         if packed or len(ctx.body) > self.text_max_body or (spec is CHAT and has_content_parts(body["messages"])):
             self.media.prepare(ctx, body, packed)  # limits, capabilities, canonical JSON
         if spec is GENERATE:

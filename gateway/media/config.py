@@ -13,6 +13,8 @@ from gateway.media.sniff import normalise
 
 DEFAULT_MIME_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "audio/wav", "audio/mpeg")
 KNOWN_MIME_TYPES = DEFAULT_MIME_TYPES
+REMOTE_SCHEMES = ("http", "https")  # the only schemes a route may let through; the backend fetches them
+DEFAULT_REMOTE_URLS = ("https",)
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class MediaLimits:
     max_bytes: int = 4 << 20  # decoded media bytes per request, all parts together
     max_parts: int = 8  # image and audio parts per request, remote URLs included
     mime_types: tuple[str, ...] = DEFAULT_MIME_TYPES  # checked against the sniffed type
+    remote_urls: tuple[str, ...] = DEFAULT_REMOTE_URLS  # schemes of image URLs forwarded for the backend to fetch
 
 
 DEFAULT_LIMITS = MediaLimits()
@@ -43,10 +46,16 @@ def parse_media_limits(sec: Section) -> MediaLimits:
         if mime not in KNOWN_MIME_TYPES:
             raise sec.error("mime_types", f"{mime!r} cannot be recognised by its bytes "
                                           f"(known: {', '.join(KNOWN_MIME_TYPES)})")
+    remote_urls = tuple(s.lower() for s in sec.str_list("remote_urls", list(DEFAULT_REMOTE_URLS)))
+    for scheme in remote_urls:
+        if scheme not in REMOTE_SCHEMES:
+            raise sec.error("remote_urls", f"{scheme!r} URLs are never forwarded (choose from "
+                                           f"{', '.join(REMOTE_SCHEMES)}, or [] for none)")
     limits = MediaLimits(
         max_bytes=sec.int("max_bytes", 4 << 20, min=0, max=1 << 30),
         max_parts=sec.int("max_parts", 8, min=0, max=256),
         mime_types=mime_types,
+        remote_urls=remote_urls,
     )
     sec.done()
     return limits

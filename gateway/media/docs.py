@@ -13,6 +13,9 @@ _DESCRIPTIONS: dict[str, str] = {
     "routes[].media.max_parts": "image and audio parts per request, remote image URLs included",
     "routes[].media.mime_types": "media types accepted, checked against the type the bytes show (magic "
                                  "bytes), never the declared one alone",
+    "routes[].media.remote_urls": "schemes of remote image URLs forwarded for the backend to fetch (the "
+                                  "gateway cannot check what they hold); any other scheme, or none, is a 400 "
+                                  "`unsupported_url_scheme`. `[]`: `data:` URLs and bytes only (`docs/security.md`)",
 }
 
 _DEFAULTS: dict[str, str] = {
@@ -21,6 +24,7 @@ _DEFAULTS: dict[str, str] = {
 
 _ALLOWED: dict[str, str] = {
     "routes[].media.mime_types": "`image/png`, `image/jpeg`, `image/webp`, `image/gif`, `audio/wav`, `audio/mpeg`",
+    "routes[].media.remote_urls": "`http`, `https` (case-insensitive)",
 }
 
 DOCS = KeyDocs(

@@ -12,6 +12,7 @@ and sniffed, without decoding the rest.
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from gateway.media.config import MediaLimits
 from gateway.media.sniff import AUDIO_FORMATS, FORMAT_MIME, SNIFF_BYTES, normalise, sniff
 
 _SNIFF_CHARS = (SNIFF_BYTES + 2) // 3 * 4  # base64 characters that decode to the sniffed prefix
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")  # RFC 3986
 
 
 @dataclass(slots=True)
@@ -103,11 +105,17 @@ def _json_image(part: dict[str, Any], where: str, limits: MediaLimits, found: Me
     field_name = f"{where}.image_url.url" if isinstance(image_url, dict) else f"{where}.image_url"
     if not isinstance(url, str):
         raise bad_request(f"'{field_name}' must be a string", param=field_name, code="invalid_type")
-    if not url.startswith("data:"):
+    scheme = _scheme(url)
+    if scheme != "data":
+        if scheme not in limits.remote_urls:
+            accepted = ", ".join(f"{s}:" for s in ("data", *limits.remote_urls))
+            raise bad_request(f"'{field_name}': {scheme + ': URLs are' if scheme else 'a URL without a scheme is'} "
+                              f"not accepted on this route (accepted: {accepted})", param=field_name,
+                              code="unsupported_url_scheme")
         found.modalities.setdefault("image", where)  # a remote image: the backend fetches it
         return
     head, comma, payload = url.partition(",")
-    if not comma or not head.endswith(";base64"):
+    if not comma or not head.lower().endswith(";base64"):
         raise bad_request(f"'{field_name}' must be a base64 data URL (data:MIME;base64,...)", param=field_name,
                           code="invalid_value")
     _sniffed(_b64_head(payload, field_name), head[5:-7], field_name, limits, "image")
@@ -164,6 +172,15 @@ def _count(found: MediaFound, decoded: int, wire: int, where: str, limits: Media
     if found.decoded_bytes > limits.max_bytes:
         raise bad_request(f"'{where}': media in this request exceed {limits.max_bytes} bytes on this route",
                           param=where, code="media_too_large")
+
+
+def _scheme(url: str) -> str:
+    """The URL's scheme in lower case (schemes are case-insensitive); "" when it has none that is valid
+    (no colon, or other characters before it: a leading space, a path)."""
+    scheme, colon, _ = url.partition(":")
+    if not colon or not _SCHEME.fullmatch(scheme):
+        return ""
+    return scheme.lower()
 
 
 def _b64(data: bytes) -> str:

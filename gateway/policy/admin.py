@@ -3,6 +3,7 @@ Behind the admin guard (`gateway.auth.admin.AdminGuard`)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import orjson
@@ -76,7 +77,7 @@ class PolicyCheck(_PolicyResource):
         text = await _read_text(request)
         runtime = self.runtime
         try:
-            config = validate_policy(text, runtime.path)
+            config = await asyncio.to_thread(validate_policy, text, runtime.path)  # off the loop: it may be large
         except ConfigError as exc:
             raise GatewayError(400, f"policy refused: {refusal_text(exc)}", "policy_refused") from None
         return JSONResponse({"version": policy_hash(text), "running": runtime.current.version,

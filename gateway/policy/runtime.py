@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecore.files import write_atomic
+from gateway.config.environment import environment_values, hide_values
 from gateway.config.reader import ConfigError
 from gateway.config.schema import GatewayConfig
 from gateway.feature import Feature
@@ -30,7 +31,7 @@ from gateway.policy import metrics as pm
 from gateway.policy.parts import Parts, build_parts, merge_upstreams, retired, start_parts
 from gateway.policy.restart import RESTART, report
 from gateway.policy.version import History, PolicyVersion, Refusal, policy_hash, refusal_text, validate_policy
-from gateway.policy.watch import FileWatcher, file_state
+from gateway.policy.watch import FileWatcher, stat_state
 
 log = logging.getLogger("edgegw.policy")
 
@@ -65,7 +66,7 @@ class PolicyRuntime:
         self._watcher: FileWatcher | None = None
         self._closing: set[asyncio.Task[PolicyVersion | None]] = set()
         self.on_applied: Callable[[PolicyVersion], None] | None = None  # the canary control's hook
-        self._info(None, self.current)
+        self._info(self.current)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -108,15 +109,22 @@ class PolicyRuntime:
         except PolicyRefused:
             return None
 
-    async def apply(self, text: str, origin: str) -> PolicyVersion:
-        """Validate and install `text`; raises PolicyRefused (the running version keeps serving)."""
+    async def apply(self, text: str, origin: str, publish: bool = False) -> PolicyVersion:
+        """Validate and install `text`; raises PolicyRefused (the running version keeps serving).
+
+        `publish`: also write it to the policy file, once its parts have started and before they are
+        installed, so the file only ever holds a text that applied (and this worker runs the file)."""
         async with self._lock:
             version = policy_hash(text)
             if version == self.current.version:
+                if publish and self._file_text() != text:
+                    self._publish_running(origin)
                 return self.current
             started = time.perf_counter()
             try:
-                config = validate_policy(text, self.path)
+                # Off the event loop: parsing a 10,000-route policy takes seconds, and requests
+                # (and /healthz) must keep being answered meanwhile (docs/security.md).
+                config = await asyncio.to_thread(validate_policy, text, self.path)
             except ConfigError as exc:
                 raise self._refuse(version, origin, refusal_text(exc)) from None
             old = self.parts
@@ -130,8 +138,15 @@ class PolicyRuntime:
                     self.retire(parts, old)
                 if isinstance(exc, ConfigError):
                     raise self._refuse(version, origin, refusal_text(exc)) from None
-                log.exception("policy %s could not be started", version)
-                raise self._refuse(version, origin, f"cannot start: {exc}") from None
+                # No traceback: its values may hold a `${VAR}`'s value; the message names the variable.
+                raise self._refuse(version, origin, hide_values(f"cannot start: {exc}",
+                                                                environment_values(text))) from None
+            if publish:
+                try:
+                    self._write_file(text)
+                except OSError as exc:
+                    self.retire(parts, old)
+                    raise self._unwritable(version, origin, exc) from None
             # Against what this process started with: that is what the socket and workers still are.
             pending = [c["key"] for c in report(self.started.config, config) if c["applies"] == RESTART]
             self.install(parts)  # from here new requests use it
@@ -150,7 +165,7 @@ class PolicyRuntime:
             elapsed = time.perf_counter() - started
             pm.policy_reload_seconds.set(elapsed)
             pm.policy_reloads_total.labels(origin, "applied").inc()
-            self._info(previous, self.current)
+            self._info(self.current)
             self.retire(old, parts)
             log.info("policy %s -> %s applied (%s, %.0f ms, %d routes, %d pools)", previous.version,
                      self.current.version, origin, elapsed * 1000, len(config.routes), len(config.pools))
@@ -159,26 +174,33 @@ class PolicyRuntime:
             return self.current
 
     async def publish(self, text: str, origin: str = "admin") -> PolicyVersion:
-        """Write `text` to the policy file (so every other worker follows) and apply it here.
+        """Apply `text` here and write it to the policy file (so every other worker follows).
 
-        Validated first: an invalid text never reaches the file."""
-        try:
-            validate_policy(text, self.path)
-        except ConfigError as exc:
-            raise self._refuse(policy_hash(text), origin, refusal_text(exc)) from None
-        try:
-            self._write_file(text)
-        except OSError as exc:
-            raise self._refuse(policy_hash(text), origin,
-                               f"cannot write {self.path} ({exc.strerror}): change the policy at its "
-                               "source (a ConfigMap is read-only) and the workers follow the file") from None
-        return await self.apply(text, origin)
+        Nothing reaches the file that did not validate and start here (`apply(publish=True)`)."""
+        return await self.apply(text, origin, publish=True)
 
     async def rollback(self) -> PolicyVersion:
         previous = self.history.previous(self.current.version)
         if previous is None:
             raise PolicyRefused("no previous policy version to roll back to", self.current.version)
         return await self.publish(previous.text, "rollback")
+
+    def _file_text(self) -> str | None:
+        try:
+            return Path(self.path).read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _publish_running(self, origin: str) -> None:
+        """Write the running text back to the file (a PUT of the running version over a changed file)."""
+        try:
+            self._write_file(self.current.text)
+        except OSError as exc:
+            raise self._unwritable(self.current.version, origin, exc) from None
+
+    def _unwritable(self, version: str, origin: str, exc: OSError) -> PolicyRefused:
+        return self._refuse(version, origin, f"cannot write {self.path} ({exc.strerror}): change the policy at "
+                            "its source (a ConfigMap is read-only) and the workers follow the file")
 
     def _write_file(self, text: str) -> None:
         """Atomic rename beside the file (resolving a symlink, so a linked file is replaced, not the link).
@@ -188,9 +210,11 @@ class PolicyRuntime:
         mode = None
         with contextlib.suppress(OSError):
             mode = os.stat(target).st_mode & 0o777
-        write_atomic(target, text.encode(), prefix=".edgegw-policy-", mode=mode)
+        written = write_atomic(target, text.encode(), prefix=".edgegw-policy-", mode=mode)
         if self._watcher is not None:
-            self._watcher.state = file_state(self.path)
+            # The stat of what was written, not of the path now: another worker's rename may have
+            # landed since, and then the watcher must see a change and load that text.
+            self._watcher.state = stat_state(written)
 
     def _refuse(self, version: str, origin: str, message: str) -> PolicyRefused:
         self.refusal = Refusal(version, origin, message)
@@ -214,10 +238,8 @@ class PolicyRuntime:
         task.add_done_callback(self._closing.discard)
 
     @staticmethod
-    def _info(previous: PolicyVersion | None, current: PolicyVersion) -> None:
-        if previous is not None:
-            pm.policy_info.labels(previous.version, f"{previous.loaded_at:.3f}").set(0)
-        pm.policy_info.labels(current.version, f"{current.loaded_at:.3f}").set(1)
+    def _info(current: PolicyVersion) -> None:
+        pm.policy_info.set(current.version, current.loaded_at)
 
     # --- reporting ---------------------------------------------------------------------------------
 

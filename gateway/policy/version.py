@@ -7,6 +7,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from gateway.config.preflight import preflight
 from gateway.config.reader import ConfigError
 from gateway.config.schema import GatewayConfig
 from gateway.features import load_config_text
@@ -19,7 +20,9 @@ def policy_hash(text: str) -> str:
 
 def validate_policy(text: str, file: str) -> GatewayConfig:
     """Exactly `edgegw check-config`'s checks; raises ConfigError with its text."""
-    return load_config_text(text, file)
+    config = load_config_text(text, file)
+    preflight(config)
+    return config
 
 
 def refusal_text(exc: ConfigError) -> str:

@@ -12,12 +12,20 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("edgegw.policy")
 
 
-def file_state(path: str) -> tuple[int, int, int, int] | None:
+FileState = tuple[int, int, int, int]
+
+
+def file_state(path: str) -> FileState | None:
     """(device, inode, size, mtime) of what `path` resolves to now (symlinks followed); None if absent."""
     try:
         st = os.stat(path)
     except OSError:
         return None
+    return stat_state(st)
+
+
+def stat_state(st: os.stat_result) -> FileState:
+    """The state `file_state` reports for a file with this stat."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 

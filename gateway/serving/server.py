@@ -16,6 +16,7 @@ import tempfile
 
 import uvicorn
 
+from gateway.config.preflight import preflight
 from gateway.config.schema import GatewayConfig
 from gateway.serving import protocol, tls
 from gateway.serving.supervisor import ReloadingMultiprocess
@@ -31,6 +32,7 @@ STARTUP_FAILURE = 3  # the exit status `uvicorn.run` gives a server that failed 
 def serve(config: GatewayConfig, host: str | None = None, port: int | None = None,
           workers: int | None = None) -> int:
     """Serve `config` (validated by the caller, its file named for the workers) until stopped."""
+    preflight(config)  # what start-up would fail on here, before the workers fork
     if config.server.tls:
         tls.check(config.server.tls, config.source)
     log_format()

@@ -120,19 +120,40 @@ def _pools(pools: list[dict[str, Any]]) -> str:
         dns = p["dns"]
         source = (f'DNS <code>{escape(dns["name"])}:{dns["port"]}</code> every {_num(dns["interval_s"])} s'
                   if dns else "static endpoints")
+        inference = p["balancer"] == "inference"
         rows = "".join(
             f'<tr><td><code>{escape(e["url"])}</code></td><td><span class="state {escape(e["state"])}">'
             f'{escape(e["state"])}</span></td><td class="n">{e["in_flight"]}</td>'
             f'<td class="n">{_num(e["latency_ms"])} ms</td><td>{escape(e["group"])}</td>'
-            f'<td class="n">{e["weight"]}</td></tr>'
+            f'<td class="n">{e["weight"]}</td>{_signals(e.get("inference")) if inference else ""}</tr>'
             for e in p["endpoints"]) or '<tr><td colspan="6" class="empty">no endpoints</td></tr>'
         models = escape(", ".join(p["models"]) or "any")
+        extra = ('<th class="n">queue</th><th class="n">running</th><th class="n">KV use</th>'
+                 '<th class="n">prefix hits</th><th class="n">signal age</th>') if inference else ""
         parts.append(f'<section class="pool"><h3>{escape(p["name"])} <small>{escape(p["balancer"])} · '
                      f'{source} · models: {models}</small></h3>'
                      '<table><thead><tr><th>endpoint</th><th>health</th><th class="n">in flight</th>'
-                     '<th class="n">latency (EWMA)</th><th>group</th><th class="n">weight</th></tr></thead>'
-                     f"<tbody>{rows}</tbody></table></section>")
+                     '<th class="n">latency (EWMA)</th><th>group</th><th class="n">weight</th>'
+                     f"{extra}</tr></thead><tbody>{rows}</tbody></table></section>")
     return "".join(parts)
+
+
+def _signals(info: dict[str, Any] | None) -> str:
+    """`balancer: inference`: the server's own queue, KV use and prefix-cache hit share (or, when it does
+    not export them, the share the gateway's prefix index predicted), and how old the reading is."""
+    info = info or {}
+
+    def pct(v: Any) -> str:
+        return "–" if v is None else f"{v * 100:.0f}%"
+
+    hits = info.get("prefix_hit_share")
+    hit_cell = pct(hits) if hits is not None else (
+        f'{pct(info.get("predicted_hit_share"))} (predicted)' if info.get("predicted_hit_share") is not None else "–")
+    age = info.get("signal_age_s")
+    return (f'<td class="n">{_num(info.get("queue")) if info.get("queue") is not None else "–"}</td>'
+            f'<td class="n">{_num(info.get("running")) if info.get("running") is not None else "–"}</td>'
+            f'<td class="n">{pct(info.get("kv_use"))}</td><td class="n">{hit_cell}</td>'
+            f'<td class="n">{"unknown" if age is None else f"{age * 1000:.0f} ms"}</td>')
 
 
 def _plugins(plugins: list[dict[str, Any]]) -> str:

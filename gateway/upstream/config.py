@@ -1,8 +1,10 @@
 """What a pool may add to its frame (`pools[]` in `gateway.config.schema`): endpoint discovery by DNS
-(`pools[].dns`) and a step-by-step rollout of a canary endpoint group (`pools[].rollout`)."""
+(`pools[].dns`), a step-by-step rollout of a canary endpoint group (`pools[].rollout`) and the
+`inference` balancer's settings (`pools[].inference`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import cast
 
@@ -55,9 +57,49 @@ def parse_dns(sec: Section) -> DnsConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """`pools[].inference`: the `inference` balancer's signals and guard (gateway.upstream.inference)."""
+
+    metrics_path: str = "/metrics"
+    scrape_interval_s: float = 0.1
+    scrape_timeout_s: float = 0.25
+    stale_after_s: float = 0.5  # older signals count as unknown
+    max_metrics_bytes: int = 1024 * 1024
+    load_factor: float = 1.5  # no endpoint takes more than this times the mean load (plus one)
+    index_blocks: int = 65536  # prefix blocks remembered per pool (per worker)
+    session_header: str | None = None  # a client header naming the session (a hint, like `user`)
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def parse_inference(sec: Section) -> InferenceConfig:
+    """A pool's `inference:` settings (read whatever the balancer, so a typo is caught either way)."""
+    header = sec.str("session_header", None)
+    if header is not None and not _HEADER_NAME.match(header):
+        raise sec.error("session_header", "not a valid HTTP header name")
+    path = sec.str("metrics_path", "/metrics")
+    if not path.startswith("/"):
+        raise sec.error("metrics_path", "must start with /")
+    cfg = InferenceConfig(
+        metrics_path=path,
+        scrape_interval_s=sec.float("scrape_interval_s", 0.1, min=0.01, max=60.0),
+        scrape_timeout_s=sec.float("scrape_timeout_s", 0.25, min=0.01, max=10.0),
+        stale_after_s=sec.float("stale_after_s", 0.5, min=0.02, max=600.0),
+        max_metrics_bytes=sec.int("max_metrics_bytes", 1024 * 1024, min=1024, max=64 * 1024 * 1024),
+        load_factor=sec.float("load_factor", 1.5, min=1.0, max=100.0),
+        index_blocks=sec.int("index_blocks", 65536, min=16, max=16 * 1024 * 1024),
+        session_header=header.lower() if header else None,
+    )
+    sec.done()
+    return cfg
+
+
+@dataclass(frozen=True)
 class PoolOptions:
     dns: DnsConfig | None = None  # endpoint discovery, see gateway.upstream.discovery
     rollout: RolloutConfig | None = None  # canary group rolled out step by step, see gateway.upstream.rollout
+    inference: InferenceConfig | None = None  # `balancer: inference` settings; None: its defaults
 
 
 _NONE = PoolOptions()
@@ -75,7 +117,10 @@ def parse_pool_part(sec: Section, frame: Frame) -> PoolOptions | None:
         raise sec.error("endpoints", "a pool needs endpoints or dns discovery")
     groups = {str(e.get("group", "default")) for e in endpoints if isinstance(e, dict)}
     rollout = _rollout(sec.section("rollout"), groups) if sec.has("rollout") else None
-    return PoolOptions(dns, rollout) if dns is not None or rollout is not None else None
+    inference = parse_inference(sec.section("inference")) if sec.has("inference") else None
+    if dns is None and rollout is None and inference is None:
+        return None
+    return PoolOptions(dns, rollout, inference)
 
 
 def _rollout(sec: Section, groups: set[str]) -> RolloutConfig:

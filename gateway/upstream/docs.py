@@ -1,4 +1,4 @@
-"""What the keys of `pools` and their `dns` / `rollout` mean: their rows of docs/configuration.md
+"""What the keys of `pools` and their `dns` / `rollout` / `inference` mean: their rows of docs/configuration.md
 (the types, defaults and ranges come from the parser's own reads, `gateway.docgen`)."""
 
 from __future__ import annotations
@@ -50,7 +50,17 @@ _DESCRIPTIONS: dict[str, str] = {
     "pools[].endpoints[].weight": "share of traffic with `balancer: weighted`",
     "pools[].endpoints[].group": "a label (e.g. `stable`, `canary`) shown in `/admin/pools`",
     "pools[].balancer": "`least_outstanding` (power of two choices), `round_robin`, `weighted` (smooth "
-                        "weighted round robin: exact splits)",
+                        "weighted round robin: exact splits), `inference` (prefix affinity + the servers' queue "
+                        "and KV use, see docs/routing.md)",
+    "pools[].inference": "settings of `balancer: inference` (ignored by the other balancers)",
+    "pools[].inference.metrics_path": "the servers' Prometheus page (vLLM, SGLang `--enable-metrics`, built-in)",
+    "pools[].inference.scrape_interval_s": "how often each endpoint's metrics are read",
+    "pools[].inference.scrape_timeout_s": "a slower scrape is dropped (the endpoint's signals stay as they were)",
+    "pools[].inference.stale_after_s": "older signals count as unknown: the gateway's own in-flight count is used",
+    "pools[].inference.max_metrics_bytes": "a larger metrics page is no reading",
+    "pools[].inference.load_factor": "load guard: no endpoint takes a request at this times the mean load (+1)",
+    "pools[].inference.index_blocks": "prefix blocks (512 bytes of prompt each) remembered per pool and worker",
+    "pools[].inference.session_header": "a client header naming the session, used like the `user` field: a hint",
     "pools[].max_inflight_per_endpoint": "an endpoint at this many outstanding requests is skipped; all "
                                          "full = fast 503",
     "pools[].max_response_bytes": "largest non-streamed answer read from a backend; a larger one is a failed "

@@ -21,6 +21,8 @@ from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.pool import Endpoint, Pool
+from gateway.upstream.prompt_key import PromptKey, prompt_key
+from gateway.upstream.signals import SignalScraper
 from gateway.upstream.windows import read_windows
 
 log = logging.getLogger("edgegw.upstream")
@@ -66,6 +68,7 @@ class Upstreams:
         self.sessions: dict[str, aiohttp.ClientSession] = {}
         self.checkers: list[HealthChecker] = []
         self.discoveries: list[DnsDiscovery] = []
+        self.scrapers: list[SignalScraper] = []
         metrics.on_scrape(self._export_in_flight)
         # Per pool: (streamed, non-streamed). A stream's first byte and every gap between its chunks
         # are bounded by first_byte_s; a non-streamed answer arrives in one piece when the whole
@@ -88,6 +91,8 @@ class Upstreams:
             dns = pool_options(pool.config).dns
             if dns is not None:
                 self.discoveries.append(DnsDiscovery(pool, dns, session))
+            if pool.inference is not None:
+                self.scrapers.append(SignalScraper(pool, pool.inference.config, session))
         # Discovered endpoints join before the first health round, so /readyz counts them.
         await asyncio.gather(*(d.refresh() for d in self.discoveries))
         # One synchronous round first, so /readyz is truthful from the first request.
@@ -98,8 +103,12 @@ class Upstreams:
             checker.start()
         for discovery in self.discoveries:
             discovery.start()
+        for scraper in self.scrapers:
+            scraper.start()
 
     async def stop(self) -> None:
+        for scraper in self.scrapers:
+            await scraper.stop()
         for discovery in self.discoveries:
             await discovery.stop()
         for checker in self.checkers:
@@ -142,6 +151,7 @@ class Upstreams:
             propagate_unsampled(ctx, headers)
         if not fallback:
             pool.retry_budget.record_request()
+        key = _prompt_key(ctx, pool) if pool.inference is not None else None
         tried: set[Endpoint] = set()
         last_error: GatewayError | None = None
         for attempt in range(pool.config.retries.attempts + 1):
@@ -150,7 +160,7 @@ class Upstreams:
                     break
                 metrics.retries_total.labels(pool.name, last_error.code if last_error else "error").inc()
             try:
-                endpoint = pool.pick(tried)
+                endpoint = pool.pick(tried, key)
             except GatewayError as exc:
                 if last_error is None:
                     raise
@@ -295,6 +305,16 @@ class Upstreams:
             metrics.upstream_seconds_by.get(pool.name).observe(elapsed)
             if not failed:
                 pool.on_success(endpoint, elapsed)
+
+
+def _prompt_key(ctx: RequestContext, pool: Pool) -> PromptKey | None:
+    """What `balancer: inference` routes this request on (None: no JSON prompt, e.g. an embedding)."""
+    body = ctx.body_json
+    if body is None:
+        return None
+    assert pool.inference is not None
+    header = pool.inference.config.session_header
+    return prompt_key(ctx.model or "", body, ctx.headers.get(header) if header else None)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:

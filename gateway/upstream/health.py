@@ -56,6 +56,9 @@ class HealthChecker:
         if ok != endpoint.healthy:  # recovering is good news (INFO); failing needs attention (WARNING)
             log.log(logging.INFO if ok else logging.WARNING, "endpoint %s in pool %s is now %s", endpoint.url,
                     self.pool.name, "healthy" if ok else "unhealthy")
+        if not ok and endpoint.healthy:
+            endpoint.affinity_epoch += 1  # it may come back with an empty cache: forget its prefixes now
+            endpoint.signals = None
         endpoint.healthy = ok
         if endpoint.ejected and ok and time.monotonic() >= endpoint.ejected_until:
             log.info("endpoint %s in pool %s re-admitted", endpoint.url, self.pool.name)

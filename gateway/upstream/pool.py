@@ -13,8 +13,11 @@ from yarl import URL
 from gateway import metrics
 from gateway.config.schema import EndpointConfig, PoolConfig
 from gateway.errors import unavailable
-from gateway.upstream.config import pool_options
+from gateway.upstream.config import InferenceConfig, pool_options
+from gateway.upstream.inference import InferenceBalancer, RoutedShare, endpoint_salt
+from gateway.upstream.prompt_key import PromptKey
 from gateway.upstream.rollout import BackendRollout
+from gateway.upstream.signals import EndpointSignals
 
 
 @dataclass(eq=False)
@@ -33,11 +36,18 @@ class Endpoint:
     draining: bool = False  # removed by discovery; finishes in-flight work, takes no new
     latency_ewma_s: float = 0.0
     current_weight: int = 0  # smooth weighted round-robin state
+    # `balancer: inference`: the server's own load signals, and a counter that invalidates every prefix
+    # affinity to this endpoint at once (bumped when it fails or is ejected: its cache may be gone).
+    signals: EndpointSignals | None = None
+    affinity_epoch: int = 0
+    routed: RoutedShare = field(default_factory=RoutedShare)
     host: str = field(init=False)
+    salt: int = field(init=False)
     _targets: dict[str, URL] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.host = urlsplit(self.url).netloc
+        self.salt = endpoint_salt(self.url)
 
     def target(self, path: str) -> URL:
         """The parsed URL for `path` on this endpoint, parsed once (parsing per request adds up)."""
@@ -63,8 +73,20 @@ class Endpoint:
 
     def describe(self) -> dict[str, Any]:
         """What operators see of this endpoint (`/admin/pools`, the status page)."""
-        return {"url": self.url, "healthy": self.healthy, "ejected": self.ejected, "in_flight": self.in_flight,
-                "weight": self.weight, "group": self.group, "latency_ms": round(self.latency_ewma_s * 1000, 3)}
+        out: dict[str, Any] = {
+            "url": self.url, "healthy": self.healthy, "ejected": self.ejected, "in_flight": self.in_flight,
+            "weight": self.weight, "group": self.group, "latency_ms": round(self.latency_ewma_s * 1000, 3)}
+        if self.routed.requests or self.signals is not None:
+            s = self.signals
+            predicted = self.routed.predicted_hit_share
+            out["inference"] = {
+                "queue": s.waiting if s else None, "running": s.running if s else None,
+                "kv_use": round(s.kv, 4) if s else None,
+                "signal_age_s": round(time.monotonic() - s.at, 3) if s else None,
+                "prefix_hit_share": round(s.hit_share, 4) if s and s.hit_share is not None else None,
+                "predicted_hit_share": round(predicted, 4) if predicted is not None else None,
+                "routed": self.routed.requests}
+        return out
 
 
 class RetryBudget:
@@ -109,10 +131,13 @@ class Pool:
         self.retry_budget = RetryBudget(config.retries.budget_ratio, config.retries.min_retries_per_s)
         self._rr = 0
         # A canary rollout between endpoint groups (`rollout:`); None for most pools.
-        rollout = pool_options(config).rollout
-        self.rollout = BackendRollout(config.name, rollout) if rollout is not None else None
+        options = pool_options(config)
+        self.rollout = BackendRollout(config.name, options.rollout) if options.rollout is not None else None
+        # `balancer: inference` routes on the prompt (`pick(..., key)`); the others never look at it.
+        self.inference = (InferenceBalancer(config.name, options.inference or InferenceConfig())
+                          if config.balancer == "inference" else None)
         pick = {"least_outstanding": self._pick_p2c, "round_robin": self._pick_rr,
-                "weighted": self._pick_weighted}
+                "weighted": self._pick_weighted, "inference": self._pick_p2c}
         self._pick = pick[config.balancer]
         for ep in config.endpoints:
             self.add_endpoint(ep)
@@ -132,8 +157,9 @@ class Pool:
     def has_healthy(self) -> bool:
         return any(e.usable for e in self.endpoints)
 
-    def pick(self, exclude: set[Endpoint] | None = None) -> Endpoint:
-        """Choose an endpoint for one attempt or raise a fast 503 (never queue without bound)."""
+    def pick(self, exclude: set[Endpoint] | None = None, key: PromptKey | None = None) -> Endpoint:
+        """Choose an endpoint for one attempt or raise a fast 503 (never queue without bound). `key`: the
+        prompt, for `balancer: inference` (which routes like least_outstanding without it)."""
         limit = self.config.max_inflight_per_endpoint
         candidates = [e for e in self.endpoints if e.available(limit) and (not exclude or e not in exclude)]
         if not candidates:
@@ -143,6 +169,8 @@ class Pool:
             raise unavailable(f"pool {self.name!r} has no healthy endpoint", 2, "no_healthy_upstream")
         if self.rollout is not None:
             candidates = self.rollout.narrow(candidates)
+        if self.inference is not None:
+            return self.inference.pick(candidates, key)
         if len(candidates) == 1:
             return candidates[0]
         return self._pick(candidates)
@@ -184,6 +212,7 @@ class Pool:
     def on_failure(self, endpoint: Endpoint) -> None:
         if self.rollout is not None:
             self.rollout.record(endpoint, False, None)
+        endpoint.affinity_epoch += 1  # a failing replica may have lost its cache: route no prefix there
         endpoint.consecutive_failures += 1
         if endpoint.consecutive_failures >= self.config.outlier.consecutive_failures and not endpoint.ejected:
             self.eject(endpoint)
@@ -192,6 +221,8 @@ class Pool:
         o = self.config.outlier
         backoff = min(o.max_ejection_s, o.base_ejection_s * (2 ** endpoint.ejections))
         endpoint.ejections += 1
+        endpoint.affinity_epoch += 1
+        endpoint.signals = None
         endpoint.ejected_until = time.monotonic() + backoff
         metrics.ejections_total.labels(*endpoint.label()).inc()
         metrics.endpoint_healthy.labels(*endpoint.label()).set(0)

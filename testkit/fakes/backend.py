@@ -9,6 +9,10 @@ Faults come from the `x-fake-fault` request header or `POST /_control {"fault": 
       json-array | empty | html | status-203
   bad-stream:KIND, a stream that is no complete answer (`BAD_STREAMS`): no-done | no-finish |
       error-event | invalid-json
+`GET /metrics` answers vLLM-named load gauges (`/_control {"signals": {"waiting": N, "running": N,
+"kv": 0..1}}` sets them) or, with `/_control {"metrics": MODE}`, a faulty scrape: missing (404) |
+slow (3 s) | huge (8 MiB) | garbage | nan | ok. Scrapes are counted apart (`metrics_scrapes`), never as
+requests.
 `GET /_stats` reports what it saw (requests by path, cancelled streams, requests in flight).
 
 Multimodal: a chat request with OpenAI media parts (`image_url` with a base64 `data:` URL,
@@ -58,7 +62,9 @@ class FakeBackend:
         self.token_delay_s = token_delay_s
         self.fault: str | None = None
         self.health = 200
-        self.stats: dict[str, Any] = {"requests": 0, "by_path": {}, "cancelled": 0, "in_flight": 0,
+        self.metrics_mode = "ok"
+        self.signals: dict[str, float] = {"waiting": 0, "running": 0, "kv": 0.0}
+        self.stats: dict[str, Any] = {"metrics_scrapes": 0, "requests": 0, "by_path": {}, "cancelled": 0, "in_flight": 0,
                                       "completed_streams": 0, "last_headers": {}}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -79,10 +85,16 @@ class FakeBackend:
             return await _json(send, self.health, {"status": "ok" if self.health == 200 else "down"})
         if path == "/_stats":
             return await _json(send, 200, self.stats)
+        if path == "/metrics":
+            self.stats["metrics_scrapes"] += 1
+            self.stats["metrics_authorization"] = headers.get("authorization")
+            return await self._metrics(send)
         if path == "/_control":
             ctl = orjson.loads(body or b"{}")
             self.fault = ctl.get("fault", self.fault)
             self.health = ctl.get("health", self.health)
+            self.metrics_mode = ctl.get("metrics", self.metrics_mode)
+            self.signals.update(ctl.get("signals", {}))
             if ctl.get("reset"):
                 self.stats.update(requests=0, by_path={}, cancelled=0, completed_streams=0)
             return await _json(send, 200, {"fault": self.fault, "health": self.health})
@@ -103,6 +115,27 @@ class FakeBackend:
             await self._serve(path, body, fault, receive, send)
         finally:
             self.stats["in_flight"] -= 1
+
+    async def _metrics(self, send: Any) -> None:
+        mode = self.metrics_mode
+        if mode == "missing":
+            return await _json(send, 404, {"error": {"message": "not found"}})
+        if mode == "slow":
+            await asyncio.sleep(3)
+        if mode == "huge":
+            body = b"# filler\n" * (1024 * 1024)
+        elif mode == "garbage":
+            body = os.urandom(4096).replace(b"\n", b"v") + b"\nvllm:num_requests_waiting{x} lots\n"
+        elif mode == "nan":
+            body = b"vllm:num_requests_waiting NaN\nvllm:num_requests_running -3\n"
+        else:
+            s = self.signals
+            body = (f'vllm:num_requests_waiting{{model_name="m"}} {s["waiting"]}\n'
+                    f'vllm:num_requests_running{{model_name="m"}} {s["running"]}\n'
+                    f'vllm:kv_cache_usage_perc{{model_name="m"}} {s["kv"]}\n').encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4")]})
+        await send({"type": "http.response.body", "body": body})
 
     async def _serve(self, path: str, body: bytes, fault: str, receive: Any, send: Any) -> None:
         if fault == "exit":

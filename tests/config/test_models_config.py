@@ -79,6 +79,17 @@ def test_unknown_or_vague_fallbacks_are_refused(tmp_path: Path, fallback: dict[s
     assert err.key == key and problem in err.problem
 
 
+def test_an_on_key_is_explained(tmp_path: Path) -> None:
+    data = _policy([{"name": "a", "models": [{"name": "x", "fallbacks": [{"model": "y", True: ["overloaded"]}]}]},
+                    {"name": "b", "models": ["y"]}])
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data).replace("true:", "on:"))  # as an operator would write it
+    assert "on: [overloaded]" in path.read_text() or "on:\n" in path.read_text()
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "YAML reads an `on:` key as true" in info.value.problem
+
+
 def test_a_fallback_the_routes_callers_may_not_use_is_refused(tmp_path: Path) -> None:
     pools = [{"name": "a", "models": [{"name": "x", "fallbacks": [{"model": "secret"}]}]},
              {"name": "b", "models": ["secret"]}]

@@ -166,11 +166,17 @@ async def _first_model(url: str, token: str | None) -> str:
     models_url = url.split("/v1/", 1)[0] + "/v1/models"
     headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
+        # Never a redirect: it could lead off this machine (the loopback rule checks only the target).
         async with aiohttp.ClientSession() as session, \
-                session.get(models_url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-            data = await resp.json(content_type=None) if resp.status == 200 else {}
+                session.get(models_url, headers=headers, timeout=aiohttp.ClientTimeout(total=10),
+                            allow_redirects=False) as resp:
+            status = resp.status
+            data = await resp.json(content_type=None) if status == 200 else {}
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise OptionError(f"--model not given and {models_url} failed ({exc}); pass --model") from None
+    if status != 200:
+        why = " (redirects are not followed)" if 300 <= status < 400 else ""
+        raise OptionError(f"--model not given and {models_url} answered {status}{why}; pass --model")
     models = [m.get("id") for m in (data or {}).get("data", []) if isinstance(m, dict)]
     if not models:
         raise OptionError(f"--model not given and {models_url} listed no model; pass --model")

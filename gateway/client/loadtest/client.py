@@ -36,7 +36,9 @@ async def send(session: aiohttp.ClientSession, target: Target, body: bytes, stre
     start = time.perf_counter() - epoch
     sample = Sample(start=start, end=start, status=0, ok=False)
     try:
-        async with session.post(target.url, data=body, headers=target.headers, timeout=target.timeout) as resp:
+        # A redirect is an answer (an error by its status), never followed: it could lead off this machine.
+        async with session.post(target.url, data=body, headers=target.headers, timeout=target.timeout,
+                                allow_redirects=False) as resp:
             sample.status = resp.status
             overhead = resp.headers.get(OVERHEAD_HEADER)
             if overhead is not None:

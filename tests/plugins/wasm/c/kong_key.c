@@ -76,9 +76,10 @@ PW_EXPORT(proxy_on_request_headers) int32_t on_request_headers(uint32_t id, uint
     key = header.data;
     key_len = header.len;
   }
+  int ok = key && valid(key, key_len);  /* decided while `key` still points into live buffers */
   if (!key) {
     pw_send_json(401, "{\"error\":{\"message\":\"no API key found in request\",\"type\":\"authentication_error\",\"param\":null,\"code\":\"missing_api_key\"}}");
-  } else if (!valid(key, key_len)) {
+  } else if (!ok) {
     pw_send_json(401, "{\"error\":{\"message\":\"invalid authentication credentials\",\"type\":\"authentication_error\",\"param\":null,\"code\":\"invalid_api_key\"}}");
   } else {
     proxy_add_header_map_value(PW_REQUEST_HEADERS, "x-consumer", 10, key, key_len);
@@ -100,5 +101,5 @@ PW_EXPORT(proxy_on_request_headers) int32_t on_request_headers(uint32_t id, uint
   pw_buf_free(&query);
   pw_buf_free(&url_path);
   pw_buf_free(&header);
-  return key && valid(key, key_len) ? PW_CONTINUE : PW_PAUSE;
+  return ok ? PW_CONTINUE : PW_PAUSE;
 }

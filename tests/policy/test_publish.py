@@ -1,0 +1,135 @@
+"""Publishing a policy (the admin API's PUT): a worker always converges to the file's text, even when
+another worker's rename lands right after its own; and a text that cannot apply never reaches the file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from gateway.features import FEATURES, load_config
+from gateway.policy import runtime as runtime_module
+from gateway.policy.runtime import PolicyRefused, PolicyRuntime
+from gateway.policy.version import policy_hash
+from testkit.harness import EDGEGW, ROOT
+from tests.conftest import gateway_config, start_fake_backend, start_gateway
+from tests.policy.support import wait_until, worker_versions
+
+
+def policy(routes: list[str], **server: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "server": {"access_log": "off", **server},
+        "admin": {"enabled": False},
+        "pools": [{"name": "p", "models": ["m"], "endpoints": [{"url": "http://127.0.0.1:9"}],
+                   "health": {"interval_s": 60}}],
+        "routes": [{"name": name, "paths": [f"/{name}"], "auth": "none"} for name in routes],
+    }
+    return config
+
+
+def test_a_rename_landing_between_write_and_stat_is_still_noticed(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker A writes its text; worker B's rename lands before A records the file's state. A must
+    not take B's file for its own: its watcher notices B's text and A converges to it."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy(["start"])))
+    mine = yaml.safe_dump(policy(["mine"]))
+    theirs = yaml.safe_dump(policy(["theirs"]))
+    real_write = runtime_module.write_atomic
+
+    def write_then_other_worker(target: str, data: bytes, **kwargs: Any) -> Any:
+        written = real_write(target, data, **kwargs)
+        other = tmp_path / "other.tmp"  # the other worker's rename, before this one's stat
+        other.write_text(theirs)
+        os.replace(other, target)
+        return written
+
+    async def run() -> str:
+        rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
+        await rt.start()
+        assert rt._watcher is not None
+        rt._watcher.interval_s = 0.02
+        monkeypatch.setattr(runtime_module, "write_atomic", write_then_other_worker)
+        try:
+            await rt.publish(mine)
+            for _ in range(100):  # 2 s
+                if rt.current.text == theirs:
+                    break
+                await asyncio.sleep(0.02)
+            return rt.current.text
+        finally:
+            await rt.stop()
+            await rt.parts.upstreams.stop()
+
+    assert asyncio.run(run()) == theirs
+    assert path.read_text() == theirs
+
+
+@pytest.mark.parametrize("access_log", ["dir", "missing/access.log", "readonly/access.log"])
+def test_a_policy_start_up_would_fail_on_is_refused_everywhere_and_never_published(
+        tmp_path: Path, access_log: str) -> None:
+    """`access_log` a directory, in a missing folder, or unwritable: check-config, the admin check and
+    the PUT all refuse it (400 naming the key), and the file keeps the running text."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "readonly").mkdir()
+    (tmp_path / "readonly").chmod(0o500)
+    target = str(tmp_path / access_log)
+    backend = start_fake_backend()
+    gw = start_gateway(tmp_path, gateway_config([backend]), workers=2)
+    running = gw.config_path.read_text()
+    admin = {"authorization": f"Bearer {gw.token('ops', scopes=['admin'])}"}
+    text = yaml.safe_dump({**gw.config, "server": {"access_log": target}})
+    try:
+        if os.geteuid() == 0 and access_log.startswith("readonly"):
+            pytest.skip("root writes into a read-only folder")
+        wait_until(lambda: len(worker_versions(gw.url)) == 2, 30)
+        candidate = tmp_path / "candidate.yaml"
+        candidate.write_text(text)
+        out = subprocess.run([*EDGEGW, "check-config", str(candidate)], capture_output=True, text=True,
+                             cwd=ROOT, timeout=60)
+        assert out.returncode == 2, out
+        assert "server.access_log" in out.stderr, out.stderr
+        resp = httpx.post(gw.url + "/admin/policy/check", content=text, headers=admin, timeout=10)
+        assert resp.status_code == 400, resp.text
+        assert "server.access_log" in resp.json()["error"]["message"]
+        resp = httpx.put(gw.url + "/admin/policy", content=text, headers=admin, timeout=10)
+        assert resp.status_code == 400, resp.text
+        assert "server.access_log" in resp.json()["error"]["message"]
+        assert gw.config_path.read_text() == running
+        assert set(worker_versions(gw.url).values()) == {policy_hash(running)}
+    finally:
+        (tmp_path / "readonly").chmod(0o700)
+        gw.proc.stop()
+        backend.proc.stop()
+
+
+def test_a_text_that_cannot_start_is_not_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while starting the new version's parts (past validation) leaves the file alone."""
+    path = tmp_path / "policy.yaml"
+    start = yaml.safe_dump(policy(["start"]))
+    path.write_text(start)
+    other = yaml.safe_dump(policy(["other"]))
+
+    async def broken_start(parts: Any) -> None:
+        raise RuntimeError("cannot start this part")
+
+    async def run() -> None:
+        rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
+        await rt.start()
+        monkeypatch.setattr(runtime_module, "start_parts", broken_start)
+        try:
+            with pytest.raises(PolicyRefused):
+                await rt.publish(other)
+            assert rt.current.text == start
+        finally:
+            await rt.stop()
+            await rt.parts.upstreams.stop()
+
+    asyncio.run(run())
+    assert path.read_text() == start
