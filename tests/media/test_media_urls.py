@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from testkit.media_files import media_config, png
-from tests.conftest import start_gateway
+from testkit.media_files import png
+from tests.conftest import media_config, start_gateway
 from tests.media.test_media import chat, gw, refused  # noqa: F401
 
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
