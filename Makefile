@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint plugins bench bench-backend bench-plugins bench-ratelimit bench-routing install clean
+.PHONY: demo test lint plugins bench bench-backend bench-plugins bench-ratelimit bench-routing bench-routing-backends bench-judge install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: $(STAMP)
 bench-backend: $(STAMP)
 	$(BIN)/python bench/backend_batching.py
 
+bench-routing-backends: $(STAMP)
+	$(BIN)/python bench/routing_backends.py
+
 bench-plugins: $(STAMP)
 	$(BIN)/python bench/plugin_overhead.py
 
@@ -46,6 +49,9 @@ bench-ratelimit: $(STAMP)
 
 bench-routing: $(STAMP)
 	$(BIN)/python bench/routing.py
+
+bench-judge: $(STAMP)
+	$(BIN)/python bench/judge.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

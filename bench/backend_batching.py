@@ -1,4 +1,5 @@
-"""Continuous batching vs the naive baseline: generated tokens/s and TTFT at several concurrencies.
+"""Continuous batching vs the naive baseline: generated tokens/s and TTFT at several concurrencies; and
+the prefix cache: TTFT of a ~1,000-token system prompt asked a second time, with another question.
 
 For each model, starts `edgegw backend` on loopback and drives it with streamed /v1/completions requests
 (TTFT is measured at the client), then runs the naive baseline in this process on the same
@@ -9,7 +10,8 @@ generates exactly --max-tokens tokens (ignore_eos / min_new_tokens) so both side
     .venv/bin/python bench/backend_batching.py --model smollm2 --device cuda --concurrency 1,16,64,256
 
 --model takes `tiny` (made here with `edgegw make-tiny-model`, size options below), `smollm2`, or a model
-directory. Targets on a 2-core CPU at concurrency 16: >= 8x the baseline (tiny), >= 4x (smollm2).
+directory. Targets on a 2-core CPU at concurrency 16: >= 8x the baseline (tiny), >= 4x (smollm2); the
+second ask of a system prompt >= 5x faster to its first token than the first.
 The last --penalty-levels levels run again with frequency/presence penalties on ("+pen" rows).
 """
 
@@ -54,8 +56,9 @@ class Result:
 
 
 def prompts(n: int) -> list[str]:
-    """Prompts of different lengths (so the batch mixes lengths, as real traffic does)."""
-    return [f"Write a short story about {TOPICS[i % len(TOPICS)]}." + " Make it vivid." * (i % 5)
+    """Prompts of different lengths (so the batch mixes lengths, as real traffic does), each different from
+    its first token on: these levels measure batching, not the prefix cache."""
+    return [f"{i}. Write a short story about {TOPICS[i % len(TOPICS)]}." + " Make it vivid." * (i % 5)
             for i in range(n)]
 
 
@@ -106,6 +109,66 @@ async def server_level(url: str, model: str, concurrency: int, requests: int, ma
         seconds = time.perf_counter() - start
     label = f"server c={concurrency}" + (" +pen" if extra else "")
     return Result(label, sum(t for t, _ in results), seconds, [f for _, f in results])
+
+
+def system_prompt(model_dir: Path, tokens: int, nonce: int) -> str:
+    """An agent-like system prompt of about `tokens` tokens for this model's tokenizer; `nonce` makes it
+    differ from the first token on, so no two are cached for each other."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    text = f"Session {nonce}. You are a phone assistant that operates apps for the user, one action at a time."
+    rule = 0
+    while len(tok(text, add_special_tokens=False)["input_ids"]) < tokens:
+        rule += 1
+        text += (f" Rule {rule}: when the screen shows {TOPICS[rule % len(TOPICS)]}, describe what you see, "
+                 f"choose one action (tap, swipe, type or wait) and explain why in one sentence.")
+    return text
+
+
+async def first_token(url: str, model: str, system: str, question: str) -> tuple[float, int, int]:
+    """One streamed chat completion; returns (TTFT, prompt tokens, cached prompt tokens)."""
+    import aiohttp
+
+    body = {"model": model, "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+            "max_tokens": 4, "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            "ignore_eos": True}
+    async with aiohttp.ClientSession() as session:
+        start = time.perf_counter()
+        ttft, usage = None, None
+        async with session.post(url + "/v1/chat/completions", json=body) as resp:
+            resp.raise_for_status()
+            async for line in resp.content:
+                if not line.startswith(b"data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                if ttft is None and any(c["delta"].get("content") for c in chunk["choices"]):
+                    ttft = time.perf_counter() - start
+                usage = chunk.get("usage") or usage
+    assert ttft is not None and usage is not None
+    return ttft, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
+
+
+def prefix_cache_rows(url: str, model: str, model_dir: Path, pairs: int, tokens: int) -> list[tuple[str, ...]]:
+    """The same system prompt asked twice (different questions), for `pairs` different system prompts."""
+    rows = []
+    for i in range(pairs):
+        system = system_prompt(model_dir, tokens, i)
+        for label, question in (("first", "What is on the screen?"), ("second", "Which button do I tap next?")):
+            ttft, prompt, cached = asyncio.run(first_token(url, model, system, question))
+            rows.append((f"{i}", label, f"{prompt}", f"{cached}", f"{ttft * 1000:.0f}"))
+    return rows
+
+
+def print_prefix_cache(served: str, rows: list[tuple[str, ...]]) -> None:
+    print(f"\n{served}: prefix cache, one system prompt asked twice (streamed chat, TTFT at the client)")
+    print(f"{'prompt':>7}{'ask':>8}{'prompt tok':>12}{'cached tok':>12}{'TTFT ms':>10}")
+    for row in rows:
+        print(f"{row[0]:>7}{row[1]:>8}{row[2]:>12}{row[3]:>12}{row[4]:>10}")
+    first = statistics.median(float(r[4]) for r in rows if r[1] == "first")
+    second = statistics.median(float(r[4]) for r in rows if r[1] == "second")
+    print(f"TTFT p50: first {first:.0f} ms, second {second:.0f} ms: {first / max(second, 1e-9):.1f}x shorter "
+          "(target >= 5x)")
 
 
 def naive_baseline(model_dir: Path, device: str, requests: int, max_tokens: int) -> Result:
@@ -181,6 +244,8 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> None:
                         f"http://127.0.0.1:{port}/healthz", name="bench-backend", env=OFFLINE, timeout=600)
     url = f"http://127.0.0.1:{port}"
     try:
+        prefix_rows = prefix_cache_rows(url, served, model_dir, args.prefix_pairs, args.system_tokens)
+        print_prefix_cache(served, prefix_rows)
         rows = []
         for c in levels:
             n = max(c * args.waves, args.min_requests)
@@ -207,6 +272,7 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> None:
                   "throughput with them off")
     print("(naive TTFT excludes queueing: a request behind k others in the naive server waits k full "
           f"requests, {naive.seconds / len(naive.ttfts) * 1000:.0f} ms each)")
+    print_prefix_cache(served, prefix_rows)
 
 
 def main() -> int:
@@ -220,6 +286,8 @@ def main() -> int:
     p.add_argument("--penalty-levels", type=int, default=2,
                    help="rerun the last N concurrency levels with frequency/presence penalties on (0: none)")
     p.add_argument("--naive-requests", type=int, default=4)
+    p.add_argument("--system-tokens", type=int, default=1000, help="system prompt size for the prefix-cache run")
+    p.add_argument("--prefix-pairs", type=int, default=3, help="system prompts each asked twice")
     p.add_argument("--tiny-layers", type=int, default=2)
     p.add_argument("--tiny-hidden", type=int, default=64)
     p.add_argument("--tiny-heads", type=int, default=4)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,10 +51,42 @@ def locked(path: str | Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_json_object(path: str | Path) -> dict[str, Any] | None:
-    """The JSON object in `path`; None when the file is missing, unreadable or holds no object."""
+class BadFile(ValueError):
+    """A file that is there but cannot be what it should be (not a regular file, too large, not JSON)."""
+
+
+def read_json_file(path: str | Path, max_bytes: int) -> dict[str, Any] | None:
+    """The JSON object in `path`, read without blocking and within `max_bytes`: None when there is
+    no file; BadFile when it is not a regular file (a FIFO, a device behind a symlink), larger than
+    `max_bytes`, or not one JSON object. Symlinks to regular files are followed."""
     try:
-        data = orjson.loads(Path(path).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) else None
+    except OSError as exc:
+        raise BadFile(f"cannot be opened: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BadFile("is not a regular file")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise BadFile(f"is larger than {max_bytes} bytes")
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadFile(f"is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadFile("does not hold a JSON object")
+    return value
+
+
+def set_aside(path: str | Path) -> str | None:
+    """Rename a bad file out of the way (`NAME.bad-TIMESTAMP` beside it); the new name, or None when
+    it is gone already (another process set it aside first) or cannot be renamed."""
+    target = f"{os.fspath(path)}.bad-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    try:
+        os.rename(path, target)
+    except OSError:
+        return None
+    return target

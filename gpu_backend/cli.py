@@ -9,7 +9,7 @@ _FORWARDED = ("model", "served_model_name", "embedding_model", "embedding_served
               "dtype", "max_batch_size", "max_queue", "max_model_len", "prefill_tokens", "max_waiting_steps",
               "default_max_tokens", "threads", "drain_timeout", "log_level", "engine", "limit_mm_per_prompt",
               "max_image_pixels", "allow_remote_images", "remote_image_max_bytes", "remote_image_timeout",
-              "mm_processor_kwargs")
+              "mm_processor_kwargs", "prefix_cache_mb")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="while a batch runs, gather arrivals for up to N decode steps and prefill them together")
     p.add_argument("--default-max-tokens", type=int, default=16,
                    help="/v1/completions max_tokens when the request gives none (chat: rest of the context)")
+    p.add_argument("--prefix-cache-mb", type=float, default=1024.0,
+                   help="memory (MiB) for reusing the KV of prompt prefixes across requests, least recently "
+                        "used evicted first; 0 turns the prefix cache off")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: available cores)")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to drain on SIGTERM")
     p.add_argument("--log-level", default="warning")
@@ -77,6 +80,8 @@ def _backend(args: argparse.Namespace) -> int:
 
     if args.replicas < 1:
         raise SystemExit("edgegw backend: --replicas must be at least 1")
+    if not 0 <= args.prefix_cache_mb < float("inf"):  # also refuses nan
+        raise SystemExit("edgegw backend: --prefix-cache-mb must be 0 (off) or more")
     if args.model.lower() not in DEMO_ALIASES and not Path(args.model).expanduser().exists():
         raise SystemExit(f"edgegw backend: --model {args.model}: no such file or directory")
     emb = args.embedding_model
@@ -104,7 +109,7 @@ def _backend(args: argparse.Namespace) -> int:
         prefill_tokens=args.prefill_tokens, max_waiting_steps=args.max_waiting_steps,
         default_max_tokens=args.default_max_tokens, threads=args.threads,
         drain_timeout_s=args.drain_timeout, engine=args.engine, images=_image_limits(args),
-        mm_processor_kwargs=_processor_kwargs(args.mm_processor_kwargs))
+        mm_processor_kwargs=_processor_kwargs(args.mm_processor_kwargs), prefix_cache_mb=args.prefix_cache_mb)
     return serve(options, args.host, args.port, args.log_level)
 
 

@@ -14,14 +14,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
 
 from gpu_backend.detok import TextState
-from gpu_backend.kv import BatchKV, check_cache_internals
+from gpu_backend.kv import BatchKV, cache_with_past, check_cache_internals, row_states
 from gpu_backend.metrics import BackendMetrics
+from gpu_backend.prefix_cache import CachedBlock, PrefixCache
 from gpu_backend.sampling import next_tokens
 from gpu_backend.sequence import Event, SamplingParams, Sequence
 from gpu_backend.vision_batch import VisionBatch
@@ -38,7 +39,7 @@ class Engine:
 
     def __init__(self, model: Any, tokenizer: Any, *, context_len: int, max_batch_size: int = 32,
                  max_queue: int = 256, prefill_tokens: int = 2048, max_waiting_steps: int = 4,
-                 metrics: BackendMetrics | None = None, vision: bool = False) -> None:
+                 prefix_cache_bytes: int = 0, metrics: BackendMetrics | None = None, vision: bool = False) -> None:
         check_cache_internals()
         self.model = model
         self.tokenizer = tokenizer
@@ -67,6 +68,9 @@ class Engine:
         self._outstanding = 0
         self._running: list[Sequence] = []
         self._kv = BatchKV()
+        # Off for image-text-to-text models until their prefill keys image positions by content (the
+        # `cache_key` hook) and resumes their multimodal positions after a hit: see docs/backend.md.
+        self.prefix_cache = PrefixCache(0 if vision else prefix_cache_bytes)
         self._stop = False
         self._thread: threading.Thread | None = None
         self._deliver: Callable[[list[tuple[Sequence, Event]]], None] | None = None
@@ -96,13 +100,17 @@ class Engine:
             self._thread.join(30)
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, events: asyncio.Queue[Event] | None = None,
-               index: int = 0, seq_id: int | None = None, vision: dict | None = None) -> Sequence:
+               index: int = 0, seq_id: int | None = None, vision: dict | None = None,
+               cache_key: tuple[Hashable, ...] | None = None) -> Sequence:
         """Queue a sequence; raises QueueFull when the engine is at capacity. Its events go to `events`
         (shared by the choices of one request, told apart by `index`), or to a new queue. `vision`: the
-        processor's image arrays for the prompt (image-text-to-text models)."""
+        processor's image arrays for the prompt (image-text-to-text models). `cache_key` replaces the token
+        ids as the prefix cache's key (one item per position; see prefix_cache)."""
+        if cache_key is not None and len(cache_key) != len(prompt_ids):
+            raise ValueError("cache_key must have one item per prompt position")
         text = TextState(self.tokenizer, list(params.stop))
         seq = Sequence(prompt_ids, params, text, events if events is not None else asyncio.Queue(), index=index,
-                       vision=vision)
+                       vision=vision, cache_key=cache_key)
         if seq_id is not None:
             seq.id = seq_id
         seq.queued_step = self._steps
@@ -166,45 +174,73 @@ class Engine:
 
     def _admit(self) -> None:
         """Prefill as many waiting sequences as fit (batch slots and a padded-token budget)."""
-        group: list[Sequence] = []
+        group: list[tuple[Sequence, list[CachedBlock]]] = []
         with self._cond:
             if not self._admit_now():
                 return
             while self._waiting and len(self._running) + len(group) < self.max_batch_size:
                 nxt = self._waiting[0]
-                longest = max([len(nxt.prompt_ids), *(len(s.prompt_ids) for s in group)])
-                if group and longest * (len(group) + 1) > self.prefill_tokens:
+                hit = self.prefix_cache.match(nxt.prefix_key)
+                widest = max(self._uncached(s, chain) for s, chain in [*group, (nxt, hit)])
+                if group and widest * (len(group) + 1) > self.prefill_tokens:
                     break
-                group.append(self._waiting.popleft())
-        if not group:
-            return
+                group.append((self._waiting.popleft(), hit))
+        if group:
+            self._prefill(group)
+
+    def _uncached(self, seq: Sequence, hit: list[CachedBlock]) -> int:
+        return len(seq.prompt_ids) - len(hit) * self.prefix_cache.block_tokens
+
+    def _prefill(self, group: list[tuple[Sequence, list[CachedBlock]]]) -> None:
+        """One forward pass over the group's prompts, left-padded, on top of their prefix-cache hits.
+
+        Every row computes its last `width` positions, the widest uncached suffix in the group, and takes
+        the positions before those from the cache: a row whose hit is longer than it needs recomputes part
+        of it for free (the pass is `width` wide anyway), and the rows stay contiguous, like the batch.
+        """
+        seqs = [s for s, _ in group]
         started = time.monotonic()
-        for s in group:
+        for s in seqs:
             s.prefill_at = started
-        length = max(len(s.prompt_ids) for s in group)
-        ids = torch.full((len(group), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(group), length), dtype=torch.long)
-        for row, s in enumerate(group):
-            ids[row, length - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
-            mask[row, length - len(s.prompt_ids):] = 1
+        width = max(self._uncached(s, hit) for s, hit in group)
+        reused = [max(0, len(s.prompt_ids) - width) for s in seqs]
+        past = max(reused)
+        total = past + width
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), total), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            fresh = s.prompt_ids[len(s.prompt_ids) - min(width, len(s.prompt_ids)):]
+            ids[row, width - len(fresh):] = torch.tensor(fresh)
+            mask[row, total - len(s.prompt_ids):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config)
+        if past:
+            pasts = [PrefixCache.past(hit, n) if n else None for (_, hit), n in zip(group, reused, strict=True)]
+            cache = cache_with_past(pasts, past, width)
+        else:
+            cache = DynamicCache(config=self.model.config)
         try:
             images: dict[str, torch.Tensor] = {}
             if self._vision is not None:
-                images, positions = self._vision.prefill(group, ids, mask, positions)
+                images, positions = self._vision.prefill(seqs, ids, mask, positions)
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                              logits_to_keep=1, **{self._cache_kw: cache}, **images)
         except Exception:
-            for s in group:
+            for s in seqs:
                 self._finish(s, "error")
             raise
+        for row, (s, n) in enumerate(zip(seqs, reused, strict=True)):
+            s.cached_tokens = n
+            self.metrics.prefix_cache_queries.inc(len(s.prompt_ids))
+            self.metrics.prefix_cache_hits.inc(n)
+            offset = total - len(s.prompt_ids)
+            self.prefix_cache.store(s.prefix_key, lambda a, b, row=row, offset=offset:
+                                    row_states(cache, row, offset + a, offset + b))
         self._kv.add(cache, mask)
-        self._running.extend(group)
-        self._accept(group, len(self._running) - len(group), out.logits[:, -1, :])
+        self._running.extend(seqs)
+        self._accept(seqs, len(self._running) - len(seqs), out.logits[:, -1, :])
 
     def _admit_now(self) -> bool:
         """Whether to prefill now. Each prefill is an extra forward pass that stalls every running
@@ -259,20 +295,30 @@ class Engine:
             delta, stopped = seq.text.update(ids, final=reason is not None)
             if stopped:
                 reason = "stop"
-            self._emit(seq, Event(delta, len(seq.output_ids), reason, timing=timing))
+            self._emit(seq, Event(delta, len(seq.output_ids), reason, timing=timing,
+                                  cached_tokens=seq.cached_tokens))
             if reason is not None:
                 done.add(first_row + offset)
                 self._finish(seq, reason, emit=False)
         self.metrics.generation_tokens.inc(len(seqs))
         if done:
+            for row in done:
+                self._remember(self._running[row], row)
             keep = [i for i in range(len(self._running)) if i not in done]
             self._running = [self._running[i] for i in keep]
             self._kv.keep(keep)
 
+    def _remember(self, seq: Sequence, row: int) -> None:
+        """Cache the blocks a finished sequence computed past its prompt: a conversation's next turn starts
+        with this answer. The last sampled token was never fed to the model, so it has no KV."""
+        tokens = [*seq.prefix_key, *seq.output_ids[:-1]]
+        offset = self._kv.length - len(tokens)
+        self.prefix_cache.store(tokens, lambda a, b: row_states(self._kv.cache, row, offset + a, offset + b))
+
     def _finish(self, seq: Sequence, reason: str, emit: bool = True) -> None:
         seq.finish_reason = reason
         if emit:
-            self._emit(seq, Event("", len(seq.output_ids), reason))
+            self._emit(seq, Event("", len(seq.output_ids), reason, cached_tokens=seq.cached_tokens))
         with self._cond:
             self._outstanding -= 1
         self.metrics.finished(reason, time.monotonic() - seq.arrival)
@@ -282,6 +328,7 @@ class Engine:
             self._finish(seq, "error")
         self._running = []
         self._kv = BatchKV()
+        self.prefix_cache.clear()  # the failure may have been memory: give back what the cache holds
 
     def _emit(self, seq: Sequence, event: Event) -> None:
         event.index = seq.index

@@ -51,19 +51,19 @@ async def generate(request: Request, body: dict[str, Any], state: BackendState, 
                                  media_type="text/event-stream", background=BackgroundTask(cleanup),
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
     try:
-        collect = asyncio.ensure_future(_collect(seqs, events, seen))
+        collect = asyncio.ensure_future(_collect(seqs, events, seen, req.n))
         watch = asyncio.ensure_future(_disconnected(request))
         await asyncio.wait({collect, watch}, return_when=asyncio.FIRST_COMPLETED)
         watch.cancel()
         if not collect.done():  # the client went away: stop its sequences, answer nobody
             collect.cancel()
             return Response(status_code=499)
-        texts, reasons, completion = collect.result()
+        texts, reasons, completion, cached = collect.result()
     finally:
         cleanup()
     if "error" in reasons:
         raise APIError(500, "generation failed in the engine; see the backend log", code="engine_error")
-    return JSONResponse(shape.response(texts, reasons, prompt_tokens, completion))
+    return JSONResponse(shape.response(texts, reasons, prompt_tokens, completion, cached))
 
 
 def _completion_prompts(state: BackendState, body: dict[str, Any]) -> list[list[int]]:
@@ -126,10 +126,11 @@ def _submit(state: BackendState, prompt_ids: list[list[int]], params: list[Any],
     return seqs
 
 
-async def _collect(seqs: list[Sequence], events: asyncio.Queue[Event], seen: Observation):
+async def _collect(seqs: list[Sequence], events: asyncio.Queue[Event], seen: Observation, n: int):
     texts = [""] * len(seqs)
     reasons: list[str | None] = [None] * len(seqs)
     tokens = [0] * len(seqs)
+    cached = 0
     remaining = len(seqs)
     while remaining:
         ev = await events.get()
@@ -137,8 +138,14 @@ async def _collect(seqs: list[Sequence], events: asyncio.Queue[Event], seen: Obs
         texts[ev.index] += ev.text
         if ev.finish_reason is not None:
             reasons[ev.index], tokens[ev.index] = ev.finish_reason, ev.completion_tokens
+            cached += _prompt_cached(ev, n)
             remaining -= 1
-    return texts, reasons, sum(tokens)
+    return texts, reasons, sum(tokens), cached
+
+
+def _prompt_cached(ev: Event, n: int) -> int:
+    """A prompt's cached tokens, counted once like its prompt tokens: from its first choice (of n)."""
+    return ev.cached_tokens if ev.index % n == 0 else 0
 
 
 async def _disconnected(request: Request) -> None:
@@ -154,7 +161,7 @@ async def _stream(shape: Shape, seqs: list[Sequence], events: asyncio.Queue[Even
         if shape.chat:
             for i in range(len(seqs)):
                 yield sse(shape.chunk(i, None, None, role=True, with_usage=usage))
-        remaining, completion = len(seqs), 0
+        remaining, completion, cached = len(seqs), 0, 0
         while remaining:
             ev = await events.get()
             seen.event(ev)
@@ -172,8 +179,9 @@ async def _stream(shape: Shape, seqs: list[Sequence], events: asyncio.Queue[Even
             if ev.finish_reason:
                 remaining -= 1
                 completion += ev.completion_tokens
+                cached += _prompt_cached(ev, req.n)
         if usage:
-            yield sse(shape.usage_chunk(prompt_tokens, completion))
+            yield sse(shape.usage_chunk(prompt_tokens, completion, cached))
         yield sse("[DONE]")
     finally:
         cleanup()

@@ -135,6 +135,27 @@ class BatchKV:
         return self.mask, pos
 
 
+def cache_with_past(pasts: list[torch.Tensor | None], width: int, room: int) -> DynamicCache:
+    """A cache to prefill `room` new columns per row on top of each row's past KV (a prefix-cache hit).
+
+    Row i's past ([layers, 2, kv_heads, n_i, head_dim]) ends at column `width`, left-padded like the batch;
+    the buffers have exactly `room` free columns after it, so the prefill writes in place.
+    """
+    ref = next(p for p in pasts if p is not None)
+    layers, _, heads, _, dim = ref.shape
+    buf = ref.new_zeros(layers, 2, len(pasts), heads, width + room, dim)
+    for row, past in enumerate(pasts):
+        if past is not None:
+            buf[:, :, row, :, width - past.shape[3]: width] = past
+    return _cache_of([SlotLayer(buf[i, 0], buf[i, 1], width) for i in range(layers)])
+
+
+def row_states(cache: DynamicCache, row: int, start: int, end: int) -> torch.Tensor:
+    """Columns start..end-1 of one row, every layer: [layers, 2, kv_heads, end - start, head_dim]."""
+    return torch.stack([torch.stack((layer.keys[row, :, start:end], layer.values[row, :, start:end]))
+                        for layer in cache.layers])
+
+
 def _cache_of(layers: list[SlotLayer]) -> DynamicCache:
     cache = DynamicCache()
     cache.layers = list(layers)
@@ -196,10 +217,11 @@ def _probe() -> list[str]:
             return ["DynamicCache.update does not keep the prefill's keys in layers[0].keys"]
         layer = SlotLayer(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2), 2)
         cache = _cache_of([layer])
-        keys, _ = cache.update(states[:, :, :1], states[:, :, :1].clone(), 0)
-        if cache.layers[0] is not layer or layer.length != 3 or tuple(keys.shape) != (1, 1, 3, 2):
+        # Two new columns on top of a past, as a prefill after a prefix-cache hit does (a decode step adds one).
+        keys, _ = cache.update(states, states.clone(), 0)
+        if cache.layers[0] is not layer or layer.length != 4 or tuple(keys.shape) != (1, 1, 4, 2):
             return ["DynamicCache.update does not hand the new states to the layers it holds"]
-        if cache.get_seq_length(0) != 3:
+        if cache.get_seq_length(0) != 4:
             return ["DynamicCache.get_seq_length does not read the layer's length"]
     except Exception as exc:  # any failure here means the internals changed
         return [f"the cache probe failed: {type(exc).__name__}: {exc}"]

@@ -33,6 +33,11 @@ class BackendMetrics:
                                          registry=r).labels(model_name)
         self.prompt_tokens = Counter("vllm:prompt_tokens", "Prefilled prompt tokens", labels,
                                      registry=r).labels(model_name)
+        # Tokens, as vLLM counts them: every admitted prompt's length, and the part of it the cache supplied.
+        self.prefix_cache_queries = Counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
+                                            labels, registry=r).labels(model_name)
+        self.prefix_cache_hits = Counter("vllm:prefix_cache_hits", "Prompt tokens whose KV came from the prefix cache",
+                                         labels, registry=r).labels(model_name)
         self._success = Counter("vllm:request_success", "Finished generation requests by finish reason",
                                 [*labels, "finished_reason"], registry=r)
         self._http = Counter("edgegw_backend_requests", "HTTP requests by endpoint and status code",

@@ -8,9 +8,11 @@ import uuid
 from dataclasses import dataclass
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, object]:
+    """OpenAI's usage object; `cached_tokens`: prompt tokens served from the prefix cache."""
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
 def sse(payload: dict | str) -> bytes:
@@ -33,7 +35,7 @@ class Shape:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
     def response(self, texts: list[str], reasons: list[str | None], prompt_tokens: int,
-                 completion_tokens: int) -> dict:
+                 completion_tokens: int, cached_tokens: int = 0) -> dict:
         if self.chat:
             choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
                         "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons, strict=True))]
@@ -42,7 +44,7 @@ class Shape:
             choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
                        for i, (t, r) in enumerate(zip(texts, reasons, strict=True))]
             body = self._base("text_completion")
-        return {**body, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
+        return {**body, "choices": choices, "usage": usage(prompt_tokens, completion_tokens, cached_tokens)}
 
     def chunk(self, index: int, text: str | None, finish_reason: str | None, *, role: bool = False,
               with_usage: bool = False) -> dict:
@@ -61,6 +63,6 @@ class Shape:
             body["usage"] = None
         return body
 
-    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict:
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict:
         body = self._base("chat.completion.chunk" if self.chat else "text_completion")
-        return {**body, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+        return {**body, "choices": [], "usage": usage(prompt_tokens, completion_tokens, cached_tokens)}

@@ -5,8 +5,8 @@ loop grabs it to write SSE chunks, and the engine waits to get it back. On a sma
 than the model itself for small models. As in vLLM (API server + engine core), the HTTP process keeps
 tokenization, validation and streaming; a child process owns the model and runs `Engine` unchanged.
 
-Wire protocol (two one-way pipes): commands ("submit", id, prompt_ids, params, image arrays or None),
-("cancel", id), ("stop",);
+Wire protocol (two one-way pipes): commands ("submit", id, prompt_ids, params, image arrays or None,
+cache_key), ("cancel", id), ("stop",);
 replies ("ready", info), ("failed", message), and ("steps", [("step", events, metric_records), ...]) with
 every engine step since the last message (a sender thread batches them when the reader falls behind).
 """
@@ -20,6 +20,7 @@ import multiprocessing as mp
 import queue
 import threading
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class EngineSpec:
     prefill_tokens: int
     max_waiting_steps: int
     vision: bool = False  # an image-text-to-text model (gpu_backend.vlm)
+    prefix_cache_bytes: int = 0
 
 
 @dataclass(eq=False)
@@ -99,14 +101,14 @@ class RemoteEngine:
         threading.Thread(target=self._receive, name="edgegw-engine-rx", daemon=True).start()
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, events: asyncio.Queue[Event] | None = None,
-               index: int = 0, vision: dict | None = None) -> Handle:
+               index: int = 0, vision: dict | None = None, cache_key: tuple[Hashable, ...] | None = None) -> Handle:
         if self._outstanding >= self.max_batch_size + self.max_queue:
             raise self._queue_full
         handle = Handle(next(self._ids), index, events if events is not None else asyncio.Queue())
         self._handles[handle.id] = handle
         self._outstanding += 1
         try:
-            self._cmd.send(("submit", handle.id, prompt_ids, params, vision))
+            self._cmd.send(("submit", handle.id, prompt_ids, params, vision, cache_key))
         except OSError as exc:  # the engine process is gone; _on_engine_exit will stop the server
             del self._handles[handle.id]
             self._outstanding -= 1
@@ -148,11 +150,11 @@ class RemoteEngine:
             self._apply(events, records)
 
     def _apply(self, events: list, records: list) -> None:
-        for seq_id, text, tokens, reason, timing in events:
+        for seq_id, text, tokens, reason, timing, cached in events:
             handle = self._handles.get(seq_id)
             if handle is None:
                 continue
-            handle.events.put_nowait(Event(text, tokens, reason, handle.index, timing))
+            handle.events.put_nowait(Event(text, tokens, reason, handle.index, timing, cached))
             if reason is not None:
                 handle.finish_reason = reason
                 del self._handles[seq_id]
@@ -174,7 +176,8 @@ class RecordingMetrics:
 
     def __init__(self) -> None:
         self.log: deque[tuple[str, str, Any]] = deque()
-        for name in ("ttft", "itl", "batch_size", "generation_tokens", "prompt_tokens"):
+        for name in ("ttft", "itl", "batch_size", "generation_tokens", "prompt_tokens", "prefix_cache_queries",
+                     "prefix_cache_hits"):
             setattr(self, name, _Recorder(self.log, name))
 
     def finished(self, reason: str, e2e_s: float) -> None:
@@ -241,7 +244,8 @@ def _engine_main(spec: EngineSpec, cmd: Any, out: Any) -> None:
         # Admission control happens in the HTTP process; here the queue is unbounded.
         engine = Engine(model, tokenizer, context_len=spec.context_len, max_batch_size=spec.max_batch_size,
                         max_queue=1 << 30, prefill_tokens=spec.prefill_tokens,
-                        max_waiting_steps=spec.max_waiting_steps, metrics=metrics, vision=spec.vision)
+                        max_waiting_steps=spec.max_waiting_steps, prefix_cache_bytes=spec.prefix_cache_bytes,
+                        metrics=metrics, vision=spec.vision)
     except Exception as exc:
         out.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -249,7 +253,8 @@ def _engine_main(spec: EngineSpec, cmd: Any, out: Any) -> None:
     outbox: queue.SimpleQueue = queue.SimpleQueue()
 
     def deliver(batch: list) -> None:
-        events = [(seq.id, ev.text, ev.completion_tokens, ev.finish_reason, ev.timing) for seq, ev in batch]
+        events = [(seq.id, ev.text, ev.completion_tokens, ev.finish_reason, ev.timing, ev.cached_tokens)
+                  for seq, ev in batch]
         for seq, ev in batch:
             if ev.finish_reason is not None:
                 seqs.pop(seq.id, None)
@@ -282,8 +287,8 @@ def _engine_main(spec: EngineSpec, cmd: Any, out: Any) -> None:
         while True:
             msg = cmd.recv()
             if msg[0] == "submit":
-                _, seq_id, prompt_ids, params, vision = msg
-                seqs[seq_id] = engine.submit(prompt_ids, params, seq_id=seq_id, vision=vision)
+                _, seq_id, prompt_ids, params, vision, cache_key = msg
+                seqs[seq_id] = engine.submit(prompt_ids, params, seq_id=seq_id, vision=vision, cache_key=cache_key)
             elif msg[0] == "cancel":
                 seq = seqs.get(msg[1])
                 if seq is not None:

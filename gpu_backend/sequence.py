@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +48,7 @@ class Event:
     finish_reason: str | None = None
     index: int = 0  # which choice of its request (several sequences may share one queue)
     timing: tuple[float, float] | None = None  # on a sequence's first token: (queue wait, prefill) seconds
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
 
 
 @dataclass(eq=False)
@@ -71,6 +73,9 @@ class Sequence:
     queued_step: int = 0  # the engine's decode-step count when it was submitted
     vision: dict | None = None  # image-text-to-text models: the processor's arrays, used at prefill only
     rope_delta: int = 0  # multimodal rope: position of the next token minus its text position
+    # What the prefix cache keys this prompt by, one item per position (None: prompt_ids); see prefix_cache.
+    cache_key: tuple[Hashable, ...] | None = None
+    cached_tokens: int = 0  # prompt tokens reused from the prefix cache (set at prefill)
 
     def __post_init__(self) -> None:
         if not self.params.greedy:
@@ -78,6 +83,10 @@ class Sequence:
             self.generator = torch.Generator(device="cpu")
             seed = self.params.seed if self.params.seed is not None else int.from_bytes(os.urandom(8), "little")
             self.generator.manual_seed(seed & 0xFFFF_FFFF_FFFF_FFFF)
+
+    @property
+    def prefix_key(self) -> tuple[Hashable, ...] | list[int]:
+        return self.prompt_ids if self.cache_key is None else self.cache_key
 
     def cancel(self) -> None:
         """Ask the engine to drop this sequence at its next step (thread-safe: a plain flag)."""

@@ -34,9 +34,14 @@ class BackendOptions:
     default_max_tokens: int = 16  # /v1/completions without max_tokens, as OpenAI's legacy API
     threads: int | None = None
     drain_timeout_s: float = 30.0
+    prefix_cache_mb: float = 1024.0  # memory for the prefix cache's blocks; 0 turns it off
     engine: str = "process"  # "process": the model runs in a child process (remote.py); "thread": in this one
     images: ImageLimits = field(default_factory=ImageLimits)  # image-text-to-text models only
     mm_processor_kwargs: dict[str, int] = field(default_factory=dict)  # vLLM's flag: max_pixels, min_pixels
+
+    @property
+    def prefix_cache_bytes(self) -> int:
+        return int(self.prefix_cache_mb * 2**20)
 
 
 @dataclass
@@ -108,7 +113,7 @@ class BackendState:
             self.engine = Engine(model, self.tokenizer, context_len=self.context_len,
                                  max_batch_size=opts.max_batch_size, max_queue=opts.max_queue,
                                  prefill_tokens=opts.prefill_tokens, max_waiting_steps=opts.max_waiting_steps,
-                                 metrics=self.metrics, vision=vision)
+                                 prefix_cache_bytes=opts.prefix_cache_bytes, metrics=self.metrics, vision=vision)
         if opts.embedding_model:
             from gpu_backend.embeddings import Embedder
 
@@ -132,7 +137,8 @@ class BackendState:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.context_len = self._context(AutoConfig.from_pretrained(model_dir, local_files_only=True))
         spec = EngineSpec(str(model_dir), opts.device, opts.dtype, opts.threads, self.context_len,
-                          opts.max_batch_size, opts.prefill_tokens, opts.max_waiting_steps, vision)
+                          opts.max_batch_size, opts.prefill_tokens, opts.max_waiting_steps, vision,
+                          prefix_cache_bytes=opts.prefix_cache_bytes)
         self.engine = RemoteEngine(spec, self.metrics, opts.max_queue)
         self.engine.on_exit = self._engine_died
         self.device = self.engine.launch()["device"]

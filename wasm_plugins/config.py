@@ -12,8 +12,8 @@
         failure_policy: fail_closed               # fail_closed (5xx) | fail_open (skip the plugin)
         limits: {fuel: 50000000, deadline_ms: 10, memory_mb: 32, http_call_timeout_ms: 2000, min_tick_ms: 100}
         upstreams: {authz: http://127.0.0.1:9000} # proxy_http_call targets
-        canary: {weight: 0.1, max_failure_rate: 0.2, max_status_shift: 0.2, min_requests: 20, window: 100,
-                 promote_after: 0}
+        canary: {weight: 0.1, max_failure_rate: 0.02, max_status_shift: 0.02, min_requests: 20, window: 100,
+                 promote_after: 0, confidence: 0.999, failed_looks: 1}
 """
 
 from __future__ import annotations
@@ -40,18 +40,22 @@ class Limits:
 
 @dataclass(frozen=True)
 class CanaryConfig:
-    """How a new version is trialled: `weight` of traffic; rolled back past `max_failure_rate`
-    (over the last `window` requests, once `min_requests` were seen), or when on some route its
-    share of local answers, 4xx or 5xx exceeds the stable version's there by more than
-    `max_status_shift`; promoted after `promote_after` requests (0: only by
-    `POST /admin/plugins/{name}/promote`)."""
+    """How a new version is trialled: `weight` of traffic, judged route by route against the stable
+    version by the one canary judge (`wasm_plugins.canary`, `edgecore.judge`): rolled back when its
+    failure rate exceeds stable's by more than `max_failure_rate`, or its share of local answers, 4xx
+    or 5xx by more than `max_status_shift`, significantly at `confidence` (`failed_looks` looks in a
+    row), once `min_requests` were seen; promoted after `promote_after` requests (0: only by
+    `POST /admin/plugins/{name}/promote`). `window` is kept for old policies: the judge counts every
+    request since the canary started."""
 
     weight: float = 0.1
-    max_failure_rate: float = 0.2
-    max_status_shift: float = 0.2
+    max_failure_rate: float = 0.02
+    max_status_shift: float = 0.02
     min_requests: int = 20
     window: int = 100
     promote_after: int = 0
+    confidence: float = 0.999
+    failed_looks: int = 1
 
 
 @dataclass(frozen=True)

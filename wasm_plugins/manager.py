@@ -10,12 +10,13 @@ from time import perf_counter
 from typing import Any
 
 from wasm_plugins import pmetrics
+from wasm_plugins.canary import FAILED, outcome
 from wasm_plugins.config import CanaryConfig, PluginConfig
 from wasm_plugins.embedder import Embedder, RequestView
 from wasm_plugins.engine import CompileError, compile_module
 from wasm_plugins.errors import PluginLoadError
 from wasm_plugins.module import inspect
-from wasm_plugins.plugin import Plugin, outcome
+from wasm_plugins.plugin import Plugin
 from wasm_plugins.raw import WasmCallError
 from wasm_plugins.runner import run_request, run_response
 from wasm_plugins.services import Services
@@ -168,6 +169,8 @@ class PluginManager:
             if inst is not None and inst.broken:
                 version.instance_failed(inst, exc.reason)
             plugin.record(version, False)
+            if plugin.judge is not None:
+                plugin.observe(version, ctx.route.name if ctx.route is not None else "", FAILED)
             return self._failed(plugin, name, version, exc)
         finally:
             elapsed = perf_counter() - started
@@ -176,7 +179,7 @@ class PluginManager:
                 tally = self._tallies[(name, phase)] = pmetrics.PhaseTally(name, phase)
             tally.add(elapsed, st.fuel if st is not None else 0)  # fuel: of completed runs only
         plugin.record(version, True)
-        if plugin.canary is not None:
+        if plugin.judge is not None:
             _judge(plugin, version, ctx, st, phase)
         return self.embedder.local_reply(name, st, phase) if st.local_response is not None or st.reset else None
 

@@ -6,22 +6,16 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import deque
 from typing import Any
 
 from wasm_plugins import pmetrics
+from wasm_plugins.canary import CanaryJudge
 from wasm_plugins.config import CanaryConfig, PluginConfig
 from wasm_plugins.version import PluginVersion
 
 log = logging.getLogger("edgegw.plugins")
 
 HISTORY = 5  # previous stable versions kept for rollback
-LOCAL, C4XX, C5XX = 1, 2, 4  # how a request was answered (Plugin.observe)
-
-
-def outcome(status: int, local: bool) -> int:
-    return (LOCAL if local else 0) | (C4XX if 400 <= status < 500 else C5XX if status >= 500 else 0)
-
 
 class Plugin:
     def __init__(self, spec: PluginConfig) -> None:
@@ -30,6 +24,7 @@ class Plugin:
         self.stable: PluginVersion | None = None
         self.canary: PluginVersion | None = None
         self.canary_cfg: CanaryConfig = spec.canary
+        self.judge: CanaryJudge | None = None  # while a canary runs
         self.history: list[PluginVersion] = []
         self.numbers = 0
         self.events: list[dict[str, Any]] = []  # recent operator-visible events (rollbacks, promotions)
@@ -52,6 +47,7 @@ class Plugin:
             if self.canary is not None:
                 self.canary.retire()
             self.canary, self.canary_cfg = version, canary
+            self.judge = CanaryJudge(canary)
         else:
             if self.stable is not None:
                 self.stable.retire()  # kept for rollback as a module: no instance, no memory
@@ -59,7 +55,7 @@ class Plugin:
                 self._trim()
             if self.canary is not None and self.canary is not version:
                 self.canary.retire()
-            self.stable, self.canary = version, None
+            self.stable, self.canary, self.judge = version, None, None
         self._gauges()
 
     def promote(self) -> PluginVersion:
@@ -77,7 +73,7 @@ class Plugin:
         if self.canary is not None:
             dropped = self.canary
             dropped.retire()
-            self.canary = None
+            self.canary = self.judge = None
             self._event(f"rolled back canary ({reason})", dropped)
         elif self.history:
             dropped = self.stable
@@ -100,44 +96,26 @@ class Plugin:
         self._gauges()
 
     def record(self, version: PluginVersion, ok: bool) -> None:
-        """Count the outcome; a canary past its failure threshold is rolled back automatically."""
         version.record(ok)
-        if version is not self.canary:
-            return
-        cfg = self.canary_cfg
-        seen, rate = version.failure_rate(cfg.window)
-        if seen >= cfg.min_requests and rate > cfg.max_failure_rate:
-            log.warning("plugin %s: canary v%d failing (%.0f%% of the last %d requests): rolling back",
-                        self.name, version.number, rate * 100, seen)
-            self.rollback(f"canary failure rate {rate:.0%} > {cfg.max_failure_rate:.0%}")
-        elif cfg.promote_after and version.requests >= cfg.promote_after and ok:
-            self.promote()
 
     def observe(self, version: PluginVersion, route: str, outcome: int) -> None:
-        """While a canary runs: how a request this version handled on `route` was answered (a bit
-        set of LOCAL, C4XX, C5XX). The canary is rolled back when on some route its share of any of
-        them exceeds the stable version's by more than `max_status_shift` (both having seen
-        `min_requests` there): a plugin's own answers are not failures, but a canary that answers
-        403 to everything is not healthy either."""
-        cfg = self.canary_cfg
-        window = version.answers.get(route)
-        if window is None:
-            window = version.answers[route] = deque(maxlen=cfg.window)
-        window.append(outcome)
-        stable = self.stable
-        if version is not self.canary or stable is None:
+        """While a canary runs: how a request this version handled on `route` was answered (a bit set
+        of LOCAL, C4XX, C5XX, FAILED: `wasm_plugins.canary`), for the canary's judge, which compares
+        the canary with the stable version route by route. A plugin's own answers are not failures,
+        but a canary that answers 403 to everything is not healthy either."""
+        judge = self.judge
+        if judge is None or (version is not self.canary and version is not self.stable):
             return
-        base = stable.answers.get(route)
-        if base is None or len(window) < cfg.min_requests or len(base) < cfg.min_requests:
+        decided = judge.observe(version is self.canary, route, outcome)
+        if decided is None:
             return
-        for bit, what in ((LOCAL, "answered locally"), (C4XX, "answered 4xx"), (C5XX, "answered 5xx")):
-            share = sum(1 for o in window if o & bit) / len(window)
-            stable_share = sum(1 for o in base if o & bit) / len(base)
-            if share - stable_share > cfg.max_status_shift:
-                log.warning("plugin %s: canary v%d %s to %.0f%% of requests on route %s (stable: %.0f%%): "
-                            "rolling back", self.name, version.number, what, share * 100, route, stable_share * 100)
-                self.rollback(f"canary {what} {share:.0%} on route {route!r}, stable {stable_share:.0%}")
-                return
+        kind, why = decided
+        if kind == "promote":
+            log.info("plugin %s: canary v%d promoted: %s", self.name, version.number, why)
+            self.promote()
+        else:
+            log.warning("plugin %s: canary v%d rolled back: %s", self.name, version.number, why)
+            self.rollback(why)
 
     def _trim(self) -> None:
         while len(self.history) > HISTORY:

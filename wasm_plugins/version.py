@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +54,6 @@ class PluginVersion:
         self.configs: set[bytes] = set()  # every configuration a route used: re-applied to new instances
         self.failures_in_row = 0
         self.retry_at = 0.0
-        self.outcomes: deque[bool] = deque(maxlen=1000)  # recent results (canary decisions)
-        self.answers: dict[str, deque[int]] = {}  # route -> how recent requests were answered (Plugin.observe)
         self.requests = 0
         self.failures = 0
         self._config_cache: dict[int, tuple[Any, bytes]] = {}
@@ -114,17 +111,10 @@ class PluginVersion:
 
     def record(self, ok: bool) -> None:
         self.requests += 1
-        self.outcomes.append(ok)
         if ok:
             self.failures_in_row = 0
         else:
             self.failures += 1
-
-    def failure_rate(self, window: int) -> tuple[int, float]:
-        recent = list(self.outcomes)[-window:]
-        if not recent:
-            return 0, 0.0
-        return len(recent), recent.count(False) / len(recent)
 
     def retire(self) -> None:
         """Out of service (replaced, rolled back, in the history, unloaded): its instance is released

@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--min-requests", type=int, default=None, help="canary requests per step before judging")
     q.add_argument("--min-step-s", type=float, default=None, help="least seconds per step")
     for name in ("max-error-rate-increase", "max-429-rate-increase", "max-4xx-rate-increase",
-                 "max-overhead-ratio", "max-latency-ratio"):
+                 "max-overhead-ratio", "max-latency-ratio", "confidence", "max-extension"):
         q.add_argument(f"--{name}", type=float, default=None)
+    q.add_argument("--failed-looks", type=int, default=None, help="failing looks in a row that fail a step")
     q.add_argument("--wait", action="store_true", help="follow the canary until it is promoted or rolled back")
     common(q)
     q.set_defaults(func=_rollout)
@@ -68,7 +69,8 @@ def _rollout(args: argparse.Namespace) -> int:
     if args.steps:
         body["steps"] = [float(x) for x in args.steps.split(",")]
     for key in ("min_requests", "min_step_s", "max_error_rate_increase", "max_429_rate_increase",
-                "max_4xx_rate_increase", "max_overhead_ratio", "max_latency_ratio"):
+                "max_4xx_rate_increase", "max_overhead_ratio", "max_latency_ratio", "confidence", "max_extension",
+                "failed_looks"):
         value = getattr(args, key)
         if value is not None:
             body[key] = value

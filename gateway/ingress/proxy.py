@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -50,6 +51,8 @@ class ProxyEndpoint:
         self.max_body = self.media.read_max_body
         self.text_max_body = max_body
         self.trust_forwarded_for = trust_forwarded_for
+        # Told each finished request while a policy canary judges this version (gateway.policy.canary).
+        self.observe: Callable[[Scope, RequestContext], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self._context(scope)
@@ -93,6 +96,8 @@ class ProxyEndpoint:
             self._record(ctx)
             if observer is not None:
                 observer.end(ctx)
+            if self.observe is not None:
+                self.observe(scope, ctx)
 
     def _context(self, scope: Scope) -> RequestContext:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

@@ -147,6 +147,8 @@ def _canary(sec: Section) -> CanaryConfig:
         min_requests=sec.int("min_requests", d.min_requests, min=1),
         window=sec.int("window", d.window, min=1),
         promote_after=sec.int("promote_after", d.promote_after, min=0),
+        confidence=sec.float("confidence", d.confidence, min=0.5, max=0.999999),
+        failed_looks=sec.int("failed_looks", d.failed_looks, min=1),
     )
     sec.done()
     return canary

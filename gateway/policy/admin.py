@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.config.reader import ConfigError
 from gateway.errors import GatewayError
 from gateway.policy.canary import CanarySettings
-from gateway.policy.canary_control import CanaryControl
+from gateway.policy.canary_control import CanaryControl, CanaryNotShared
 from gateway.policy.restart import report
 from gateway.policy.runtime import PolicyRefused, PolicyRuntime
 from gateway.policy.version import policy_hash, refusal_text, validate_policy
@@ -130,6 +130,8 @@ class _CanaryDecision(_PolicyResource):
             decided = await self.canary.decide(self.state, f"{self.state} by {who}")
         except PolicyRefused as exc:
             raise GatewayError(409, exc.message, "no_canary") from None
+        except CanaryNotShared as exc:  # applied here only: say so (logged where it failed)
+            raise GatewayError(500, str(exc), "canary_not_shared") from None
         return JSONResponse(decided.describe(), headers=self.headers())
 
 

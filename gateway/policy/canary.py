@@ -1,6 +1,11 @@
 """Policy canary: a sticky share of callers (hash of issuer + subject) runs a new policy version while
 the rest stay on the stable one; the share moves through steps, each judged against stable on the
-same traffic mix (5xx, 429 and other 4xx rates, p99 gateway overhead and upstream latency).
+same traffic mix by the project's one canary judge (`edgecore.judge`): 5xx, 429 and other 4xx rates,
+gateway overhead and upstream latency.
+
+Only requests that authenticated vote (or, on the canary, a caller whose token the stable version
+accepts and the canary refused): the arm is picked from the token's claims before they are verified,
+so an unverified claim may pick an arm but its outcome never counts (`vote`).
 
 `PolicyCanary` is the state machine and the judge; `CanaryProxy` is the request-path entry point
 while a canary runs (outside one, the stable proxy is called directly and nothing here costs a thing).
@@ -12,17 +17,21 @@ import base64
 import logging
 import time
 import zlib
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from edgecore.judge import ROLLED_BACK, RUNNING, STEP_PASSED, Arm, LatencyCheck, RateCheck, Rules, Steps
+
+if TYPE_CHECKING:
+    from gateway.context import RequestContext
+    from gateway.ingress.proxy import ProxyEndpoint
+
 log = logging.getLogger("edgegw.policy")
 
-_SAMPLES = 2000
-OVERHEAD_FLOOR_S = 0.002  # p99 differences below these are noise on a shared machine, never a verdict
+OVERHEAD_FLOOR_S = 0.002  # differences below these are noise on a shared machine, never a verdict
 LATENCY_FLOOR_S = 0.010
 
 
@@ -34,8 +43,11 @@ class CanarySettings:
     max_error_rate_increase: float = 0.01  # 5xx and plugin failures
     max_429_rate_increase: float = 0.05
     max_4xx_rate_increase: float = 0.05  # 4xx other than 429
-    max_overhead_ratio: float = 2.0  # p99 gateway overhead, canary over stable
-    max_latency_ratio: float = 1.5  # p99 upstream latency, canary over stable
+    max_overhead_ratio: float = 2.0  # gateway overhead, canary over stable (the distributions)
+    max_latency_ratio: float = 1.5  # upstream latency, canary over stable (the distributions)
+    confidence: float = 0.999  # one-sided, of each test at each look
+    failed_looks: int = 1  # consecutive failing looks that fail a step
+    max_extension: float = 4.0  # an inconclusive step waits for up to this many times min_requests
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> CanarySettings:
@@ -53,10 +65,18 @@ class CanarySettings:
                 if any(b <= a for a, b in zip(value, value[1:], strict=False)):
                     raise ValueError("steps: shares must increase")
                 values[name] = tuple(float(x) for x in value)
-            elif name == "min_requests":
+            elif name in ("min_requests", "failed_looks"):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ValueError("min_requests: an integer of at least 1")
+                    raise ValueError(f"{name}: an integer of at least 1")
                 values[name] = value
+            elif name == "confidence":
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.5 <= value < 1:
+                    raise ValueError("confidence: a number from 0.5 up to (not including) 1, such as 0.999")
+                values[name] = float(value)
+            elif name == "max_extension":
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 1:
+                    raise ValueError("max_extension: a number of at least 1")
+                values[name] = float(value)
             else:
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                     raise ValueError(f"{name}: a number of at least 0")
@@ -67,6 +87,17 @@ class CanarySettings:
         out = asdict(self)
         out["steps"] = list(self.steps)
         return out
+
+    def rules(self) -> Rules:
+        """What the judge compares, with these settings' tolerances."""
+        return Rules(rates=(RateCheck("5xx", "5xx rate", self.max_error_rate_increase),
+                            RateCheck("429", "429 rate", self.max_429_rate_increase),
+                            RateCheck("4xx", "4xx rate", self.max_4xx_rate_increase)),
+                     latencies=(LatencyCheck("overhead", "gateway overhead", self.max_overhead_ratio,
+                                             OVERHEAD_FLOOR_S),
+                                LatencyCheck("upstream", "upstream latency", self.max_latency_ratio, LATENCY_FLOOR_S)),
+                     min_requests=self.min_requests, confidence=self.confidence, failed_looks=self.failed_looks,
+                     max_extension=self.max_extension)
 
 
 def caller_bucket(issuer: str, subject: str) -> float:
@@ -95,164 +126,145 @@ def token_caller(headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | None:
     return None
 
 
-class ArmStats:
-    """One arm's outcomes during one step."""
-
-    def __init__(self) -> None:
-        self.requests = self.errors = self.limited = self.rejected = 0
-        self.overhead: deque[float] = deque(maxlen=_SAMPLES)
-        self.upstream: deque[float] = deque(maxlen=_SAMPLES)
-
-    def record(self, status: int, overhead_s: float, upstream_s: float) -> None:
-        self.requests += 1
-        if status >= 500:
-            self.errors += 1
-        elif status == 429:
-            self.limited += 1
-        elif status >= 400:
-            self.rejected += 1
-        self.overhead.append(overhead_s)
-        if status < 400:
-            self.upstream.append(upstream_s)
-
-    def rate(self, count: int) -> float:
-        return count / self.requests if self.requests else 0.0
-
-    @staticmethod
-    def p99(samples: deque[float]) -> float | None:
-        if not samples:
-            return None
-        ordered = sorted(samples)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-    def describe(self) -> dict[str, Any]:
-        def ms(v: float | None) -> float | None:
-            return None if v is None else round(v * 1000, 3)
-
-        return {"requests": self.requests, "error_rate": round(self.rate(self.errors), 4),
-                "rate_429": round(self.rate(self.limited), 4), "rate_4xx": round(self.rate(self.rejected), 4),
-                "p99_overhead_ms": ms(self.p99(self.overhead)), "p99_upstream_ms": ms(self.p99(self.upstream))}
+def describe_arm(arm: Arm) -> dict[str, Any]:
+    n = arm.requests
+    return {"requests": n, "error_rate": round(arm.rate("5xx"), 4), "rate_429": round(arm.rate("429"), 4),
+            "rate_4xx": round(arm.rate("4xx"), 4),
+            "p50_overhead_ms": arm.quantile_ms("overhead", 0.5), "p99_overhead_ms": arm.quantile_ms("overhead", 0.99),
+            "p50_upstream_ms": arm.quantile_ms("upstream", 0.5), "p99_upstream_ms": arm.quantile_ms("upstream", 0.99)}
 
 
 class PolicyCanary:
     """running -> promoted | rolled_back | aborted. `decided(state, why)` is called once, on a verdict."""
 
     def __init__(self, canary_id: str, version: str, settings: CanarySettings,
-                 decided: Callable[[str, str], None], advanced: Callable[[int], None] | None = None) -> None:
+                 decided: Callable[[str, str], None], advanced: Callable[[int], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.id = canary_id
         self.version = version
         self.settings = settings
         self.decided = decided
         self.advanced = advanced  # told when this judge passes a step (so every worker moves with it)
-        self.state = "running"
-        self.step = 0
-        self.share = settings.steps[0] / 100.0
-        self.step_started = time.monotonic()
+        self.run = Steps(settings.steps, settings.rules(), settings.min_step_s, clock)
         self.started_at = time.time()
-        self.canary, self.stable, self.baseline = ArmStats(), ArmStats(), ArmStats()
-        self.exposed = 0
         self.events: list[dict[str, Any]] = []
         self.event("started", f"version {version} for {self.share:.0%} of callers")
+
+    @property
+    def state(self) -> str:
+        return self.run.state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self.run.state = value
+
+    @property
+    def step(self) -> int:
+        return self.run.step
+
+    @property
+    def share(self) -> float:
+        return self.run.share
+
+    @property
+    def exposed(self) -> int:
+        return self.run.exposed
 
     def takes(self, scope_headers: list[tuple[bytes, bytes]]) -> bool:
         caller = token_caller(scope_headers)
         return caller is not None and caller_bucket(*caller) < self.share
 
     def record(self, to_canary: bool, status: int, overhead_s: float, upstream_s: float) -> None:
-        if self.state != "running":
+        """One request that may vote (see `CanaryProxy`), on either arm."""
+        arm = self.run.arm(to_canary)
+        if arm is None:
             return
-        if to_canary:
-            self.canary.record(status, overhead_s, upstream_s)
-            self.exposed += 1
-            if self.canary.requests >= self.settings.min_requests:
-                self._judge()
+        if status >= 500:
+            arm.add("5xx")
+        elif status == 429:
+            arm.add("429")
+        elif status >= 400:
+            arm.add("4xx")
         else:
-            self.stable.record(status, overhead_s, upstream_s)
-            self.baseline.record(status, overhead_s, upstream_s)
+            arm.add()
+            arm.sample("upstream", upstream_s)
+        arm.sample("overhead", overhead_s)
+        reached = self.run.counted(to_canary)
+        if reached is not None:
+            self._reached(*reached)
 
-    def verdict(self) -> str | None:
-        s, c = self.settings, self.canary
-        st = self.stable if self.stable.requests >= s.min_requests else self.baseline
-        for label, count, base, allowed in (
-                ("error rate", c.errors, st.rate(st.errors), s.max_error_rate_increase),
-                ("429 rate", c.limited, st.rate(st.limited), s.max_429_rate_increase),
-                ("4xx rate", c.rejected, st.rate(st.rejected), s.max_4xx_rate_increase)):
-            if c.rate(count) - base > allowed:
-                return f"{label} {c.rate(count):.1%} vs stable {base:.1%} (allowed +{allowed:.1%})"
-        for label, mine, theirs, ratio, floor in (
-                ("p99 overhead", c.p99(c.overhead), st.p99(st.overhead), s.max_overhead_ratio, OVERHEAD_FLOOR_S),
-                ("p99 upstream latency", c.p99(c.upstream), st.p99(st.upstream), s.max_latency_ratio,
-                 LATENCY_FLOOR_S)):
-            if mine is not None and theirs is not None and mine > floor and mine > theirs * ratio:
-                return f"{label} {mine * 1000:.1f} ms vs stable {theirs * 1000:.1f} ms (allowed x{ratio:g})"
-        return None
-
-    def _judge(self) -> None:
-        reason = self.verdict()
-        if reason is not None:
-            self.finish("rolled_back", f"step {self.step + 1} ({self.share:.0%}) failed: {reason}")
-        elif time.monotonic() - self.step_started >= self.settings.min_step_s:
-            passed = f"step {self.step + 1} ({self.share:.0%}) passed"
-            if self.step + 1 >= len(self.settings.steps):
-                self.finish("promoted", passed)
-                return
-            self.advance_to(self.step + 1, passed)
-            if self.advanced is not None:
-                self.advanced(self.step)
+    def _reached(self, kind: str, why: str) -> None:
+        if kind != STEP_PASSED:
+            self.finish(kind, why)
+            return
+        self.advance_to(self.step + 1, why)
+        if self.advanced is not None:
+            self.advanced(self.step)
 
     def advance_to(self, step: int, why: str) -> None:
         """Move to step `step` (0-based; here, or a step another worker's judge passed)."""
-        if self.state != "running" or step <= self.step or step >= len(self.settings.steps):
-            return
-        self.event("step_passed", why)
-        self.step = step
-        self.share = self.settings.steps[step] / 100.0
-        self.step_started = time.monotonic()
-        self.canary, self.stable = ArmStats(), ArmStats()
+        if self.state == RUNNING and self.step < step < len(self.settings.steps):
+            self.event("step_passed", why)
+            self.run.advance_to(step)
 
     def finish(self, state: str, why: str) -> None:
         """End with a verdict (here, or read from another worker); the first verdict wins."""
-        if self.state != "running":
-            return
-        self.state = state
-        self.event(state, why)
-        self.decided(state, why)
+        if self.run.end(state):
+            self.event(state, why)
+            self.decided(state, why)
 
     def event(self, kind: str, detail: str) -> None:
         self.events.append({"at": time.time(), "event": kind, "detail": detail})
-        level = logging.WARNING if kind == "rolled_back" else logging.INFO
+        level = logging.WARNING if kind == ROLLED_BACK else logging.INFO
         log.log(level, "policy canary %s: %s: %s", self.version, kind.replace("_", " "), detail)
 
     def describe(self) -> dict[str, Any]:
+        judge = self.run.judge
         return {"id": self.id, "version": self.version, "state": self.state, "step": self.step + 1,
                 "share": self.share, "exposed": self.exposed, "started_at": self.started_at,
-                "settings": self.settings.to_dict(), "canary": self.canary.describe(),
-                "stable": self.stable.describe(), "events": list(reversed(self.events))}
+                "waiting": self.run.waiting, "settings": self.settings.to_dict(),
+                "canary": describe_arm(judge.canary), "stable": describe_arm(judge.stable),
+                "events": list(reversed(self.events))}
 
 
 class CanaryProxy:
-    """The inference entry point while a canary runs: each request to its caller's version, its outcome
-    to the judge (status, and the overhead the proxy reports in `x-edgegw-overhead-ms`)."""
+    """The inference entry point while a canary runs: each request to its caller's version, and the
+    outcome of each request that may vote to the judge (its status, and the overhead and upstream
+    time the proxy measured)."""
 
-    def __init__(self, canary: PolicyCanary, stable: Any, candidate: Any) -> None:
+    def __init__(self, canary: PolicyCanary, stable: ProxyEndpoint, candidate: ProxyEndpoint,
+                 genuine: Callable[[str | None], Awaitable[bool]]) -> None:
         self.canary = canary
         self.stable = stable
         self.candidate = candidate
+        self.genuine = genuine  # whether an Authorization header's token verifies under the stable version
+        stable.observe = candidate.observe = self._seen
+
+    def detach(self) -> None:
+        """The canary ended: the proxies stop reporting outcomes."""
+        self.stable.observe = self.candidate.observe = None
+
+    @staticmethod
+    def _seen(scope: MutableMapping[str, Any], ctx: RequestContext) -> None:
+        scope["edgegw.outcome"] = ctx
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         canary = self.canary
-        to_canary = canary.state == "running" and canary.takes(scope["headers"])
-        started = time.perf_counter()
-        seen: list[Any] = [0, 0.0]
+        to_canary = canary.state == RUNNING and canary.takes(scope["headers"])
+        await (self.candidate if to_canary else self.stable)(scope, receive, send)
+        ctx: RequestContext | None = scope.pop("edgegw.outcome", None)
+        if ctx is None or canary.state != RUNNING or not await self.votes(ctx, to_canary):
+            return
+        overhead = ctx.overhead_ms() / 1000.0
+        total = time.perf_counter() - ctx.started
+        canary.record(to_canary, ctx.status, overhead, max(0.0, total - overhead))
 
-        async def watch(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                seen[0] = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name == b"x-edgegw-overhead-ms":
-                        seen[1] = float(value) / 1000.0
-            await send(message)
-
-        await (self.candidate if to_canary else self.stable)(scope, receive, watch)
-        total = time.perf_counter() - started
-        canary.record(to_canary, seen[0], seen[1], max(0.0, total - seen[1]))
+    async def votes(self, ctx: RequestContext, to_canary: bool) -> bool:
+        """A request votes when its version authenticated the caller, or when the canary refused a
+        caller the stable version accepts (the canary's own rules judged a genuine caller). Junk
+        tokens vote on neither arm: they could otherwise veto a canary or mask a broken one."""
+        if ctx.subject is not None:
+            return True
+        if not to_canary or ctx.status not in (401, 403):
+            return False
+        return await self.genuine(ctx.headers.get("authorization"))

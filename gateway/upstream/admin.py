@@ -57,15 +57,26 @@ class Rollouts(HTTPEndpoint):
 class PromoteRollout(HTTPEndpoint):
     async def post(self, request: Request) -> Response:
         rollout = _rollout_of(request)
-        rollout.promote(f"promoted by {_operator(request)}")
+        try:
+            rollout.promote(f"promoted by {_operator(request)}")
+        except OSError as exc:  # logged where it failed
+            raise _not_shared("promoted", exc) from None
         return JSONResponse(rollout.describe())
 
 
 class AbortRollout(HTTPEndpoint):
     async def post(self, request: Request) -> Response:
         rollout = _rollout_of(request)
-        rollout.rollback(f"aborted by {_operator(request)}")
+        try:
+            rollout.rollback(f"aborted by {_operator(request)}")
+        except OSError as exc:  # logged where it failed
+            raise _not_shared("rolled back", exc) from None
         return JSONResponse(rollout.describe())
+
+
+def _not_shared(done: str, exc: OSError) -> GatewayError:
+    return GatewayError(500, f"the rollout was {done} in this worker only: its verdict could not be written for "
+                        f"the other workers ({exc.strerror or exc})", "rollout_not_shared")
 
 
 def upstream_routes() -> list[BaseRoute]:

@@ -94,14 +94,18 @@ _DESCRIPTIONS: dict[str, str] = {
                                     "endpoint of the pool is stable",
     "pools[].rollout.steps": "the canary's share of the pool's traffic, in percent, step by step (increasing)",
     "pools[].rollout.interval_s": "least time a step lasts before it can pass",
-    "pools[].rollout.min_requests": "canary requests a step needs before it is judged (a failure is judged "
-                                    "as soon as they are in)",
-    "pools[].rollout.max_error_rate_increase": "the canary's 5xx/connection-failure rate may exceed the "
-                                               "stable group's by this much (0.02: two points)",
-    "pools[].rollout.max_latency_ratio": "the canary's p99 latency may be this many times the stable "
-                                         "group's (differences under 10 ms never fail a step)",
-    "pools[].rollout.max_ttft_ratio": "streams: the canary's p99 time to first byte may be this many times "
-                                      "the stable group's (differences under 10 ms never fail a step)",
+    "pools[].rollout.min_requests": "canary requests a step needs before it is first judged (then again "
+                                    "each time the canary has 10% more; a dead canary is caught at the first look)",
+    "pools[].rollout.max_error_rate_increase": "least increase of the canary's 5xx/connection-failure rate over "
+                                               "the stable group's that fails a step, when significant at "
+                                               "`confidence` (0.02: two points)",
+    "pools[].rollout.max_latency_ratio": "the canary's latencies may be this many times the stable group's "
+                                         "(Mann-Whitney U on the distributions, not a p99 ratio; differences "
+                                         "under 10 ms never fail a step)",
+    "pools[].rollout.max_ttft_ratio": "streams: the same for the time to first byte",
+    "pools[].rollout.confidence": "how sure a failed step must be: one-sided confidence of each test at each "
+                                  "look (docs/policy-reload.md, How a canary is judged)",
+    "pools[].rollout.failed_looks": "failing looks in a row that fail a step (Argo Rollouts' failure limit)",
     "pools[].dns.name": "the hostname whose A records are the endpoints",
     "pools[].dns.port": "every discovered address is reached on this port",
     "pools[].dns.scheme": "scheme of discovered endpoints",

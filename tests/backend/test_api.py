@@ -55,7 +55,12 @@ def test_greedy_stream_matches_non_stream(client: openai.OpenAI) -> None:
     assert text == whole.choices[0].message.content
     finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finals == [whole.choices[0].finish_reason]
-    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert chunks[-1].choices == []
+    streamed = chunks[-1].usage
+    assert (streamed.prompt_tokens, streamed.completion_tokens) == (whole.usage.prompt_tokens, whole.usage.completion_tokens)
+    # The second ask reuses the first one's prompt blocks (the prefix cache), the first has none of its own.
+    assert whole.usage.prompt_tokens_details.cached_tokens == 0
+    assert 0 < streamed.prompt_tokens_details.cached_tokens < streamed.prompt_tokens
 
 
 def test_stream_wire_format_ends_with_done(tiny_backend: BackendProc) -> None:

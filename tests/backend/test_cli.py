@@ -27,3 +27,9 @@ def test_unloadable_model_exits_non_zero(tmp_path: Path) -> None:
     done = subprocess.run([*EDGEGW, "backend", "--model", str(tmp_path), "--port", "0"], capture_output=True,
                           text=True, timeout=120, cwd=ROOT, env={**__import__("os").environ, **OFFLINE})
     assert done.returncode == 1 and "failed to load" in done.stderr
+
+
+def test_negative_prefix_cache_bound_is_refused() -> None:
+    done = subprocess.run([*EDGEGW, "backend", "--model", "smollm2", "--prefix-cache-mb", "-1"], capture_output=True,
+                          text=True, timeout=30, cwd=ROOT)
+    assert done.returncode != 0 and "--prefix-cache-mb must be 0 (off) or more" in done.stderr

@@ -112,3 +112,53 @@ def test_cache_internals_check_refuses_a_changed_transformers(monkeypatch: pytes
     with pytest.raises(kv.CacheInternalsError) as err:
         kv.check_cache_internals()
     assert expected in str(err.value) and "pyproject.toml" in str(err.value)
+
+
+def test_prefix_cache_matches_whole_blocks_and_evicts_leaves_first() -> None:
+    torch = pytest.importorskip("torch")
+    from gpu_backend.prefix_cache import PrefixCache
+
+    def kv_of(tokens: list[int]):  # [layers=1, 2, heads=1, positions, dim=1]: each position's token id
+        return lambda a, b: torch.tensor(tokens[a:b], dtype=torch.float32).view(1, 1, 1, -1, 1).repeat(1, 2, 1, 1, 1)
+
+    block_bytes = 2 * 4 * 4  # keys and values of 4 positions, one float each
+    cache = PrefixCache(capacity_bytes=5 * block_bytes, block_tokens=4)
+    a = list(range(10))  # two full blocks, and a remainder that is never cached
+    cache.store(a, kv_of(a))
+    assert len(cache) == 2 and cache.bytes == 2 * block_bytes
+    hit = cache.match([*a[:8], 99])  # the last position is never covered: both blocks
+    assert len(hit) == 2 and PrefixCache.past(hit, 6)[0, 0, 0, :, 0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert len(cache.match(a[:8])) == 1  # an 8-token prompt may reuse only its first block
+    assert cache.match([0, 1, 2, 7, 4, 5, 6, 7, 8]) == []  # a block differs: nothing after it matches either
+    b = [0, 1, 2, 3, 50, 51, 52, 53, 54, 55, 56, 57, 58]  # shares a's first block
+    cache.store(b, kv_of(b))
+    assert len(cache) == 4 and len(cache.match(b)) == 3
+    c = list(range(100, 113))  # three new blocks: over the bound by two
+    cache.store(c, kv_of(c))
+    assert cache.bytes == 5 * block_bytes
+    # a's second block was the least recently used leaf; b's deepest came next. The shared first block
+    # stays: it was touched after every block under it.
+    assert len(cache.match([*a, 0])) == 1 and len(cache.match([*b, 0])) == 2 and len(cache.match([*c, 0])) == 3
+
+
+def test_prefix_cache_of_zero_bytes_keeps_nothing() -> None:
+    torch = pytest.importorskip("torch")
+    from gpu_backend.prefix_cache import PrefixCache
+
+    cache = PrefixCache(capacity_bytes=0, block_tokens=4)
+    cache.store(list(range(12)), lambda a, b: torch.zeros(1, 2, 1, b - a, 1))
+    assert len(cache) == 0 and cache.match(list(range(12))) == []
+
+
+def test_cache_with_past_right_aligns_each_rows_past() -> None:
+    torch = pytest.importorskip("torch")
+    from gpu_backend.kv import cache_with_past, row_states
+
+    past = torch.arange(3.0).view(1, 1, 1, 3, 1).repeat(2, 2, 1, 1, 1)  # 2 layers, 3 positions
+    cache = cache_with_past([past, None, past[:, :, :, :1]], width=3, room=2)
+    assert cache.get_seq_length() == 3
+    new = torch.full((3, 1, 2, 1), 9.0)
+    for layer in range(2):
+        cache.update(new, new.clone(), layer)
+    assert cache.layers[1].keys[:, 0, :, 0].tolist() == [[0, 1, 2, 9, 9], [0, 0, 0, 9, 9], [0, 0, 0, 9, 9]]
+    assert row_states(cache, 0, 1, 4)[:, 1, 0, :, 0].tolist() == [[1, 2, 9], [1, 2, 9]]
