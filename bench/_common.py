@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgecore.progress import step  # noqa: E402
-from tests.harness import EDGEGW, Proc, free_port, start_server  # noqa: E402
+from testkit.harness import EDGEGW, Proc, free_port, start_server  # noqa: E402
 
 __all__ = ["EDGEGW", "ROOT", "LoadResult", "Proc", "cpu_seconds", "free_port", "instructions_per_request",
            "print_table", "start_server", "wrk"]

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import EDGEGW, free_port, start_server  # noqa: E402
+from testkit.harness import EDGEGW, free_port, start_server  # noqa: E402
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 TOPICS = ["the sea", "a small robot", "autumn in the mountains", "an old library", "the first snow",

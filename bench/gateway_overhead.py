@@ -55,7 +55,7 @@ def gateway_command(server: str, config: Path, port: int) -> list[str]:
     if server == "edgegw":
         args = [*EDGEGW, "serve", "--config", str(config), "--port", str(port)]
     elif server == "uvicorn-stock":
-        args = [sys.executable, "-m", "uvicorn", "gateway.server:app_factory", "--factory", "--port", str(port),
+        args = [sys.executable, "-m", "uvicorn", "gateway.app:app_factory", "--factory", "--port", str(port),
                 "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-proxy-headers",
                 "--log-level", "warning", "--backlog", "4096"]
     else:
@@ -63,7 +63,7 @@ def gateway_command(server: str, config: Path, port: int) -> list[str]:
             raise SystemExit("--servers granian needs the granian package (pip install granian)")
         args = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(port),
                 "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096",
-                "gateway.server:app_factory"]
+                "gateway.app:app_factory"]
     return args
 
 
@@ -124,7 +124,7 @@ def count_telemetry_instructions(config: Path, seconds: int, rounds: int, ratio:
     """Instructions per request with telemetry off and on (`ratio` sampled), rounds interleaved."""
     from gateway.auth.mint import mint_token
     from gateway.features import load_config
-    from tests.telemetry.otlp_receiver import OtlpReceiver
+    from testkit.otlp_receiver import OtlpReceiver
 
     receiver = OtlpReceiver().start()
     on = f"telemetry {ratio:.0%}"
@@ -156,7 +156,7 @@ def media_rows(url: str, auth: dict[str, str], gateway: Proc, args: argparse.Nam
     """A 200 KB PNG in a chat request: JSON with a base64 data URL against MessagePack bytes."""
     import base64
 
-    from tests.media_files import png
+    from testkit.media_files import png
 
     image = png(pad_bytes=200_000)
     text = {"type": "text", "text": "What is in this picture?"}
@@ -206,7 +206,7 @@ def main() -> None:
     os.environ["EDGEGW_BENCH_SECRET"] = SECRET
     tmp = Path(tempfile.mkdtemp(prefix="edgegw-bench-"))
     bport = free_port()
-    backend = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(bport)],
+    backend = start_server([sys.executable, "-m", "testkit.fakes.backend", "--port", str(bport)],
                            f"http://127.0.0.1:{bport}/healthz", name="fake-backend")
     config = {
         "server": {"access_log": str(tmp / "access.log") if args.access_log == "file" else "off"},
@@ -232,7 +232,7 @@ def main() -> None:
         return
     gateways: dict[str, Proc] = {}
     ports: dict[str, int] = {}
-    from tests.telemetry.otlp_receiver import OtlpReceiver
+    from testkit.otlp_receiver import OtlpReceiver
 
     receiver = OtlpReceiver().start()
     try:

@@ -24,9 +24,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import gateway_config, issuer_config, start_fake_backend, start_gateway  # noqa: E402
-from tests.harness import EDGEGW  # noqa: E402
-from tests.policy.support import Load, wait_until, worker_versions  # noqa: E402
+from testkit.gateways import gateway_config, issuer_config, start_fake_backend, start_gateway  # noqa: E402
+from testkit.harness import EDGEGW  # noqa: E402
+from testkit.policy_load import Load, wait_until, worker_versions  # noqa: E402
 
 
 def canary(gw: Any, admin_token: str, text: str, tmp: Path) -> tuple[str, str]:

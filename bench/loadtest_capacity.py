@@ -44,7 +44,7 @@ def main() -> None:
     os.environ["EDGEGW_BENCH_SECRET"] = SECRET
     tmp = Path(tempfile.mkdtemp(prefix="edgegw-capacity-"))
     bport, gport = free_port(), free_port()
-    backend = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(bport), "--token-delay",
+    backend = start_server([sys.executable, "-m", "testkit.fakes.backend", "--port", str(bport), "--token-delay",
                             str(args.token_delay)], f"http://127.0.0.1:{bport}/healthz", name="fake-backend")
     config = {
         "server": {"access_log": "off"},

@@ -189,7 +189,7 @@ def main() -> None:
     args = parser.parse_args()
     BODY["max_tokens"] = args.tokens
     port = free_port()
-    backend = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(port),
+    backend = start_server([sys.executable, "-m", "testkit.fakes.backend", "--port", str(port),
                             "--token-delay", str(args.token_delay)], f"http://127.0.0.1:{port}/healthz",
                            name="fake-backend")
     tmp = Path(tempfile.mkdtemp(prefix="edgegw-bench-engine-"))

@@ -35,7 +35,7 @@ os.environ.setdefault("EDGEGW_PLUGIN_CACHE_DIR", tempfile.mkdtemp(prefix="edgegw
 
 from _common import cpu_seconds  # noqa: E402
 
-from tests.harness import free_port  # noqa: E402
+from testkit.harness import free_port  # noqa: E402
 
 ROUTER = {"rules": ["header:x-partner-tier=premium->premium", "tenant=acme->premium"], "default": "default"}
 REDACT = {"max_tokens": 64}
@@ -76,7 +76,7 @@ def row(name: str, samples: list[float], base: list[float] | None = None) -> str
 async def in_process(built: dict[str, Path], n: int) -> None:
     from gateway.config.schema import RouteConfig
     from gateway.context import RequestContext
-    from gateway.plugins.config import PluginBinding
+    from gateway.plugins.config import NAME, PluginBinding
     from gateway.plugins.embedder import plugin_manager
     from gateway.plugins.stage import PluginPhaseStage
     from wasm_plugins.config import Limits, PluginConfig, encode_config
@@ -92,10 +92,9 @@ async def in_process(built: dict[str, Path], n: int) -> None:
     routes = {
         "no plugins": (RouteConfig("none", ("/v1/completions",)), "routing"),
         "header-only (router)": (RouteConfig("r", ("/v1/completions",),
-                                             sections={"plugins": (PluginBinding("router", "routing"),)}), "routing"),
+                                             sections={NAME: (PluginBinding("router", "routing"),)}), "routing"),
         "body rewrite (redact)": (RouteConfig("p", ("/v1/completions",),
-                                              sections={"plugins": (PluginBinding("redact", "preprocess"),)}),
-                                  "preprocess"),
+                                              sections={NAME: (PluginBinding("redact", "preprocess"),)}), "preprocess"),
     }
     stages = {phase: PluginPhaseStage(manager, phase) for phase in ("routing", "preprocess")}
     results: dict[str, list[float]] = {name: [] for name in routes}
@@ -127,7 +126,7 @@ async def stage_loop(built: dict[str, Path], variant: str, n: int) -> None:
     wasm_plugins.engine._tick = lambda eng: None  # no epoch thread: deadlines never fire here
     from gateway.config.schema import RouteConfig
     from gateway.context import RequestContext
-    from gateway.plugins.config import PluginBinding
+    from gateway.plugins.config import NAME, PluginBinding
     from gateway.plugins.embedder import plugin_manager
     from gateway.plugins.stage import PluginPhaseStage
     from wasm_plugins.config import Limits, PluginConfig, encode_config
@@ -139,7 +138,7 @@ async def stage_loop(built: dict[str, Path], variant: str, n: int) -> None:
     manager = plugin_manager(specs, None)
     await manager.start()
     bindings = () if config is None else (PluginBinding(variant, phase),)
-    route = RouteConfig("r", ("/v1/completions",), sections={"plugins": bindings})
+    route = RouteConfig("r", ("/v1/completions",), sections={NAME: bindings} if bindings else {})
     stage = PluginPhaseStage(manager, phase)
     body = b'{"model":"m","prompt":"%s","max_tokens":500}' % PROMPT.encode()
     for i in range(200 + n):
@@ -185,11 +184,11 @@ def through_gateway(built: dict[str, Path], n: int, block: int) -> None:
     import httpx
     import yaml
 
-    from tests.harness import EDGEGW, start_server
+    from testkit.harness import EDGEGW, start_server
 
     os.environ.setdefault("EDGEGW_TEST_SECRET", "bench-secret-0123456789-abcdefghijklmnop")
     bport, gport = free_port(), free_port()
-    backend = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(bport)],
+    backend = start_server([sys.executable, "-m", "testkit.fakes.backend", "--port", str(bport)],
                            f"http://127.0.0.1:{bport}/healthz", name="bench-backend")
     paths = ["/v1/completions"]
     cfg: dict[str, Any] = {

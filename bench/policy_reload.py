@@ -181,7 +181,7 @@ def main() -> None:
     os.environ["EDGEGW_BENCH_SECRET"] = SECRET
     tmp = Path(tempfile.mkdtemp(prefix="edgegw-bench-reload-"))
     bport = free_port()
-    backend = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(bport), "--models",
+    backend = start_server([sys.executable, "-m", "testkit.fakes.backend", "--port", str(bport), "--models",
                             ",".join(["fake-model", *(f"model-{i}" for i in range(args.routes))])],
                            f"http://127.0.0.1:{bport}/healthz", name="fake-backend")
     try:

@@ -24,7 +24,7 @@ import yaml
 from _common import EDGEGW, LoadResult, Proc, cpu_seconds, free_port, print_table, start_server, wrk
 
 from edgecore.progress import step
-from tests.harness import RedisServer
+from testkit.harness import RedisServer
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
 
@@ -119,7 +119,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="edgegw-bench-rl-"))
     redis = RedisServer().start()
     bport = free_port()
-    backend = start_server([sys.executable, "-m", "tests.fakes.backend", "--port", str(bport)],
+    backend = start_server([sys.executable, "-m", "testkit.fakes.backend", "--port", str(bport)],
                            f"http://127.0.0.1:{bport}/healthz", name="fake-backend")
     gateways = []
     try:

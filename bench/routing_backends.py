@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.backend_batching import OFFLINE, TOPICS, system_prompt  # noqa: E402
-from tests.harness import EDGEGW, Proc, free_port, start_server  # noqa: E402
+from testkit.harness import EDGEGW, Proc, free_port, start_server  # noqa: E402
 
 BALANCERS = ("least_outstanding", "inference")
 SECRET = "routing-bench-secret-0123456789abcdef"

@@ -6,8 +6,10 @@ each version's objects from the features, and the admin API mounts each feature'
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
@@ -21,18 +23,21 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
-from gateway.api import SPECS
 from gateway.auth.admin import AdminGuard, RequireAdmin, make_require_admin
 from gateway.auth.feature import AUTH
-from gateway.auth.verifier import bearer_token, single_authorization
+from gateway.auth.verifier import bearer_token
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError, internal_error_body
 from gateway.feature import Feature, StateKey
-from gateway.features import FEATURES
+from gateway.features import FEATURES, load_config
+from gateway.ingress.api import SPECS
+from gateway.ingress.headers import single_authorization
 from gateway.policy.admin import policy_routes
 from gateway.policy.canary_control import CanaryControl
 from gateway.policy.parts import Parts, stop_parts
 from gateway.policy.runtime import PolicyRuntime
+from gateway.serving import protocol
+from gateway.serving.server import CONFIG_ENV, log_format
 from gateway.status import StatusPage, sign_in_routes, status_routes
 from gateway.upstream.forward import Upstreams
 
@@ -231,3 +236,18 @@ def create_app(config: GatewayConfig) -> EdgeApp:
     )
     app.state.gateway = gateway
     return EdgeApp(gateway, app)
+
+
+@functools.cache
+def worker_config() -> GatewayConfig:
+    """This worker process's policy: `edgegw serve` validated the file in the parent and named it in
+    `EDGEGW_CONFIG`; uvicorn's workers are spawned, so each loads it again, once."""
+    return load_config(os.environ[CONFIG_ENV])
+
+
+def app_factory() -> EdgeApp:
+    """What each worker process serves (uvicorn imports this by name: `serving.server.APP_FACTORY`)."""
+    config = worker_config()
+    log_format()  # spawned workers do not inherit the parent's logging set-up
+    protocol.configure(protocol.ListenerLimits.of(config.server))
+    return create_app(config)

@@ -1,4 +1,5 @@
-"""The `edgegw` command line. Each subsystem registers its own subcommands here."""
+"""The `edgegw` command line: the server's commands (`serve`, `check-config`) here; every other
+subsystem registers its own (the backend, plugins, policy, and the client commands of `gateway.client`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from gateway.client.defaults import CONFIG_ENV, DEFAULT_CONFIG, default_config
 
 
 def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,38 +19,23 @@ def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     register_backend(sub)
     register_plugins(sub)
-    from gateway.loadtest.cli import register as register_loadtest
+    from gateway.client.loadtest.cli import register as register_loadtest
 
     register_loadtest(sub)
-    from gateway.policy.cli import register as register_policy
+    from gateway.client.policy import register as register_policy
 
     register_policy(sub)
-    from gateway.ask import register as register_ask  # `edgegw ask --image FILE "question"` (MessagePack)
+    from gateway.client.ask import (
+        register as register_ask,  # `edgegw ask --image FILE "question"` (MessagePack)
+    )
 
     register_ask(sub)
-    from gateway.telemetry.usage_cli import register as register_usage  # `edgegw usage --since 7d`
+    from gateway.client.commands import register as register_client  # token, demo
+    from gateway.client.usage import register as register_usage  # `edgegw usage --since 7d`
 
     register_usage(sub)
 
-
-CONFIG_ENV = "EDGEGW_CONFIG"  # the policy file of every command that takes one (the image sets it)
-DEFAULT_CONFIG = "policies/gateway.yaml"
-
-
-def default_config() -> str | None:
-    """The policy file from $EDGEGW_CONFIG, or None when unset."""
-    return os.environ.get(CONFIG_ENV) or None
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    register_client(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,26 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="admin token for --against (default: $EDGEGW_ADMIN_TOKEN)")
     p.set_defaults(func=_check_config)
 
-    p = sub.add_parser("token", help="mint a JWT for an HS* issuer (demo and tests)")
-    p.add_argument("--config", default=default_config() or DEFAULT_CONFIG,
-                   help=f"policy file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})")
-    p.add_argument("--issuer", required=True)
-    p.add_argument("--sub", required=True)
-    p.add_argument("--scope", action="append", default=[], help="repeatable")
-    p.add_argument("--model", action="append", default=[], help="allowed model (repeatable)")
-    p.add_argument("--tier", default=None)
-    p.add_argument("--tenant", default=None)
-    p.add_argument("--ttl", type=positive_int, default=3600, help="lifetime in seconds (at least 1)")
-    p.set_defaults(func=_token)
-
-    p = sub.add_parser("demo", help="run a backend pool and the gateway on embedded defaults")
-    p.add_argument("--port", type=int, default=int(os.environ.get("EDGEGW_PORT", "8080")))
-    p.add_argument("--backend-port", type=int, default=int(os.environ.get("EDGEGW_DEMO_BACKEND_PORT", "9101")))
-    p.add_argument("--replicas", type=int, default=2)
-    p.add_argument("--config", default=default_config(),
-                   help=f"policy file (default: ${CONFIG_ENV}, else the project's {DEFAULT_CONFIG})")
-    p.set_defaults(func=_demo)
-
     _register_optional(sub)
     return parser
 
@@ -100,26 +68,19 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.features import load_config
     from gateway.plugins.config import plugin_settings
     from gateway.plugins.embedder import ensure_plugin_dir
-    from gateway.server import serve
+    from gateway.serving.server import serve
 
     config = load_config(args.config)
     plugins = plugin_settings(config)
     if plugins is not None and ensure_plugin_dir(plugins.plugin_dir, config.source):
         # here, so a bad path is a clean error before uvicorn starts
         print(f"edgegw: created plugin_dir {plugins.plugin_dir} ({args.config})", file=sys.stderr)
-    return serve(args.config, host=args.host, port=args.port, workers=args.workers)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import ROOT, run_demo
-
-    config = Path(args.config) if args.config else ROOT / "policies" / "gateway.yaml"
-    return run_demo(args.port, args.backend_port, args.replicas, config)
+    return serve(config, host=args.host, port=args.port, workers=args.workers)
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from gateway.client.demo_secret import use_stored_secret
     from gateway.config.preflight import preflight
-    from gateway.demo_secret import use_stored_secret
     from gateway.features import load_config
     from gateway.plugins.config import PluginSettings, plugin_settings
 
@@ -138,22 +99,6 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _token(args: argparse.Namespace) -> int:
-    from gateway.auth.mint import mint_token
-    from gateway.demo_secret import use_stored_secret
-    from gateway.features import load_config
-
-    use_stored_secret()  # the demo's secret, when EDGEGW_DEMO_SECRET is unset
-    cfg = load_config(args.config)
-    issuer = cfg.issuer(args.issuer)
-    if issuer is None:
-        print(f"edgegw token: no issuer named {args.issuer!r} in {args.config}", file=sys.stderr)
-        return 2
-    print(mint_token(issuer, args.sub, scopes=args.scope, models=args.model, tier=args.tier,
-                     tenant=args.tenant, ttl_s=args.ttl))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     from gateway.config import ConfigError
 
@@ -162,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"edgegw: invalid configuration: {exc}", file=sys.stderr)
-        from gateway import demo_secret
+        from gateway.client import demo_secret
 
         if demo_secret.ENV in exc.problem:
             print(f"edgegw: `edgegw demo` keeps its secret in {demo_secret.secret_file()} (read when "

@@ -7,12 +7,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from gateway.cache.stage import Pending
     from gateway.config.schema import RouteConfig
     from gateway.errors import GatewayError
-    from gateway.stages.base import Stage
+    from gateway.pipeline.stage import Stage
+    from gateway.ratelimit.stage import Held
+    from gateway.redis.piggyback import Piggyback
     from gateway.telemetry.tracing import RequestTrace
     from gateway.upstream.forward import StreamTally
     from gateway.upstream.pool import Endpoint, Pool
+    from wasm_plugins.plugin import Plugin
+    from wasm_plugins.version import PluginVersion
 
 
 @dataclass(slots=True)
@@ -43,7 +48,7 @@ class RequestContext:
     Stages communicate only through this object: auth fills `claims`/`subject`, routing fills
     `pool`, preprocessing may replace `body_json`, the forwarder fills `endpoint`, `status`,
     `usage` and (when `collect_response` is set) `response_body`. The framework's own bookkeeping
-    (which stages ran, whether the client left) has typed fields too; `scratch` is for stages only.
+    (which stages ran, whether the client left) has typed fields too, as has each feature's own state.
     """
 
     request_id: str
@@ -93,7 +98,7 @@ class RequestContext:
     error: str | None = None  # error code when the request failed
     body_dirty: bool = False  # body_json changed; the forwarder re-serialises it
     upstream_content_type: str = ""  # of a non-streamed answer collected for a stage (`collect_response`)
-    reply_msgpack: bool = False  # the client's Accept prefers MessagePack (`gateway.media.gate`)
+    reply_msgpack: bool = False  # the client's Accept prefers MessagePack (`gateway.ingress.media`)
     streamed: StreamTally | None = None  # what a streamed answer delivered so far (the forwarder's)
     served_model: str | None = None  # public name written into the answer (an alias, or a fallback served it)
     fallback_from: str | None = None  # the model asked for, when a fallback (`ctx.model`) served it
@@ -107,8 +112,12 @@ class RequestContext:
     trace: RequestTrace | None = None  # the spans of a sampled request
     trace_context: Any = None  # an unsampled request's span context, passed on to the backend
 
-    # stages' own per-request state (e.g. rate-limit reservations), under keys each stage defines
-    scratch: dict[str, Any] = field(default_factory=dict)
+    # features' own per-request state: each field is written and read by one feature (or the plugin host)
+    limits_held: Held | None = None  # gateway.ratelimit: the slots and tokens this request holds
+    piggyback: Piggyback | None = None  # gateway.redis: the limiter's round trips, carrying the cache's work
+    cache_pending: Pending | None = None  # gateway.cache: what to store once the answer is complete
+    plugin_path: str | None = None  # wasm_plugins: `:path` as a plugin left it, when one changed it
+    plugin_judged: list[tuple[Plugin, PluginVersion, str]] | None = None  # wasm_plugins: outcomes to judge
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.upstream_s) * 1000.0)

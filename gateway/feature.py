@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.routing import BaseRoute
 
-    from gateway.routing import RouteTable
-    from gateway.stages.base import Stage
+    from gateway.ingress.routing import RouteTable
+    from gateway.pipeline.stage import Stage
     from gateway.upstream.forward import Upstreams
 
 # Where a stage runs, in pipeline order (on_response / on_complete run in reverse).

@@ -1,122 +1,74 @@
-"""Who imports whom among the top-level packages, read from the source (every import statement,
-lazy ones and TYPE_CHECKING ones included): the layering docs/architecture.md draws. Cycles are
-looked for among the imports that run (TYPE_CHECKING ones left out).
+"""Who imports whom, read from the source by `tools/imports.py` (the reader `tools/import_graph.py`
+draws with): every import statement counts, inside functions too; loops are looked for among the
+imports that run (those under `if TYPE_CHECKING:` never do). The layering docs/architecture.md draws:
 
     gateway -> wasm_plugins -> edgecore,  gateway -> gpu_backend -> edgecore (the demo runs a backend),
     gateway -> edgecore
+
+and inside `gateway`, no loop between its packages (and top-level modules), nor between modules.
 
 `python tests/test_layering.py` prints the package edges and the modules behind each."""
 
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("edgecore", "gateway", "gpu_backend", "wasm_plugins")
-ALLOWED = {"gateway": {"edgecore", "gpu_backend", "wasm_plugins"}, "wasm_plugins": {"edgecore"}, "gpu_backend": {"edgecore"},
-           "edgecore": set()}
+sys.path.insert(0, str(ROOT))  # `python tests/test_layering.py` from anywhere
 
+from tools.imports import _statements, collapse, cycles, imports, module_edges, module_graph  # noqa: E402
 
-def _imports(tree: ast.AST, typing_too: bool) -> list[ast.Import | ast.ImportFrom]:
-    """Every import statement in `tree`; without `typing_too`, those under `if TYPE_CHECKING:` left out
-    (they never run, so they cannot make an import cycle)."""
-    found: list[ast.Import | ast.ImportFrom] = []
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.append(node)
-        elif isinstance(node, ast.If) and not typing_too and "TYPE_CHECKING" in ast.unparse(node.test):
-            todo.extend(node.orelse)
-            continue
-        todo.extend(ast.iter_child_nodes(node))
-    return found
-
-
-def module_imports(typing_too: bool = True) -> dict[str, set[str]]:
-    """module name -> the project modules it imports (with `typing_too`, type-checking-only ones too)."""
-    graph: dict[str, set[str]] = {}
-    for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
-            parts = path.relative_to(ROOT).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            found: set[str] = set()
-            for node in _imports(ast.parse(path.read_text(), str(path)), typing_too):
-                if isinstance(node, ast.Import):
-                    found.update(a.name for a in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    found.add(node.module)
-                    found.update(f"{node.module}.{a.name}" for a in node.names)
-            graph[name] = {m for m in found if m.split(".")[0] in PACKAGES}
-    modules = set(graph)
-    # `from pkg import name` names a module only when pkg.name is one
-    return {name: {m for m in deps if m in modules} - {name} for name, deps in graph.items()}
-
-
-def package_edges(graph: dict[str, set[str]]) -> dict[tuple[str, str], set[str]]:
-    edges: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for name, deps in graph.items():
-        for dep in deps:
-            a, b = name.split(".")[0], dep.split(".")[0]
-            if a != b:
-                edges[(a, b)].add(f"{name} -> {dep}")
-    return edges
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on: set[str] = set()
-    out: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on.add(v)
-        for w in graph.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
+ALLOWED = {"gateway": {"edgecore", "gpu_backend", "wasm_plugins"}, "wasm_plugins": {"edgecore"},
+           "gpu_backend": {"edgecore"}, "edgecore": set()}
 
 
 def test_packages_import_only_downwards() -> None:
-    edges = package_edges(module_imports())
+    edges = collapse(module_graph())
     wrong = {f"{a} -> {b}": sorted(why)[:3] for (a, b), why in edges.items() if b not in ALLOWED[a]}
     assert wrong == {}
 
 
-def test_the_plugin_host_has_no_import_cycle() -> None:
-    graph = module_imports(typing_too=False)
-    host = {k: {d for d in v if d.startswith(("wasm_plugins", "edgecore"))}
-            for k, v in graph.items() if k.startswith(("wasm_plugins", "edgecore"))}
-    assert cycles(host) == []
+def test_no_module_import_cycle() -> None:
+    assert cycles(module_edges(module_graph(runtime_only=True))) == []
+
+
+def test_the_gateway_packages_have_no_loop() -> None:
+    """`gateway.config`, `gateway.ingress`, ..., and each top-level module (`gateway.app`) as one node."""
+    edges = collapse(module_graph(runtime_only=True), "gateway")
+    loops = cycles(edges)
+    assert loops == [], {" ".join(loop): sorted(w for (a, b), why in edges.items()
+                                                if a in loop and b in loop for w in why) for loop in loops}
+
+
+def test_only_the_cli_imports_the_client_commands() -> None:
+    graph = module_graph()
+    importers = {m for m, deps in graph.items() if not m.startswith("gateway.client")
+                 and any(d.startswith("gateway.client") for d in deps)}
+    assert importers == {"gateway.cli"}
+
+
+def test_benchmarks_and_testkit_import_nothing_from_the_tests() -> None:
+    found = {f"{path.relative_to(ROOT)}: {name}" for folder in ("bench", "testkit")
+             for path in (ROOT / folder).rglob("*.py") for name, _ in imports(path)
+             if name == "tests" or name.startswith("tests.")}
+    assert found == set()
+
+
+def test_the_reader_counts_lazy_imports_and_sets_typing_ones_apart() -> None:
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\n"
+                     "def f():\n    import b\n")
+    runs = {node.names[0].name: flag for node, flag in _statements(tree) if isinstance(node, ast.Import)}
+    assert runs == {"a": False, "b": True}
 
 
 if __name__ == "__main__":
-    g = module_imports()
-    for (a, b), why in sorted(package_edges(g).items()):
+    g = module_graph()
+    for (a, b), why in sorted(collapse(g).items()):
         print(f"{a} -> {b}  ({len(why)} imports)" + ("" if b in ALLOWED[a] else "  NOT ALLOWED"))
         for line in sorted(why):
             print("    " + line)
-    print("module cycles (imports that run):", cycles(module_imports(typing_too=False)) or "none")
+    runtime = module_graph(runtime_only=True)
+    print("module cycles (imports that run):", cycles(module_edges(runtime)) or "none")
+    print("gateway package loops (imports that run):", cycles(collapse(runtime, "gateway")) or "none")

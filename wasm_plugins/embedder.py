@@ -10,14 +10,19 @@ upstreams each plugin's configuration names.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wasm_plugins.state import StreamState
+
+if TYPE_CHECKING:
+    from wasm_plugins.plugin import Plugin
+    from wasm_plugins.version import PluginVersion
 
 
 class RequestView(Protocol):
     """The request (and, in the response phase, its response) as plugins read and change it.
-    Header names are lower-case; `scratch` holds per-request state of the host (keys `wasm_*`)."""
+    Header names are lower-case; `plugin_path` and `plugin_judged` are the host's own per-request state
+    (`:path` as a plugin left it; the canary outcomes waiting for the final status)."""
 
     method: str
     path: str
@@ -36,7 +41,8 @@ class RequestView(Protocol):
     status: int
     response_headers: dict[str, str]
     response_body: bytes | None
-    scratch: dict[str, Any]
+    plugin_path: str | None
+    plugin_judged: list[tuple[Plugin, PluginVersion, str]] | None
 
     def set_body_json(self, data: dict[str, Any]) -> None: ...
 

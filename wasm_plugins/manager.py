@@ -196,9 +196,6 @@ class PluginManager:
         raise self.embedder.failure(name, exc.reason, exc.reason in _UNAVAILABLE)
 
 
-JUDGED = "wasm_judged"  # ctx.scratch: (plugin, version, route) waiting for the request's final status
-
-
 def _judge(plugin: Plugin, version: PluginVersion, ctx: RequestView, st: Any, phase: str) -> None:
     """Note how this request was answered, for canary judging (only while the plugin has a canary)."""
     route = ctx.route.name if ctx.route is not None else ""
@@ -208,10 +205,13 @@ def _judge(plugin: Plugin, version: PluginVersion, ctx: RequestView, st: Any, ph
     elif phase == "response":
         plugin.observe(version, route, outcome(ctx.status, False))
     else:  # the status is known once the upstream answered: PluginPhaseStage.on_response settles it
-        ctx.scratch.setdefault(JUDGED, []).append((plugin, version, route))
+        if ctx.plugin_judged is None:
+            ctx.plugin_judged = []
+        ctx.plugin_judged.append((plugin, version, route))
 
 
 def settle_judged(ctx: RequestView) -> None:
     """Judge the requests this one's plugins let through, now that its final status is known."""
-    for plugin, version, route in ctx.scratch.pop(JUDGED, ()):
+    judged, ctx.plugin_judged = ctx.plugin_judged or [], None
+    for plugin, version, route in judged:
         plugin.observe(version, route, outcome(ctx.status, False))

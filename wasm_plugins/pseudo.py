@@ -19,7 +19,6 @@ from typing import Any
 
 from wasm_plugins.raw import WasmCallError
 
-PATH_KEY = "wasm_path"  # ctx.scratch: `:path` as a plugin left it, when one changed it
 # origin-form: starts with '/', visible ASCII only (no spaces, controls, or a fragment)
 ORIGIN_FORM = re.compile(r"/[\x21-\x22\x24-\x7e]*")
 # Any header value of visible ASCII, as Envoy takes (a plugin may use it as a routing label, e.g.
@@ -30,7 +29,7 @@ _AUTHORITY = re.compile(r"[\x21-\x22\x24-\x2e\x30-\x3e\x41-\x5b\x5d-\x7e]{1,255}
 
 def request_target(ctx: Any) -> str:
     """`:path` as plugins see it: the path with its query, as an earlier plugin may have left it."""
-    target: str | None = ctx.scratch.get(PATH_KEY)
+    target: str | None = ctx.plugin_path
     if target is None:
         target = f"{ctx.path}?{ctx.query}" if ctx.query else ctx.path
     return target
@@ -51,7 +50,7 @@ def apply_pseudo_headers(pseudo: dict[str, str], ctx: Any, headers: dict[str, st
     if path is not None and path != request_target(ctx):
         if not ORIGIN_FORM.fullmatch(path):
             raise _cannot(":path", path, "it must start with '/' and hold no spaces, control characters or '#'")
-        ctx.scratch[PATH_KEY] = path
+        ctx.plugin_path = path
         url_path, _, query = path.partition("?")
         base = upstream_path(ctx.path) if url_path == ctx.path else url_path
         ctx.upstream_path = f"{base}?{query}" if query else base

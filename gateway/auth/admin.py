@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth.verifier import JwtVerifier, bearer_token, single_authorization
+from gateway.auth.verifier import JwtVerifier, bearer_token
 from gateway.config.schema import AdminConfig
 from gateway.errors import GatewayError
+from gateway.ingress.headers import single_authorization
 
 ADMIN_COOKIE = "edgegw_admin"
 CSRF_COOKIE = "edgegw_csrf"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.auth.verifier import JwtVerifier, bearer_token
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
-from gateway.stages.base import Stage
+from gateway.pipeline.stage import Stage
 
 
 class JwtAuthStage(Stage):

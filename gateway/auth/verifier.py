@@ -204,15 +204,3 @@ def bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise auth_error("missing_token", "Authorization header must be 'Bearer <jwt>'")
     return token.strip()
-
-
-def single_authorization(raw_headers: list[tuple[bytes, bytes]]) -> None:
-    """400 when Authorization is sent more than once: which copy counts would otherwise depend on
-    the reader (first or last), so no copy is chosen. ASGI servers lower-case header names."""
-    seen = False
-    for name, _ in raw_headers:
-        if name == b"authorization":
-            if seen:
-                raise GatewayError(400, "the Authorization header is repeated; send exactly one",
-                                   "duplicate_authorization")
-            seen = True

@@ -20,6 +20,7 @@ from gateway.config.part import LIVE, ConfigPart, Reload
 from gateway.config.schema import GatewayConfig
 from gateway.feature import Assembly, Feature, Placed
 from gateway.redis.config import redis_config
+from gateway.redis.link import LINK
 
 PART: ConfigPart[MemoryCacheConfig, CacheRule, None] = ConfigPart(
     NAME,
@@ -42,5 +43,5 @@ def _stages(assembly: Assembly, stage: CacheStage | None) -> Sequence[Placed]:
 
 
 CACHE: Feature[CacheStage] = Feature(
-    PART, state=lambda assembly: build_cache_stage(assembly.config), unchanged=_unchanged, stages=_stages,
+    PART, state=lambda assembly: build_cache_stage(assembly.config, assembly.state(LINK)), unchanged=_unchanged, stages=_stages,
     status=cache_status)

@@ -29,12 +29,12 @@ from gateway.cache.sse import assemble, replay, replay_chunks
 from gateway.cache.store import CacheStore, MemoryCacheStore, RedisCacheStore, decode, encode
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
+from gateway.pipeline.stage import Stage
 from gateway.redis.config import redis_config
-from gateway.redis.link import RedisUnavailable, shared_link
-from gateway.redis.piggyback import PIGGYBACK, Lookup, Piggyback
+from gateway.redis.link import RedisLink, RedisUnavailable
+from gateway.redis.piggyback import Lookup
 from gateway.redis.settle import SettleBatch
 from gateway.reply import Reply
-from gateway.stages.base import Stage
 
 HEADER = "x-edgegw-cache"
 
@@ -68,25 +68,15 @@ class Pending:
 class CacheStage(Stage):
     name = "cache"
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, link: RedisLink | None = None) -> None:
         redis = redis_config(config)
-        self.link = shared_link(redis) if redis is not None else None
+        self.link = link
         self.store: CacheStore = (RedisCacheStore(self.link, redis.key_prefix)
                                   if self.link is not None and redis is not None else MemoryCacheStore.for_config(config))
         self.flights: dict[str, Flight | None] = {}  # misses fetched here; None until someone waits
         self._replica = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
         self._redis = self.store if isinstance(self.store, RedisCacheStore) else None
-        if self.link is not None and self.link.pipelined:
-            self.link.rider = self  # the limiter shares this link: it may look entries up for us
-
-    async def start(self) -> None:
-        if self.link is not None:
-            await self.link.start()
-
-    async def stop(self) -> None:
-        if self.link is not None:
-            await self.link.stop()
 
     def enabled_for(self, ctx: RequestContext) -> bool:
         return ctx.route is not None and NAME in ctx.route.sections
@@ -112,7 +102,7 @@ class CacheStage(Stage):
         assert ctx.route is not None
         rule = route_rule(ctx.route)
         assert rule is not None
-        carrier: Piggyback | None = ctx.scratch.get(PIGGYBACK)
+        carrier = ctx.piggyback
         pre = None
         if carrier is not None and isinstance(carrier.lookup, Prefetch):
             pre, carrier.lookup = carrier.lookup, None  # ours from now on
@@ -216,7 +206,7 @@ class CacheStage(Stage):
 
     @staticmethod
     def _pending(ctx: RequestContext, pending: Pending) -> None:
-        ctx.scratch["cache"] = pending
+        ctx.cache_pending = pending
         ctx.collect_response = True
 
     @staticmethod
@@ -227,11 +217,11 @@ class CacheStage(Stage):
         cache_requests_by.get(ctx.route.name, status).inc()
 
     async def on_complete(self, ctx: RequestContext) -> None:
-        pending: Pending | None = ctx.scratch.pop("cache", None)
+        pending, ctx.cache_pending = ctx.cache_pending, None
         if pending is None:
             return
         # The rate limiter completes after us and sends these writes with its settlement, when it can.
-        carrier: Piggyback | None = ctx.scratch.get(PIGGYBACK)
+        carrier = ctx.piggyback
         batch = carrier.batch if carrier is not None else None
         entry = None
         try:
@@ -290,8 +280,8 @@ def _unchanged_since(ran: list[Stage], start: int) -> bool:
     return True
 
 
-def build_cache_stage(config: GatewayConfig) -> CacheStage | None:
+def build_cache_stage(config: GatewayConfig, link: RedisLink | None) -> CacheStage | None:
     """The stage when any route caches, else None."""
     if not any(NAME in route.sections for route in config.routes):
         return None
-    return CacheStage(config)
+    return CacheStage(config, link)

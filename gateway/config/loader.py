@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.environment import hide_in_error, substitute
+from gateway.config.models import check_fallbacks, parse_fallbacks, parse_pool_models
 from gateway.config.part import ConfigPart, Frame
+from gateway.config.reach import generation_models, reaches_generation_model
 from gateway.config.reader import ConfigError, Section
 from gateway.config.schema import (
     MAX_TOKENS_LIMIT,
     AdminConfig,
     ClaimMapping,
     EndpointConfig,
-    Fallback,
     GatewayConfig,
     HealthConfig,
     IssuerConfig,
@@ -221,8 +222,6 @@ def _pool(sec: Section, parts: Parts, frame: Frame) -> PoolConfig:
                                         group=ep.str("group", "default")))
         ep.done()
     t, h, o, r = (sec.section(k) for k in ("timeouts", "health", "outlier", "retries"))
-    from gateway.upstream.models import parse_pool_models
-
     models, specs = parse_pool_models(sec)  # names, and entries with an alias, a window or fallbacks
     cfg = PoolConfig(
         name=name,
@@ -292,16 +291,7 @@ def _pool_models(sec: Section, models: list[str]) -> tuple[str, ...]:
     return tuple(models + [m for m in sec.str_list("embedding_models", []) if m not in models])
 
 
-def _route_fallbacks(sec: Section) -> tuple[Fallback, ...]:
-    from gateway.upstream.models import parse_fallbacks
-
-    return parse_fallbacks(sec)
-
-
 def _check_fallbacks(file: str, pools: tuple[PoolConfig, ...], routes: list[RouteConfig]) -> None:
-    from gateway.routing import generation_models
-    from gateway.upstream.models import check_fallbacks
-
     def reached(route: RouteConfig) -> list[tuple[str, str]]:
         return [(m, p.name) for p in pools if route.pool in (None, p.name)
                 for m in generation_models(route, (p,))]
@@ -336,13 +326,11 @@ def _route(sec: Section, parts: Parts, frame: Frame) -> RouteConfig:
         issuers=route_issuers,
         default_model=sec.str("default_model", None),
         max_tokens_limit=sec.int("max_tokens_limit", MAX_TOKENS_LIMIT, min=1, max=1 << 24),
-        fallbacks=_route_fallbacks(sec),
+        fallbacks=parse_fallbacks(sec),
         sections=_part_sections(sec, parts, frame, "route"),
     )
     sec.done()
     if cfg.default_model is not None:
-        from gateway.routing import generation_models, reaches_generation_model
-
         if not reaches_generation_model(cfg, pools, cfg.default_model):
             reachable = generation_models(cfg, pools)
             raise sec.error("default_model", f"{cfg.default_model!r} is not a generation model this route reaches"

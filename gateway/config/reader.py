@@ -7,12 +7,13 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, overload
 from urllib.parse import urlsplit
 
 from gateway.config.bounds import unbounded
 
-_MISSING: Any = object()
+_MISSING = object()
+D = TypeVar("D")  # a getter's default: the getter returns its type or the default's
 
 
 class Read(NamedTuple):
@@ -20,7 +21,7 @@ class Read(NamedTuple):
 
     path: str  # generic key path: list indices are `[]`, keys of free-form maps are `*`
     kind: str  # the getter: str, url, int, float, bool, str_list, raw, section, sections
-    default: Any  # None when the default is None; REQUIRED when the key has no default
+    default: object  # None when the default is None; REQUIRED when the key has no default
     choices: tuple[str, ...] | None
     min: float | None
     max: float | None
@@ -29,7 +30,7 @@ class Read(NamedTuple):
     module: str  # the module of the code that called the getter (which parser owns the key)
 
 
-REQUIRED: Any = _MISSING  # the `default` of a required key in a `Read`
+REQUIRED: object = _MISSING  # the `default` of a required key in a `Read`
 _INDEX = re.compile(r"\[\d+\]")
 
 
@@ -100,7 +101,7 @@ class Section:
     def has(self, name: str) -> bool:
         return name in self.data
 
-    def _record(self, name: str, kind: str, default: Any, choices: tuple[str, ...] | None = None,
+    def _record(self, name: str, kind: str, default: object, choices: tuple[str, ...] | None = None,
                 lo: float | None = None, hi: float | None = None, required: bool | None = None) -> None:
         assert _recorder is not None
         # Frame 0 is this method, 1 the getter, 2 the parser that asked for the key.
@@ -119,7 +120,7 @@ class Section:
             raise self.error(name, problem)
         return value
 
-    def _get(self, name: str, default: Any) -> Any:
+    def _get(self, name: str, default: object) -> Any:
         self._read.add(name)
         if name not in self.data or self.data[name] is None:
             if default is _MISSING:
@@ -127,7 +128,13 @@ class Section:
             return default
         return self.data[name]
 
-    def str(self, name: str, default: Any = _MISSING, choices: tuple[str, ...] | None = None) -> Any:
+    @overload
+    def str(self, name: builtins.str, *, choices: tuple[builtins.str, ...] | None = None) -> builtins.str: ...
+
+    @overload
+    def str(self, name: builtins.str, default: D, choices: tuple[builtins.str, ...] | None = None) -> builtins.str | D: ...
+
+    def str(self, name: builtins.str, default: object = _MISSING, choices: tuple[builtins.str, ...] | None = None) -> object:
         if _recorder is not None:
             self._record(name, "str", default, choices)
         value = self._get(name, default)
@@ -140,7 +147,13 @@ class Section:
             raise self.error(name, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def url(self, name: builtins.str, default: Any = _MISSING) -> Any:
+    @overload
+    def url(self, name: builtins.str) -> builtins.str: ...
+
+    @overload
+    def url(self, name: builtins.str, default: D) -> builtins.str | D: ...
+
+    def url(self, name: builtins.str, default: object = _MISSING) -> object:
         """An absolute http:// or https:// URL with a host (upstreams, pools, JWKS), returned as written."""
         if _recorder is not None:
             self._record(name, "url", default)
@@ -153,7 +166,16 @@ class Section:
             raise self.error(name, f"expected an http(s)://host[:port] URL, got {value!r}")
         return value
 
-    def int(self, name: builtins.str, default: Any = _MISSING, min: int | None = None, max: int | None = None) -> Any:
+    @overload
+    def int(self, name: builtins.str, *, min: builtins.int | None = None,
+            max: builtins.int | None = None) -> builtins.int: ...
+
+    @overload
+    def int(self, name: builtins.str, default: D, min: builtins.int | None = None,
+            max: builtins.int | None = None) -> builtins.int | D: ...
+
+    def int(self, name: builtins.str, default: object = _MISSING, min: builtins.int | None = None,
+            max: builtins.int | None = None) -> object:
         if _recorder is not None:
             self._record(name, "int", default, None, min, max)
         value = self._get(name, default)
@@ -164,8 +186,16 @@ class Section:
         _check_range(self, name, value, min, max)
         return value
 
-    def float(self, name: builtins.str, default: Any = _MISSING, min: float | None = None,
-              max: float | None = None) -> Any:
+    @overload
+    def float(self, name: builtins.str, *, min: builtins.float | None = None,
+              max: builtins.float | None = None) -> builtins.float: ...
+
+    @overload
+    def float(self, name: builtins.str, default: D, min: builtins.float | None = None,
+              max: builtins.float | None = None) -> builtins.float | D: ...
+
+    def float(self, name: builtins.str, default: object = _MISSING, min: builtins.float | None = None,
+              max: builtins.float | None = None) -> object:
         if _recorder is not None:
             self._record(name, "float", default, None, min, max)
         value = self._get(name, default)
@@ -176,7 +206,13 @@ class Section:
         _check_range(self, name, value, min, max)
         return float(value)
 
-    def bool(self, name: builtins.str, default: Any = _MISSING) -> Any:
+    @overload
+    def bool(self, name: builtins.str) -> builtins.bool: ...
+
+    @overload
+    def bool(self, name: builtins.str, default: D) -> builtins.bool | D: ...
+
+    def bool(self, name: builtins.str, default: object = _MISSING) -> object:
         if _recorder is not None:
             self._record(name, "bool", default)
         value = self._get(name, default)
@@ -184,7 +220,13 @@ class Section:
             raise self.error(name, f"expected true or false, got {_kind(value)}")
         return value
 
-    def str_list(self, name: builtins.str, default: Any = _MISSING) -> Any:
+    @overload
+    def str_list(self, name: builtins.str) -> list[builtins.str]: ...
+
+    @overload
+    def str_list(self, name: builtins.str, default: D) -> list[builtins.str] | D: ...
+
+    def str_list(self, name: builtins.str, default: object = _MISSING) -> object:
         if _recorder is not None:
             self._record(name, "str_list", default)
         value = self._get(name, default)
@@ -234,7 +276,7 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and (port is None or port > 0)
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if value is None:
         return "nothing"
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(

@@ -120,7 +120,7 @@ class Fallback:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A pool model entry written as a mapping (`gateway.upstream.models`; a plain string has none)."""
+    """A pool model entry written as a mapping (`gateway.config.models`; a plain string has none)."""
 
     name: str  # public: what partners send and see, and what limits, cache and metrics key on
     backend_name: str  # what the pool's servers are sent
@@ -150,7 +150,7 @@ class PoolConfig:
     image_models: tuple[str, ...] = ()
     audio_models: tuple[str, ...] = ()
     discover_context_length: bool = False  # read models' windows from the servers' /v1/models at start-up
-    model_specs: tuple[ModelSpec, ...] = ()  # entries with aliases, windows, fallbacks (gateway.upstream.models)
+    model_specs: tuple[ModelSpec, ...] = ()  # entries with aliases, windows, fallbacks (gateway.config.models)
     sections: dict[str, object] = field(default_factory=dict)  # features' pool sections (`pools[].dns`)
 
 
@@ -167,7 +167,7 @@ class RouteConfig:
     issuers: tuple[str, ...] = ()  # empty: every configured issuer
     default_model: str | None = None  # /v1/generate without `model`; None: the pool's first generation model
     max_tokens_limit: int = MAX_TOKENS_LIMIT  # the most `max_tokens` / `max_completion_tokens` a request may ask
-    fallbacks: tuple[Fallback, ...] = ()  # replace the requested model's own (gateway.upstream.models)
+    fallbacks: tuple[Fallback, ...] = ()  # replace the requested model's own (gateway.config.models)
     sections: dict[str, object] = field(default_factory=dict)  # features' route sections (`routes[].cache`)
 
 

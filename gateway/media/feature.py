@@ -1,4 +1,4 @@
-"""Media parts as a feature: `routes[].media` (the limits the request decoder applies, `gateway.media.gate`)."""
+"""Media parts as a feature: `routes[].media` (the limits the request decoder applies, `gateway.ingress.media`)."""
 
 from __future__ import annotations
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.api import SPECS
 from gateway.config.reader import ConfigError
 from gateway.errors import GatewayError
 from gateway.feature import StateKey
+from gateway.ingress.api import SPECS
 from gateway.plugins.config import PluginSettings
 from gateway.plugins.properties import NAMESPACE, get_edgegw, set_edgegw
 from gateway.plugins.replies import failure_error, local_reply

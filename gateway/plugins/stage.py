@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any, cast
 
 from gateway.context import RequestContext
+from gateway.pipeline.stage import Stage
 from gateway.plugins.config import NAME, PHASES, PluginBinding
 from gateway.reply import Reply
-from gateway.stages.base import Stage
-from wasm_plugins.manager import JUDGED, settle_judged
+from wasm_plugins.manager import settle_judged
 
 
 class PluginPhaseStage(Stage):
@@ -61,7 +61,7 @@ class PluginPhaseStage(Stage):
         return " canary ".join(f"v{v.number} sha256:{v.sha256[:12]}" for v in versions) or "none"
 
     async def on_response(self, ctx: RequestContext) -> None:
-        if JUDGED in ctx.scratch:
+        if ctx.plugin_judged:
             settle_judged(ctx)
         if self.phase != "response":
             return

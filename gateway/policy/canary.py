@@ -27,7 +27,7 @@ from edgecore.judge import ROLLED_BACK, RUNNING, STEP_PASSED, Arm, LatencyCheck,
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
-    from gateway.proxy import ProxyEndpoint
+    from gateway.ingress.proxy import ProxyEndpoint
 
 log = logging.getLogger("edgegw.policy")
 

@@ -15,15 +15,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+import aiohttp
+
 from gateway.accesslog import AccessLog
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestObserver
 from gateway.feature import SLOTS, Feature, StateKey
-from gateway.pipeline import Pipeline, model_plans
-from gateway.proxy import ProxyEndpoint
-from gateway.routing import RouteTable
-from gateway.stages.base import Stage
+from gateway.ingress.proxy import ProxyEndpoint
+from gateway.ingress.routing import RouteTable
+from gateway.pipeline.pipeline import Pipeline
+from gateway.pipeline.stage import Stage
+from gateway.upstream.discovery import DnsDiscovery
+from gateway.upstream.fallback import FallbackSender, ModelPlans
 from gateway.upstream.forward import Upstreams
+from gateway.upstream.health import HealthChecker
 
 S = TypeVar("S")
 
@@ -96,7 +101,8 @@ def build_parts(config: GatewayConfig, features: Sequence[Feature[Any]], previou
         access_log = prev.access_log
     else:
         access_log = AccessLog(server.access_log)
-    pipeline = Pipeline(stages, upstreams, model_plans(config))
+    plans = ModelPlans(config) if ModelPlans.needed(config) else None  # aliases, windows, fallbacks
+    pipeline = Pipeline(stages, upstreams, (plans, FallbackSender(upstreams)) if plans is not None else None)
     observers = [building.states[f.name] for f in features if f.observes and f.name in building.states]
     proxy = ProxyEndpoint(building.table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for,
                           cast("RequestObserver", observers[0]) if observers else None)
@@ -141,9 +147,9 @@ async def merge_upstreams(config: GatewayConfig, previous: Upstreams, previous_c
 class Retired:
     """What the previous version alone used: stopped now (background work) or after the drain."""
 
-    checkers: list[Any] = field(default_factory=list)
-    discoveries: list[Any] = field(default_factory=list)
-    sessions: list[Any] = field(default_factory=list)
+    checkers: list[HealthChecker] = field(default_factory=list)
+    discoveries: list[DnsDiscovery] = field(default_factory=list)
+    sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     stoppable: list[object] = field(default_factory=list)  # features' objects the new version dropped
     access_log: AccessLog | None = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from gateway.config.part import LIVE, NEXT_CONNECTION, RESTART, Reload
@@ -45,7 +46,8 @@ def changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     return out
 
 
-def _keyed_diff(path: str, keys: tuple[str, ...], keyed: Any, a: object, b: object, out: list[str]) -> None:
+def _keyed_diff(path: str, keys: tuple[str, ...], keyed: Callable[[object, tuple[str, ...]], list[tuple[str, object]]],
+                a: object, b: object, out: list[str]) -> None:
     """One part's section, key by key (`path` is where the section hangs: "" at the top level)."""
     for (key, x), (_, y) in zip(keyed(a, keys), keyed(b, keys), strict=True):
         _diff(f"{path}.{key}" if path else key, x, y, out)

@@ -2,7 +2,7 @@
 
 With Redis (single node), both calls also carry the response cache's work for the same request when
 its route caches (`gateway/redis/piggyback.py`): the check makes the lookup the cache plans
-(`link.rider`), and the settlement carries the cache's writes (the request's `Piggyback`, whose batch
+(`rider`), and the settlement carries the cache's writes (the request's `Piggyback`, whose batch
 the cache stage, completing before this one, adds to). The settlement is posted, not awaited: one
 awaited round trip per request.
 """
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
+from gateway.pipeline.stage import Stage
 from gateway.ratelimit.config import NAME, route_limits
 from gateway.ratelimit.headers import limit_headers, rejection
 from gateway.ratelimit.memory import MemoryLimiter
@@ -25,10 +26,9 @@ from gateway.ratelimit.metrics import fallbacks_total, rejections_by
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.rules import Check, Limiter, Planner, RoutePlan, estimate_tokens
 from gateway.redis.config import redis_config
-from gateway.redis.link import RedisUnavailable, shared_link
-from gateway.redis.piggyback import PIGGYBACK, Piggyback
+from gateway.redis.link import RedisLink, RedisUnavailable
+from gateway.redis.piggyback import Piggyback, Rider
 from gateway.redis.settle import SETTLE, SettleBatch
-from gateway.stages.base import Stage
 from gateway.upstream.forward import StreamTally
 
 log = logging.getLogger("edgegw.ratelimit")
@@ -48,12 +48,15 @@ class RateLimitStage(Stage):
     name = "ratelimit"
     rewrites_request = False
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, link: RedisLink | None = None) -> None:
         redis = redis_config(config)
         self.planner = Planner(redis.key_prefix if redis else "edgegw")
         self.local = MemoryLimiter()
-        self.link = shared_link(redis) if redis is not None else None
-        self.remote = RedisLimiter(self.link) if self.link is not None else None
+        self.link = link
+        self.remote = RedisLimiter(link) if link is not None else None
+        # The response cache of the same policy version, when it shares the link on a single node: the
+        # limiter's calls then carry its lookup and its writes (`gateway.redis.piggyback`).
+        self.rider: Rider | None = None
         self._replica = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
         self._held: dict[str, Held] = {}  # in flight with concurrency slots: their leases are renewed
@@ -62,16 +65,12 @@ class RateLimitStage(Stage):
         self._renewer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.link is not None:
-            await self.link.start()
         if self._renew_every_s is not None:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
 
     async def stop(self) -> None:
         if self._renewer is not None:
             self._renewer.cancel()
-        if self.link is not None:
-            await self.link.stop()
 
     def enabled_for(self, ctx: RequestContext) -> bool:
         return ctx.route is not None and NAME in ctx.route.sections
@@ -79,10 +78,10 @@ class RateLimitStage(Stage):
     async def on_model_change(self, ctx: RequestContext) -> None:
         """A fallback to another model: limits keyed on `model` admit the request for it, after the
         reservation for the model before is released (tokens settled to 0; its request stays counted)."""
-        held: Held | None = ctx.scratch.get("ratelimit")
+        held = ctx.limits_held
         if held is None or not any("model" in limit.key for limit, _ in held.plan.limits):
             return
-        del ctx.scratch["ratelimit"]
+        ctx.limits_held = None
         self._held.pop(held.member, None)
         if (held.plan.concurrent or held.plan.tokens) and not held.limiter.try_settle(held.check, held.member, 0):
             try:
@@ -105,7 +104,7 @@ class RateLimitStage(Stage):
             limiter = self.local
             admitted = self.local.try_acquire(check, member)
         else:
-            rider = self.remote.link.rider
+            rider = self.rider
             if first and rider is not None:
                 lookup = rider.plan_lookup(ctx)
             try:
@@ -122,10 +121,10 @@ class RateLimitStage(Stage):
             assert ctx.route is not None and check.denied is not None
             rejections_by.get(ctx.route.name, check.denied.limit.name).inc()
             raise rejection(check)
-        ctx.scratch["ratelimit"] = held = Held(limiter, check, member, plan)
+        ctx.limits_held = held = Held(limiter, check, member, plan)
         if first and limiter is self.remote and self.remote.link.pipelined:
             # The cache stage takes the lookup, and adds its writes to our settlement call.
-            ctx.scratch[PIGGYBACK] = Piggyback(SettleBatch(), lookup)
+            ctx.piggyback = Piggyback(SettleBatch(), lookup)
         if plan.concurrent:
             self._held[member] = held
         return None
@@ -141,14 +140,14 @@ class RateLimitStage(Stage):
         return check.subset([i for i, mode in enumerate(modes) if mode == "local"])
 
     async def on_complete(self, ctx: RequestContext) -> None:
-        held: Held | None = ctx.scratch.pop("ratelimit", None)
+        held, ctx.limits_held = ctx.limits_held, None
         if held is None:
             return
         plan = held.plan
         if plan.concurrent:
             self._held.pop(held.member, None)
         # From here on a stage completing after us must write on its own.
-        carrier: Piggyback | None = ctx.scratch.pop(PIGGYBACK, None)
+        carrier, ctx.piggyback = ctx.piggyback, None
         settles = plan.concurrent or plan.tokens  # (requests-only limits have nothing to settle)
         used = _used_tokens(ctx, held.check) if plan.tokens else None
         if carrier is None or self.remote is None:
@@ -158,7 +157,7 @@ class RateLimitStage(Stage):
                 except RedisUnavailable:
                     pass  # the lease expires, and an unsettled reservation only errs on the safe side
             return
-        batch, rider = carrier.batch, self.remote.link.rider
+        batch, rider = carrier.batch, self.rider
         if carrier.lookup is not None and rider is not None:
             rider.abandon(carrier.lookup, batch)  # the cache stage never took it (the request failed before)
         if settles:
@@ -219,8 +218,8 @@ def lease_periods(config: GatewayConfig) -> tuple[float, ...]:
                         if any(q.kind == "concurrent" for qs in (lim.quotas, *lim.tiers.values()) for q in qs)))
 
 
-def build_ratelimit_stage(config: GatewayConfig) -> RateLimitStage | None:
+def build_ratelimit_stage(config: GatewayConfig, link: RedisLink | None) -> RateLimitStage | None:
     """The stage when any route has limits, else None."""
     if not any(NAME in route.sections for route in config.routes):
         return None
-    return RateLimitStage(config)
+    return RateLimitStage(config, link)

@@ -31,13 +31,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, RedisError, ResponseError
 
+from gateway.feature import StateKey
 from gateway.redis import wire
 from gateway.redis.breaker import Breaker
 from gateway.redis.channel import Channel, Posted
 from gateway.redis.config import RedisConfig
 from gateway.redis.metrics import redis_errors_total
 from gateway.redis.outbox import Outbox
-from gateway.redis.piggyback import Rider
 from gateway.redis.script import Script
 
 log = logging.getLogger("edgegw.redis")
@@ -45,6 +45,9 @@ log = logging.getLogger("edgegw.redis")
 
 class RedisUnavailable(Exception):
     """Redis did not answer in time (or is known to be down); the caller applies its fallback."""
+
+
+LINK: StateKey[RedisLink] = StateKey("redis")  # the redis feature's long-lived object
 
 
 class RedisLink:
@@ -55,9 +58,6 @@ class RedisLink:
         self.timeout_s = config.timeout_ms / 1000.0
         self.client: Any = None
         self.scripts: list[Script] = []
-        # The response cache, when it shares this link on a single node: the limiter's calls then carry
-        # its lookup and its writes (`piggyback.py`).
-        self.rider: Rider | None = None
         self.breaker = Breaker(config.retry_interval_s)
         self._users = 0
         self._outbox: Outbox | None = None  # set by `start`, before any call can reach the network
@@ -250,14 +250,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """A failed connect nobody waits for any more (their deadlines passed) is not an error to log."""
     if not task.cancelled():
         task.exception()
-
-
-_links: dict[int, RedisLink] = {}
-
-
-def shared_link(config: RedisConfig) -> RedisLink:
-    """One link per config object in a process, so the limiter and the cache share connections."""
-    link = _links.get(id(config))
-    if link is None or link.config is not config:
-        link = _links[id(config)] = RedisLink(config)
-    return link

@@ -2,10 +2,10 @@
 
 On a route that is both limited and cached, the limiter's check script also looks the cache entry up
 (and takes its single-flight lock), and the settlement after the response also stores the answer:
-two Redis calls per request instead of four. The cache is the limiter's *rider* (`RedisLink.rider`):
-it plans the lookup (`Rider.plan_lookup`), and finds the answer and the request's `SettleBatch` in
-the request's `Piggyback`, under `ctx.scratch[PIGGYBACK]`. The limiter and the cache know this
-module, not each other.
+two Redis calls per request instead of four. The cache is the limiter's *rider* (`RateLimitStage.rider`,
+wired per policy version by `gateway.ratelimit.feature`): it plans the lookup (`Rider.plan_lookup`),
+and finds the answer and the request's `SettleBatch` in the request's `Piggyback` (`ctx.piggyback`).
+The limiter and the cache know this module, not each other.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from gateway.redis.settle import SettleBatch
 if TYPE_CHECKING:
     from gateway.context import RequestContext
 
-PIGGYBACK = "redis_piggyback"  # ctx.scratch key: the request's `Piggyback`, set by the limiter once admitted
 
 # The lookup, run by the check script after the rules when it admitted the request. The script sends
 # the rules' keys then the entry's and the lock's (`KEYS[n + 1]`, `KEYS[n + 2]`; `n` rules), and the

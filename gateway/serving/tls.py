@@ -103,10 +103,6 @@ class ReloadingContext:
             conn.context = self.context
 
 
-def context_factory(_uvicorn_config: object, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-    """uvicorn's `ssl_context_factory`: runs in each worker process, from that worker's config."""
-    from gateway.serving.worker import worker_config
-
-    tls = worker_config().server.tls
-    assert tls is not None, "context_factory is only installed when server.tls is set"
+def context_factory(tls: TlsConfig, _uvicorn_config: object, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's `ssl_context_factory` (with the policy's `server.tls` bound): runs in each worker process."""
     return ReloadingContext(tls).context

@@ -10,7 +10,7 @@ import time
 from html import escape
 from typing import Any
 
-from gateway.policy.render import policy_section, rollouts_section
+from gateway.status.policy import policy_section, rollouts_section
 
 REFRESH_S = 2
 

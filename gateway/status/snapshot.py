@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from gateway.feature import GatewayView
+from gateway.ingress.activity import activity
 from gateway.metrics import rates, samples
-from gateway.status.activity import activity
 
 
 def totals(now: float) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from gateway.telemetry.metrics import count_dropped
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
-    from gateway.stages.base import Stage
+    from gateway.pipeline.stage import Stage
 
 T = TypeVar("T")
 

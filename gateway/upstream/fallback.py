@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 from prometheus_client import Counter
 
+from gateway.config.models import MAX_CHAIN, TRIGGERS, FallbackGraph, Node
 from gateway.config.schema import DEFAULT_MAX_TOKEN_BYTES, Fallback, GatewayConfig, RouteConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
@@ -27,7 +28,6 @@ from gateway.metrics import registry
 from gateway.upstream.context_window import surely_too_long
 from gateway.upstream.failures import UPSTREAM_ERRORS
 from gateway.upstream.forward import UpstreamResponse, Upstreams
-from gateway.upstream.models import MAX_CHAIN, TRIGGERS, FallbackGraph, Node
 
 fallbacks_total = Counter("edgegw_model_fallbacks_total", "Requests sent on to a fallback model",
                           ["from_model", "to_model", "reason"], registry=registry)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
-from gateway.routing import RouteTable
-from gateway.stages.base import Stage
+from gateway.ingress.routing import RouteTable
+from gateway.pipeline.stage import Stage
 from gateway.upstream.forward import Upstreams
 
 

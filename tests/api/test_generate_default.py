@@ -17,10 +17,10 @@ import yaml
 
 from gateway.config import ConfigError
 from gateway.features import load_config
-from gateway.routing import RouteTable
+from gateway.ingress.routing import RouteTable
+from testkit.harness import EDGEGW, ROOT
 from tests.backend.conftest import OFFLINE, BackendProc, start_backend
 from tests.conftest import GatewayProc, gateway_config, start_gateway
-from tests.harness import EDGEGW, ROOT
 
 EMBEDDER = "all-minilm-l6-v2"
 SHIPPED = ["policies/gateway.yaml", "deploy/compose/gateway.yaml", "docs/examples/full-policy.yaml"]

@@ -12,7 +12,7 @@ import msgpack
 import openai
 import pytest
 
-from tests.media_files import png
+from testkit.media_files import png
 
 MSGPACK = "application/msgpack"
 
@@ -177,7 +177,7 @@ def test_the_python_client_example_of_docs_api_md_works(gw: Any, tmp_path: Any) 
     import subprocess
     import sys
 
-    from tests.harness import ROOT
+    from testkit.harness import ROOT
 
     doc = (ROOT / "docs" / "api.md").read_text()
     code = re.search(r"<!-- example: msgpack-client -->\n```python\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import EDGEGW, Proc, free_port, start_server
+from testkit.harness import EDGEGW, Proc, free_port, start_server
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 

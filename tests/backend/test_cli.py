@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from testkit.harness import EDGEGW, ROOT
 from tests.backend.conftest import OFFLINE
-from tests.harness import EDGEGW, ROOT
 
 
 def test_cli_parser_does_not_import_torch() -> None:

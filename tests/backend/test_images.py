@@ -9,7 +9,7 @@ import pytest
 
 from gpu_backend.errors import APIError
 from gpu_backend.images import ImageLimits, decode_image, image_bytes
-from tests.media_files import data_url, gif, photo, png_bomb
+from testkit.media_files import data_url, gif, photo, png_bomb
 
 WHERE = "messages[0].content[1]"
 

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
+from testkit.media_files import png, wav
 from tests.backend.conftest import BackendProc, start_backend
-from tests.media_files import png, wav
 
 MODEL = "tiny-llama"
 

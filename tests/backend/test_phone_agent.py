@@ -14,9 +14,9 @@ import msgpack
 import openai
 import pytest
 
+from testkit.media_files import data_url, photo
 from tests.backend.conftest import BackendProc, start_backend
 from tests.conftest import GatewayProc, gateway_config, start_gateway
-from tests.media_files import data_url, photo
 
 MODEL = "autoglm-phone-9b"
 SYSTEM = "You are a phone-operating agent. Answer with do(action=...) or finish(message=...). " * 8

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from testkit.harness import EDGEGW, Proc, free_port
 from tests.backend.conftest import OFFLINE
-from tests.harness import EDGEGW, Proc, free_port
 
 
 def test_two_replicas_on_consecutive_ports(tiny_model: Path) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.media_files import data_url, photo
 from tests.backend.conftest import BackendProc, start_backend
-from tests.media_files import data_url, photo
 
 ARCHS = ["glm4v", "qwen2_5_vl", "idefics3"]
 TOKENS = 10
@@ -139,7 +139,7 @@ def _refused(backend: BackendProc, parts: list[dict[str, Any]], param: str, code
 
 @pytest.mark.parametrize("vlm", ["glm4v"], indirect=True)  # images are checked before any model code
 def test_bad_images_are_400s_naming_the_part(vlm: tuple[BackendProc, Reference]) -> None:
-    from tests.media_files import gif, png_bomb
+    from testkit.media_files import gif, png_bomb
 
     backend, _ = vlm
     text = {"type": "text", "text": "look"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from testkit.harness import RedisServer
 from tests.conftest import gateway_config, with_redis
-from tests.harness import RedisServer
 
 
 def cached_config(backends: list[Any], redis: RedisServer | None, **rule: Any) -> dict:

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import openai
 
+from testkit.harness import RedisServer
 from tests.cache.conftest import cached_config
-from tests.harness import RedisServer
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3,
         "temperature": 0}

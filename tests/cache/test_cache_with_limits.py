@@ -17,14 +17,15 @@ import yaml
 from gateway.cache.stage import CacheStage, Prefetch
 from gateway.context import RequestContext, Usage
 from gateway.features import load_config
+from gateway.ingress.routing import RouteTable
+from gateway.pipeline.stage import Stage
 from gateway.ratelimit.stage import RateLimitStage
-from gateway.redis.piggyback import PIGGYBACK
-from gateway.routing import RouteTable
-from gateway.stages.base import Stage
+from gateway.redis.config import redis_config
+from gateway.redis.link import RedisLink
 from gateway.upstream.forward import Upstreams
 from gateway.upstream.stage import PoolSelectStage
+from testkit.harness import RedisServer
 from tests.cache.conftest import cached_config
-from tests.harness import RedisServer
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3,
         "temperature": 0}
@@ -98,9 +99,11 @@ async def _stages(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[tu
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
     config = load_config(path)
-    limiter, cache = RateLimitStage(config), CacheStage(config)
+    link = RedisLink(redis_config(config))  # type: ignore[arg-type]
+    limiter, cache = RateLimitStage(config, link), CacheStage(config, link)
+    limiter.rider = cache  # as the features wire them (gateway.ratelimit.feature)
+    await link.start()
     await limiter.start()
-    await cache.start()
     client = redis.Redis.from_url(redis_server.url)
     client.flushdb()
     try:
@@ -111,15 +114,15 @@ async def _stages(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[tu
         await limiter.on_request(ctx)
         yield config, limiter, cache, ctx, client
     finally:
-        await cache.stop()
         await limiter.stop()
+        await link.stop()
 
 
 async def test_prefetch_for_a_changed_request_is_not_used(redis_server: RedisServer, tmp_path: Path) -> None:
     """A plugin between the limiter and the cache rewrote the body: the cache looks up the new request and
     releases the lock taken for the old one."""
     async with _stages(redis_server, tmp_path) as (_, limiter, cache, ctx, client):
-        pre = ctx.scratch[PIGGYBACK].lookup
+        pre = ctx.piggyback.lookup
         assert isinstance(pre, Prefetch) and (pre.entry, pre.took_lock) == (None, True)
         assert len(client.keys("*:lock")) == 1
         ctx.set_body_json({**CHAT, "messages": [{"role": "user", "content": "rewritten"}]})
@@ -142,13 +145,13 @@ async def test_prefetch_is_reused_when_no_stage_could_change_the_request(redis_s
     """Only stages that never rewrite the request (pool selection) ran in between: the cache answers from
     the limiter's lookup without computing the key again."""
     async with _stages(redis_server, tmp_path) as (config, limiter, cache, ctx, client):
-        pre = ctx.scratch[PIGGYBACK].lookup
+        pre = ctx.piggyback.lookup
         assert isinstance(pre, Prefetch)
         ctx.ran += [PoolSelectStage(RouteTable(config), Upstreams(config.pools)), cache]
         # Not a rewrite a real pipeline could make here; it shows the key is not recomputed.
         ctx.body_json = {**CHAT, "temperature": 0.7}
         assert await cache.on_request(ctx) is None
-        assert ctx.cache_status == "MISS" and ctx.scratch["cache"].key == pre.key
+        assert ctx.cache_status == "MISS" and ctx.cache_pending.key == pre.key
         ctx.status, ctx.usage, ctx.response_body = 200, Usage(3, 3), b'{"choices": []}'
         await cache.on_complete(ctx)
         await limiter.on_complete(ctx)

@@ -12,7 +12,7 @@ from gateway.cache.config import route_rule
 from gateway.config import ConfigError
 from gateway.features import load_config
 from gateway.ratelimit.config import route_limits
-from tests.harness import EDGEGW, ROOT
+from testkit.harness import EDGEGW, ROOT
 
 BASE = {
     "admin": {"issuer": "t"},

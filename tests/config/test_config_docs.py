@@ -27,13 +27,13 @@ from gateway.plugins.config import plugin_settings
 from gateway.ratelimit.config import route_limits
 from gateway.redis.config import redis_config
 from gateway.upstream.config import pool_options
-from tests.harness import ROOT
+from testkit.harness import ROOT
 
 # Every module that reads policy keys, by module name (as the recorder names the caller): the
 # frame's loader and the module of each feature's parsers.
 PARSERS = {module: module.replace(".", "/") + ".py" for module in dict.fromkeys(
     ["gateway.config.loader", *(fn.__module__ for part in PARTS for fn in (part.top, part.route, part.pool) if fn)])}
-PARSERS["gateway.upstream.models"] = "gateway/upstream/models.py"  # the frame's `pools[].models` entries
+PARSERS["gateway.config.models"] = "gateway/config/models.py"  # the frame's `pools[].models` entries
 GETTERS = {"str", "int", "float", "bool", "str_list", "raw", "section", "sections", "has"}
 
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError
+from gateway.config.models import TRIGGERS
 from gateway.features import load_config
-from gateway.upstream.models import TRIGGERS
-from tests.harness import EDGEGW, ROOT
+from testkit.harness import EDGEGW, ROOT
 
 ISSUERS = [{"name": "t", "issuer": "https://t", "algorithms": ["HS256"], "secret_env": "EDGEGW_TEST_SECRET"}]
 

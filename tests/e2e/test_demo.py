@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import EDGEGW, ROOT, free_port, free_ports
+from testkit.harness import EDGEGW, ROOT, free_port, free_ports
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from pytest_codeblocks import extract_from_file
 
-from tests.harness import ROOT, free_port, free_ports
+from testkit.harness import ROOT, free_port, free_ports
 
 DOCS = ["README.md", "docs/quickstart.md", "docs/operations.md", "docs/plugins.md", "docs/backend.md",
         "docs/ratelimit-cache.md"]

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
+from testkit.harness import EDGEGW, ROOT, Proc, free_port
 from tests.conftest import gateway_config, start_gateway
-from tests.harness import EDGEGW, ROOT, Proc, free_port
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from edgecore.judge import FAIL, INCONCLUSIVE, PASS, Judge, LatencyCheck, RateCheck, Rules
 from edgecore.judge.stats import allowed, rate_higher, shifted_mann_whitney
-from tests.harness import ROOT
+from testkit.harness import ROOT
 
 
 def bench() -> ModuleType:

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from gateway.loadtest.client import Target
-from gateway.loadtest.runner import Plan, execute
-from gateway.loadtest.workload import Workload, load_prompts
+from gateway.client.loadtest.client import Target
+from gateway.client.loadtest.runner import Plan, execute
+from gateway.client.loadtest.workload import Workload, load_prompts
+from testkit.harness import EDGEGW, ROOT, free_port
 from tests.conftest import GatewayProc, gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT, free_port
 from tests.ops.cdp import Browser
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -126,7 +126,7 @@ async def test_errors_are_classified_with_429s_apart(gateway: GatewayProc) -> No
     (broken,) = cut.samples
     assert (broken.status, broken.ok, broken.error_code, len(broken.token_times)) == (
         200, False, "upstream_stream_error", 2)
-    from gateway.loadtest.metrics import summarise
+    from gateway.client.loadtest.metrics import summarise
 
     summary = summarise(limited.samples + unauthorised.samples + closed_port.samples + cut.samples, 2.0)
     by = summary["errors_by_status_code"]

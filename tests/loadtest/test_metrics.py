@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.loadtest.knee import Point, find_knee
-from gateway.loadtest.metrics import Sample, histogram, percentile, summarise, timeseries
-from gateway.loadtest.options import (
+from gateway.client.loadtest.knee import Point, find_knee
+from gateway.client.loadtest.metrics import Sample, histogram, percentile, summarise, timeseries
+from gateway.client.loadtest.options import (
     OptionError,
     check_caps,
     endpoint_url,
@@ -15,7 +15,7 @@ from gateway.loadtest.options import (
     parse_sweep,
     require_loopback,
 )
-from gateway.loadtest.svg import _ticks
+from gateway.client.loadtest.svg import _ticks
 
 
 def stream(start: float, tokens: list[float], end: float, **kw: object) -> Sample:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import EDGEGW, ROOT
+from testkit.harness import EDGEGW, ROOT
 
 
 class Counting(BaseHTTPRequestHandler):

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.loadtest.workload import Workload, WorkloadError, load_prompts
+from gateway.client.loadtest.workload import Workload, WorkloadError, load_prompts
 
 
 def test_prompts_file_forms_and_bodies(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import httpx
 import msgpack
 import pytest
 
-from tests.media_files import gif, png, wav
+from testkit.media_files import gif, png, wav
 
 MSGPACK = "application/msgpack"
 
@@ -135,7 +135,7 @@ def test_models_list_says_what_each_model_accepts(gw: Any) -> None:
 def test_edgegw_ask_sends_files_as_msgpack(gw: Any, tmp_path: Any) -> None:
     import subprocess
 
-    from tests.harness import EDGEGW, ROOT
+    from testkit.harness import EDGEGW, ROOT
 
     image, audio = tmp_path / "photo.png", tmp_path / "voice.wav"
     image.write_bytes(png(10, 10))

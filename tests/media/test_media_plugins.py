@@ -12,8 +12,8 @@ import httpx
 import msgpack
 import pytest
 
+from testkit.media_files import png
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.media_files import png
 from tests.plugins.conftest import REDACT_CONFIG, plugin_entry, plugins  # noqa: F401 - the fixture
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import start_gateway
+from testkit.media_files import png
+from tests.conftest import media_config, start_gateway
 from tests.media.test_media import chat, gw, refused  # noqa: F401
-from tests.media_files import media_config, png
 
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
 FIELD = "messages[0].content[0].image_url.url"

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Proc, start_server
+from testkit.harness import Proc, start_server
 from tests.ops.dns_server import FakeDns
 
 
@@ -20,7 +20,7 @@ class HostBackend:
         self.host = host
         self.url = f"http://{host}:{port}"
         self.proc: Proc = start_server(
-            [sys.executable, "-m", "tests.fakes.backend", "--host", host, "--port", str(port), "--name", name,
+            [sys.executable, "-m", "testkit.fakes.backend", "--host", host, "--port", str(port), "--name", name,
              "--models", "fake-model"], self.url + "/healthz", name=f"fake-{name}")
 
     def stats(self) -> dict[str, Any]:

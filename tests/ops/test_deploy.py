@@ -17,7 +17,7 @@ from gateway.config.schema import GatewayConfig
 from gateway.features import load_config
 from gateway.redis.config import redis_config
 from gateway.upstream.config import pool_options
-from tests.harness import ROOT
+from testkit.harness import ROOT
 
 K8S = ROOT / "deploy" / "k8s"
 K8S_VERSION = "1.33.0"  # the oldest release we claim: native preStop `sleep` needs >= 1.30

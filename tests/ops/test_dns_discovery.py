@@ -17,8 +17,8 @@ from gateway.upstream.config import DnsConfig, pool_options
 from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.dns import DnsError, parse_a_answers, query_a
 from gateway.upstream.pool import Pool
+from testkit.harness import free_port
 from tests.conftest import gateway_config, issuer_config
-from tests.harness import free_port
 from tests.ops.dns_server import FakeDns
 
 NAME = "backend.edgegw.svc.cluster.local"

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.harness import EDGEGW, ROOT
 from tests.conftest import gateway_config
-from tests.harness import EDGEGW, ROOT
 
 AUTH_CONFIG = {"header": "x-api-key", "keys": ["demo-key-1|partner-1|acme|gold"]}
 

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.plugins.status import plugins_status
 from gateway.status import render
+from testkit.harness import ROOT
 from tests.conftest import gateway_config
-from tests.harness import ROOT
 from tests.ops.cdp import Browser
 
 ARTIFACTS = ROOT / "test-artifacts"

@@ -21,10 +21,10 @@ from aiohttp.test_utils import TestServer
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext, Usage
 from gateway.features import FEATURES, load_config
-from gateway.pipeline import Pipeline
+from gateway.pipeline.pipeline import Pipeline
+from gateway.pipeline.stage import Stage
 from gateway.policy.parts import build_parts
 from gateway.reply import Reply
-from gateway.stages.base import Stage
 from gateway.upstream.forward import Upstreams
 from tests.conftest import DEMO_SECRET, issuer_config
 from tests.pipeline.test_pipeline_state import Recording

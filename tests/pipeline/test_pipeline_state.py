@@ -7,9 +7,9 @@ import pytest
 
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
-from gateway.pipeline import Pipeline
+from gateway.pipeline.pipeline import Pipeline
+from gateway.pipeline.stage import Stage
 from gateway.reply import Reply
-from gateway.stages.base import Stage
 from gateway.upstream.forward import Upstreams
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ROOT
+from testkit.harness import ROOT
 
 PLUGIN_DIR = ROOT / "build" / "plugins"
 

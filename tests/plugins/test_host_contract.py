@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import wasmtime
 from wasmtime import _bindings, _ffi
 
-from tests.harness import ROOT
+from testkit.harness import ROOT
 from wasm_plugins import wasmtime_api
 from wasm_plugins.instance import PluginInstance
 from wasm_plugins.module import ENV_IMPORTS, WASI_METHODS, classify_import

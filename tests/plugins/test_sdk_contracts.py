@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.harness import EDGEGW
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW
 from tests.plugins.conftest import plugin_entry
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
+from testkit.policy_load import Load, wait_until, worker_versions
 from tests.conftest import FakeBackendProc, gateway_config, start_fake_backend, start_gateway
-from tests.policy.support import Load, wait_until, worker_versions
 
 STEPS = [10, 50, 100]
 

@@ -16,8 +16,8 @@ import yaml
 from gateway.policy.canary_control import canary_problem
 from gateway.policy.rollout_sync import rollouts_problem
 from gateway.policy.state_file import StateFile
+from testkit.policy_load import CHAT, start_gateway_file, wait_until
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.policy.support import CHAT, start_gateway_file, wait_until
 from tests.policy.test_policy_canary import limited
 
 

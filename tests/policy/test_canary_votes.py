@@ -13,8 +13,8 @@ import orjson
 import yaml
 
 from gateway.policy.canary import caller_bucket
+from testkit.policy_load import Load, wait_until, worker_versions
 from tests.conftest import issuer_config, start_fake_backend, start_gateway
-from tests.policy.support import Load, wait_until, worker_versions
 from tests.policy.test_policy_canary import ISSUER, cli, limited, subjects
 
 

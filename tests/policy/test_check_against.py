@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import yaml
 
+from testkit.harness import EDGEGW, ROOT
+from testkit.policy_load import wait_until, write_policy
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT
-from tests.policy.support import wait_until, write_policy
 
 
 def test_check_against_a_running_gateway(tmp_path: Path) -> None:

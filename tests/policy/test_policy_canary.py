@@ -12,9 +12,9 @@ import yaml
 
 from gateway.policy.canary import caller_bucket
 from gateway.policy.version import policy_hash
+from testkit.harness import EDGEGW, ROOT
+from testkit.policy_load import CHAT, Load, wait_until, worker_versions
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT
-from tests.policy.support import CHAT, Load, wait_until, worker_versions
 
 ISSUER = "https://idp.test"  # tests.conftest.issuer_config
 # Requests per second per load client: well under the stable limit (100 per subject), so a stable

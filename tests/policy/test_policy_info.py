@@ -9,8 +9,8 @@ import httpx
 import yaml
 
 from gateway.policy.version import policy_hash
+from testkit.policy_load import wait_until, worker_versions
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.policy.support import wait_until, worker_versions
 
 
 def series(url: str) -> list[str]:

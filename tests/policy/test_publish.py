@@ -17,9 +17,9 @@ from gateway.features import FEATURES, load_config
 from gateway.policy import runtime as runtime_module
 from gateway.policy.runtime import PolicyRefused, PolicyRuntime
 from gateway.policy.version import policy_hash
+from testkit.harness import EDGEGW, ROOT
+from testkit.policy_load import wait_until, worker_versions
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT
-from tests.policy.support import wait_until, worker_versions
 
 
 def policy(routes: list[str], **server: Any) -> dict[str, Any]:

@@ -12,9 +12,9 @@ import httpx
 import yaml
 
 from gateway.policy.version import policy_hash
+from testkit.harness import EDGEGW, ROOT
+from testkit.policy_load import Load, wait_until, worker_versions
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT
-from tests.policy.support import Load, wait_until, worker_versions
 
 
 def check_config_message(text: str, name: str, tmp_path: Path) -> str:

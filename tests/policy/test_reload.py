@@ -10,8 +10,8 @@ import httpx
 import yaml
 
 from gateway.policy.version import policy_hash
+from testkit.policy_load import CHAT, Load, start_gateway_file, wait_until, worker_versions, write_policy
 from tests.conftest import FakeBackendProc, gateway_config, start_fake_backend, start_gateway
-from tests.policy.support import CHAT, Load, start_gateway_file, wait_until, worker_versions, write_policy
 
 EMBED = {"model": "fake-model", "input": "hello"}
 

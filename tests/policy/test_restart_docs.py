@@ -7,7 +7,7 @@ import dataclasses
 from gateway.config.schema import GatewayConfig, ServerConfig
 from gateway.features import PARTS
 from gateway.policy.restart import APPLIES, RESTART, classify, docs_table
-from tests.harness import ROOT
+from testkit.harness import ROOT
 
 
 def test_docs_carry_the_generated_table() -> None:

@@ -11,7 +11,7 @@ from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.redis.config import RedisConfig
 from gateway.redis.link import RedisLink
-from tests.harness import RedisServer
+from testkit.harness import RedisServer
 
 
 @pytest.fixture

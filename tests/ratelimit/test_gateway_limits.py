@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
+from testkit.harness import RedisServer
 from tests.conftest import gateway_config
-from tests.harness import RedisServer
 
 BODY = {"model": "fake-model", "prompt": "hello", "max_tokens": 2}
 

@@ -15,7 +15,7 @@ from gateway.cache.store import RedisCacheStore
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.redis.config import RedisConfig
 from gateway.redis.link import RedisLink, RedisUnavailable
-from tests.harness import Proc, RedisServer, free_port
+from testkit.harness import Proc, RedisServer, free_port
 from tests.ratelimit.test_limiter import check, rule
 
 

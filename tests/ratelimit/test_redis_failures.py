@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.harness import RedisServer
 from tests.conftest import gateway_config
-from tests.harness import RedisServer
 
 PATHS = {"allow": "/v1/completions", "deny": "/v1/chat/completions", "local": "/v1/embeddings"}
 BODIES = {"allow": {"model": "fake-model", "prompt": "hi", "max_tokens": 2},

@@ -21,8 +21,8 @@ import pytest
 import wasmtime
 import yaml
 
+from testkit.harness import EDGEGW, ROOT
 from tests.conftest import gateway_config, issuer_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT
 
 PARTNER_SECRET = "partner-secret-0123456789-abcdefghijklmnop"
 os.environ.setdefault("EDGEGW_TEST_SECRET_PARTNER", PARTNER_SECRET)

@@ -20,8 +20,8 @@ import httpx
 import pytest
 import yaml
 
+from testkit.harness import ROOT
 from tests.conftest import gateway_config
-from tests.harness import ROOT
 
 _HEALTHY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
 

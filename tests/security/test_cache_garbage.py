@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
+from testkit.fakes.backend import BAD_ANSWERS, BAD_STREAMS
+from testkit.harness import RedisServer
 from tests.cache.conftest import cached_config
-from tests.fakes.backend import BAD_ANSWERS, BAD_STREAMS
-from tests.harness import RedisServer
 
 
 def _gateway(store: RedisServer | None, backend: Any, make_gateway: Any) -> tuple[Any, dict[str, str]]:

@@ -13,8 +13,8 @@ import httpx
 import jwt
 import pytest
 
+from testkit.harness import RedisServer
 from tests.conftest import DEMO_SECRET, gateway_config, issuer_config, start_fake_backend, start_gateway
-from tests.harness import RedisServer
 
 OTHER_SECRET = "other-secret-0123456789-abcdefghijklmnopq"
 os.environ.setdefault("EDGEGW_TEST_SECRET_OTHER", OTHER_SECRET)

@@ -11,7 +11,7 @@ import yaml
 
 from gateway.config import ConfigError
 from gateway.features import load_config
-from tests.harness import EDGEGW, ROOT
+from testkit.harness import EDGEGW, ROOT
 from tests.security.certs import Authority
 
 BASE: dict[str, Any] = {

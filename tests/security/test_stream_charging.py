@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.harness import RedisServer
 from tests.conftest import gateway_config, with_redis
-from tests.harness import RedisServer
 
 LIMIT = 1000
 

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from cryptography import x509
 
+from testkit.harness import EDGEGW, Proc, free_port
 from tests.conftest import FakeBackendProc, gateway_config, start_fake_backend
-from tests.harness import EDGEGW, Proc, free_port
 from tests.security.certs import Authority
 
 

@@ -14,8 +14,8 @@ import pytest
 from rich.console import Console
 
 from edgecore import progress
-from gateway import demo_secret
-from tests.harness import EDGEGW, ROOT
+from gateway.client import demo_secret
+from testkit.harness import EDGEGW, ROOT
 
 POLICY = ROOT / "policies" / "gateway.yaml"
 

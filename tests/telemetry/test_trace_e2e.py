@@ -14,10 +14,10 @@ import httpx
 import pytest
 import yaml
 
+from testkit.harness import EDGEGW, ROOT, Proc, free_port
+from testkit.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.conftest import gateway_config, start_gateway
-from tests.harness import EDGEGW, ROOT, Proc, free_port
 from tests.plugins.conftest import ROUTER_CONFIG, plugin_entry, plugins  # noqa: F401 - the fixture
-from tests.telemetry.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"

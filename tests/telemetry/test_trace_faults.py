@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.harness import free_port
+from testkit.otlp_receiver import OtlpReceiver
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.harness import free_port
 from tests.plugins.conftest import rss_mb
-from tests.telemetry.otlp_receiver import OtlpReceiver
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "my secret prompt"}], "max_tokens": 3}

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.harness import EDGEGW, ROOT, RedisServer
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.harness import EDGEGW, ROOT, RedisServer
 
 PRICES = {"fake-model": {"input_per_1m": 1000.0, "output_per_1m": 2000.0}}
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.harness import Proc, free_ports, start_server
 from tests.conftest import gateway_config
-from tests.harness import Proc, free_ports, start_server
 
 SYSTEM = "You are a phone agent. Read the screen and act. " * 120  # ~1,500 tokens in the simulator
 

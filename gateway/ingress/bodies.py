@@ -74,7 +74,7 @@ class _RepeatedKey(ValueError):
 
 
 def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    """A map as a dict; a key twice is refused, as in a JSON body (`gateway.jsonkeys`): the gateway
+    """A map as a dict; a key twice is refused, as in a JSON body (`gateway.ingress.jsonkeys`): the gateway
     would judge the last value while a plugin or backend reading the bytes could take the first."""
     out = dict(pairs)
     if len(out) != len(pairs):

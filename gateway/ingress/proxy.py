@@ -10,24 +10,26 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.accesslog import AccessLog
-from gateway.api import CHAT, GENERATE, SPECS, check_output_cap, generate_to_completions, validate
-from gateway.auth.verifier import single_authorization
-from gateway.bodies import decode_request, is_msgpack_type
 from gateway.context import RequestContext, RequestObserver
 from gateway.errors import GatewayError, bad_request, internal_error_body
-from gateway.jsonkeys import reject_duplicate_keys
-from gateway.media.gate import MediaGate, encode_reply, has_content_parts, negotiate_reply
-from gateway.pipeline import Pipeline
+from gateway.ingress.activity import activity
+from gateway.ingress.api import CHAT, GENERATE, SPECS, check_output_cap, generate_to_completions, validate
+from gateway.ingress.bodies import decode_request, is_msgpack_type
+from gateway.ingress.headers import single_authorization
+from gateway.ingress.jsonkeys import reject_duplicate_keys
+from gateway.ingress.media import MediaGate, encode_reply, has_content_parts, negotiate_reply
+from gateway.ingress.routing import RouteTable
 from gateway.reply import Reply
-from gateway.routing import RouteTable
-from gateway.status.activity import activity
+
+if TYPE_CHECKING:
+    from gateway.pipeline.pipeline import Pipeline
 
 log = logging.getLogger("edgegw.proxy")
 
@@ -36,7 +38,7 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no
 
 
 class ProxyEndpoint:
-    """One instance serves every inference path (`gateway.api.SPECS`)."""
+    """One instance serves every inference path (`gateway.ingress.api.SPECS`)."""
 
     def __init__(self, table: RouteTable, pipeline: Pipeline, access_log: AccessLog, max_body: int,
                  trust_forwarded_for: bool = False, observer: RequestObserver | None = None) -> None:
@@ -44,7 +46,7 @@ class ProxyEndpoint:
         self.observer = observer  # gateway.telemetry (traces, GenAI metrics, usage); None when off
         self.pipeline = pipeline
         self.access_log = access_log
-        # MessagePack and media parts (gateway.media.gate); it raises the read limit by the media's base64
+        # MessagePack and media parts (gateway.ingress.media); it raises the read limit by the media's base64
         self.media = MediaGate(table.config, table, max_body)
         self.max_body = self.media.read_max_body
         self.text_max_body = max_body
@@ -133,7 +135,7 @@ class ProxyEndpoint:
         spec = SPECS[ctx.path]
         if not ctx.body:
             raise bad_request("request body is empty; expected a JSON object", code="invalid_json")
-        content_type = ctx.headers.get("content-type")  # MessagePack? (gateway.bodies; JSON: one test)
+        content_type = ctx.headers.get("content-type")  # MessagePack? (gateway.ingress.bodies; JSON: one test)
         packed = content_type is not None and "json" not in content_type and is_msgpack_type(content_type)
         if packed:
             body = decode_request(ctx.body)
@@ -143,7 +145,7 @@ class ProxyEndpoint:
             except orjson.JSONDecodeError as exc:
                 raise bad_request(f"request body is not valid JSON: {exc.args[0]}", code="invalid_json") from None
             reject_duplicate_keys(ctx.body, body)
-        if "msgpack" in ctx.headers.get("accept", ""):  # a MessagePack answer? (gateway.media.gate)
+        if "msgpack" in ctx.headers.get("accept", ""):  # a MessagePack answer? (gateway.ingress.media)
             negotiate_reply(ctx)
         ctx.body_json = validate(spec, body)
         ctx.model = body.get("model")

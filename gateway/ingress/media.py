@@ -14,13 +14,13 @@ from typing import Any
 
 import orjson
 
-from gateway.bodies import accepts_msgpack, check_json_compatible, encode_response
 from gateway.config.schema import GatewayConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_request
+from gateway.ingress.bodies import accepts_msgpack, check_json_compatible, encode_response
+from gateway.ingress.routing import RouteTable
 from gateway.media.config import DEFAULT_LIMITS, MediaLimits, accepts, modalities, route_limits
 from gateway.media.parts import MediaFound, scan
-from gateway.routing import RouteTable
 
 CHAT_PATH = "/v1/chat/completions"
 

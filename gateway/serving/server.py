@@ -1,59 +1,49 @@
 """Run the gateway under uvicorn: one or more worker processes sharing a port.
 
 Each connection is handled by `gateway.serving.protocol.EdgeHttpProtocol` (uvicorn's httptools
-protocol with the `server:` limits); with `server.tls` the listener speaks TLS only.
+protocol with the `server:` limits); with `server.tls` the listener speaks TLS only. Each worker
+process builds its app with `gateway.app.app_factory`, named to uvicorn by string.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import resource
 import sys
 import tempfile
-from typing import TYPE_CHECKING
 
 import uvicorn
 
 from gateway.config.preflight import preflight
-from gateway.features import load_config
+from gateway.config.schema import GatewayConfig
 from gateway.serving import protocol, tls
-from gateway.serving.worker import CONFIG_ENV, worker_config
-
-if TYPE_CHECKING:
-    from gateway.app import EdgeApp
+from gateway.serving.supervisor import ReloadingMultiprocess
 
 log = logging.getLogger("edgegw.server")
 
 
-def app_factory() -> EdgeApp:
-    """Each worker process loads and validates the config itself (uvicorn imports this by name)."""
-    from gateway.app import create_app
-
-    config = worker_config()
-    _log_format()  # spawned workers do not inherit the parent's logging set-up
-    protocol.configure(protocol.ListenerLimits.of(config.server))
-    return create_app(config)
+CONFIG_ENV = "EDGEGW_CONFIG"  # the policy file worker processes load (`gateway.app.app_factory`)
+APP_FACTORY = "gateway.app:app_factory"  # what each worker process imports and calls
+STARTUP_FAILURE = 3  # the exit status `uvicorn.run` gives a server that failed to start
 
 
-def serve(config_path: str, host: str | None = None, port: int | None = None, workers: int | None = None) -> int:
-    config = load_config(config_path)  # fail fast, in the parent, with a clear error
-    preflight(config)
+def serve(config: GatewayConfig, host: str | None = None, port: int | None = None,
+          workers: int | None = None) -> int:
+    """Serve `config` (validated by the caller, its file named for the workers) until stopped."""
+    preflight(config)  # what start-up would fail on here, before the workers fork
     if config.server.tls:
         tls.check(config.server.tls, config.source)
-    _log_format()
-    os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    log_format()
+    os.environ[CONFIG_ENV] = os.path.abspath(config.source)
     workers = workers or config.server.workers
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics to files here, so any worker's /metrics reports them all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="edgegw-metrics-")
     _raise_fd_limit(config.server.max_connections)
-    if workers > 1:
-        from gateway.policy.signals import forward_sighup_to_workers
-
-        forward_sighup_to_workers()  # SIGHUP reloads the policy in each worker, not a restart
-    uvicorn.run(
-        "gateway.server:app_factory",
+    uv = uvicorn.Config(
+        APP_FACTORY,
         factory=True,
         host=host or config.server.host,
         port=port if port is not None else config.server.port,
@@ -71,12 +61,25 @@ def serve(config_path: str, host: str | None = None, port: int | None = None, wo
         timeout_keep_alive=config.server.keepalive_timeout_s,  # type: ignore[arg-type]  # a float works
         timeout_graceful_shutdown=30,
         backlog=4096,
-        ssl_context_factory=tls.context_factory if config.server.tls else None,
+        # runs in each worker process, with this policy's TLS settings (a partial pickles to them)
+        ssl_context_factory=functools.partial(tls.context_factory, config.server.tls) if config.server.tls else None,
     )
+    server = uvicorn.Server(uv)
+    try:
+        if workers > 1:
+            # SIGHUP reloads the policy in each worker, not a restart of every worker
+            ReloadingMultiprocess(uv, sockets=[uv.bind_socket()]).run()
+        else:
+            uv.load_app()
+            server.run()
+    except KeyboardInterrupt:
+        pass
+    if workers == 1 and not server.started:
+        return STARTUP_FAILURE
     return 0
 
 
-def _log_format() -> None:
+def log_format() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -1,5 +1,5 @@
 """SIGHUP with several workers: uvicorn's supervisor would restart every worker (losing pool health,
-limiter windows and cache entries); instead it is passed on, and each worker reloads its policy."""
+limiter windows and cache entries); ours passes it on instead, and each worker reloads its policy."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import logging
 import os
 import signal
 
+from uvicorn.supervisors.multiprocess import Multiprocess
+
 log = logging.getLogger("edgegw.policy")
 
 
-def forward_sighup_to_workers() -> None:
-    from uvicorn.supervisors.multiprocess import Multiprocess
+class ReloadingMultiprocess(Multiprocess):
+    """uvicorn's multi-process supervisor, with SIGHUP forwarded to the workers."""
 
-    def handle_hup(self: Multiprocess) -> None:
+    def handle_hup(self) -> None:
         log.info("SIGHUP: workers reload the policy file")
         for process in self.processes:
             pid = process.pid
@@ -22,5 +24,3 @@ def forward_sighup_to_workers() -> None:
                     os.kill(pid, signal.SIGHUP)
                 except ProcessLookupError:
                     pass
-
-    Multiprocess.handle_hup = handle_hup  # type: ignore[method-assign]

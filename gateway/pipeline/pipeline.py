@@ -12,36 +12,35 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.api import GENERATE, SPECS, completions_to_generate, parse_completion
-from gateway.config.schema import GatewayConfig
 from gateway.context import Answer, RequestContext, Usage
-from gateway.overhead import upstream_timed
+from gateway.ingress.api import GENERATE, SPECS, completions_to_generate, parse_completion
+from gateway.pipeline.overhead import upstream_timed
+from gateway.pipeline.rename import rename_json, rename_stream
+from gateway.pipeline.stage import Stage
 from gateway.reply import Reply
-from gateway.stages.base import Stage
-from gateway.upstream.fallback import FallbackSender, ModelPlans
-from gateway.upstream.forward import UpstreamResponse, Upstreams
-from gateway.upstream.rename import rename_json, rename_stream
 
-__all__ = ["Pipeline", "Reply", "model_plans"]
+if TYPE_CHECKING:
+    from gateway.upstream.fallback import FallbackSender, ModelPlans
+    from gateway.upstream.forward import UpstreamResponse, Upstreams
+
+__all__ = ["Pipeline", "Reply"]
 
 log = logging.getLogger("edgegw.pipeline")
 
 
-def model_plans(config: GatewayConfig) -> ModelPlans | None:
-    """Aliases, context windows and fallbacks (`gateway.upstream.fallback`); None when no model has any."""
-    return ModelPlans(config) if ModelPlans.needed(config) else None
-
-
 class Pipeline:
-    def __init__(self, stages: list[Stage], upstreams: Upstreams, plans: ModelPlans | None = None) -> None:
+    def __init__(self, stages: list[Stage], upstreams: Upstreams,
+                 fallbacks: tuple[ModelPlans, FallbackSender] | None = None) -> None:
+        """`fallbacks`: the policy's aliases, context windows and fallbacks (`gateway.upstream.fallback`),
+        and what sends a request along them; None when no model has any."""
         self.stages = stages
         self.upstreams = upstreams
-        self.plans = plans
-        self.fallbacks = FallbackSender(upstreams)
+        self.plans: ModelPlans | None = fallbacks[0] if fallbacks is not None else None
+        self.fallbacks: FallbackSender | None = fallbacks[1] if fallbacks is not None else None
         # The stages with something to do after the request phase (most have none), so the hot path
         # awaits no no-op coroutines.
         self._responds = frozenset(s for s in stages if type(s).on_response is not Stage.on_response)
@@ -90,7 +89,7 @@ class Pipeline:
         if self.plans is not None:
             assert ctx.route is not None and ctx.pool is not None
             hops = self.plans.plan(ctx.route, ctx.model, ctx.pool.name)
-        if hops is None:
+        if hops is None or self.fallbacks is None:
             upstream = await self.upstreams.send(ctx, path, ctx.body)
         else:
             upstream = await self.fallbacks.send(ctx, path, hops, self._model_changed)

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.loadtest.metrics import Sample
+from gateway.client.loadtest.metrics import Sample
 
 OVERHEAD_HEADER = "x-edgegw-overhead-ms"
 

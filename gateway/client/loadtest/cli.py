@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.loadtest.options import (
+from gateway.client.loadtest.options import (
     OptionError,
     Sweep,
     check_caps,
@@ -22,7 +22,7 @@ from gateway.loadtest.options import (
 )
 
 if TYPE_CHECKING:
-    from gateway.loadtest.runner import Plan
+    from gateway.client.loadtest.runner import Plan
 
 TOKEN_ENV = "EDGEGW_LOADTEST_TOKEN"
 
@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gateway.loadtest.runner import Plan
-    from gateway.loadtest.workload import WorkloadError
+    from gateway.client.loadtest.runner import Plan
+    from gateway.client.loadtest.workload import WorkloadError
 
     try:
         url = endpoint_url(args.url, args.endpoint == "chat")
@@ -94,12 +94,12 @@ async def _main(args: argparse.Namespace, url: str, sweep: Sweep | None, base: P
                 settings: dict[str, Any]) -> int:
     from rich.console import Console
 
-    from gateway.loadtest import html, report
-    from gateway.loadtest.client import Target
-    from gateway.loadtest.live import Progress
-    from gateway.loadtest.runner import Run, execute
-    from gateway.loadtest.sweep import print_sweep, sweep_result
-    from gateway.loadtest.workload import Workload, load_prompts
+    from gateway.client.loadtest import html, report
+    from gateway.client.loadtest.client import Target
+    from gateway.client.loadtest.live import Progress
+    from gateway.client.loadtest.runner import Run, execute
+    from gateway.client.loadtest.sweep import print_sweep, sweep_result
+    from gateway.client.loadtest.workload import Workload, load_prompts
 
     token = args.token or os.environ.get(TOKEN_ENV)
     target = Target(url, token, settings["timeout_s"], settings["headers"])

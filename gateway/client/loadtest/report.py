@@ -10,8 +10,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from gateway.loadtest.metrics import SAMPLE_COLUMNS, histogram, summarise, timeseries
-from gateway.loadtest.runner import Run
+from gateway.client.loadtest.metrics import SAMPLE_COLUMNS, histogram, summarise, timeseries
+from gateway.client.loadtest.runner import Run
 
 RESULT_FILE = "result.json"
 

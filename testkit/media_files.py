@@ -43,23 +43,6 @@ def gif() -> bytes:
             b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 
 
-def media_config(backend: object) -> dict:
-    """A gateway config with a text-only pool (fake-model) and a multimodal one (vision-model takes
-    images and audio, eye-model images only) on one fake backend; a cached route with media limits."""
-    from tests.conftest import gateway_config
-
-    config = gateway_config([backend])  # type: ignore[list-item]
-    url = config["pools"][0]["endpoints"][0]["url"]
-    config["server"]["max_body_bytes"] = 65536
-    config["pools"].append({"name": "vision", "models": ["vision-model", "eye-model"],
-                            "image_models": ["vision-model", "eye-*"], "audio_models": ["vision-model"],
-                            "endpoints": [{"url": url}], "health": {"interval_s": 0.2, "timeout_s": 0.5}})
-    route = config["routes"][0]
-    route["cache"] = {"ttl_s": 60}
-    route["media"] = {"max_bytes": 300_000, "max_parts": 3, "mime_types": ["image/png", "image/jpeg", "audio/wav"]}
-    return config
-
-
 def photo(seed: int, width: int, height: int, fmt: str = "PNG") -> bytes:
     """A noisy RGB image in `fmt` (PNG, JPEG, WEBP, GIF) made with Pillow."""
     import random

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from gateway.loadtest.knee import Point, find_knee
+from gateway.client.loadtest.knee import Point, find_knee
 
 
 def point_of(load: float, data: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from gateway.policy.cli import TOKEN_ENV, admin_answer, admin_client
+from gateway.client.policy import TOKEN_ENV, admin_answer, admin_client
 
 _COLUMNS = ("requests", "input_tokens", "output_tokens", "cached_tokens", "cost")
 

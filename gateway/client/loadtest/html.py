@@ -6,8 +6,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from gateway.loadtest.report import totals_line
-from gateway.loadtest.svg import Series, bar_chart, line_chart
+from gateway.client.loadtest.report import totals_line
+from gateway.client.loadtest.svg import Series, bar_chart, line_chart
 
 REPORT_FILE = "report.html"
 

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgecore.progress import step
-from gateway import demo_secret
 from gateway.auth.mint import mint_token
+from gateway.client import demo_secret
 from gateway.features import load_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from gateway.loadtest.metrics import percentile
-from gateway.loadtest.runner import Run
+from gateway.client.loadtest.metrics import percentile
+from gateway.client.loadtest.runner import Run
 
 WINDOW_S = 5.0
 

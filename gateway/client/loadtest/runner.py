@@ -13,9 +13,9 @@ from typing import Any
 
 import aiohttp
 
-from gateway.loadtest.client import Target, send
-from gateway.loadtest.metrics import Sample
-from gateway.loadtest.workload import Workload
+from gateway.client.loadtest.client import Target, send
+from gateway.client.loadtest.metrics import Sample
+from gateway.client.loadtest.workload import Workload
 
 
 @dataclass(frozen=True)

@@ -115,8 +115,8 @@ def wait_until(check: Any, timeout: float, interval: float = 0.05) -> float:
 
 def start_gateway_file(path: Path, workers: int = 1) -> Any:
     """`edgegw serve` on an existing policy file (a symlink, say), as `tests.conftest.start_gateway` does."""
-    from tests.conftest import GatewayProc
-    from tests.harness import EDGEGW, free_port, start_server
+    from testkit.gateways import GatewayProc
+    from testkit.harness import EDGEGW, free_port, start_server
 
     port = free_port()
     args = [*EDGEGW, "serve", "--config", str(path), "--port", str(port), "--workers", str(workers)]

@@ -1,1 +1,0 @@
-"""Pipeline stages. `gateway.pipeline` lists them in order."""
