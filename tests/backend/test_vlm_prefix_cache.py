@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from testkit.media_files import photo
 from tests.backend.conftest import BackendProc, start_backend
 from tests.backend.test_vlm import Reference, chat, image_part
-from tests.media_files import photo
 
 ARCHS = ["glm4v", "qwen2_5_vl", "idefics3"]
 BLOCK = 16  # gpu_backend.prefix_cache.BLOCK_TOKENS
