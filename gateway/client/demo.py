@@ -19,7 +19,7 @@ from gateway.auth.mint import mint_token
 from gateway.client import demo_secret
 from gateway.features import load_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (gateway/client/demo.py)
 
 
 def run_demo(port: int, backend_port: int, replicas: int, config_path: Path) -> int:
