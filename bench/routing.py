@@ -50,6 +50,7 @@ class Variant:
     balancer: str
     gateways: int = 1
     workers: int = 1
+    shared: bool = False  # `inference.shared_index` through the bench's redis-server
 
     @property
     def model(self) -> str:
@@ -59,7 +60,7 @@ class Variant:
 DEFAULT = tuple(Variant(b, b) for b in BALANCERS)
 # --topology: do independent routers (2 gateway replicas x 2 workers) agree well enough without a picker?
 TOPOLOGY = (Variant("least_outstanding 2x2", "least_outstanding", 2, 2), Variant("inference 1x1", "inference"),
-            Variant("inference 2x2", "inference", 2, 2))
+            Variant("inference 2x2", "inference", 2, 2), Variant("inference 2x2 redis", "inference", 2, 2, True))
 # Requests (or sessions) per simulated second: light, medium, heavy (past least_outstanding's saturation).
 LEVELS = {"agent": (1.5, 3.5, 5.0), "groups": (10.0, 25.0, 42.0), "unique": (8.0, 16.0, 26.0)}
 
@@ -98,7 +99,7 @@ def _process(args: list[str], ready: list[str], log: Path) -> Iterator[subproces
                         break
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"{args[2]} did not start:\n{log.read_text()[-2000:]}") from None
+                        raise RuntimeError(f"{' '.join(args[:3])} did not start:\n{log.read_text()[-2000:]}") from None
                     time.sleep(0.1)
         yield proc
     finally:
@@ -205,13 +206,15 @@ def best_hit_share(plan: list[Session], sim: SimConfig) -> float:
     return cached / total if total else 0.0
 
 
-def _replica_requests(ports: list[int]) -> list[int]:
+def _replica_requests(ports: list[int]) -> list[tuple[int, int]]:
+    """Per replica: requests run, and those that arrived while every other replica had a free slot."""
     import urllib.request
 
     out = []
     for p in ports:
         with urllib.request.urlopen(f"http://127.0.0.1:{p}/_stats", timeout=5) as r:
-            out.append(orjson.loads(r.read())["requests"])
+            stats = orjson.loads(r.read())
+            out.append((stats["requests"], stats["requests_others_free"]))
     return out
 
 
@@ -247,7 +250,8 @@ def measure(workload: str, args: argparse.Namespace, tmp: Path) -> None:
     print(f"\n## ({workload}) {args.replicas} replicas x {sim.kv_blocks} KV blocks of {sim.block_tokens} tokens, "
           f"max_num_seqs {sim.max_num_seqs}, time scale {args.scale}", flush=True)
     gateways = sum(v.gateways for v in variants)
-    base = _free_ports(len(variants) * args.replicas + gateways)
+    base = _free_ports(len(variants) * args.replicas + gateways + 1)
+    redis_url = f"redis://127.0.0.1:{base + len(variants) * args.replicas + gateways}/0"
     ports = {v: [base + i * args.replicas + r for r in range(args.replicas)] for i, v in enumerate(variants)}
     gw_ports: dict[Variant, list[int]] = {}
     nxt = base + len(variants) * args.replicas
@@ -256,13 +260,18 @@ def measure(workload: str, args: argparse.Namespace, tmp: Path) -> None:
         nxt += v.gateways
     sim_args = [f"--{k.replace('_', '-')}={v}" for k, v in sim.__dict__.items()]
     with ExitStack() as stack:
+        if any(v.shared for v in variants):
+            port = redis_url.rsplit(":", 1)[1].split("/")[0]
+            stack.enter_context(_process(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+                                          "--appendonly", "no"], [f"redis://127.0.0.1:{port}"], tmp / "redis.log"))
         for v in variants:
             stack.enter_context(_process(
                 [sys.executable, "-m", "gpu_backend.sim", "--port", str(ports[v][0]), "--replicas",
                  str(args.replicas), "--model", v.model, "--chunk-tokens", "8", *sim_args],
                 [f"http://127.0.0.1:{p}" for p in ports[v]], tmp / f"sim-{v.model}.log"))
             config = tmp / f"gw-{v.model}.yaml"
-            config.write_text(yaml.safe_dump(_gateway_config(v, ports[v], _inference_settings(args))))
+            settings = {**_inference_settings(args), **({"shared_index": {"redis_url": redis_url}} if v.shared else {})}
+            config.write_text(yaml.safe_dump(_gateway_config(v, ports[v], settings)))
             for port in gw_ports[v]:
                 stack.enter_context(_process(
                     [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port),
@@ -274,7 +283,8 @@ def measure(workload: str, args: argparse.Namespace, tmp: Path) -> None:
             before = {v: _replica_requests(ports[v]) for v in variants}
             results = asyncio.run(run_level(urls, plan, args.scale))
             after = {v: _replica_requests(ports[v]) for v in variants}
-            per_replica = {v: [x - y for x, y in zip(after[v], before[v], strict=True)] for v in variants}
+            per_replica = {v: [(x[0] - y[0], x[1] - y[1]) for x, y in zip(after[v], before[v], strict=True)]
+                           for v in variants}
             _print_level(workload, rate, results, best_hit_share(plan, sim), per_replica)
 
 
@@ -283,19 +293,23 @@ def _inference_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_level(workload: str, rate: float, results: dict[Variant, Result], best: float,
-                 per_replica: dict[Variant, list[int]]) -> None:
+                 per_replica: dict[Variant, list[tuple[int, int]]]) -> None:
     unit = "sessions/s" if workload == "agent" else "req/s"
     print(f"\n({workload}) {rate:g} {unit}; best possible hit share {best * 100:.0f}%")
     print(f"{'balancer':<23}{'reqs':>6}{'err':>5}{'TTFT p50':>10}{'p90':>8}{'p99':>8}{'e2e p90':>9}{'out tok/s':>11}"
-          f"{'hit share':>11}{'of best':>9}{'most/fewest per replica':>26}")
+          f"{'hit share':>11}{'of best':>9}{'most/fewest per replica':>26}{'full':>6}")
     by_label = {v.label: r for v, r in results.items()}
     for b, r in results.items():
         share = r.cached_tokens / r.prompt_tokens if r.prompt_tokens else 0.0
-        counts = per_replica[b]
+        # "No replica runs more than 1.5x the requests of the least loaded one while the others have free
+        # slots": requests that found another replica without a free slot (all of max_num_seqs running)
+        # are left out of most / fewest; `full` is their share.
+        counts = [free for _, free in per_replica[b]]
+        full = 1.0 - sum(counts) / max(1, sum(total for total, _ in per_replica[b]))
         print(f"{b.label:<23}{len(r.ttft):>6}{r.errors:>5}{_pct(r.ttft, .5):>9.2f}s{_pct(r.ttft, .9):>7.2f}s"
               f"{_pct(r.ttft, .99):>7.2f}s{_pct(r.e2e, .9):>8.2f}s{r.output_tokens / r.span:>11.0f}"
               f"{share * 100:>10.0f}%{share / best * 100 if best else 0:>8.0f}%"
-              f"{max(counts):>13} / {min(counts):<4} ({max(counts) / max(1, min(counts)):.2f}x)")
+              f"{max(counts):>13} / {min(counts):<4} ({max(counts) / max(1, min(counts)):.2f}x){full * 100:>5.0f}%")
     for b, r in results.items():
         if r.first_error:
             print(f"{b.label}: first error: {r.first_error}")

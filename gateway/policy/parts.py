@@ -29,6 +29,8 @@ from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.fallback import FallbackSender, ModelPlans
 from gateway.upstream.forward import Upstreams
 from gateway.upstream.health import HealthChecker
+from gateway.upstream.index_share import IndexShare
+from gateway.upstream.signals import SignalScraper
 
 S = TypeVar("S")
 
@@ -140,6 +142,8 @@ async def merge_upstreams(config: GatewayConfig, previous: Upstreams, previous_c
         merged.sessions[name] = source.sessions[name]
     merged.checkers = [c for c in previous.checkers if c.pool.name in keep] + fresh.checkers
     merged.discoveries = [d for d in previous.discoveries if d.pool.name in keep] + fresh.discoveries
+    merged.scrapers = [s for s in previous.scrapers if s.pool.name in keep] + fresh.scrapers
+    merged.shares = [s for s in previous.shares if s.pool.name in keep] + fresh.shares
     return merged
 
 
@@ -149,6 +153,8 @@ class Retired:
 
     checkers: list[HealthChecker] = field(default_factory=list)
     discoveries: list[DnsDiscovery] = field(default_factory=list)
+    # `balancer: inference` pools' metrics scrapes and prefix index exchanges
+    pool_tasks: list[SignalScraper | IndexShare] = field(default_factory=list)
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     stoppable: list[object] = field(default_factory=list)  # features' objects the new version dropped
     access_log: AccessLog | None = None
@@ -158,6 +164,8 @@ class Retired:
             await d.stop()
         for c in self.checkers:
             await c.stop()
+        for t in self.pool_tasks:
+            await t.stop()
 
     async def close(self) -> None:
         for part in self.stoppable:
@@ -177,6 +185,8 @@ def retired(old: Parts, new: Parts) -> Retired:
     return Retired(
         checkers=[c for c in up_old.checkers if c not in up_new.checkers],
         discoveries=[d for d in up_old.discoveries if d not in up_new.discoveries],
+        pool_tasks=[*(t for t in up_old.scrapers if t not in up_new.scrapers),
+                    *(t for t in up_old.shares if t not in up_new.shares)],
         sessions=[s for s in up_old.sessions.values() if id(s) not in live_sessions],
         stoppable=[s for s in old.states.values() if id(s) not in kept],
         access_log=old.access_log if old.access_log is not new.access_log else None,

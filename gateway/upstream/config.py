@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import cast
+from urllib.parse import urlsplit
 
 from gateway.config.part import Frame
 from gateway.config.reader import Section
@@ -57,6 +58,20 @@ def parse_dns(sec: Section) -> DnsConfig:
 
 
 @dataclass(frozen=True)
+class SharedIndexConfig:
+    """`pools[].inference.shared_index`: the prefix index exchanged through Redis
+    (gateway.upstream.index_share)."""
+
+    redis_url: str
+    key: str  # the pool's Redis stream
+    interval_s: float = 0.05
+    timeout_ms: int = 250
+    retry_s: float = 1.0  # after a failure, Redis is left alone this long
+    max_entries: int = 2048  # the stream keeps about this many entries (a new router reads the newest)
+    ttl_s: float = 3600.0  # an idle pool's stream goes away
+
+
+@dataclass(frozen=True)
 class InferenceConfig:
     """`pools[].inference`: the `inference` balancer's signals and guard (gateway.upstream.inference)."""
 
@@ -66,14 +81,34 @@ class InferenceConfig:
     stale_after_s: float = 0.5  # older signals count as unknown
     max_metrics_bytes: int = 1024 * 1024
     load_factor: float = 1.5  # no endpoint takes more than this times the mean load (plus one)
+    balance_ratio: float = 1.25  # requests routed lately: at most this times the least's (with free slots) + 1
     index_blocks: int = 65536  # prefix blocks remembered per pool (per worker)
     session_header: str | None = None  # a client header naming the session (a hint, like `user`)
+    shared_index: SharedIndexConfig | None = None  # None: each worker routes on its own index alone
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
-def parse_inference(sec: Section) -> InferenceConfig:
+def parse_shared_index(sec: Section, pool: str) -> SharedIndexConfig:
+    """A pool's `inference.shared_index:` (Redis, single node)."""
+    url = sec.str("redis_url")
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise sec.error("redis_url", "expected a redis://, rediss:// or unix:// URL")
+    cfg = SharedIndexConfig(
+        redis_url=url,
+        key=sec.str("key", f"edgegw:routing-index:{pool}"),
+        interval_s=sec.float("interval_s", 0.05, min=0.005, max=10.0),
+        timeout_ms=sec.int("timeout_ms", 250, min=1, max=10_000),
+        retry_s=sec.float("retry_s", 1.0, min=0.01, max=600.0),
+        max_entries=sec.int("max_entries", 2048, min=16, max=1_000_000),
+        ttl_s=sec.float("ttl_s", 3600.0, min=1.0, max=30 * 86400.0),
+    )
+    sec.done()
+    return cfg
+
+
+def parse_inference(sec: Section, pool: str = "") -> InferenceConfig:
     """A pool's `inference:` settings (read whatever the balancer, so a typo is caught either way)."""
     header = sec.str("session_header", None)
     if header is not None and not _HEADER_NAME.match(header):
@@ -88,8 +123,10 @@ def parse_inference(sec: Section) -> InferenceConfig:
         stale_after_s=sec.float("stale_after_s", 0.5, min=0.02, max=600.0),
         max_metrics_bytes=sec.int("max_metrics_bytes", 1024 * 1024, min=1024, max=64 * 1024 * 1024),
         load_factor=sec.float("load_factor", 1.5, min=1.0, max=100.0),
+        balance_ratio=sec.float("balance_ratio", 1.25, min=1.0, max=100.0),
         index_blocks=sec.int("index_blocks", 65536, min=16, max=16 * 1024 * 1024),
         session_header=header.lower() if header else None,
+        shared_index=parse_shared_index(sec.section("shared_index"), pool) if sec.has("shared_index") else None,
     )
     sec.done()
     return cfg
@@ -117,7 +154,8 @@ def parse_pool_part(sec: Section, frame: Frame) -> PoolOptions | None:
         raise sec.error("endpoints", "a pool needs endpoints or dns discovery")
     groups = {str(e.get("group", "default")) for e in endpoints if isinstance(e, dict)}
     rollout = _rollout(sec.section("rollout"), groups) if sec.has("rollout") else None
-    inference = parse_inference(sec.section("inference")) if sec.has("inference") else None
+    inference = parse_inference(sec.section("inference"), str(sec.data.get("name", ""))) if sec.has(
+        "inference") else None
     if dns is None and rollout is None and inference is None:
         return None
     return PoolOptions(dns, rollout, inference)

@@ -20,6 +20,7 @@ from gateway.upstream.config import pool_options
 from gateway.upstream.discovery import DnsDiscovery
 from gateway.upstream.failures import UPSTREAM_ERRORS, AnswerTooLarge, failure_kind
 from gateway.upstream.health import HealthChecker
+from gateway.upstream.index_share import IndexShare
 from gateway.upstream.pool import Endpoint, Pool
 from gateway.upstream.prompt_key import PromptKey, prompt_key
 from gateway.upstream.signals import SignalScraper
@@ -69,6 +70,7 @@ class Upstreams:
         self.checkers: list[HealthChecker] = []
         self.discoveries: list[DnsDiscovery] = []
         self.scrapers: list[SignalScraper] = []
+        self.shares: list[IndexShare] = []  # `inference.shared_index`: prefix indexes exchanged through Redis
         metrics.on_scrape(self._export_in_flight)
         # Per pool: (streamed, non-streamed). A stream's first byte and every gap between its chunks
         # are bounded by first_byte_s; a non-streamed answer arrives in one piece when the whole
@@ -93,6 +95,8 @@ class Upstreams:
                 self.discoveries.append(DnsDiscovery(pool, dns, session))
             if pool.inference is not None:
                 self.scrapers.append(SignalScraper(pool, pool.inference.config, session))
+                if pool.inference.config.shared_index is not None:
+                    self.shares.append(IndexShare(pool, pool.inference.config.shared_index))
         # Discovered endpoints join before the first health round, so /readyz counts them.
         await asyncio.gather(*(d.refresh() for d in self.discoveries))
         # One synchronous round first, so /readyz is truthful from the first request.
@@ -105,10 +109,14 @@ class Upstreams:
             discovery.start()
         for scraper in self.scrapers:
             scraper.start()
+        for share in self.shares:
+            share.start()
 
     async def stop(self) -> None:
         for scraper in self.scrapers:
             await scraper.stop()
+        for share in self.shares:
+            await share.stop()
         for discovery in self.discoveries:
             await discovery.stop()
         for checker in self.checkers:

@@ -103,13 +103,21 @@ class Replica:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self._prefill_lane = asyncio.Lock()
-        self.stats = {"requests": 0, "prompt_tokens": 0, "cached_tokens": 0, "generation_tokens": 0,
-                      "queries": 0, "hits": 0}
+        # The other replicas of the pool (set by `serve`): a request that finds all of them with a free
+        # batch slot is one a balancer could have sent anywhere (`requests_others_free`).
+        self.siblings: list[Replica] = []
+        self.stats = {"requests": 0, "requests_others_free": 0, "prompt_tokens": 0, "cached_tokens": 0,
+                      "generation_tokens": 0, "queries": 0, "hits": 0}
 
     # --- signals --------------------------------------------------------------------------------
 
     def _decode_blocks(self) -> int:
         return sum(math.ceil(r.generated / self.config.block_tokens) for r in self.running)
+
+    @property
+    def has_free_slot(self) -> bool:
+        """A new request would run at once (no queue; vLLM's running batch is below `max_num_seqs`)."""
+        return len(self.running) < self.config.max_num_seqs
 
     @property
     def kv_usage(self) -> float:
@@ -120,6 +128,8 @@ class Replica:
     def submit(self, blocks: list[bytes], prompt_tokens: int, max_tokens: int) -> Request:
         req = Request(blocks, prompt_tokens, max_tokens)
         self.stats["requests"] += 1
+        if all(o.has_free_slot for o in self.siblings if o is not self):
+            self.stats["requests_others_free"] += 1
         self.waiting.append(req)
         self._admit()
         return req

@@ -131,8 +131,10 @@ async def _reply(send: Any, status: int, body: bytes, headers: list[tuple[bytes,
 async def serve(config: SimConfig, ports: list[int], model: str, host: str = "127.0.0.1",
                 chunk_tokens: int = 1) -> None:
     """Run one replica per port in this event loop until cancelled."""
-    servers = [uvicorn.Server(uvicorn.Config(SimServer(Replica(f"r{i}", config), model, chunk_tokens),
-                                             host=host, port=port, access_log=False, log_level="error",
-                                             backlog=4096, lifespan="off"))
-               for i, port in enumerate(ports)]
+    replicas = [Replica(f"r{i}", config) for i in range(len(ports))]
+    for replica in replicas:
+        replica.siblings = replicas
+    servers = [uvicorn.Server(uvicorn.Config(SimServer(replica, model, chunk_tokens), host=host, port=port,
+                                             access_log=False, log_level="error", backlog=4096, lifespan="off"))
+               for replica, port in zip(replicas, ports, strict=True)]
     await asyncio.gather(*(s.serve() for s in servers))
