@@ -195,7 +195,7 @@ class IndexShare:
             for blocks, url, session in records:
                 endpoint = endpoints.get(url)
                 if endpoint is not None and blocks:
-                    inference.index.record(blocks, endpoint, session)
+                    inference.learn(blocks, endpoint, session)
                     self.received += 1
         except (ValueError, TypeError, struct.error, UnicodeDecodeError):
             log.debug("pool %s: skipped a garbled prefix index entry", self.pool.name)

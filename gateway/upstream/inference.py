@@ -28,15 +28,13 @@ requests once more: a queue costs more than a busy batch.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from hashlib import blake2b
 from typing import TYPE_CHECKING
 
 from gateway import metrics
+from gateway.upstream.balance import Guard, home, least_loaded
 from gateway.upstream.config import InferenceConfig
 from gateway.upstream.prefix_index import PrefixIndex
 from gateway.upstream.prompt_key import PromptKey
@@ -44,29 +42,7 @@ from gateway.upstream.prompt_key import PromptKey
 if TYPE_CHECKING:
     from gateway.upstream.pool import Endpoint
 
-REASONS = ("affinity", "session", "load", "fallback")
-_HALVE_EVERY = 256
-_SLACK = 4.0  # requests an endpoint may be ahead of `balance_ratio` x the floor: a few sessions' steps
-
-
-def endpoint_salt(url: str) -> int:
-    """The endpoint's rendezvous-hash salt: the same in every process (str hashes are not)."""
-    return int.from_bytes(blake2b(url.encode(), digest_size=8).digest(), "little")
-
-
-@dataclass(slots=True)
-class RoutedShare:
-    """Per endpoint: requests routed, and the prompt blocks the index predicted cached there."""
-
-    requests: int = 0
-    blocks: int = 0
-    matched: int = 0
-    recent: float = 0.0  # requests routed here lately (halved every `_HALVE_EVERY` decisions of the pool)
-    seen: int = 0  # the pool's decision count when this endpoint was last a candidate
-
-    @property
-    def predicted_hit_share(self) -> float | None:
-        return self.matched / self.blocks if self.blocks else None
+REASONS = ("affinity", "prefix", "session", "load", "fallback")
 
 
 class InferenceBalancer:
@@ -77,7 +53,8 @@ class InferenceBalancer:
         self.config = config
         self.index = PrefixIndex(config.index_blocks)
         self._decisions = {r: metrics.routing_decisions_total.labels(pool_name, r) for r in REASONS}
-        self._count = 0
+        self._count = 0  # decisions, this router's and (with a shared index) the others'
+        self._picks = 0  # this router's
         # Each decision's prompt, for other routers (`gateway.upstream.index_share`); None: local only.
         self.outbox: Callable[[tuple[bytes, ...], str, int], None] | None = None
 
@@ -88,16 +65,22 @@ class InferenceBalancer:
             return endpoint.in_flight
         return max(endpoint.in_flight, s.running + s.waiting) + s.waiting
 
+    def learn(self, blocks: tuple[bytes, ...], endpoint: Endpoint, session: int) -> None:
+        """Another router sent this prompt to `endpoint` (`gateway.upstream.index_share`): its blocks are
+        probably cached there, and it counts in the endpoint's requests routed lately."""
+        self.index.record(blocks, endpoint, session)
+        self._count += 1
+        endpoint.routed.decay(self._count)
+        endpoint.routed.recent += 1.0
+
     def pick(self, candidates: list[Endpoint], key: PromptKey | None) -> Endpoint:
-        count = self._count = self._count + 1
-        if count % _HALVE_EVERY == 0:
-            for e in candidates:
-                e.routed.recent *= 0.5
+        self._count += 1
+        self._picks += 1
         now = time.monotonic()
         loads = {e: self.load(e, now) for e in candidates}
-        guard = _Guard(self.config, candidates, loads, now, count)
+        guard = Guard(self.config, candidates, loads, now, self._count, self._picks)
         if key is None or not key.blocks:
-            return self._decide(_least_loaded(candidates, loads), "fallback", None)
+            return self._decide(least_loaded(candidates, loads), "fallback", None)
         session = key.session if key.session is not None else int.from_bytes(key.blocks[-1][:8], "little")
         match = self.index.match(key.blocks, session)
         depth = match.depth
@@ -109,18 +92,21 @@ class InferenceBalancer:
         # among its holders, so every user of a group converges on one (extra copies left by the guard age
         # out). More: the session's home among all endpoints, the same for each of the session's steps
         # until its own history is held somewhere.
-        if holders and match.share * len(candidates) <= 1.0:
+        n = len(candidates)
+        if holders and match.share * n <= 1.0:
             if len(holders) > 1:
                 prefix = int.from_bytes(match.block[:8], "little")
                 holders = [max(holders, key=lambda e: hash((prefix, e.salt)))]
             target, reason = holders[0], "affinity"
+        elif key.stable and self.index.share(stable := key.blocks[key.stable - 1], session) * n <= 1.0:
+            target, reason = home(candidates, int.from_bytes(stable[:8], "little"), guard), "prefix"
         else:
-            target, reason = _home(candidates, session, loads, guard.floor), "session"
+            target, reason = home(candidates, session, guard), "session"
         if not guard.admits(target):
             # The deepest match among the endpoints the guard admits (a copy of the prefix elsewhere), the
             # least loaded among equals; none admitted (the least in flight has routed the most lately): the
             # least in flight, since a hot spot costs more than an uneven count.
-            allowed = [e for e in candidates if guard.admits(e)] or [_least_loaded(candidates, loads)]
+            allowed = [e for e in candidates if guard.admits(e)] or [least_loaded(candidates, loads)]
             target = min(allowed, key=lambda e: (-depth.get(e, 0), loads[e], random.random()))
             reason = "load"
         return self._decide(target, reason, key, depth.get(target, 0), session)
@@ -138,53 +124,3 @@ class InferenceBalancer:
             if self.outbox is not None:
                 self.outbox(key.blocks, target.url, session)
         return target
-
-
-class _Guard:
-    """Who may take a request: in flight under `ceil(load_factor x (total + 1) / endpoints)` (no hot spot),
-    and routed lately less than `balance_ratio` times the least routed endpoint with a free slot, plus
-    `_SLACK` (the requests each endpoint runs stay even; an endpoint whose server queues requests has no free
-    slot and sets no floor). An endpoint back among the candidates (readmitted, healthy again, discovered)
-    starts at that floor: a cold replica must not take everything until its count catches up."""
-
-    __slots__ = ("_bound", "_ceiling", "_loads", "floor")
-
-    def __init__(self, config: InferenceConfig, candidates: list[Endpoint], loads: dict[Endpoint, float],
-                 now: float, count: int) -> None:
-        self._loads = loads
-        self._bound = math.ceil(config.load_factor * (sum(loads.values()) + 1) / len(candidates))
-        stale = now - config.stale_after_s
-        floor = min((e.routed.recent for e in candidates
-                     if e.signals is None or e.signals.at < stale or not e.signals.waiting), default=None)
-        for e in candidates:
-            routed = e.routed
-            if routed.seen < count - 1 and floor is not None and routed.recent < floor:
-                routed.recent = floor
-            routed.seen = count
-        self.floor = floor  # None: every endpoint queues (no free slot anywhere)
-        self._ceiling = math.inf if floor is None else config.balance_ratio * floor + _SLACK
-
-    def admits(self, e: Endpoint) -> bool:
-        return self._loads[e] < self._bound and e.routed.recent < self._ceiling
-
-
-def _home(endpoints: list[Endpoint], session: int, loads: dict[Endpoint, float], floor: float | None) -> Endpoint:
-    """The first endpoint in the session's hash order among the (nearly) least loaded, in flight and
-    in requests routed lately (consistent hashing with bounded loads): while the endpoints are about
-    equally busy they all qualify and workers and replicas agree; the counts keep homes even at light
-    load, where nothing stays in flight long enough to tell the endpoints apart. Routed lately means
-    close to the floor of the guard, well under its ceiling: a new session brings its later steps."""
-    if len(endpoints) == 1:
-        return endpoints[0]
-    low = min(loads[e] for e in endpoints)
-    slack = max(1.0, 0.25 * sum(loads[e] for e in endpoints) / len(endpoints))
-    routed = math.inf if floor is None else 1.1 * floor + 1.0
-    ranked = sorted(endpoints, key=lambda e: hash((session, e.salt)), reverse=True)
-    return next((e for e in ranked if loads[e] <= low + slack and e.routed.recent <= routed),
-                next(e for e in ranked if loads[e] <= low + slack))
-
-
-def _least_loaded(candidates: list[Endpoint], loads: dict[Endpoint, float]) -> Endpoint:
-    low = min(loads.values())
-    tied = [e for e in candidates if loads[e] == low]
-    return tied[0] if len(tied) == 1 else random.choice(tied)

@@ -13,8 +13,9 @@ from yarl import URL
 from gateway import metrics
 from gateway.config.schema import EndpointConfig, PoolConfig
 from gateway.errors import unavailable
+from gateway.upstream.balance import RoutedShare, endpoint_salt
 from gateway.upstream.config import InferenceConfig, pool_options
-from gateway.upstream.inference import InferenceBalancer, RoutedShare, endpoint_salt
+from gateway.upstream.inference import InferenceBalancer
 from gateway.upstream.prompt_key import PromptKey
 from gateway.upstream.rollout import BackendRollout
 from gateway.upstream.signals import EndpointSignals

@@ -74,12 +74,16 @@ class PrefixIndex:
             if not found:
                 break
             deepest, deepest_key = entry, block
-        share = 0.0
-        if deepest is not None:
-            sessions = deepest.sessions + (deepest.session != session)
-            if sessions > 1:
-                share = sessions / max(1, self.requests + 1 - deepest.since)
-        return Match(depth, min(1.0, share), deepest_key)
+        return Match(depth, self._share(deepest, session) if deepest is not None else 0.0, deepest_key)
+
+    def share(self, block: bytes, session: int) -> float:
+        """The traffic share of one block, `session` counted in (0: unknown, or one session's alone)."""
+        entry = self._blocks.get(block)
+        return self._share(entry, session) if entry is not None else 0.0
+
+    def _share(self, entry: _Block, session: int) -> float:
+        sessions = entry.sessions + (entry.session != session)
+        return min(1.0, sessions / max(1, self.requests + 1 - entry.since)) if sessions > 1 else 0.0
 
     def record(self, blocks: tuple[bytes, ...], holder: Holder, session: int) -> None:
         """The prompt of `session` went to `holder`: each of its blocks is now (also) there, most

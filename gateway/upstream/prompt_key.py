@@ -34,10 +34,13 @@ class PromptKey:
     `blocks`: chained digests, one per block of the canonical prompt (the last may be partial).
     `session`: a stable 64-bit key for the conversation (the client's `user` or session header when
     given, else system prompt + first user message); None when the prompt has no stable part.
+    `stable`: how many of the blocks lie wholly before the first user message (the system prompt: what
+    every user of a shared document or agent sends alike).
     """
 
     blocks: tuple[bytes, ...]
     session: int | None
+    stable: int = 0
 
 
 def media_digest(text: str) -> bytes:
@@ -151,6 +154,7 @@ def _text_only(content: Any) -> bytes:
 def _chat_key(model: str, messages: list[Any], hint: str | None) -> PromptKey | None:
     stream = _Stream()
     session: bytes | None = None
+    stable = 0
     for msg in messages[:MAX_MESSAGES]:
         if not isinstance(msg, dict):
             continue
@@ -161,6 +165,7 @@ def _chat_key(model: str, messages: list[Any], hint: str | None) -> PromptKey | 
         if session is None and role == "user":
             # System prompt + first user message: never the system prompt alone, which every session shares.
             head = b"".join(stream.parts)[:start]
+            stable = start // BLOCK_BYTES
             session = head + _ROLE_MARK + role_bytes + _PART_MARK + _text_only(msg.get("content"))
         if not more:
             break
@@ -168,5 +173,5 @@ def _chat_key(model: str, messages: list[Any], hint: str | None) -> PromptKey | 
         return None
     blocks = _chain(model, b"".join(stream.parts))
     if hint:
-        return PromptKey(blocks, _session_int(model, b"\x00hint" + hint.encode("utf-8", "surrogatepass")))
-    return PromptKey(blocks, _session_int(model, session) if session is not None else None)
+        return PromptKey(blocks, _session_int(model, b"\x00hint" + hint.encode("utf-8", "surrogatepass")), stable)
+    return PromptKey(blocks, _session_int(model, session) if session is not None else None, stable)

@@ -117,10 +117,14 @@ def _groups(pool: Pool, groups: int, users: int) -> dict[int, Counter[str]]:
     return seen
 
 
-def test_a_shared_prefix_group_follows_its_first_replica() -> None:
+def test_a_shared_prefix_group_meets_on_one_replica_and_groups_spread() -> None:
     seen = _groups(_pool(), 12, 6)
-    assert all(len(hosts) == 1 for g, hosts in seen.items() if g), seen  # (the very first may be copied)
-    assert len(set().union(*seen.values())) == 4  # and the groups spread
+    # Most of each group's users reach one replica (the guard may move a few requests to keep the counts
+    # even: 12 groups do not split evenly over 4 replicas by hash) ...
+    assert sum(hosts.most_common(1)[0][1] for hosts in seen.values()) >= 0.85 * 12 * 6, seen
+    # ... and the groups spread: no replica runs more than 1.5x the requests of another.
+    per_host = sum(seen.values(), Counter())
+    assert len(per_host) == 4 and max(per_host.values()) <= 1.5 * min(per_host.values()), per_host
 
 
 def test_load_guard_gives_way_before_a_hot_spot() -> None:
