@@ -108,7 +108,7 @@ def home(endpoints: list[Endpoint], key: int, guard: Guard) -> Endpoint:
     slack = max(1.0, 0.25 * sum(loads[e] for e in endpoints) / len(endpoints))
     routed = math.inf if guard.floor is None else guard.floor + 1.0
     ranked = sorted(endpoints, key=lambda e: hash((key, e.salt)), reverse=True)
-    return next((e for e in ranked if loads[e] <= low + slack and e.routed.recent <= routed),
+    return next((e for e in ranked if loads[e] <= low + slack and e.routed.recent < routed),
                 next(e for e in ranked if loads[e] <= low + slack))
 
 

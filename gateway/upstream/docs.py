@@ -58,9 +58,24 @@ _DESCRIPTIONS: dict[str, str] = {
     "pools[].inference.scrape_timeout_s": "a slower scrape is dropped (the endpoint's signals stay as they were)",
     "pools[].inference.stale_after_s": "older signals count as unknown: the gateway's own in-flight count is used",
     "pools[].inference.max_metrics_bytes": "a larger metrics page is no reading",
-    "pools[].inference.load_factor": "load guard: no endpoint takes a request at this times the mean load (+1)",
+    "pools[].inference.load_factor": "load guard: no endpoint takes a request at this times the mean load in "
+                                     "flight (+1)",
+    "pools[].inference.balance_ratio": "load guard: no endpoint takes a request once it was sent this times the "
+                                       "requests of the least routed endpoint with a free slot, lately (+4)",
     "pools[].inference.index_blocks": "prefix blocks (512 bytes of prompt each) remembered per pool and worker",
     "pools[].inference.session_header": "a client header naming the session, used like the `user` field: a hint",
+    "pools[].inference.shared_index": "exchange the prefix index with the pool's other gateway workers and "
+                                      "replicas through Redis, off the request path (docs/routing.md); absent: "
+                                      "each worker routes on what it routed itself",
+    "pools[].inference.shared_index.redis_url": "a single Redis node (often the top-level `redis.url`)",
+    "pools[].inference.shared_index.key": "the pool's Redis stream; default `edgegw:routing-index:<pool name>`",
+    "pools[].inference.shared_index.interval_s": "how often each worker sends its decisions and reads the others'",
+    "pools[].inference.shared_index.timeout_ms": "one exchange's deadline (it never delays a request)",
+    "pools[].inference.shared_index.retry_s": "after a failed exchange Redis is left alone this long; meanwhile "
+                                              "the worker routes on its own index",
+    "pools[].inference.shared_index.max_entries": "stream entries kept (about); a new worker starts from the "
+                                                  "newest ones",
+    "pools[].inference.shared_index.ttl_s": "an idle pool's stream expires after this long",
     "pools[].max_inflight_per_endpoint": "an endpoint at this many outstanding requests is skipped; all "
                                          "full = fast 503",
     "pools[].max_response_bytes": "largest non-streamed answer read from a backend; a larger one is a failed "

@@ -45,6 +45,12 @@ if TYPE_CHECKING:
 REASONS = ("affinity", "prefix", "session", "load", "fallback")
 
 
+def session_marker(session: int) -> bytes:
+    """A pseudo-block recorded with each prompt's blocks: where the session's last request went (its
+    history may end inside a block no other request shares, or its prompt may have changed)."""
+    return b"\x00session" + session.to_bytes(8, "little")
+
+
 class InferenceBalancer:
     """One per pool (and per worker process): its prefix index and decision counters."""
 
@@ -80,9 +86,11 @@ class InferenceBalancer:
         loads = {e: self.load(e, now) for e in candidates}
         guard = Guard(self.config, candidates, loads, now, self._count, self._picks)
         if key is None or not key.blocks:
-            return self._decide(least_loaded(candidates, loads), "fallback", None)
-        session = key.session if key.session is not None else int.from_bytes(key.blocks[-1][:8], "little")
-        match = self.index.match(key.blocks, session)
+            return self._decide(least_loaded(candidates, loads), "fallback")
+        blocks = key.blocks
+        session = key.session if key.session is not None else int.from_bytes(blocks[-1][:8], "little")
+        marker = session_marker(session)
+        match = self.index.match(blocks, session)
         depth = match.depth
         holders = [e for e in candidates if depth.get(e, 0)]
         best = max((depth[e] for e in holders), default=0)
@@ -98,7 +106,9 @@ class InferenceBalancer:
                 prefix = int.from_bytes(match.block[:8], "little")
                 holders = [max(holders, key=lambda e: hash((prefix, e.salt)))]
             target, reason = holders[0], "affinity"
-        elif key.stable and self.index.share(stable := key.blocks[key.stable - 1], session) * n <= 1.0:
+        elif (last := self.index.holder(marker)) is not None and last in loads:
+            target, reason = last, "session"  # where the session's last step went
+        elif key.stable and self.index.share(stable := blocks[key.stable - 1], session) * n <= 1.0:
             target, reason = home(candidates, int.from_bytes(stable[:8], "little"), guard), "prefix"
         else:
             target, reason = home(candidates, session, guard), "session"
@@ -109,18 +119,19 @@ class InferenceBalancer:
             allowed = [e for e in candidates if guard.admits(e)] or [least_loaded(candidates, loads)]
             target = min(allowed, key=lambda e: (-depth.get(e, 0), loads[e], random.random()))
             reason = "load"
-        return self._decide(target, reason, key, depth.get(target, 0), session)
+        routed = target.routed
+        routed.blocks += len(blocks)
+        routed.matched += depth.get(target, 0)
+        return self._decide(target, reason, (*blocks, marker), session)
 
-    def _decide(self, target: Endpoint, reason: str, key: PromptKey | None, matched: int = 0,
-                session: int = 0) -> Endpoint:
+    def _decide(self, target: Endpoint, reason: str, blocks: tuple[bytes, ...] = (), session: int = 0) -> Endpoint:
+        """Count the decision; remember (and tell the other routers) where the prompt's blocks and its
+        session's marker went."""
         self._decisions[reason].inc()
-        share = target.routed
-        share.requests += 1
-        share.recent += 1.0
-        if key is not None:
-            share.blocks += len(key.blocks)
-            share.matched += matched
-            self.index.record(key.blocks, target, session)
+        target.routed.requests += 1
+        target.routed.recent += 1.0
+        if blocks:
+            self.index.record(blocks, target, session)
             if self.outbox is not None:
-                self.outbox(key.blocks, target.url, session)
+                self.outbox(blocks, target.url, session)
         return target

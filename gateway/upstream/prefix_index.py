@@ -76,6 +76,14 @@ class PrefixIndex:
             deepest, deepest_key = entry, block
         return Match(depth, self._share(deepest, session) if deepest is not None else 0.0, deepest_key)
 
+    def holder(self, block: bytes) -> Holder | None:
+        """Where `block` was last sent, while that endpoint's affinity holds."""
+        entry = self._blocks.get(block)
+        if entry is None:
+            return None
+        holder, epoch = entry.holders[0]
+        return holder if holder.affinity_epoch == epoch else None
+
     def share(self, block: bytes, session: int) -> float:
         """The traffic share of one block, `session` counted in (0: unknown, or one session's alone)."""
         entry = self._blocks.get(block)
