@@ -7,6 +7,14 @@ The simulator runs on a slowed clock (`--scale`): figures are printed in simulat
 
 Per workload, each replica's KV is sized like llm-d's benchmark: the prefix working set at the heavy
 level about 0.75 of the pool's KV (about 3x one replica's with 4 replicas).
+
+"most / fewest per replica" counts the requests each replica ran that arrived while every other
+replica had a free batch slot (the issue's "while the others have free slots"); `full` is the share
+of requests left out of that count (0% when no replica ever filled its `max_num_seqs`).
+
+`--topology`: each pool behind several independent routers (gateway processes x workers, every
+request to a random gateway): least_outstanding 2x2, inference 1x1, inference 2x2 (each worker its own
+index) and inference 2x2 redis (`inference.shared_index` through a redis-server started here).
 """
 
 from __future__ import annotations
@@ -58,7 +66,8 @@ class Variant:
 
 
 DEFAULT = tuple(Variant(b, b) for b in BALANCERS)
-# --topology: do independent routers (2 gateway replicas x 2 workers) agree well enough without a picker?
+# --topology: do independent routers (2 gateway replicas x 2 workers) agree well enough without a picker, and
+# with their prefix indexes shared through Redis?
 TOPOLOGY = (Variant("least_outstanding 2x2", "least_outstanding", 2, 2), Variant("inference 1x1", "inference"),
             Variant("inference 2x2", "inference", 2, 2), Variant("inference 2x2 redis", "inference", 2, 2, True))
 # Requests (or sessions) per simulated second: light, medium, heavy (past least_outstanding's saturation).
@@ -286,6 +295,9 @@ def measure(workload: str, args: argparse.Namespace, tmp: Path) -> None:
             per_replica = {v: [(x[0] - y[0], x[1] - y[1]) for x, y in zip(after[v], before[v], strict=True)]
                            for v in variants}
             _print_level(workload, rate, results, best_hit_share(plan, sim), per_replica)
+            for v, r in results.items():  # what the failing variant's gateways said
+                for port in gw_ports[v] if r.errors else []:
+                    print(f"{v.label} gateway :{port} log tail:\n{(tmp / f'gw-{port}.log').read_text()[-1500:]}")
 
 
 def _inference_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 an endpoint (prefix index lookup and record, loads, the guard), for a 2,000-token chat body and for
 one carrying a 4 MB base64 image. The JSON parse is the gateway's whatever the balancer: shown apart.
 
+`--shared-index`: the pool also queues each decision for the other routers (`inference.shared_index`;
+the exchange itself runs off the request path and is not started here).
+
 The CPU columns are this thread's CPU time (time.thread_time), which other load on the machine does
 not inflate; the wall columns include being descheduled. Targets (issue 21): <= 0.2 ms p99 for the 2,000-token body, <= 1 ms with the 4 MB image.
 """
@@ -22,6 +25,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.config.schema import EndpointConfig, PoolConfig  # noqa: E402
+from gateway.upstream.config import SharedIndexConfig  # noqa: E402
+from gateway.upstream.index_share import IndexShare  # noqa: E402
 from gateway.upstream.pool import Pool  # noqa: E402
 from gateway.upstream.prompt_key import prompt_key  # noqa: E402
 
@@ -53,9 +58,12 @@ def _pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--shared-index", action="store_true", help="queue each decision for other routers too")
     args = parser.parse_args()
     pool = Pool(PoolConfig(name="p", endpoints=tuple(EndpointConfig(url=f"http://10.0.0.{i}:8000") for i in range(8)),
                            models=("m",), balancer="inference"))
+    if args.shared_index:
+        IndexShare(pool, SharedIndexConfig(redis_url="redis://127.0.0.1:1/0", key="bench"))  # not started
     rnd = random.Random(5)
     # A warm index: 5,000 other sessions routed before.
     for i in range(5000):

@@ -3,23 +3,24 @@
 The choice, among the endpoints that may take the request (healthy, not ejected, not full, not
 already tried):
 
-1. **Affinity**: the endpoint holding the longest run of the prompt's leading blocks in this worker's
-   prefix index (`gateway.upstream.prefix_index`), when that prefix is private to a session or shared
-   by few (its traffic share times the endpoints is at most 1); the prefix's own hash picks among
-   several holders, so every user of a group's document converges on one.
-2. **Session**: no endpoint holds any of it, or the longest run held is a prefix carrying more of
-   the traffic than one endpoint's share (the system prompt every session shares: it belongs on
-   every replica, and must not pull all traffic to the first one that saw it). Rendezvous hashing on
-   the session key (system prompt + first user message, or the client's `user` / session header)
-   picks the first endpoint in the key's order that is nearly least loaded: in flight within
-   max(1, a quarter of the mean) of the lowest, and no more than 1.1x the mean of the requests routed
-   lately (+1). Every worker and gateway replica computes the same order, so while the endpoints are
-   about equally busy they agree on a new session's home without talking to each other; when they
-   are not, the least loaded win.
-3. **Load guard**: the endpoint chosen above is given up when its load reaches the bound,
-   `ceil(load_factor * (total load + 1) / endpoints)`: the least-loaded endpoint takes the request
-   (the prefix match breaks ties), so affinity never builds a hot spot.
-4. **Fallback**: nothing to hash (no prompt): the least-loaded endpoint.
+1. **Affinity**: the endpoint holding the longest run of the prompt's leading blocks in the prefix
+   index (`gateway.upstream.prefix_index`), when that prefix is private to a session or shared by few
+   (its traffic share times the endpoints is at most 1); the prefix's own hash picks among several
+   holders, so every user of a group's document converges on one.
+2. **The session's last endpoint**: a marker block per session records where its last request went
+   (its history may end inside a block nothing else shares).
+3. **A new group**: the system prompt (the messages before the first user message) fills a block and
+   is not known to be widely shared: the home of its last whole block (`balance.home`: rendezvous
+   hashing among the least loaded), so routers that never talk place a group's users alike.
+4. **A new session**: otherwise (the system prompt every session shares belongs on every replica and
+   must not pull all traffic to the first one that saw it) the home of the session key (system prompt
+   + first user message, or the client's `user` / session header).
+5. **Load guard** (`balance.Guard`): the endpoint chosen above is given up when it has too much in
+   flight or was routed too many requests lately against the least routed endpoint with a free slot;
+   the deepest match among the endpoints the guard admits takes the request.
+6. **Fallback**: nothing to hash (no prompt): the least-loaded endpoint.
+
+With `shared_index` the index also learns the other routers' decisions (`gateway.upstream.index_share`).
 
 Load is the gateway's own in-flight count, or the server's running + waiting requests from its
 `/metrics` when that is fresh and higher (other workers' and replicas' traffic), plus its waiting
