@@ -75,12 +75,14 @@ LEVELS = {"agent": (1.5, 3.5, 5.0), "groups": (10.0, 25.0, 42.0), "unique": (8.0
 
 
 def _free_ports(n: int) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n < 65000 and all(_free(p) for p in range(base, base + n)):
-            return int(base)
+    """`n` consecutive free ports below the ephemeral range (32768 and up on Linux): the load generator's
+    connections (and every other process's) take ephemeral ports, and one could take a server's port
+    between this check and the server's bind."""
+    rnd = random.Random()
+    for _ in range(200):
+        base = rnd.randrange(20000, 32700 - n)
+        if all(_free(p) for p in range(base, base + n)):
+            return base
     raise RuntimeError("no free ports")
 
 

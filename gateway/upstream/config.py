@@ -67,7 +67,7 @@ class SharedIndexConfig:
     interval_s: float = 0.05
     timeout_ms: int = 250
     retry_s: float = 1.0  # after a failure, Redis is left alone this long
-    max_entries: int = 2048  # the stream keeps about this many entries (a new router reads the newest)
+    max_entries: int = 2048  # the stream keeps about this many entries (Redis memory)
     ttl_s: float = 3600.0  # an idle pool's stream goes away
 
 

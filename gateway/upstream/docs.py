@@ -73,8 +73,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "pools[].inference.shared_index.timeout_ms": "one exchange's deadline (it never delays a request)",
     "pools[].inference.shared_index.retry_s": "after a failed exchange Redis is left alone this long; meanwhile "
                                               "the worker routes on its own index",
-    "pools[].inference.shared_index.max_entries": "stream entries kept (about); a new worker starts from the "
-                                                  "newest ones",
+    "pools[].inference.shared_index.max_entries": "stream entries kept, about (one per worker and interval with "
+                                                  "decisions to send); a starting worker reads the newest 256",
     "pools[].inference.shared_index.ttl_s": "an idle pool's stream expires after this long",
     "pools[].max_inflight_per_endpoint": "an endpoint at this many outstanding requests is skipped; all "
                                          "full = fast 503",

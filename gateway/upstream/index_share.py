@@ -46,6 +46,7 @@ MAX_PENDING = 4096  # decisions queued while Redis is slow or down; older ones a
 MAX_BATCH = 512  # decisions per entry
 MAX_BLOCKS = 256  # per decision (prompt_key's MAX_BYTES / BLOCK_BYTES)
 READ_COUNT = 64  # entries read per call (more: the next call follows at once)
+WARM_COUNT = 256  # entries a starting worker reads first (the newest): it starts with the others' index
 _HEAD = struct.Struct("<8sB")
 _RECORD = struct.Struct("<BQH")
 
@@ -114,8 +115,11 @@ class IndexShare:
         self.router = os.urandom(8)
         self._pending: deque[tuple[tuple[bytes, ...], str, int]] = deque(maxlen=MAX_PENDING)
         self._last = b""  # the last stream entry id read
-        self._client: Any = None
-        self._script: Any = None
+        timeout = config.timeout_ms / 1000.0
+        # (No connection yet: the first exchange opens it.)
+        self._client = Redis.from_url(config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                      max_connections=1, retry=Retry(NoBackoff(), 0))
+        self._script = self._client.register_script(_SCRIPT)
         self._task: asyncio.Task[None] | None = None
         self.up = False
         self.sent = self.received = self.failures = 0
@@ -126,19 +130,13 @@ class IndexShare:
         self._pending.append((blocks, url, session))
 
     def start(self) -> None:
-        cfg = self.config
-        timeout = cfg.timeout_ms / 1000.0
-        self._client = Redis.from_url(cfg.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                      max_connections=1, retry=Retry(NoBackoff(), 0))
-        self._script = self._client.register_script(_SCRIPT)
         self._task = asyncio.create_task(self._run(), name=f"index-share:{self.pool.name}")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
+        await self._client.aclose()
 
     async def _run(self) -> None:
         while True:
@@ -171,15 +169,17 @@ class IndexShare:
         entry = encode(self.router, batch) if batch else b""
         try:
             reply = await self._script(keys=[cfg.key], args=[
-                entry, self._last, cfg.max_entries, READ_COUNT, int(cfg.ttl_s * 1000)])
+                entry, self._last, cfg.max_entries, READ_COUNT if self._last else WARM_COUNT, int(cfg.ttl_s * 1000)])
         except BaseException:
             self._pending.extendleft(reversed(batch))  # sent again next time (if the queue has room)
             raise
         self.sent += len(batch)
         entries = list(reply) if self._last else list(reversed(reply))
-        for item in entries:
+        for i, item in enumerate(entries):
             self._apply(item)
-        return len(reply) >= READ_COUNT
+            if i % 16 == 15:
+                await asyncio.sleep(0)  # a backlog must not hold the event loop (requests wait on it)
+        return bool(self._last) and len(reply) >= READ_COUNT
 
     def _apply(self, item: Any) -> None:
         try:

@@ -74,6 +74,11 @@ async def test_routers_agree_on_where_a_groups_prefix_lives(redis_server: RedisS
         assert {g: _held(b, _group(g, 1)) for g in range(8)} == {g: [url] for g, url in homes.items()}
         assert {g: b.pick(None, _group(g, 1)).url for g in range(8)} == homes
         assert share_a.up and share_b.up and share_a.sent == 32
+        # A router started later (a new gateway replica) reads the newest entries first: it starts warm.
+        c, share_c = _router(redis_server.url, key, URLS)
+        await share_c.exchange()
+        await share_c.stop()
+        assert {g: _held(c, _group(g, 1)) for g in range(8)} == {g: [url] for g, url in homes.items()}
     finally:
         await share_a.stop()
         await share_b.stop()
