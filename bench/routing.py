@@ -116,7 +116,12 @@ def _process(args: list[str], ready: list[str], log: Path) -> Iterator[subproces
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                print(f"{' '.join(args[:3])} did not stop in 10 s: killed; log tail:\n{log.read_text()[-1500:]}")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
 
 
 def kv_blocks(workload: str, replicas: int, sim: SimConfig, heavy: float) -> int:

@@ -136,7 +136,10 @@ class IndexShare:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._client.aclose()
+        try:  # (bounded: a stopping gateway must not wait on Redis)
+            await asyncio.wait_for(self._client.aclose(), self.config.timeout_ms / 1000.0)
+        except (RedisError, OSError, TimeoutError):
+            pass
 
     async def _run(self) -> None:
         while True:
