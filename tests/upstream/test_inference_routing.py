@@ -14,8 +14,10 @@ import httpx
 import pytest
 import redis
 
+from gateway.policy.version import policy_hash
 from testkit.harness import Proc, RedisServer, free_ports, start_server
-from tests.conftest import gateway_config
+from testkit.policy_load import wait_until, worker_versions, write_policy
+from tests.conftest import gateway_config, start_gateway
 
 SYSTEM = "You are a phone agent. Read the screen and act. " * 120  # ~1,500 tokens in the simulator
 
@@ -195,3 +197,24 @@ async def test_a_dead_replica_loses_its_sessions_and_no_request_is_lost(make_bac
         for body in bodies * 2:  # b's sessions move to a at once: every request is answered
             assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
         assert time.monotonic() - started < 10
+
+
+def test_a_reload_that_changes_the_pool_stops_the_old_pools_scrapes(make_backend: Any, tmp_path: Any,
+                                                                      redis_server: RedisServer) -> None:
+    a, b = make_backend(name="a"), make_backend(name="b")
+    shared = {"redis_url": redis_server.url, "key": f"test:reload:{time.monotonic_ns()}"}
+    gw = start_gateway(tmp_path, _inference(gateway_config([a]), shared_index=shared))
+    try:
+        wait_until(lambda: a.stats()["metrics_scrapes"] >= 3, 10)
+        new = policy_hash(write_policy(gw.config_path, _inference(gateway_config([b]), shared_index=shared)))
+        wait_until(lambda: set(worker_versions(gw.url).values()) == {new}, 10)
+        wait_until(lambda: b.stats()["metrics_scrapes"] >= 3, 10)
+        # The retired pool's metrics scrapes (and its index exchange) stopped with it.
+        scraped = a.stats()["metrics_scrapes"]
+        time.sleep(0.5)  # ten scrape intervals
+        assert a.stats()["metrics_scrapes"] <= scraped + 1
+        resp = httpx.post(gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {gw.token()}"},
+                          json={"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+        assert resp.status_code == 200 and b.stats()["requests"] == 1
+    finally:
+        gw.proc.stop()
