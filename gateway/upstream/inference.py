@@ -11,7 +11,7 @@ already tried):
    (its history may end inside a block nothing else shares).
 3. **A new group**: the system prompt (the messages before the first user message) fills a block and
    is not known to be widely shared: the home of its last whole block (`balance.home`: rendezvous
-   hashing among the least loaded), so routers that never talk place a group's users alike.
+   hashing among the least loaded): the same order in every router.
 4. **A new session**: otherwise (the system prompt every session shares belongs on every replica and
    must not pull all traffic to the first one that saw it) the home of the session key (system prompt
    + first user message, or the client's `user` / session header).

@@ -103,7 +103,7 @@ def test_a_readmitted_replica_does_not_take_everything() -> None:
     assert per_host[back.url] <= 30, per_host
 
 
-def test_routers_that_never_talk_place_a_group_alike() -> None:
+def test_fresh_routers_place_a_group_alike_whoever_asks_first() -> None:
     a = _pool()
     b = _pool(list(reversed(URLS)))  # endpoints listed in another order: hashes are per URL
     # Each router sees a different first user of each group (a session key of its own).
