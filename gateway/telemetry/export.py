@@ -3,11 +3,12 @@
 `put` runs on the event loop once a traced request has ended and never blocks: it appends the
 request's spans, already OTLP bytes (`otlp_wire`), to a deque. When more than `max_queue_spans` wait
 (the collector is slow or down) the oldest requests' spans are dropped and counted `queue_full`. The
-export thread wakes every `schedule_delay_ms`, or as soon as a batch's worth (`max_batch_spans`) is
-queued, joins up to `max_batch_spans` spans (and at most `MAX_BATCH_BYTES`) under the constant
-resource and scope head into one `ExportTraceServiceRequest` and POSTs it with the SDK exporter's
-HTTP client (`edgecore.otel.OtlpHttpSender`: retries, backoff, each export bounded by
-`export_timeout_s`). A batch that did not arrive is counted `export_failed`.
+export thread sends full batches as soon as one (`max_batch_spans`) is queued, and everything every
+`schedule_delay_ms`. A batch is up to `max_batch_spans` spans (and `MAX_BATCH_BYTES`; one request's
+spans are never split) joined under the constant resource and scope head into one
+`ExportTraceServiceRequest`, POSTed with the SDK exporter's HTTP client (`edgecore.otel.OtlpHttpSender`:
+retries, backoff, each export bounded by `export_timeout_s`). A batch that did not arrive is counted
+`export_failed`.
 
 No lock on the request path: the deque's append and popleft are atomic, `queued` is the loop's own
 count of spans put minus those the exporter and the loop took out, each side writing only its own.

@@ -2,8 +2,8 @@
 
 The SDK's exporter builds a protobuf message object per span, attribute and value and then
 serialises it (about 30 µs a span here); a request has five to ten spans. This writes the same bytes
-with a few precompiled `struct`s and byte caches instead: fixed-size ids, fixed64 times, and cached
-encodings of what repeats (span names, attribute keys and short string values, the resource and the
+with two precompiled `struct`s per span (the ids, the times) and tables of encodings of what repeats
+(names and kinds, attribute key/value pairs, status and flags, length prefixes, the resource and the
 scope). `tests/telemetry/test_otlp_wire.py` decodes its output and the SDK encoder's
 (`opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans`) for the same spans and asserts
 equal messages.
@@ -32,7 +32,7 @@ _CACHE_ENTRIES = 4096  # per cache; a full one is emptied (names and values from
 _INT64 = (-(1 << 63), 1 << 63)
 _MASK64 = (1 << 64) - 1
 
-# Span kinds as `_Span.kind` holds them (the API's SpanKind values) -> field 6 (the proto's value is +1).
+# Span kinds as a `Span` holds them (the API's SpanKind values) -> field 6 (the proto's value is +1).
 INTERNAL, SERVER, CLIENT = 0, 1, 2
 _KIND = tuple(bytes((0x30, k + 1)) for k in range(5))
 

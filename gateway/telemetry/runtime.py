@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from edgecore.metrics import flush
 from gateway.context import Answer
 from gateway.feature import StateKey
 from gateway.telemetry import metrics as tm
@@ -42,6 +43,7 @@ class Telemetry:
     async def stop(self) -> None:
         if self.store is not None:
             await self.store.stop()
+        flush()  # the batched usage counts reach their Prometheus series before this recorder goes
         if self.tracing is not None:
             await self.tracing.stop()
 

@@ -7,10 +7,10 @@ as `traceparent`.
       chat MODEL (client; gen_ai.*)
         upstream attempt 1 (client; endpoint, attempt, retry reason)  -> the backend's spans
 
-A span is recorded as a plain tuple once it has ended (`otlp_wire.Span`); once the request has ended
-its spans are written as OTLP protobuf bytes (`otlp_wire`) and queued for the export thread
-(`export`), which sends them in batches with the SDK OTLP exporter's HTTP client. The SDK's tracer, and its exporter's
-per-span protobuf messages, would cost several times more per span (docs/benchmarks.md). Sampling is
+A span is recorded as a plain tuple when it ends (`otlp_wire.Span`). When the request has ended, its
+spans are written as OTLP protobuf bytes (`otlp_wire`) and queued for the export thread (`export`),
+which sends them in batches through the SDK OTLP exporter's HTTP client. The SDK's tracer, and its
+exporter's per-span protobuf messages, cost several times more per span (docs/benchmarks.md). Sampling is
 the SDK's `ParentBased(TraceIdRatioBased)` rule: a trusted parent's decision, else the trace id's low
 64 bits against the ratio. An unsampled request records nothing; only its trace context is passed on.
 """
