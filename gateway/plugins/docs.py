@@ -39,8 +39,9 @@ _DESCRIPTIONS: dict[str, str] = {
                                "canary started)",
     "plugins[].canary.promote_after": "promote after this many requests when no route's evidence is still open "
                                       "(0: only by `POST /admin/plugins/NAME/promote`)",
-    "plugins[].canary.confidence": "how sure a rollback must be: one-sided confidence of each test at each "
-                                   "look (docs/policy-reload.md, How a canary is judged)",
+    "plugins[].canary.confidence": "how sure a rollback must be: a healthy version is rolled back with a chance "
+                                   "of at most 1 - confidence over all its looks (docs/policy-reload.md, How a "
+                                   "canary is judged)",
     "plugins[].canary.failed_looks": "failing looks in a row that roll the canary back",
     "plugins[].root_id": "the `plugin_root_id` property: the root id an SDK registers its contexts under "
                          "(the C++ SDK's default is \"\")",

@@ -45,9 +45,9 @@ class CanarySettings:
     max_4xx_rate_increase: float = 0.05  # 4xx other than 429
     max_overhead_ratio: float = 2.0  # gateway overhead, canary over stable (the distributions)
     max_latency_ratio: float = 1.5  # upstream latency, canary over stable (the distributions)
-    confidence: float = 0.999  # one-sided, of each test at each look
+    confidence: float = 0.99  # of the canary: at most 1 - confidence of healthy canaries roll back
     failed_looks: int = 1  # consecutive failing looks that fail a step
-    max_extension: float = 4.0  # an inconclusive step waits for up to this many times min_requests
+    max_extension: float = 10.0  # an inconclusive step waits for up to this many times min_requests
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> CanarySettings:
@@ -71,7 +71,7 @@ class CanarySettings:
                 values[name] = value
             elif name == "confidence":
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.5 <= value < 1:
-                    raise ValueError("confidence: a number from 0.5 up to (not including) 1, such as 0.999")
+                    raise ValueError("confidence: a number from 0.5 up to (not including) 1, such as 0.99")
                 values[name] = float(value)
             elif name == "max_extension":
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 1:
@@ -91,8 +91,8 @@ class CanarySettings:
     def rules(self) -> Rules:
         """What the judge compares, with these settings' tolerances."""
         return Rules(rates=(RateCheck("5xx", "5xx rate", self.max_error_rate_increase),
-                            RateCheck("429", "429 rate", self.max_429_rate_increase),
-                            RateCheck("4xx", "4xx rate", self.max_4xx_rate_increase)),
+                            RateCheck("429", "429 rate", self.max_429_rate_increase, common=True),
+                            RateCheck("4xx", "4xx rate", self.max_4xx_rate_increase, common=True)),
                      latencies=(LatencyCheck("overhead", "gateway overhead", self.max_overhead_ratio,
                                              OVERHEAD_FLOOR_S),
                                 LatencyCheck("upstream", "upstream latency", self.max_latency_ratio, LATENCY_FLOOR_S)),

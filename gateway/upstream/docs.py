@@ -103,8 +103,9 @@ _DESCRIPTIONS: dict[str, str] = {
                                          "(Mann-Whitney U on the distributions, not a p99 ratio; differences "
                                          "under 10 ms never fail a step)",
     "pools[].rollout.max_ttft_ratio": "streams: the same for the time to first byte",
-    "pools[].rollout.confidence": "how sure a failed step must be: one-sided confidence of each test at each "
-                                  "look (docs/policy-reload.md, How a canary is judged)",
+    "pools[].rollout.confidence": "how sure a rollback must be: a healthy canary group is rolled back with a "
+                                  "chance of at most 1 - confidence over all its looks (docs/policy-reload.md, "
+                                  "How a canary is judged)",
     "pools[].rollout.failed_looks": "failing looks in a row that fail a step (Argo Rollouts' failure limit)",
     "pools[].dns.name": "the hostname whose A records are the endpoints",
     "pools[].dns.port": "every discovered address is reached on this port",
