@@ -17,7 +17,8 @@ import base64
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -227,6 +228,21 @@ class PolicyCanary:
                 "events": list(reversed(self.events))}
 
 
+# The request the proxy just finished, handed back to the `CanaryProxy` that called it (the same task,
+# so the value set inside the awaited proxy is the one read after it).
+_OUTCOME: ContextVar[RequestContext | None] = ContextVar("edgegw_canary_outcome", default=None)
+
+
+class _Outcome:
+    """The canary's `RequestObserver` on both proxies: notes each finished request for `CanaryProxy`."""
+
+    def begin(self, ctx: RequestContext) -> None:
+        pass
+
+    def end(self, ctx: RequestContext) -> None:
+        _OUTCOME.set(ctx)
+
+
 class CanaryProxy:
     """The inference entry point while a canary runs: each request to its caller's version, and the
     outcome of each request that may vote to the judge (its status, and the overhead and upstream
@@ -238,21 +254,24 @@ class CanaryProxy:
         self.stable = stable
         self.candidate = candidate
         self.genuine = genuine  # whether an Authorization header's token verifies under the stable version
-        stable.observe = candidate.observe = self._seen
+        self._seen = _Outcome()
+        for proxy in (stable, candidate):
+            proxy.observers = (*proxy.observers, self._seen)
 
     def detach(self) -> None:
         """The canary ended: the proxies stop reporting outcomes."""
-        self.stable.observe = self.candidate.observe = None
-
-    @staticmethod
-    def _seen(scope: MutableMapping[str, Any], ctx: RequestContext) -> None:
-        scope["edgegw.outcome"] = ctx
+        for proxy in (self.stable, self.candidate):
+            proxy.observers = tuple(o for o in proxy.observers if o is not self._seen)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         canary = self.canary
         to_canary = canary.state == RUNNING and canary.takes(scope["headers"])
-        await (self.candidate if to_canary else self.stable)(scope, receive, send)
-        ctx: RequestContext | None = scope.pop("edgegw.outcome", None)
+        mark = _OUTCOME.set(None)
+        try:
+            await (self.candidate if to_canary else self.stable)(scope, receive, send)
+            ctx = _OUTCOME.get()
+        finally:
+            _OUTCOME.reset(mark)
         if ctx is None or canary.state != RUNNING or not await self.votes(ctx, to_canary):
             return
         overhead = ctx.overhead_ms() / 1000.0
