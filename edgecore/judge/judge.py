@@ -19,10 +19,11 @@ thrown away when a step passes); looks at them now and then; and answers `pass`,
   every look is a new chance to cross a fixed line (measured: about ten times its level over a canary),
   while a rare count can only cross when one of its few events arrives. The split is calibrated by
   `make bench-judge` (docs/policy-reload.md says why no bound that holds by construction is used).
-- Thin data is `inconclusive`: the canary's rate or latency looks worse than allowed but the test
-  is not significant yet, or stable has too little traffic to compare with. The caller extends the
-  step (up to `max_extension` times `min_requests` of the step's own canary requests), since only
-  significant evidence fails one.
+- Passing needs evidence; thin data is `inconclusive`: a rate not yet shown within its allowed
+  increase (nor significantly higher), a latency that looks worse than allowed but not significantly
+  so, or a stable arm with too little traffic to compare with. The caller extends the step (up to
+  `max_extension` times `min_requests` of the step's own canary requests), since only significant
+  evidence fails one.
 - `failed_looks` consecutive failing looks are needed to fail (Argo Rollouts' failure limit): 1 by
   default.
 """
