@@ -57,12 +57,12 @@ class Phase:
     per_replica: list[float] = field(default_factory=list)
 
 
-def start_backends(model_dir: Path, count: int, threads: int) -> list[tuple[Proc, str]]:
+def start_backends(model_dir: Path, count: int, threads: int, cache_mb: float) -> list[tuple[Proc, str]]:
     out = []
     for i in range(count):
         port = free_port()
         proc = start_server([*EDGEGW, "backend", "--model", str(model_dir), "--served-model-name", MODEL,
-                             "--port", str(port), "--threads", str(threads)],
+                             "--port", str(port), "--threads", str(threads), "--prefix-cache-mb", str(cache_mb)],
                             f"http://127.0.0.1:{port}/healthz", name=f"replica-{i}", env=OFFLINE, timeout=600)
         out.append((proc, f"http://127.0.0.1:{port}"))
     return out
@@ -71,7 +71,7 @@ def start_backends(model_dir: Path, count: int, threads: int) -> list[tuple[Proc
 def start_gateway(tmp: Path, balancer: str, urls: list[str]) -> tuple[Proc, str, str]:
     """A one-worker gateway with one pool over `urls`; returns it, its URL and a bearer token."""
     from gateway.auth.mint import mint_token
-    from gateway.config import load_config
+    from gateway.features import load_config
 
     pool: dict[str, Any] = {"name": "replicas", "models": [MODEL], "balancer": balancer,
                             "endpoints": [{"url": u} for u in urls]}
@@ -206,6 +206,7 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=48, help="per answer (answers join the history)")
     p.add_argument("--think-s", type=float, default=1.5, help="mean pause between a session's steps")
     p.add_argument("--threads", type=int, default=1, help="torch threads per replica")
+    p.add_argument("--cache-mb", type=float, default=1024.0, help="each replica's --prefix-cache-mb")
     args = p.parse_args()
     from gpu_backend.models import demo_model_dir
 
@@ -214,7 +215,7 @@ def main() -> int:
     procs: list[Proc] = []
     with tempfile.TemporaryDirectory(prefix="edgegw-bench-") as tmp:
         try:
-            backends = start_backends(model_dir, 2, args.threads)
+            backends = start_backends(model_dir, 2, args.threads, args.cache_mb)
             procs += [proc for proc, _ in backends]
             replicas = [url for _, url in backends]
             gateways = {b: start_gateway(Path(tmp), b, replicas) for b in BALANCERS}
