@@ -5,14 +5,20 @@ Starts two `edgegw backend` processes serving SmolLM2-135M on the CPU (prefix ca
 each) and two gateways in front of both, one per balancer. Each phase runs an agent-like workload through
 one gateway: 4 sessions starting half a second apart, each 6 sequential steps, every step a streamed chat
 completion of the same ~1,000-token system prompt, the session's history (earlier answers included) and a
-fresh screen description. Between two steps a session waits a think time (the phone acting and taking the
-next screenshot: --think-s, 0.5x to 1.5x at random, seeded), so a session's next request does not find its
-own replica freed just for it, which would make `least_outstanding` sticky by accident. Phases alternate between the balancers (A B B A ...), each with a system prompt of its own
-so neither phase finds the other's prompts cached, and each starts with that system prompt already
-cached on both replicas (one request to each, as in steady state, where every replica has seen it).
+fresh screen description that asks the model to think before it acts (so answers run to about
+--max-tokens, as the phone agent's do). Between two steps a session waits a think time (the phone acting
+and taking the next screenshot: --think-s, 0.5x to 1.5x at random, seeded), so a session's next request
+does not find its own replica freed just for it, which would make `least_outstanding` sticky by accident.
+Phases alternate between the balancers (A B B A ...), each with a system prompt of its own so neither
+phase finds the other's prompts cached, and each starts with that system prompt already cached on both
+replicas (one request to each, as in steady state, where every replica has seen it).
+
+Each replica's prefix cache is sized as llm-d sizes its benchmark's KV (`sized_cache_mb`): the workload's
+prefix working set is 0.75 of the two replicas' capacity together. `--cache-mb 1024` gives each replica room
+for everything, the case where routing matters least.
 
     .venv/bin/python bench/routing_backends.py                   # 2 rounds: 4 phases of 24 requests
-    .venv/bin/python bench/routing_backends.py --rounds 3 --max-tokens 32
+    .venv/bin/python bench/routing_backends.py --rounds 1 --cache-mb 1024
 
 Prints TTFT p50/p90 (at the client, through the gateway) per balancer, the share of prompt tokens served
 from the replicas' prefix caches and the requests each replica ran. Target: TTFT p50 at least 2x lower
@@ -57,12 +63,12 @@ class Phase:
     per_replica: list[float] = field(default_factory=list)
 
 
-def start_backends(model_dir: Path, count: int, threads: int) -> list[tuple[Proc, str]]:
+def start_backends(model_dir: Path, count: int, threads: int, cache_mb: float) -> list[tuple[Proc, str]]:
     out = []
     for i in range(count):
         port = free_port()
         proc = start_server([*EDGEGW, "backend", "--model", str(model_dir), "--served-model-name", MODEL,
-                             "--port", str(port), "--threads", str(threads)],
+                             "--port", str(port), "--threads", str(threads), "--prefix-cache-mb", str(cache_mb)],
                             f"http://127.0.0.1:{port}/healthz", name=f"replica-{i}", env=OFFLINE, timeout=600)
         out.append((proc, f"http://127.0.0.1:{port}"))
     return out
@@ -71,7 +77,7 @@ def start_backends(model_dir: Path, count: int, threads: int) -> list[tuple[Proc
 def start_gateway(tmp: Path, balancer: str, urls: list[str]) -> tuple[Proc, str, str]:
     """A one-worker gateway with one pool over `urls`; returns it, its URL and a bearer token."""
     from gateway.auth.mint import mint_token
-    from gateway.config import load_config
+    from gateway.features import load_config
 
     pool: dict[str, Any] = {"name": "replicas", "models": [MODEL], "balancer": balancer,
                             "endpoints": [{"url": u} for u in urls]}
@@ -102,9 +108,27 @@ def start_gateway(tmp: Path, balancer: str, urls: list[str]) -> tuple[Proc, str,
 
 
 def screen(session: int, step: int) -> str:
-    """A fresh screen description: what a step's screenshot stands for (it never repeats)."""
+    """A fresh screen description: what a step's screenshot stands for (it never repeats). Like the phone
+    agent's, the answer thinks before it acts, so it runs to about `--max-tokens` and the history grows by
+    that much every step."""
     return (f"Screen {step} of task {session}: the app shows {TOPICS[(session + step) % len(TOPICS)]}, a search "
-            f"bar, {3 + step} list items and buttons Back, Home and Send. What is the next action?")
+            f"bar, {3 + step} list items and buttons Back, Home and Send. First describe what you see on the "
+            "screen, then think step by step about which action brings the task closer, then give the action.")
+
+
+def sized_cache_mb(model_dir: Path, system: str, args: argparse.Namespace) -> float:
+    """Each replica's prefix cache sized as llm-d sizes its benchmark's KV: the workload's prefix working
+    set (the system prompt once, every session's whole history) is 0.75 of the pool's capacity, so
+    1.5x one replica's with two replicas. A cache that holds everything everywhere hides the routing."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    cfg = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv_bytes = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * 4  # float32 on the CPU
+    step_tokens = len(tok(screen(0, 0), add_special_tokens=False)["input_ids"]) + 10 + args.max_tokens  # + template
+    working = len(tok(system, add_special_tokens=False)["input_ids"]) + args.sessions * args.steps * step_tokens
+    return round(working * kv_bytes / (0.75 * 2) / 2**20, 1)
 
 
 async def chat(client: httpx.AsyncClient, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, str, dict]:
@@ -178,7 +202,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def report(phases: list[Phase], args: argparse.Namespace) -> None:
     print(f"\n{args.sessions} sessions x {args.steps} steps, {args.system_tokens}-token system prompt, "
-          f"{args.max_tokens} max tokens per answer, 2 SmolLM2 replicas on the CPU; TTFT at the client")
+          f"{args.max_tokens} max tokens per answer, 2 SmolLM2 replicas on the CPU with {args.cache_mb:g} MB of "
+          "prefix cache each; TTFT at the client")
     print(f"{'phase':>6}  {'balancer':<18}{'TTFT p50 ms':>12}{'p90 ms':>9}{'cached':>8}  per replica")
     for i, p in enumerate(phases):
         print(f"{i:>6}  {p.balancer:<18}{statistics.median(p.ttfts) * 1000:>12.0f}"
@@ -203,18 +228,23 @@ def main() -> int:
     p.add_argument("--sessions", type=int, default=4)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--system-tokens", type=int, default=1000)
-    p.add_argument("--max-tokens", type=int, default=48, help="per answer (answers join the history)")
+    p.add_argument("--max-tokens", type=int, default=128, help="per answer (answers join the history)")
     p.add_argument("--think-s", type=float, default=1.5, help="mean pause between a session's steps")
     p.add_argument("--threads", type=int, default=1, help="torch threads per replica")
+    p.add_argument("--cache-mb", type=float, default=None,
+                   help="each replica's --prefix-cache-mb (default: sized like llm-d's benchmark, see sized_cache_mb;"
+                        " 1024 holds everything)")
     args = p.parse_args()
     from gpu_backend.models import demo_model_dir
 
     model_dir = demo_model_dir()
+    if args.cache_mb is None:
+        args.cache_mb = sized_cache_mb(model_dir, system_prompt(model_dir, args.system_tokens, nonce=0), args)
     os.environ["EDGEGW_BENCH_SECRET"] = SECRET
     procs: list[Proc] = []
     with tempfile.TemporaryDirectory(prefix="edgegw-bench-") as tmp:
         try:
-            backends = start_backends(model_dir, 2, args.threads)
+            backends = start_backends(model_dir, 2, args.threads, args.cache_mb)
             procs += [proc for proc, _ in backends]
             replicas = [url for _, url in backends]
             gateways = {b: start_gateway(Path(tmp), b, replicas) for b in BALANCERS}

@@ -155,6 +155,10 @@ class Engine:
     def _step(self) -> None:
         self._reap_cancelled()
         self._admit()
+        if self._pending:
+            # The new sequences' first tokens leave now, not after the decode step that follows: a decode
+            # step is a whole forward pass of time to first token.
+            self._flush()
         if self._running:
             self._decode()
 
@@ -218,7 +222,7 @@ class Engine:
         from transformers import DynamicCache
 
         if past:
-            pasts = [PrefixCache.past(hit, n) if n else None for (_, hit), n in zip(group, reused, strict=True)]
+            pasts = [([b.kv for b in hit], n) for (_, hit), n in zip(group, reused, strict=True)]
             cache = cache_with_past(pasts, past, width)
         else:
             cache = DynamicCache(config=self.model.config)

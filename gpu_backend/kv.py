@@ -135,18 +135,27 @@ class BatchKV:
         return self.mask, pos
 
 
-def cache_with_past(pasts: list[torch.Tensor | None], width: int, room: int) -> DynamicCache:
+def cache_with_past(pasts: list[tuple[list[torch.Tensor], int]], width: int, room: int) -> DynamicCache:
     """A cache to prefill `room` new columns per row on top of each row's past KV (a prefix-cache hit).
 
-    Row i's past ([layers, 2, kv_heads, n_i, head_dim]) ends at column `width`, left-padded like the batch;
-    the buffers have exactly `room` free columns after it, so the prefill writes in place.
+    Row i's past is the first n_i positions of its blocks (each [layers, 2, kv_heads, block, head_dim]; n_i
+    0 for none). It ends at column `width`, left-padded like the batch; the buffers have exactly `room` free
+    columns after it, so the prefill writes in place. The blocks are copied once, straight into the buffers
+    (joining them first would copy a long prefix twice, a visible share of a cached request's TTFT).
     """
-    ref = next(p for p in pasts if p is not None)
+    ref = next(blocks[0] for blocks, n in pasts if n)
     layers, _, heads, _, dim = ref.shape
-    buf = ref.new_zeros(layers, 2, len(pasts), heads, width + room, dim)
-    for row, past in enumerate(pasts):
-        if past is not None:
-            buf[:, :, row, :, width - past.shape[3]: width] = past
+    buf = ref.new_empty(layers, 2, len(pasts), heads, width + room, dim)
+    for row, (blocks, n) in enumerate(pasts):
+        # Padding must hold finite values: a masked position still takes part in the value product.
+        buf[:, :, row, :, : width - n].zero_()
+        column = width - n
+        for block in blocks:
+            take = min(block.shape[3], width - column)
+            if take <= 0:
+                break
+            buf[:, :, row, :, column: column + take] = block[:, :, :, :take]
+            column += take
     return _cache_of([SlotLayer(buf[i, 0], buf[i, 1], width) for i in range(layers)])
 
 

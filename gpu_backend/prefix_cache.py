@@ -91,13 +91,6 @@ class PrefixCache:
         self._blocks.clear()
         self.bytes = 0
 
-    @staticmethod
-    def past(chain: list[CachedBlock], tokens: int) -> torch.Tensor:
-        """The KV of the first `tokens` positions of `chain`: [layers, 2, kv_heads, tokens, head_dim]."""
-        size = chain[0].kv.shape[3]
-        blocks = [b.kv for b in chain[: -(-tokens // size)]]
-        return torch.cat(blocks, dim=3)[:, :, :, :tokens]
-
     def _walk(self, key: Sequence[Hashable], blocks: int) -> list[CachedBlock]:
         chain: list[CachedBlock] = []
         parent, size = 0, self.block_tokens

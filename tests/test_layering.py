@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python tests/test_layering.py` from anywhere
 
-from tools.imports import _statements, collapse, cycles, imports, module_edges, module_graph  # noqa: E402
+from tools.imports import PACKAGES, _statements, collapse, cycles, imports, module_edges, module_graph  # noqa: E402
 
 ALLOWED = {"gateway": {"edgecore", "gpu_backend", "wasm_plugins"}, "wasm_plugins": {"edgecore"},
            "gpu_backend": {"edgecore"}, "edgecore": set()}
@@ -54,6 +54,28 @@ def test_benchmarks_and_testkit_import_nothing_from_the_tests() -> None:
              for path in (ROOT / folder).rglob("*.py") for name, _ in imports(path)
              if name == "tests" or name.startswith("tests.")}
     assert found == set()
+
+
+def test_every_project_name_imported_exists() -> None:
+    """Each `from <project module> import name`, lazy ones too, names something that module has: a
+    function-level import is only run when its code path is (a moved `load_config` once broke a bench
+    that no test runs). Checked by importing, so re-exports count."""
+    import importlib
+
+    missing = []
+    for folder in (*PACKAGES, "bench", "testkit", "tools"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node, _ in _statements(ast.parse(path.read_text(), str(path))):
+                if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                    continue
+                if node.module.split(".")[0] not in (*PACKAGES, "bench", "testkit", "tools"):
+                    continue
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name) and importlib.util.find_spec(
+                            f"{node.module}.{alias.name}") is None:
+                        missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}.{alias.name}")
+    assert missing == []
 
 
 def test_the_reader_counts_lazy_imports_and_sets_typing_ones_apart() -> None:

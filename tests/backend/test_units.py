@@ -127,7 +127,7 @@ def test_prefix_cache_matches_whole_blocks_and_evicts_leaves_first() -> None:
     cache.store(a, kv_of(a))
     assert len(cache) == 2 and cache.bytes == 2 * block_bytes
     hit = cache.match([*a[:8], 99])  # the last position is never covered: both blocks
-    assert len(hit) == 2 and PrefixCache.past(hit, 6)[0, 0, 0, :, 0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert len(hit) == 2 and torch.cat([b.kv for b in hit], dim=3)[0, 0, 0, :, 0].tolist() == list(range(8))
     assert len(cache.match(a[:8])) == 1  # an 8-token prompt may reuse only its first block
     assert cache.match([0, 1, 2, 7, 4, 5, 6, 7, 8]) == []  # a block differs: nothing after it matches either
     b = [0, 1, 2, 3, 50, 51, 52, 53, 54, 55, 56, 57, 58]  # shares a's first block
@@ -155,7 +155,8 @@ def test_cache_with_past_right_aligns_each_rows_past() -> None:
     from gpu_backend.kv import cache_with_past, row_states
 
     past = torch.arange(3.0).view(1, 1, 1, 3, 1).repeat(2, 2, 1, 1, 1)  # 2 layers, 3 positions
-    cache = cache_with_past([past, None, past[:, :, :, :1]], width=3, room=2)
+    blocks = [past[:, :, :, :2], past[:, :, :, 2:]]  # blocks of 2 positions: the past spans both
+    cache = cache_with_past([(blocks, 3), ([], 0), (blocks, 1)], width=3, room=2)
     assert cache.get_seq_length() == 3
     new = torch.full((3, 1, 2, 1), 9.0)
     for layer in range(2):
