@@ -9,7 +9,9 @@ CPU per request, same run). `--body msgpack` makes `--instructions` count the Me
 
 Telemetry (`docs/observability.md`): a row with the same gateway exporting every request's trace
 (100% sampled) to an OTLP/HTTP receiver, GenAI metrics and usage on; `--instructions --telemetry`
-counts instructions per request with telemetry off and at 100% sampling, same run.
+counts instructions per request (every thread) with telemetry off and at each `--sample-ratio`
+(default 100% and 10%), same run, with the export sending full batches as at production rates and the
+gateway's idle cost per second shown apart (`traced_instructions`).
 
 `--servers` compares HTTP servers for the same app in one run, rounds interleaved:
 `edgegw` (`edgegw serve`: uvicorn with the edge listener limits), `uvicorn-stock` (uvicorn's own
@@ -23,9 +25,15 @@ import argparse
 import importlib.util
 import json
 import os
+import re
+import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import yaml
@@ -111,45 +119,124 @@ def count_instructions(servers: list[str], config: Path, seconds: int, rounds: i
         print(f"{name:<16}{median[name] / 1000:>10.1f}k{median[name] / median[base]:>8.3f}   runs: {runs}")
 
 
-def telemetry_config(config: Path, receiver_url: str, ratio: float = 1.0) -> Path:
+def telemetry_config(config: Path, receiver_url: str, ratio: float = 1.0, **extra: Any) -> Path:
     """`config` with `telemetry:` on: requests traced (`ratio` of them) to `receiver_url`, GenAI metrics, usage."""
     data = yaml.safe_load(config.read_text())
-    data["telemetry"] = {"otlp_endpoint": receiver_url, "sample_ratio": ratio}
-    out = config.with_name("gw-telemetry.yaml")
+    data["telemetry"] = {"otlp_endpoint": receiver_url, "sample_ratio": ratio, **extra}
+    out = config.with_name(f"gw-telemetry-{ratio:g}.yaml")
     out.write_text(yaml.safe_dump(data))
     return out
 
 
-def count_telemetry_instructions(config: Path, seconds: int, rounds: int, ratio: float = 1.0) -> None:
-    """Instructions per request with telemetry off and on (`ratio` sampled), rounds interleaved."""
+@dataclass
+class Counted:
+    """One gateway's measured window under callgrind."""
+
+    requests: float
+    instructions: float  # every thread, from the first measured request until the window's end
+    idle_per_s: float  # every thread, the gateway idle right after (timers: its per-second cost)
+    window_s: float
+    spans: int  # exported during the window
+    batches: int  # export requests the receiver got during the window
+
+    @property
+    def per_request(self) -> float:
+        return self.instructions / self.requests
+
+    @property
+    def net_per_request(self) -> float:
+        """Less what the gateway spends per second whatever its load (its timers), which weighs on
+        every request at callgrind's few dozen requests a second and on none at real rates."""
+        return (self.instructions - self.idle_per_s * self.window_s) / self.requests
+
+
+def _callgrind_total(path: Path) -> int:
+    return int(re.search(r"^(?:totals|summary): (\d+)", path.read_text(), re.M).group(1))  # type: ignore[union-attr]
+
+
+def traced_instructions(name: str, config: Path, url: str, body: dict, headers: dict[str, str], receiver: Any,
+                        seconds: int, idle_s: float = 5.0) -> Counted:
+    """The gateway under callgrind, every thread counted: a warm-up, then `seconds` of load (the
+    window, and a 2 s tail for answers and exports in flight), then `idle_s` without load.
+
+    Fair to export outside the request path: the bench's telemetry sends batches when they are full
+    (512 spans: `schedule_delay_ms` is set far beyond the window), as at any production rate above
+    about 100 requests a second, while callgrind serves a few dozen. Each request's spans are encoded
+    on its own path, inside the window; the batches sent in the window carry about as many spans as
+    the window made (the warm-up's last partial batch in, the window's out)."""
+    port = free_port()
+    out = Path(tempfile.mkdtemp(prefix="edgegw-callgrind-")) / "out"
+    proc = Proc(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                 *gateway_command("edgegw", config, port)], name=f"{name}-callgrind", env={"EDGEGW_CONFIG": str(config)})
+    target = f"http://127.0.0.1:{port}{url}"
+
+    def control(*args: str) -> None:
+        subprocess.run(["callgrind_control", *args, str(proc.popen.pid)], capture_output=True, check=True)
+
+    try:
+        proc.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=300)
+        wrk(f"warm-up {name} (callgrind)", target, body, headers, seconds=5, connections=8)
+        time.sleep(2)
+        spans, batches = len(receiver.spans), receiver.requests
+        control("-i", "on")
+        started = time.monotonic()
+        result = wrk(f"{name} (callgrind)", target, body, headers, seconds=seconds, connections=8)
+        time.sleep(2)
+        window_s = time.monotonic() - started
+        spans, batches = len(receiver.spans) - spans, receiver.requests - batches
+        control("-d")
+        idle_started = time.monotonic()
+        time.sleep(idle_s)
+        control("-d")
+        idle_s = time.monotonic() - idle_started
+    finally:
+        proc.stop()
+    return Counted(result.rps * seconds, _callgrind_total(Path(f"{out}.1")), _callgrind_total(Path(f"{out}.2")) / idle_s,
+                   window_s, spans, batches)
+
+
+def count_telemetry_instructions(config: Path, seconds: int, rounds: int, ratios: list[float]) -> None:
+    """Instructions per request with telemetry off and on at each of `ratios`, rounds interleaved."""
     from gateway.auth.mint import mint_token
     from gateway.features import load_config
     from testkit.otlp_receiver import OtlpReceiver
 
     receiver = OtlpReceiver().start()
-    on = f"telemetry {ratio:.0%}"
-    configs = {"telemetry off": config, on: telemetry_config(config, receiver.url, ratio)}
+    configs = {"telemetry off": config}
+    for ratio in ratios:
+        configs[f"telemetry {ratio:.0%}"] = telemetry_config(config, receiver.url, ratio, schedule_delay_ms=60_000)
     token = mint_token(load_config(config).issuers[0], "bench-partner", ttl_s=3600)
     body = {"model": "fake-model", "prompt": "hello", "max_tokens": 4}
-    counts: dict[str, list[float]] = {name: [] for name in configs}
+    runs: dict[str, list[Counted]] = {name: [] for name in configs}
     try:
         for _ in range(rounds):
             for name, path in configs.items():
-                port = free_port()
-                counts[name].append(instructions_per_request(
-                    name, gateway_command("edgegw", path, port), f"http://127.0.0.1:{port}/readyz",
-                    f"http://127.0.0.1:{port}/v1/completions", body, {"authorization": f"Bearer {token}"},
-                    seconds=seconds, env={"EDGEGW_CONFIG": str(path)}))
+                runs[name].append(traced_instructions(name, path, "/v1/completions", body,
+                                                      {"authorization": f"Bearer {token}"}, receiver, seconds))
     finally:
         receiver.stop()
-    median = {name: sorted(v)[len(v) // 2] for name, v in counts.items()}
-    print(f"\nCPU instructions per request under callgrind, telemetry off against on (every request traced "
-          f"and exported, GenAI metrics, usage; {seconds}s each, {rounds} rounds interleaved; spans received: "
-          f"{len(receiver.spans)}):")
+
+    def median(name: str, value: Callable[[Counted], float]) -> float:
+        values = sorted(value(c) for c in runs[name])
+        return values[len(values) // 2]
+
+    raw = {name: median(name, lambda c: c.per_request) for name in configs}
+    net = {name: median(name, lambda c: c.net_per_request) for name in configs}
+    print(f"\nCPU instructions per request under callgrind, every thread, telemetry off against on (traces "
+          f"exported over OTLP/HTTP in full batches, GenAI metrics, usage; {seconds}s each, {rounds} rounds "
+          f"interleaved; load average {os.getloadavg()[0]:.1f}), median and ratio to off; `net`: less the "
+          "gateway's idle instructions per second over the window:")
+    print(f"{'':<16}{'instr/req':>11}{'ratio':>8}{'net':>11}{'ratio':>8}{'spans/req':>11}{'batches':>9}"
+          f"{'requests':>10}   runs (instr/req, net)")
     for name in configs:
-        runs = " ".join(f"{v / 1000:.1f}k" for v in counts[name])
-        print(f"{name:<16}{median[name] / 1000:>10.1f}k{median[name] / median['telemetry off']:>8.3f}   runs: {runs}")
-    print(f"target: telemetry 100% <= 1.10 x telemetry off (this run: {on})")
+        counted = runs[name]
+        print(f"{name:<16}{raw[name] / 1000:>10.1f}k{raw[name] / raw['telemetry off']:>8.3f}"
+              f"{net[name] / 1000:>10.1f}k{net[name] / net['telemetry off']:>8.3f}"
+              f"{median(name, lambda c: c.spans / c.requests):>11.2f}{median(name, lambda c: c.batches):>9.0f}"
+              f"{median(name, lambda c: c.requests):>10.0f}   "
+              + " ".join(f"{c.per_request / 1000:.0f}k/{c.net_per_request / 1000:.0f}k" for c in counted))
+    print("target: telemetry 100% <= 1.10 x telemetry off (spans/req: spans exported during the window per "
+          "request; batches: export requests in it)")
 
 
 def media_rows(url: str, auth: dict[str, str], gateway: Proc, args: argparse.Namespace) -> None:
@@ -197,7 +284,8 @@ def main() -> None:
     parser.add_argument("--no-media", action="store_true", help="skip the MessagePack and 200 KB image rows")
     parser.add_argument("--telemetry", action="store_true",
                         help="with --instructions: telemetry off against on, instead of servers")
-    parser.add_argument("--sample-ratio", type=float, default=1.0, help="--telemetry: the share of requests traced")
+    parser.add_argument("--sample-ratio", default="1,0.1",
+                        help="--telemetry: the shares of requests traced, comma-separated (each against off)")
     args = parser.parse_args()
     servers = args.servers.split(",")
     for name in servers:
@@ -220,7 +308,8 @@ def main() -> None:
     (tmp / "gw.yaml").write_text(yaml.safe_dump(config))
     if args.instructions and args.telemetry:
         try:
-            count_telemetry_instructions(tmp / "gw.yaml", args.seconds, args.rounds, args.sample_ratio)
+            count_telemetry_instructions(tmp / "gw.yaml", args.seconds, args.rounds,
+                                         [float(r) for r in args.sample_ratio.split(",")])
         finally:
             backend.stop()
         return

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -64,9 +65,17 @@ def wrk_unique(name: str, url: str, auth: str, seconds: int, connections: int,
     return LoadResult(name, int(reqs) / (int(dur_us) / 1e6), float(p50), float(p99), None, None, int(errors), cpu)
 
 
-def instructions(config: Path, auth: str, seconds: int) -> float:
+def instructions(config: Path, auth: str, seconds: int) -> tuple[float, float, int]:
     """CPU instructions per request of one gateway run under callgrind: unlike req/s and CPU time,
-    not moved by other load on the machine (but blind to cache misses and the kernel)."""
+    not moved by other load on the machine (but blind to cache misses and the kernel). Returned as
+    (per request, per request less what the gateway spends idle over as long, requests measured).
+
+    The count still moves with how fast the gateway ran under callgrind, that is with the machine's
+    load: its timers and idle work are shared by fewer requests, and one event-loop iteration
+    batches fewer of them (docs/benchmarks.md, rate limiting: about 17k instructions more per
+    request for each 1,000/requests, so 5% between a run of 2,000 requests and one of 400); and a
+    full garbage collection that falls in the window or not moves it by 1-3%. Compare figures
+    taken at similar request counts, in several rounds."""
     out = config.with_suffix(".callgrind")
     port = free_port()
     gateway = Proc(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *EDGEGW,
@@ -78,11 +87,18 @@ def instructions(config: Path, auth: str, seconds: int) -> float:
         subprocess.run(["callgrind_control", "-i", "on", str(gateway.popen.pid)], capture_output=True, check=True)
         result = wrk_unique("measured", url, auth, seconds, 8)
         subprocess.run(["callgrind_control", "-d", str(gateway.popen.pid)], capture_output=True, check=True)
+        time.sleep(seconds)  # idle for as long: the timers' and background tasks' share
+        subprocess.run(["callgrind_control", "-d", str(gateway.popen.pid)], capture_output=True, check=True)
     finally:
         gateway.stop()
-    dump = Path(f"{out}.1").read_text()
-    total = int(re.search(r"^(?:totals|summary): (\d+)", dump, re.M).group(1))  # type: ignore[union-attr]
-    return total / (result.rps * seconds)
+
+    def total(dump: int) -> int:  # each dump holds what ran since the one before
+        text = Path(f"{out}.{dump}").read_text()
+        return int(re.search(r"^(?:totals|summary): (\d+)", text, re.M).group(1))  # type: ignore[union-attr]
+
+    requests = result.rps * seconds
+    busy, idle = total(1), total(2)
+    return busy / requests, (busy - idle) / requests, round(requests)
 
 
 def configs(backend_url: str, redis_url: str) -> tuple[dict, dict, dict]:
@@ -142,10 +158,13 @@ def main() -> None:
             for name in urls:
                 with step(f"callgrind: {name}"):
                     counts[name] = instructions(tmp / f"{name}.yaml", auth, 15)
-            print("\nInstructions per request (whole gateway under callgrind, wrk -c8 for 15 s)")
+            print("\nInstructions per request (whole gateway under callgrind, wrk -c8 for 15 s; less idle: less what "
+                  "the gateway runs idle over 15 s)")
             for name, label in (("off", "limits+cache off"), ("on", "limits+cache on, Redis (all misses)"),
                                 ("embedded", "limits+cache on, in-memory (all misses)")):
-                print(f"{label:42s} {counts[name] / 1000:8.1f}k   off/on {counts['off'] / counts[name]:.3f}")
+                per, less_idle, requests = counts[name]
+                print(f"{label:42s} {per / 1000:8.1f}k   off/on {counts['off'][0] / per:.3f}   less idle "
+                      f"{less_idle / 1000:8.1f}k   ({requests} requests)")
             return
         for name in urls:  # warm connection pools and the token cache
             wrk_unique("warm-up", urls[name], auth, 2, args.connections)

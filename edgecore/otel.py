@@ -5,6 +5,10 @@ The maintained SDK's `TracerProvider` with its OTLP/HTTP (protobuf) exporter beh
 thread, so a request never waits on the collector. What cannot be sent is dropped and counted:
 `queue_full` when the queue is at its bound (a dead or slow collector), `export_failed` when a batch
 was refused or never arrived (after the exporter's own retries, bounded by `timeout_s`).
+
+The built-in backend uses that path as it is. The gateway encodes its spans to OTLP bytes itself and
+queues those (`gateway.telemetry.export`); they leave through `OtlpHttpSender`, the same exporter's
+HTTP client, and are counted with the same reasons.
 """
 
 from __future__ import annotations
@@ -148,6 +152,46 @@ def span_processor(settings: ExportSettings, on_drop: DropCounter) -> BoundedBat
     exporter = CountingExporter(OTLPSpanExporter(endpoint=settings.endpoint, headers=dict(settings.headers),
                                                  timeout=settings.timeout_s), on_drop)
     return BoundedBatchProcessor(exporter, settings, on_drop)
+
+
+class OtlpHttpSender:
+    """POSTs ready-made `ExportTraceServiceRequest` bytes through the SDK `OTLPSpanExporter`'s own HTTP
+    client (the gateway encodes its spans itself, `gateway.telemetry.otlp_wire`): its headers,
+    compression (`OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`), retries with backoff on 429, 502, 503, 504
+    and connection errors, and the overall timeout. Its transport is the SDK's urllib3 one, with the
+    exporter's certificate variables (`OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`, `..._CLIENT_KEY`,
+    `..._CLIENT_CERTIFICATE`): a POST through the default requests session costs three times the
+    instructions (it merges proxy and netrc settings from the environment on every call, so
+    `HTTPS_PROXY` does not apply here).
+
+    Private SDK API, pinned in pyproject.toml: the exporter's `_transport` argument and `_client` (an
+    `opentelemetry.exporter.otlp.common.http._OTLPHTTPClient`, whose `export(bytes)` is what the
+    exporter's own `export` calls after encoding); tests/telemetry/test_otlp_wire.py sends through it."""
+
+    def __init__(self, settings: ExportSettings) -> None:
+        from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+
+        env = os.environ
+        verify = env.get("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE") or env.get("OTEL_EXPORTER_OTLP_CERTIFICATE") or True
+        key = env.get("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY") or env.get("OTEL_EXPORTER_OTLP_CLIENT_KEY")
+        cert = (env.get("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE")
+                or env.get("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"))
+        self.exporter = OTLPSpanExporter(
+            endpoint=settings.endpoint, headers=dict(settings.headers), timeout=settings.timeout_s,
+            _transport=Urllib3HTTPTransport(verify=verify, cert=(cert, key) if cert and key else cert))
+        self._client = self.exporter._client
+
+    def send(self, data: bytes) -> bool:
+        """True when the collector took the batch (after the client's retries, bounded by its timeout)."""
+        try:
+            return bool(self._client.export(data).success)
+        except Exception:  # a transport that raised: the batch is lost, the caller counts it
+            log.warning("OTLP export failed", exc_info=True)
+            return False
+
+    def shutdown(self) -> None:
+        """Close the connections; a retry waiting on its backoff gives up."""
+        self.exporter.shutdown()  # type: ignore[no-untyped-call]
 
 
 def resource(settings: ExportSettings, extra: Mapping[str, str] | None = None) -> Resource:

@@ -21,8 +21,8 @@ def outcome(status: int, local: bool) -> int:
 
 def rules(cfg: CanaryConfig) -> Rules:
     return Rules(rates=(RateCheck("failure", "failed", cfg.max_failure_rate),
-                        RateCheck("local", "answered locally", cfg.max_status_shift),
-                        RateCheck("4xx", "answered 4xx", cfg.max_status_shift),
+                        RateCheck("local", "answered locally", cfg.max_status_shift, common=True),
+                        RateCheck("4xx", "answered 4xx", cfg.max_status_shift, common=True),
                         RateCheck("5xx", "answered 5xx", cfg.max_status_shift)),
                  min_requests=cfg.min_requests, confidence=cfg.confidence, failed_looks=cfg.failed_looks)
 

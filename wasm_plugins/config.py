@@ -13,7 +13,7 @@
         limits: {fuel: 50000000, deadline_ms: 10, memory_mb: 32, http_call_timeout_ms: 2000, min_tick_ms: 100}
         upstreams: {authz: http://127.0.0.1:9000} # proxy_http_call targets
         canary: {weight: 0.1, max_failure_rate: 0.02, max_status_shift: 0.02, min_requests: 20, window: 100,
-                 promote_after: 0, confidence: 0.999, failed_looks: 1}
+                 promote_after: 0, confidence: 0.99, failed_looks: 1}
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class CanaryConfig:
     min_requests: int = 20
     window: int = 100
     promote_after: int = 0
-    confidence: float = 0.999
+    confidence: float = 0.99  # of the canary: at most 1 - confidence of healthy canaries roll back
     failed_looks: int = 1
 
 

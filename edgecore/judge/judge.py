@@ -4,17 +4,26 @@ thrown away when a step passes); looks at them now and then; and answers `pass`,
 `inconclusive` in one vocabulary.
 
 - An error rate (5xx, plugin failures, 429, other 4xx, ...) fails when the canary's is higher than
-  stable's at the stated `confidence` (the one-sided Fisher exact test for two proportions) *and* the
-  increase seen is above the check's minimum effect (`max_increase`). Significant but tiny, or large
-  but thin: no.
+  stable's at the look's level (the one-sided Fisher exact test for two proportions) *and* the data
+  do not show the increase to be within the check's minimum effect (`max_increase`: its upper 90%
+  bound is above it). Significant and shown small: no. Large but thin: no.
 - A latency (upstream, gateway overhead, time to first token) fails when the canary's values tend to
   exceed stable's, each stable value first allowed `max_ratio` times itself and `floor_s` more at
-  least (a one-sided Mann-Whitney U test at `confidence`). The whole distribution votes; one slow
+  least (a one-sided Mann-Whitney U test at the look's level). The whole distribution votes; one slow
   outlier is one rank among hundreds.
-- Thin data is `inconclusive`: the canary's rate or latency looks worse than allowed but the test
-  is not significant yet, or stable has too little traffic to compare with. The caller extends the
-  step (up to `max_extension` times `min_requests` of the step's own canary requests), since only
-  significant evidence fails one.
+- How sure: `confidence` is the canary's as a whole: a canary as good as stable should be rolled
+  back with a chance of at most 1 - confidence over all its checks and looks. A look tests each error
+  count (`RateCheck.common` false: 5xx, failures, which a healthy system almost never has) and each
+  latency at (1 - confidence) / 2, and each count that is common on a healthy system (429, other
+  4xx, local answers) at (1 - confidence) / 50: its count drifts like a random walk between looks, so
+  every look is a new chance to cross a fixed line (measured: about ten times its level over a canary),
+  while a rare count can only cross when one of its few events arrives. The split is calibrated by
+  `make bench-judge` (docs/policy-reload.md says why no bound that holds by construction is used).
+- Passing needs evidence; thin data is `inconclusive`: a rate not yet shown within its allowed
+  increase (nor significantly higher), a latency that looks worse than allowed but not significantly
+  so, or a stable arm with too little traffic to compare with. The caller extends the step (up to
+  `max_extension` times `min_requests` of the step's own canary requests), since only significant
+  evidence fails one.
 - `failed_looks` consecutive failing looks are needed to fail (Argo Rollouts' failure limit): 1 by
   default.
 """
@@ -25,23 +34,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import NormalDist
 
-from edgecore.judge.stats import allowed, quantile, rate_higher, shifted_mann_whitney
+from edgecore.judge.stats import allowed, increase_bound, quantile, rate_higher, shifted_mann_whitney
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 SAMPLES = 2000  # latency values kept per arm and metric (the most recent)
 LOOK_INTERVAL_S = 0.01  # looks at least this far apart (each sorts the samples): a bound on their cost
 LOOK_GROWTH = 1.1  # each look waits until the canary has this many times the outcomes of the last one
 MIN_SAMPLES = 12  # latency values per arm before a latency check can be conclusive
+# A look's level per check, as a share of 1 - confidence (calibrated by bench/judge.py, see above).
+RARE_SHARE = 0.5  # error counts and latencies
+COMMON_SHARE = 0.02  # counts common on a healthy system
+SHOWN = NormalDist().inv_cdf(0.9)  # an increase counts as shown within its minimum effect at 90%
 
 
 @dataclass(frozen=True)
 class RateCheck:
-    """An outcome (`kind`, as counted by `Arm.add`) whose rate must not grow by more than `max_increase`."""
+    """An outcome (`kind`, as counted by `Arm.add`) whose rate must not grow by more than `max_increase`.
+    `common`: the outcome is common on a healthy system (429s, other 4xx, local answers), so each look
+    tests it at a smaller level (see the module's docstring)."""
 
     kind: str
     label: str
     max_increase: float
+    common: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,9 +78,9 @@ class Rules:
     rates: tuple[RateCheck, ...] = ()
     latencies: tuple[LatencyCheck, ...] = ()
     min_requests: int = 100  # canary outcomes before the first look
-    confidence: float = 0.999  # one-sided, per check and look
+    confidence: float = 0.99  # of the canary as a whole: at most 1 - confidence of healthy canaries fail
     failed_looks: int = 1  # consecutive failing looks that fail the step
-    max_extension: float = 4.0  # an inconclusive step waits for up to this many times min_requests
+    max_extension: float = 10.0  # an inconclusive step waits for up to this many times min_requests
 
 
 @dataclass(frozen=True)
@@ -157,21 +174,26 @@ class Judge:
 
     def _compare(self) -> Look:
         rules, canary, stable = self.rules, self.canary, self.stable
-        alpha = 1 - rules.confidence
+        budget = 1 - rules.confidence
         doubts: list[str] = []
         for check in rules.rates:
             mine, theirs = canary.counts.get(check.kind, 0), stable.counts.get(check.kind, 0)
             rate, base = canary.rate(check.kind), stable.rate(check.kind)
-            if rate - base <= check.max_increase:
-                continue
+            bound = increase_bound(mine, canary.requests, theirs, stable.requests, SHOWN)
+            if bound <= check.max_increase:
+                continue  # shown within the allowed increase
             figures = (f"{check.label} {rate:.1%} of {canary.requests} vs stable {base:.1%} of {stable.requests} "
                        f"(allowed +{check.max_increase:.1%})")
             if stable.requests < rules.min_requests:
                 doubts.append(f"{figures}: stable has too few requests")
-            elif rate_higher(mine, canary.requests, theirs, stable.requests) < alpha:
-                return Look(FAIL, f"{figures}, significant at {rules.confidence:.1%}")
-            else:
-                doubts.append(f"{figures}, not significant yet")
+                continue
+            level = budget * (COMMON_SHARE if check.common else RARE_SHARE)
+            # No increase at all is never significant (and skipping it bounds a look's cost, below).
+            p = rate_higher(mine, canary.requests, theirs, stable.requests) if rate > base else 1.0
+            if p < level:
+                return Look(FAIL, f"{figures}, significant (p {p:.2g} < {level:.2g})")
+            doubts.append(f"{figures}: not significant, nor shown within the allowed increase yet (up to "
+                          f"+{bound:.1%})")
         for lat in rules.latencies:
             values, base_values = canary.samples.get(lat.metric, ()), stable.samples.get(lat.metric, ())
             if len(values) < MIN_SAMPLES:
@@ -186,8 +208,9 @@ class Judge:
                        f"{canary.quantile_ms(lat.metric, 0.9)} ms vs stable p50 {stable.quantile_ms(lat.metric, 0.5)}"
                        f" ms / p90 {stable.quantile_ms(lat.metric, 0.9)} ms (allowed x{lat.max_ratio:g} or "
                        f"+{lat.floor_s * 1000:g} ms)")
-            if p < alpha:
-                return Look(FAIL, f"{figures}, slower in {effect:.0%} of pairs, significant at {rules.confidence:.1%}")
+            level = budget * RARE_SHARE
+            if p < level:
+                return Look(FAIL, f"{figures}, slower in {effect:.0%} of pairs, significant (p {p:.2g} < {level:.2g})")
             doubts.append(f"{figures}, not significant yet")
         if doubts:
             return Look(INCONCLUSIVE, "; ".join(doubts))

@@ -3,6 +3,9 @@
 - `rate_higher`: whether a proportion is higher in one sample than in another: the one-sided
   Fisher exact test. Exact at the edges a z-test (or a score interval) gets wrong: no errors at all
   on one side, every request an error, a few dozen requests; and on the safe side of its level.
+- `increase_bound`: how large the increase of a proportion may still be (an upper confidence bound
+  of the difference, Newcombe's hybrid score interval): a minimum effect excuses an increase only
+  when the data show it is that small.
 - `shifted_mann_whitney`: the one-sided Mann-Whitney U test of "the canary's values tend to be
   larger than the stable ones, even after the stable ones were allowed a tolerance". Rank based: one
   GC pause is one rank, not a verdict.
@@ -40,6 +43,27 @@ def rate_higher(k_canary: int, n_canary: int, k_stable: int, n_stable: int) -> f
         if term < p * 1e-12:
             break  # the terms only shrink from here (past the mode)
     return min(1.0, p)
+
+
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+    """The Wilson score interval of a proportion k/n at z (well behaved at 0 and n, unlike k/n +- z*se)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre, spread = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
+
+
+def increase_bound(k_canary: int, n_canary: int, k_stable: int, n_stable: int, z: float) -> float:
+    """Upper confidence bound (one-sided, at the normal quantile z) of the canary's rate minus
+    stable's: Newcombe's hybrid score interval (1998, method 10), which keeps its coverage with no
+    events or only events on a side, where the Wald interval collapses to a point."""
+    p_canary = k_canary / n_canary if n_canary else 0.0
+    p_stable = k_stable / n_stable if n_stable else 0.0
+    upper_canary = _wilson(k_canary, n_canary, z)[1]
+    lower_stable = _wilson(k_stable, n_stable, z)[0]
+    return p_canary - p_stable + math.sqrt((upper_canary - p_canary) ** 2 + (p_stable - lower_stable) ** 2)
 
 
 def allowed(stable: Sequence[float], ratio: float, floor: float) -> list[float]:

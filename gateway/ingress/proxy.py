@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -41,9 +40,11 @@ class ProxyEndpoint:
     """One instance serves every inference path (`gateway.ingress.api.SPECS`)."""
 
     def __init__(self, table: RouteTable, pipeline: Pipeline, access_log: AccessLog, max_body: int,
-                 trust_forwarded_for: bool = False, observer: RequestObserver | None = None) -> None:
+                 trust_forwarded_for: bool = False, observers: tuple[RequestObserver, ...] = ()) -> None:
         self.table = table
-        self.observer = observer  # gateway.telemetry (traces, GenAI metrics, usage); None when off
+        # Told each request's begin and end, in order: the features that observe (gateway.telemetry:
+        # traces, GenAI metrics, usage), then a policy canary's judge while one runs (gateway.policy.canary).
+        self.observers = observers
         self.pipeline = pipeline
         self.access_log = access_log
         # MessagePack and media parts (gateway.ingress.media); it raises the read limit by the media's base64
@@ -51,13 +52,11 @@ class ProxyEndpoint:
         self.max_body = self.media.read_max_body
         self.text_max_body = max_body
         self.trust_forwarded_for = trust_forwarded_for
-        # Told each finished request while a policy canary judges this version (gateway.policy.canary).
-        self.observe: Callable[[Scope, RequestContext], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self._context(scope)
-        observer = self.observer
-        if observer is not None:
+        observers = self.observers
+        for observer in observers:
             observer.begin(ctx)
         metrics.in_flight.inc()
         reply: Reply | None = None
@@ -94,10 +93,8 @@ class ProxyEndpoint:
             metrics.in_flight.dec()
             await self.pipeline.complete(ctx)
             self._record(ctx)
-            if observer is not None:
+            for observer in observers:
                 observer.end(ctx)
-            if self.observe is not None:
-                self.observe(scope, ctx)
 
     def _context(self, scope: Scope) -> RequestContext:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

@@ -33,14 +33,15 @@ _DESCRIPTIONS: dict[str, str] = {
     "plugins[].canary": "how a new version is trialled",
     "plugins[].canary.weight": "share of requests a new version takes",
     "plugins[].canary.max_failure_rate": "roll back when the canary's failure rate exceeds the stable "
-                                         "version's by more than this, significantly at `confidence`",
+                                         "version's significantly and is not shown to be within this of it",
     "plugins[].canary.min_requests": "canary requests on a route before it is first judged there",
     "plugins[].canary.window": "kept for old policies; no longer used (the judge counts every request since the "
                                "canary started)",
     "plugins[].canary.promote_after": "promote after this many requests when no route's evidence is still open "
                                       "(0: only by `POST /admin/plugins/NAME/promote`)",
-    "plugins[].canary.confidence": "how sure a rollback must be: one-sided confidence of each test at each "
-                                   "look (docs/policy-reload.md, How a canary is judged)",
+    "plugins[].canary.confidence": "how sure a rollback must be: a healthy version is rolled back with a chance "
+                                   "of at most 1 - confidence over all its looks (docs/policy-reload.md, How a "
+                                   "canary is judged)",
     "plugins[].canary.failed_looks": "failing looks in a row that roll the canary back",
     "plugins[].root_id": "the `plugin_root_id` property: the root id an SDK registers its contexts under "
                          "(the C++ SDK's default is \"\")",
@@ -48,7 +49,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "plugins[].limits.min_tick_ms": "shortest tick period: a shorter `proxy_set_tick_period_milliseconds` is raised to it",
     "plugins[].canary.max_status_shift": "roll back when, on a route, the share of the canary's requests answered "
                                          "locally by the plugin, with a 4xx or with a 5xx exceeds the stable "
-                                         "version's there by more than this, significantly at `confidence`",
+                                         "version's there significantly and is not shown to be within this of it",
 }
 
 _DEFAULTS: dict[str, str] = {

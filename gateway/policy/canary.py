@@ -17,7 +17,8 @@ import base64
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +46,9 @@ class CanarySettings:
     max_4xx_rate_increase: float = 0.05  # 4xx other than 429
     max_overhead_ratio: float = 2.0  # gateway overhead, canary over stable (the distributions)
     max_latency_ratio: float = 1.5  # upstream latency, canary over stable (the distributions)
-    confidence: float = 0.999  # one-sided, of each test at each look
+    confidence: float = 0.99  # of the canary: at most 1 - confidence of healthy canaries roll back
     failed_looks: int = 1  # consecutive failing looks that fail a step
-    max_extension: float = 4.0  # an inconclusive step waits for up to this many times min_requests
+    max_extension: float = 10.0  # an inconclusive step waits for up to this many times min_requests
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> CanarySettings:
@@ -71,7 +72,7 @@ class CanarySettings:
                 values[name] = value
             elif name == "confidence":
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.5 <= value < 1:
-                    raise ValueError("confidence: a number from 0.5 up to (not including) 1, such as 0.999")
+                    raise ValueError("confidence: a number from 0.5 up to (not including) 1, such as 0.99")
                 values[name] = float(value)
             elif name == "max_extension":
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 1:
@@ -91,8 +92,8 @@ class CanarySettings:
     def rules(self) -> Rules:
         """What the judge compares, with these settings' tolerances."""
         return Rules(rates=(RateCheck("5xx", "5xx rate", self.max_error_rate_increase),
-                            RateCheck("429", "429 rate", self.max_429_rate_increase),
-                            RateCheck("4xx", "4xx rate", self.max_4xx_rate_increase)),
+                            RateCheck("429", "429 rate", self.max_429_rate_increase, common=True),
+                            RateCheck("4xx", "4xx rate", self.max_4xx_rate_increase, common=True)),
                      latencies=(LatencyCheck("overhead", "gateway overhead", self.max_overhead_ratio,
                                              OVERHEAD_FLOOR_S),
                                 LatencyCheck("upstream", "upstream latency", self.max_latency_ratio, LATENCY_FLOOR_S)),
@@ -227,6 +228,21 @@ class PolicyCanary:
                 "events": list(reversed(self.events))}
 
 
+# The request the proxy just finished, handed back to the `CanaryProxy` that called it (the same task,
+# so the value set inside the awaited proxy is the one read after it).
+_OUTCOME: ContextVar[RequestContext | None] = ContextVar("edgegw_canary_outcome", default=None)
+
+
+class _Outcome:
+    """The canary's `RequestObserver` on both proxies: notes each finished request for `CanaryProxy`."""
+
+    def begin(self, ctx: RequestContext) -> None:
+        pass
+
+    def end(self, ctx: RequestContext) -> None:
+        _OUTCOME.set(ctx)
+
+
 class CanaryProxy:
     """The inference entry point while a canary runs: each request to its caller's version, and the
     outcome of each request that may vote to the judge (its status, and the overhead and upstream
@@ -238,21 +254,24 @@ class CanaryProxy:
         self.stable = stable
         self.candidate = candidate
         self.genuine = genuine  # whether an Authorization header's token verifies under the stable version
-        stable.observe = candidate.observe = self._seen
+        self._seen = _Outcome()
+        for proxy in (stable, candidate):
+            proxy.observers = (*proxy.observers, self._seen)
 
     def detach(self) -> None:
         """The canary ended: the proxies stop reporting outcomes."""
-        self.stable.observe = self.candidate.observe = None
-
-    @staticmethod
-    def _seen(scope: MutableMapping[str, Any], ctx: RequestContext) -> None:
-        scope["edgegw.outcome"] = ctx
+        for proxy in (self.stable, self.candidate):
+            proxy.observers = tuple(o for o in proxy.observers if o is not self._seen)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         canary = self.canary
         to_canary = canary.state == RUNNING and canary.takes(scope["headers"])
-        await (self.candidate if to_canary else self.stable)(scope, receive, send)
-        ctx: RequestContext | None = scope.pop("edgegw.outcome", None)
+        mark = _OUTCOME.set(None)
+        try:
+            await (self.candidate if to_canary else self.stable)(scope, receive, send)
+            ctx = _OUTCOME.get()
+        finally:
+            _OUTCOME.reset(mark)
         if ctx is None or canary.state != RUNNING or not await self.votes(ctx, to_canary):
             return
         overhead = ctx.overhead_ms() / 1000.0

@@ -107,7 +107,7 @@ def build_parts(config: GatewayConfig, features: Sequence[Feature[Any]], previou
     pipeline = Pipeline(stages, upstreams, (plans, FallbackSender(upstreams)) if plans is not None else None)
     observers = [building.states[f.name] for f in features if f.observes and f.name in building.states]
     proxy = ProxyEndpoint(building.table, pipeline, access_log, server.max_body_bytes, server.trust_forwarded_for,
-                          cast("RequestObserver", observers[0]) if observers else None)
+                          tuple(cast("RequestObserver", o) for o in observers))
     return Parts(config, building.table, upstreams, building.states, keys, stages, pipeline, access_log, proxy, fresh)
 
 

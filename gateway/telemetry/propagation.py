@@ -15,6 +15,6 @@ def propagate_unsampled(ctx: RequestContext, headers: dict[str, str]) -> None:
     """Replace the client's trace headers with the request's own (unsampled) trace context."""
     headers.pop("traceparent", None)
     headers.pop("tracestate", None)
-    span = ctx.trace_context
-    if span is not None and span.is_valid:
-        headers["traceparent"] = f"00-{span.trace_id:032x}-{span.span_id:016x}-{int(span.trace_flags):02x}"
+    if ctx.trace_context is not None:  # (trace id, span id), not sampled
+        trace_id, span_id = ctx.trace_context
+        headers["traceparent"] = f"00-{trace_id:032x}-{span_id:016x}-00"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from edgecore.genai import operation_name
+from edgecore.metrics import flush
 from gateway.context import Answer
 from gateway.feature import StateKey
 from gateway.telemetry import metrics as tm
@@ -43,6 +43,7 @@ class Telemetry:
     async def stop(self) -> None:
         if self.store is not None:
             await self.store.stop()
+        flush()  # the batched usage counts reach their Prometheus series before this recorder goes
         if self.tracing is not None:
             await self.tracing.stop()
 
@@ -63,18 +64,8 @@ class Telemetry:
 
 
 def _observe_genai(ctx: RequestContext) -> None:
-    op = operation_name(ctx.path)
-    model = ctx.model or "none"
-    elapsed = time.perf_counter() - ctx.started
-    tm.duration_by.get(op, model).observe(elapsed)
     usage, answer = ctx.usage, ctx.answer
-    if usage is not None:
-        tm.token_usage_by.get(op, model, "input").observe(usage.prompt_tokens)
-        tm.token_usage_by.get(op, model, "output").observe(usage.completion_tokens)
-    first = answer.first_chunk_s if answer is not None else None
-    if first is not None and ctx.status == 200:
-        tm.ttft_by.get(op, model).observe(first)
-        if usage is not None and usage.completion_tokens > 1:
-            tm.tpot_by.get(op, model).observe(max(0.0, elapsed - first) / (usage.completion_tokens - 1))
-
-
+    first = answer.first_chunk_s if answer is not None and ctx.status == 200 else None
+    tm.genai_series(ctx.path, ctx.model or "none").observe(
+        time.perf_counter() - ctx.started, usage.prompt_tokens if usage is not None else None,
+        usage.completion_tokens if usage is not None else 0, first)

@@ -7,9 +7,10 @@ as `traceparent`.
       chat MODEL (client; gen_ai.*)
         upstream attempt 1 (client; endpoint, attempt, retry reason)  -> the backend's spans
 
-While the request runs, a span is a few plain fields (`_Span`); when it has ended they become the
-SDK's `ReadableSpan`s, handed to its batch processor and OTLP exporter (`edgecore.otel`). The SDK's
-tracer would cost several times more per span on the request path (docs/benchmarks.md). Sampling is
+A span is recorded as a plain tuple when it ends (`otlp_wire.Span`). When the request has ended, its
+spans are written as OTLP protobuf bytes (`otlp_wire`) and queued for the export thread (`export`),
+which sends them in batches through the SDK OTLP exporter's HTTP client. The SDK's tracer, and its
+exporter's per-span protobuf messages, cost several times more per span (docs/benchmarks.md). Sampling is
 the SDK's `ParentBased(TraceIdRatioBased)` rule: a trusted parent's decision, else the trace id's low
 64 bits against the ratio. An unsampled request records nothing; only its trace context is passed on.
 """
@@ -22,17 +23,17 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from edgecore.genai import operation_name
-from edgecore.otel import resource, span_processor
+from edgecore.otel import OtlpHttpSender, resource
 from gateway.errors import GatewayError
-from gateway.telemetry.config import TelemetryConfig, route_telemetry
+from gateway.telemetry.config import NAME, RouteTelemetry, TelemetryConfig
+from gateway.telemetry.export import SpanExport
 from gateway.telemetry.metrics import count_dropped
+from gateway.telemetry.otlp_wire import CLIENT, INTERNAL, SERVER, BatchHead, Span, encode_spans
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -43,8 +44,16 @@ T = TypeVar("T")
 _PROPAGATOR = TraceContextTextMapPropagator()
 _CONTENT_LIMIT = 16384  # characters of prompt or answer text on a span (when a route opts in)
 _LOW_64 = (1 << 64) - 1
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_UNSET = Status(StatusCode.UNSET)
+SCOPE = "edgegw"  # the instrumentation scope of the gateway's spans
+_random_bits = random.getrandbits
+_now = time.time_ns
+# Request parameters recorded on the inference span: attribute and semantic-convention type. Each
+# attribute key keeps one value type (`otlp_wire`'s cache needs it): an int temperature is a float here.
+_GEN_PARAMS: dict[str, tuple[str, type]] = {
+    "max_tokens": ("gen_ai.request.max_tokens", int), "temperature": ("gen_ai.request.temperature", float),
+    "top_p": ("gen_ai.request.top_p", float), "frequency_penalty": ("gen_ai.request.frequency_penalty", float),
+    "seed": ("gen_ai.request.seed", int)}
+_GEN_KEYS = frozenset(_GEN_PARAMS)
 
 
 class Tracing:
@@ -53,9 +62,10 @@ class Tracing:
     def __init__(self, config: TelemetryConfig) -> None:
         assert config.export is not None
         self.config = config
-        self.processor = span_processor(config.export, count_dropped)
         self.resource = resource(config.export)
-        self.scope = InstrumentationScope("edgegw")
+        sender = OtlpHttpSender(config.export)
+        self.queue = SpanExport(config.export, BatchHead(self.resource.attributes, SCOPE), sender.send,
+                                count_dropped, sender.shutdown)
         self.bound = TraceIdRatioBased.get_bound_for_rate(config.export.sample_ratio)
         self.trust_traceparent = config.trust_traceparent
 
@@ -72,140 +82,107 @@ class Tracing:
             trace_id = random.getrandbits(128) or 1
             sampled = trace_id & _LOW_64 < self.bound
         if not sampled:
-            ctx.trace_context = SpanContext(trace_id, _span_id(), False, TraceFlags(TraceFlags.DEFAULT))
+            ctx.trace_context = (trace_id, _random_bits(64) or 1)  # `propagation.propagate_unsampled`
             return None
         return RequestTrace(self, trace_id, parent, ctx)
-
-    def export(self, request: RequestTrace) -> None:
-        """Hand the request's ended spans to the batch processor (which never blocks)."""
-        trace_id, remote = request.trace_id, request.remote_parent
-        contexts = {s.span_id: SpanContext(trace_id, s.span_id, False, _SAMPLED) for s in request.spans}
-        if remote is not None:
-            contexts[remote.span_id] = remote
-        for s in request.spans:
-            status = _UNSET if s.error is None else Status(StatusCode.ERROR, s.error)
-            self.processor.on_end(ReadableSpan(
-                name=s.name, context=contexts[s.span_id], parent=contexts.get(s.parent_id), resource=self.resource,
-                attributes=s.attributes, kind=s.kind, start_time=s.start_ns, end_time=s.end_ns or time.time_ns(),
-                status=status, instrumentation_scope=self.scope))
 
     async def stop(self) -> None:
         """Send what is queued (bounded by the export timeout) and stop the export thread."""
         import asyncio
 
-        await asyncio.get_running_loop().run_in_executor(None, self.processor.shutdown)
-
-
-def _span_id() -> int:
-    return random.getrandbits(64) or 1
-
-
-class _Span:
-    """A span while its request runs: plain fields, made a `ReadableSpan` by `Tracing.export`."""
-
-    __slots__ = ("name", "span_id", "parent_id", "kind", "attributes", "start_ns", "end_ns", "error")
-
-    def __init__(self, name: str, parent_id: int, kind: SpanKind, attributes: dict[str, Any]) -> None:
-        self.name = name
-        self.span_id = _span_id()
-        self.parent_id = parent_id
-        self.kind = kind
-        self.attributes = attributes
-        self.start_ns = time.time_ns()
-        self.end_ns = 0
-        self.error: str | None = None
-
-    def end(self) -> None:
-        self.end_ns = time.time_ns()
-
-    def failed(self, code: str) -> None:
-        self.attributes["error.type"] = code
-        self.error = code
+        await asyncio.get_running_loop().run_in_executor(None, self.queue.shutdown)
 
 
 class RequestTrace:
-    """The spans of one sampled request (`ctx.trace`)."""
+    """The spans of one sampled request (`ctx.trace`). A span is recorded once it has ended, as an
+    `otlp_wire.Span` tuple in `spans`; the server and inference spans end in `finish`."""
 
-    __slots__ = ("tracing", "trace_id", "remote_parent", "spans", "server", "parent", "inference",
-                 "record_content", "first_token_at", "started")
+    __slots__ = ("tracing", "trace_id", "remote_parent", "spans", "root", "server_id", "server_name",
+                 "server_attrs", "server_start", "parent", "inference", "record_content", "first_token_at",
+                 "started")
 
     def __init__(self, tracing: Tracing, trace_id: int, remote_parent: SpanContext | None,
                  ctx: RequestContext) -> None:
         self.tracing = tracing
         self.trace_id = trace_id
         self.remote_parent = remote_parent
-        self.server = _Span(f"{ctx.method} {ctx.path}", remote_parent.span_id if remote_parent else 0,
-                            SpanKind.SERVER, {"http.request.method": ctx.method, "url.path": ctx.path,
-                                              "http.route": ctx.path, "client.address": ctx.client_ip,
-                                              "edgegw.request_id": ctx.request_id})
-        self.spans = [self.server]
-        self.parent = self.server.span_id  # where a plugin's span goes: the running stage's
-        self.inference: _Span | None = None
+        self.spans: list[Span] = []
+        self.root: Span | None = None  # the server span, once `finish` ended it
+        method, path = ctx.method, ctx.path
+        self.server_id = self.parent = _random_bits(64) or 1  # `parent`: where a plugin's span goes
+        self.server_name = f"{method} {path}"
+        self.server_attrs: dict[str, Any] = {"http.request.method": method, "url.path": path, "http.route": path,
+                                             "client.address": ctx.client_ip, "edgegw.request_id": ctx.request_id}
+        self.server_start = _now()
+        self.inference: tuple[str, int, dict[str, Any], int] | None = None  # name, span id, attributes, start
         self.record_content = False
         self.first_token_at: float | None = None
         self.started = time.perf_counter()
-
-    def _open(self, name: str, parent_id: int, kind: SpanKind = SpanKind.INTERNAL,
-              attributes: dict[str, Any] | None = None) -> _Span:
-        span = _Span(name, parent_id, kind, attributes if attributes is not None else {})
-        self.spans.append(span)
-        return span
 
     # --- pipeline ----------------------------------------------------------------------------------
 
     async def stage(self, stage: Stage, ctx: RequestContext) -> Any:
         """Run `stage.on_request` in a span of its own."""
-        span = self._open(stage.name, self.server.span_id)
-        self.parent = span.span_id
+        span_id = self.parent = _random_bits(64) or 1
+        attrs: dict[str, Any] = {}
+        error = None
+        start = _now()
         try:
             return await stage.on_request(ctx)
         except GatewayError as exc:
-            span.failed(exc.code)
+            attrs["error.type"] = error = exc.code
             raise
         finally:
+            end = _now()
             if ctx.cache_status is not None and stage.name == "cache":
-                span.attributes["edgegw.cache.status"] = ctx.cache_status
-            span.end()
-            self.parent = self.server.span_id
+                attrs["edgegw.cache.status"] = ctx.cache_status
+            self.spans.append((stage.name, span_id, self.server_id, INTERNAL, attrs, start, end, error))
+            self.parent = self.server_id
 
     async def plugin(self, name: str, version: str, run: Awaitable[T]) -> T:
         """Run one plugin of a phase in a span of its own, under the phase's."""
-        span = self._open(f"plugin {name}", self.parent, attributes={"edgegw.plugin.name": name,
-                                                                      "edgegw.plugin.version": version})
+        span_id, parent = _random_bits(64) or 1, self.parent
+        attrs: dict[str, Any] = {"edgegw.plugin.name": name, "edgegw.plugin.version": version}
+        error = None
+        start = _now()
         try:
             return await run
         except GatewayError as exc:
-            span.failed(exc.code)
+            attrs["error.type"] = error = exc.code
             raise
         finally:
-            span.end()
+            self.spans.append((f"plugin {name}", span_id, parent, INTERNAL, attrs, start, _now(), error))
 
     # --- upstream ----------------------------------------------------------------------------------
 
     def begin_inference(self, ctx: RequestContext) -> None:
-        """The GenAI client span around every attempt to the pool (`gen_ai.*` request attributes)."""
-        op = operation_name(ctx.path)
+        """The GenAI client span around every attempt to the pool (`gen_ai.*` request attributes). A
+        fallback to another model begins another: the previous one ends here."""
+        if self.inference is not None:
+            name, span_id, attrs, start = self.inference
+            self.spans.append((name, span_id, self.server_id, CLIENT, attrs, start, _now(), None))
+        op = _operations.get(ctx.path) or _operation(ctx.path)
         body = ctx.body_json or {}
-        attrs: dict[str, Any] = {"gen_ai.operation.name": op, "gen_ai.provider.name": "edgegw"}
+        attrs = {"gen_ai.operation.name": op, "gen_ai.provider.name": "edgegw"}
         if ctx.model:
             attrs["gen_ai.request.model"] = ctx.model
         if ctx.pool is not None:
             attrs["edgegw.pool"] = ctx.pool.name
-        for key, attr in (("max_tokens", "gen_ai.request.max_tokens"), ("temperature", "gen_ai.request.temperature"),
-                          ("top_p", "gen_ai.request.top_p"), ("frequency_penalty", "gen_ai.request.frequency_penalty"),
-                          ("seed", "gen_ai.request.seed")):
-            value = body.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                attrs[attr] = value
+        for key in _GEN_KEYS.intersection(body):
+            value, (attr, kind) = body[key], _GEN_PARAMS[key]
+            if type(value) is int:
+                attrs[attr] = float(value) if kind is float else value
+            elif type(value) is float and (kind is float or value.is_integer()):
+                attrs[attr] = value if kind is float else int(value)
         if ctx.stream:
             attrs["edgegw.stream"] = True
         route = ctx.route
-        settings = route_telemetry(route) if route is not None else None
-        self.record_content = settings is not None and settings.record_content
+        settings = route.sections.get(NAME) if route is not None else None  # `config.route_telemetry`
+        self.record_content = isinstance(settings, RouteTelemetry) and settings.record_content
         if self.record_content:
             attrs["gen_ai.input.messages"] = _text(body.get("messages", body.get("prompt")))
             ctx.collect_response = True  # the answer's text, for `finish`
-        self.inference = self._open(f"{op} {ctx.model or ''}".strip(), self.server.span_id, SpanKind.CLIENT, attrs)
+        self.inference = (f"{op} {ctx.model}" if ctx.model else op, _random_bits(64) or 1, attrs, _now())
 
     async def run_attempt(self, endpoint: str, number: int, retry_reason: str | None, headers: dict[str, str],
                           run: Awaitable[T]) -> T:
@@ -214,23 +191,26 @@ class RequestTrace:
         attrs: dict[str, Any] = {"server.address": endpoint, "edgegw.upstream.attempt": number}
         if retry_reason is not None:
             attrs["edgegw.upstream.retry_reason"] = retry_reason
-        parent = self.inference.span_id if self.inference is not None else self.server.span_id
-        span = self._open(f"upstream attempt {number}", parent, SpanKind.CLIENT, attrs)
+        parent = self.inference[1] if self.inference is not None else self.server_id
+        span_id = _random_bits(64) or 1
         headers.pop("tracestate", None)
-        headers["traceparent"] = f"00-{self.trace_id:032x}-{span.span_id:016x}-01"
+        headers["traceparent"] = f"00-{self.trace_id:032x}-{span_id:016x}-01"
+        error = None
+        start = _now()
         try:
             result = await run
         except BaseException as exc:
-            span.failed(exc.code if isinstance(exc, GatewayError) else type(exc).__name__)
-            span.end()
+            attrs["error.type"] = error = exc.code if isinstance(exc, GatewayError) else type(exc).__name__
             raise
-        status = getattr(result, "status", None)
-        if isinstance(status, int):
-            attrs["http.response.status_code"] = status
-        if isinstance(result, GatewayError):
-            span.failed(result.code)
-        span.end()
-        return result
+        else:
+            status = getattr(result, "status", None)
+            if isinstance(status, int):
+                attrs["http.response.status_code"] = status
+            if isinstance(result, GatewayError):
+                attrs["error.type"] = error = result.code
+            return result
+        finally:
+            self.spans.append((f"upstream attempt {number}", span_id, parent, CLIENT, attrs, start, _now(), error))
 
     def first_token(self) -> None:
         if self.first_token_at is None:
@@ -240,9 +220,10 @@ class RequestTrace:
 
     def finish(self, ctx: RequestContext) -> None:
         """GenAI response attributes and HTTP status; end the open spans and export them all."""
-        inference = self.inference
-        if inference is not None:
-            attrs = inference.attributes
+        now = _now()
+        status = ctx.status
+        if self.inference is not None:
+            name, span_id, attrs, start = self.inference
             usage = ctx.usage
             if usage is not None:
                 attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
@@ -254,29 +235,43 @@ class RequestTrace:
                 if answer.model:
                     attrs["gen_ai.response.model"] = answer.model
                 if answer.finish_reasons:
-                    attrs["gen_ai.response.finish_reasons"] = answer.finish_reasons
+                    attrs["gen_ai.response.finish_reasons"] = tuple(answer.finish_reasons)
                 if answer.id:
                     attrs["gen_ai.response.id"] = answer.id
             if self.first_token_at is not None:
                 attrs["gen_ai.server.time_to_first_token"] = self.first_token_at - self.started
             if self.record_content and ctx.response_body is not None:
                 attrs["gen_ai.output.messages"] = _text(ctx.response_body)
-            if ctx.status >= 500 or ctx.error is not None and ctx.status >= 400:
-                inference.failed(ctx.error or str(ctx.status))
-            inference.end()
-        server = self.server
-        attrs = server.attributes
-        attrs["http.response.status_code"] = ctx.status
+            error = None
+            if status >= 500 or ctx.error is not None and status >= 400:
+                attrs["error.type"] = error = ctx.error or str(status)
+            self.spans.append((name, span_id, self.server_id, CLIENT, attrs, start, now, error))
+        attrs = self.server_attrs
+        attrs["http.response.status_code"] = status
         if ctx.route is not None:
             attrs["edgegw.route"] = ctx.route.name
         if ctx.subject is not None:
             attrs["enduser.id"] = ctx.subject
-        if ctx.status >= 500:
-            server.failed(ctx.error or str(ctx.status))
+        error = None
+        if status >= 500:
+            attrs["error.type"] = error = ctx.error or str(status)
         elif ctx.error is not None:
             attrs["error.type"] = ctx.error
-        server.end()
-        self.tracing.export(self)
+        remote = self.remote_parent
+        root = self.root = (self.server_name, self.server_id, remote.span_id if remote is not None else 0, SERVER,
+                            attrs, self.server_start, now, error)
+        spans = self.spans  # encoded here and queued for the export thread (which never blocks this)
+        self.tracing.queue.put(len(spans) + 1, encode_spans(self.trace_id, root, spans, remote is not None))
+
+
+_operations: dict[str, str] = {}  # gen_ai.operation.name by path (the routes' paths: a few)
+
+
+def _operation(path: str) -> str:
+    if len(_operations) >= 256:
+        _operations.clear()
+    op = _operations[path] = operation_name(path)
+    return op
 
 
 def _text(value: Any) -> str:

@@ -11,6 +11,8 @@ whose claims are `request.state.admin`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -54,29 +56,33 @@ class Rollouts(HTTPEndpoint):
         return JSONResponse(rollouts(_gateway(request)), headers={"cache-control": "no-store"})
 
 
-class PromoteRollout(HTTPEndpoint):
+class _ByHand(HTTPEndpoint):
+    """POST: an operator's verdict on a pool's rollout, shared with every worker; answered 500
+    `rollout_not_shared` when it held here but could not be written for the others."""
+
+    promotes: ClassVar[bool]
+
     async def post(self, request: Request) -> Response:
         rollout = _rollout_of(request)
+        operator = _operator(request)
         try:
-            rollout.promote(f"promoted by {_operator(request)}")
+            if self.promotes:
+                rollout.promote(f"promoted by {operator}")
+            else:
+                rollout.rollback(f"aborted by {operator}")
         except OSError as exc:  # logged where it failed
-            raise _not_shared("promoted", exc) from None
+            done = "promoted" if self.promotes else "rolled back"
+            raise GatewayError(500, f"the rollout was {done} in this worker only: its verdict could not be written "
+                               f"for the other workers ({exc.strerror or exc})", "rollout_not_shared") from None
         return JSONResponse(rollout.describe())
 
 
-class AbortRollout(HTTPEndpoint):
-    async def post(self, request: Request) -> Response:
-        rollout = _rollout_of(request)
-        try:
-            rollout.rollback(f"aborted by {_operator(request)}")
-        except OSError as exc:  # logged where it failed
-            raise _not_shared("rolled back", exc) from None
-        return JSONResponse(rollout.describe())
+class PromoteRollout(_ByHand):
+    promotes = True
 
 
-def _not_shared(done: str, exc: OSError) -> GatewayError:
-    return GatewayError(500, f"the rollout was {done} in this worker only: its verdict could not be written for "
-                        f"the other workers ({exc.strerror or exc})", "rollout_not_shared")
+class AbortRollout(_ByHand):
+    promotes = False
 
 
 def upstream_routes() -> list[BaseRoute]:

@@ -177,7 +177,7 @@ def _rollout(sec: Section, groups: set[str]) -> RolloutConfig:
         max_error_rate_increase=sec.float("max_error_rate_increase", 0.02, min=0.0, max=1.0),
         max_latency_ratio=sec.float("max_latency_ratio", 1.5, min=1.0),
         max_ttft_ratio=sec.float("max_ttft_ratio", 1.5, min=1.0),
-        confidence=sec.float("confidence", 0.999, min=0.5, max=0.999999),
+        confidence=sec.float("confidence", RolloutConfig.confidence, min=0.5, max=0.999999),
         failed_looks=sec.int("failed_looks", 1, min=1),
     )
     if groups and cfg.canary_group not in groups:

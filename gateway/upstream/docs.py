@@ -111,15 +111,16 @@ _DESCRIPTIONS: dict[str, str] = {
     "pools[].rollout.interval_s": "least time a step lasts before it can pass",
     "pools[].rollout.min_requests": "canary requests a step needs before it is first judged (then again "
                                     "each time the canary has 10% more; a dead canary is caught at the first look)",
-    "pools[].rollout.max_error_rate_increase": "least increase of the canary's 5xx/connection-failure rate over "
-                                               "the stable group's that fails a step, when significant at "
-                                               "`confidence` (0.02: two points)",
+    "pools[].rollout.max_error_rate_increase": "allowed increase of the canary's 5xx/connection-failure rate over "
+                                               "the stable group's: a significant increase fails a step unless "
+                                               "shown to be within this (0.02: two points)",
     "pools[].rollout.max_latency_ratio": "the canary's latencies may be this many times the stable group's "
                                          "(Mann-Whitney U on the distributions, not a p99 ratio; differences "
                                          "under 10 ms never fail a step)",
     "pools[].rollout.max_ttft_ratio": "streams: the same for the time to first byte",
-    "pools[].rollout.confidence": "how sure a failed step must be: one-sided confidence of each test at each "
-                                  "look (docs/policy-reload.md, How a canary is judged)",
+    "pools[].rollout.confidence": "how sure a rollback must be: a healthy canary group is rolled back with a "
+                                  "chance of at most 1 - confidence over all its looks (docs/policy-reload.md, "
+                                  "How a canary is judged)",
     "pools[].rollout.failed_looks": "failing looks in a row that fail a step (Argo Rollouts' failure limit)",
     "pools[].dns.name": "the hostname whose A records are the endpoints",
     "pools[].dns.port": "every discovered address is reached on this port",

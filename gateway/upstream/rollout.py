@@ -56,10 +56,10 @@ class RolloutConfig:
     steps: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)  # canary share in percent, in order
     interval_s: float = 60.0  # least time per step
     min_requests: int = 100  # canary requests per step before it is judged
-    max_error_rate_increase: float = 0.02  # least increase of the 5xx rate that fails a step
+    max_error_rate_increase: float = 0.02  # allowed increase of the 5xx rate (shown within it: no verdict)
     max_latency_ratio: float = 1.5  # canary latency over stable's (the distributions), at most
     max_ttft_ratio: float = 1.5  # streams: canary time to first token over stable's, at most
-    confidence: float = 0.999  # one-sided, of each test at each look
+    confidence: float = 0.99  # of the rollout: at most 1 - confidence of healthy ones roll back
     failed_looks: int = 1  # consecutive failing looks that fail a step
 
     def rules(self) -> Rules:

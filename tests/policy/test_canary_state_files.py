@@ -18,7 +18,7 @@ from gateway.policy.rollout_sync import rollouts_problem
 from gateway.policy.state_file import StateFile
 from testkit.policy_load import CHAT, start_gateway_file, wait_until
 from tests.conftest import gateway_config, start_fake_backend, start_gateway
-from tests.policy.test_policy_canary import limited
+from tests.policy.conftest import limited
 
 
 def canary_path(policy: Path) -> Path:

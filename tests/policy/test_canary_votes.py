@@ -13,9 +13,9 @@ import orjson
 import yaml
 
 from gateway.policy.canary import caller_bucket
-from testkit.policy_load import Load, wait_until, worker_versions
-from tests.conftest import issuer_config, start_fake_backend, start_gateway
-from tests.policy.test_policy_canary import ISSUER, cli, limited, subjects
+from testkit.policy_load import Load, wait_until
+from tests.conftest import issuer_config
+from tests.policy.conftest import ISSUER, Stable, cli, limited, subjects
 
 
 def junk_token(sub: str) -> str:
@@ -41,54 +41,42 @@ def rollout(gw: Any, admin_token: str, new: Path, steps: str, min_requests: int)
                "--min-requests", str(min_requests), "--min-step-s", "1", "--wait")
 
 
-def test_junk_tokens_in_the_canary_share_cannot_veto_a_harmless_canary(tmp_path: Path) -> None:
-    backend = start_fake_backend()
-    gw = start_gateway(tmp_path, limited(backend, 100), workers=2)
-    admin_token = gw.token("ops", scopes=["admin"])
+def test_junk_tokens_in_the_canary_share_cannot_veto_a_harmless_canary(tmp_path: Path,
+                                                                       two_workers: Stable) -> None:
+    gw, admin_token = two_workers.gw, two_workers.admin_token
     new = tmp_path / "new.yaml"
-    new.write_text(yaml.safe_dump(limited(backend, 200)))  # harmless: a higher limit nobody reaches
+    new.write_text(yaml.safe_dump(limited(two_workers.backend, 200)))  # harmless: a limit nobody reaches
     inside, outside = subjects(4, 8)
-    try:
-        wait_until(lambda: len(worker_versions(gw.url)) == 2, 30)
-        real = [gw.token(s) for s in inside + outside]
-        junk = [junk_token(s) for s in junk_subjects(22, inside=True)]
-        with Load(gw.url, real, rate=20) as load, Load(gw.url, junk, rate=5) as strangers:
-            wait_until(lambda: load.total > 50, 20)
-            out = rollout(gw, admin_token, new, "25,100", 20)
-        assert strangers.statuses[401] > 22 * 2 and set(strangers.statuses) == {401}, strangers.statuses
-        assert out.returncode == 0 and "promoted" in out.stdout, out.stdout + out.stderr
-        assert load.failures == [], load.failures[:5]
-    finally:
-        gw.proc.stop()
-        backend.proc.stop()
+    real = [gw.token(s) for s in inside + outside]
+    junk = [junk_token(s) for s in junk_subjects(22, inside=True)]
+    with Load(gw.url, real, rate=20) as load, Load(gw.url, junk, rate=5) as strangers:
+        wait_until(lambda: load.total > 50, 20)
+        out = rollout(gw, admin_token, new, "25,100", 20)
+    assert strangers.statuses[401] > 22 * 2 and set(strangers.statuses) == {401}, strangers.statuses
+    assert out.returncode == 0 and "promoted" in out.stdout, out.stdout + out.stderr
+    assert load.failures == [], load.failures[:5]
 
 
-def test_junk_tokens_on_stable_cannot_mask_a_canary_that_refuses_every_partner(tmp_path: Path) -> None:
-    backend = start_fake_backend()
-    gw = start_gateway(tmp_path, limited(backend, 100), workers=2)
-    admin_token = gw.token("ops", scopes=["admin"])
-    broken = limited(backend, 100)
+def test_junk_tokens_on_stable_cannot_mask_a_canary_that_refuses_every_partner(tmp_path: Path,
+                                                                              two_workers: Stable) -> None:
+    gw, admin_token = two_workers.gw, two_workers.admin_token
+    broken = limited(two_workers.backend, 100)
     broken["issuers"] = [issuer_config(audience="someone-else")]  # every real token is refused: 401
     new = tmp_path / "new.yaml"
     new.write_text(yaml.safe_dump(broken))
     inside, outside = subjects(4, 2)
-    try:
-        wait_until(lambda: len(worker_versions(gw.url)) == 2, 30)
-        stable_tokens = [gw.token(s) for s in outside]
-        junk = [junk_token(s) for s in junk_subjects(24, inside=False, share=0.5)]
-        # Over 95% of stable's answers are 401s to strangers: the old judge saw canary 100% vs stable
-        # 96% and allowed +5 points.
-        with Load(gw.url, [gw.token(s) for s in inside] + stable_tokens, rate=1) as load, \
-                Load(gw.url, junk, rate=15) as strangers:
-            wait_until(lambda: strangers.total > 300, 30)
-            out = rollout(gw, admin_token, new, "25,50", 20)
-        stable_real = sum(n for key, n in load.by_token.items() if key.rsplit(":", 1)[0] in stable_tokens)
-        assert set(strangers.statuses) == {401} and strangers.total > 19 * stable_real, (strangers.statuses,
-                                                                                          stable_real)
-        assert out.returncode == 1 and "rolled_back" in out.stdout, out.stdout + out.stderr
-        assert "4xx rate" in out.stdout or "4xx rate" in cli("status", "--gateway", gw.url, "--token",
-                                                               admin_token).stdout
-        assert load.statuses[401] > 0  # the canary's callers did get its 401s, until the rollback
-    finally:
-        gw.proc.stop()
-        backend.proc.stop()
+    stable_tokens = [gw.token(s) for s in outside]
+    junk = [junk_token(s) for s in junk_subjects(24, inside=False, share=0.5)]
+    # Over 95% of stable's answers are 401s to strangers: the old judge saw canary 100% vs stable
+    # 96% and allowed +5 points.
+    with Load(gw.url, [gw.token(s) for s in inside] + stable_tokens, rate=1) as load, \
+            Load(gw.url, junk, rate=15) as strangers:
+        wait_until(lambda: strangers.total > 300, 30)
+        out = rollout(gw, admin_token, new, "25,50", 20)
+    stable_real = sum(n for key, n in load.by_token.items() if key.rsplit(":", 1)[0] in stable_tokens)
+    assert set(strangers.statuses) == {401} and strangers.total > 19 * stable_real, (strangers.statuses,
+                                                                                      stable_real)
+    assert out.returncode == 1 and "rolled_back" in out.stdout, out.stdout + out.stderr
+    assert "4xx rate" in out.stdout or "4xx rate" in cli("status", "--gateway", gw.url, "--token",
+                                                           admin_token).stdout
+    assert load.statuses[401] > 0  # the canary's callers did get its 401s, until the rollback

@@ -195,9 +195,40 @@ def test_a_flood_of_distinct_subjects_stays_within_the_cap() -> None:
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert len(recorder._series) == 51  # 50 partners and ("other", "other", "r")
-    assert sum(len(series) for series in recorder.pending.values()) <= 51
+    taken = recorder.take()  # the hourly buckets the store would write
+    assert sum(len(series) for series in taken.values()) <= 51
     requests, _ = usage_counters(recorder.names)
     assert len(list(requests.collect())[0].samples) <= 2 * 51  # _total and _created per label set
     assert grown < 256 * 1024, grown
-    other = recorder.pending[max(recorder.pending)][("other", "other", "r")]
+    other = taken[max(taken)][("other", "other", "r")]
     assert other[0] == 30_000 - 50 and other[1] == 10 * (30_000 - 50)
+
+
+def test_counts_across_an_hour_boundary_land_in_their_hours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorder counts into plain numbers and hands them out by hour at `take`: requests on either
+    side of an hour's end are in their own hours, whenever `take` runs."""
+    import gateway.telemetry.usage as usage_module
+    from gateway.config.schema import RouteConfig
+    from gateway.context import RequestContext, Usage
+    from gateway.telemetry.config import UsageConfig
+    from gateway.telemetry.usage import UsageRecorder
+
+    now = [1000 * 3600 + 3590.0]
+    monkeypatch.setattr(usage_module.time, "time", lambda: now[0])
+    recorder = UsageRecorder(UsageConfig(labels=("subject", "route"), max_series=10))
+    route = RouteConfig(name="r", paths=("/v1/completions",))
+
+    def one(subject: str, tokens: int) -> None:
+        ctx = RequestContext(request_id="x", method="POST", path="/v1/completions", headers={}, client_ip="")
+        ctx.route, ctx.issuer, ctx.subject, ctx.usage = route, "idp", subject, Usage(tokens, 1, 0)
+        recorder.record(ctx)
+
+    one("a", 5)
+    one("b", 7)
+    assert recorder.take() == {1000: {("a", "r"): [1, 5, 1, 0], ("b", "r"): [1, 7, 1, 0]}}
+    one("a", 3)
+    now[0] += 20  # the next hour
+    one("a", 2)
+    one("a", 2)
+    assert recorder.take() == {1000: {("a", "r"): [1, 3, 1, 0]}, 1001: {("a", "r"): [2, 4, 2, 0]}}
+    assert recorder.take() == {}
