@@ -17,7 +17,7 @@ Each replica's prefix cache is sized as llm-d sizes its benchmark's KV (`sized_c
 prefix working set is 0.75 of the two replicas' capacity together. `--cache-mb 1024` gives each replica room
 for everything, the case where routing matters least.
 
-    .venv/bin/python bench/routing_backends.py                   # 2 rounds: 4 phases of 24 requests
+    .venv/bin/python bench/routing_backends.py                   # 4 rounds: 8 phases of 24 requests
     .venv/bin/python bench/routing_backends.py --rounds 1 --cache-mb 1024
 
 Prints TTFT p50/p90 (at the client, through the gateway) per balancer, the share of prompt tokens served
@@ -224,7 +224,9 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=2, help="each round runs both balancers (order alternates)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="each round runs both balancers (order alternates); least_outstanding's phases swing with"
+                        " its luck, so fewer rounds give a noisy p50 ratio (docs/benchmarks.md)")
     p.add_argument("--sessions", type=int, default=4)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--system-tokens", type=int, default=1000)
