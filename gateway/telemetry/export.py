@@ -101,7 +101,7 @@ class SpanExport:
 
     def _export(self, full_only: bool = False, deadline: float | None = None) -> None:
         """Send batches until the queue is empty (`full_only`: while a whole batch waits)."""
-        while not full_only or self.put_spans - self.taken - self.pushed_out >= self.batch:
+        while not full_only or self.queued >= self.batch:
             spans, chunks, size = self._take()
             if not spans:
                 return

@@ -35,16 +35,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.upstream.config import SharedIndexConfig
+from gateway.upstream.prompt_key import BLOCK_BYTES, DIGEST_BYTES, MAX_BYTES
 
 if TYPE_CHECKING:
     from gateway.upstream.pool import Pool
 
 log = logging.getLogger("edgegw.routing")
 
-DIGEST = 16  # bytes of a block hash (gateway.upstream.prompt_key)
+DIGEST = DIGEST_BYTES
 MAX_PENDING = 4096  # decisions queued while Redis is slow or down; older ones are dropped
 MAX_BATCH = 512  # decisions per entry
-MAX_BLOCKS = 256  # per decision (prompt_key's MAX_BYTES / BLOCK_BYTES)
+MAX_BLOCKS = MAX_BYTES // BLOCK_BYTES  # per decision: all a prompt key holds
 READ_COUNT = 64  # entries read per call (more: the next call follows at once)
 WARM_COUNT = 256  # entries a starting worker reads first (the newest): it starts with the others' index
 _HEAD = struct.Struct("<8sB")

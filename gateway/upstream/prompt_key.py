@@ -21,6 +21,7 @@ from typing import Any
 BLOCK_BYTES = 512  # about 128 tokens of English text
 MAX_BYTES = 128 * 1024  # 256 blocks, about 32k tokens
 MAX_MESSAGES = 512
+DIGEST_BYTES = 16  # a block hash's size (also what gateway.upstream.index_share sends per block)
 _MEDIA_SAMPLE = 4096  # head and tail of a media part's text
 _MEDIA_WINDOWS = 32  # strided windows of 64 characters in between
 _ROLE_MARK = b"\x1e"
@@ -48,7 +49,7 @@ def media_digest(text: str) -> bytes:
     evenly spaced windows. Two different screenshots differ all through their base64, so the sample
     separates them; a collision would only mis-route a hint, never an answer."""
     n = len(text)
-    h = blake2b(digest_size=16)
+    h = blake2b(digest_size=DIGEST_BYTES)
     h.update(n.to_bytes(8, "little"))
     if n <= 2 * _MEDIA_SAMPLE + _MEDIA_WINDOWS * 64:
         h.update(text.encode("utf-8", "surrogatepass"))
@@ -108,7 +109,7 @@ class _Stream:
 
 
 def _chain(model: str, stream: bytes) -> tuple[bytes, ...]:
-    h = blake2b(model.encode("utf-8", "surrogatepass")[:64], digest_size=16)
+    h = blake2b(model.encode("utf-8", "surrogatepass")[:64], digest_size=DIGEST_BYTES)
     view = memoryview(stream)
     out = []
     for at in range(0, len(stream), BLOCK_BYTES):
