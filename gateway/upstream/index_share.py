@@ -122,6 +122,7 @@ class IndexShare:
                                       max_connections=1, retry=Retry(NoBackoff(), 0))
         self._script = self._client.register_script(_SCRIPT)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.up = False
         self.sent = self.received = self.failures = 0
         pool.inference.outbox = self.post
@@ -134,6 +135,9 @@ class IndexShare:
         self._task = asyncio.create_task(self._run(), name=f"index-share:{self.pool.name}")
 
     async def stop(self) -> None:
+        # The flag as well as the cancel: on Python 3.11 `asyncio.wait_for` can swallow a cancellation
+        # that arrives as the exchange completes, and the loop would go on (a stop that never returned).
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -143,7 +147,7 @@ class IndexShare:
             pass
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 more = await asyncio.wait_for(self.exchange(), self.config.timeout_ms / 1000.0 * 2)
             except (RedisError, OSError, TimeoutError) as exc:
