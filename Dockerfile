@@ -9,8 +9,11 @@ ARG BACKEND_BASE=nvidia/cuda:12.8.0-runtime-ubuntu24.04
 # --- build: wheels for the gateway and its dependencies ------------------------------------------------
 FROM ${GATEWAY_BASE} AS build
 WORKDIR /src
-RUN pip install --no-cache-dir --upgrade pip
-COPY pyproject.toml README.md ./
+# gcc builds the compiled OTLP span encoder (setup.py; without it the Python encoder runs)
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
+ && pip install --no-cache-dir --upgrade pip
+COPY pyproject.toml setup.py README.md ./
+COPY edgecore edgecore
 COPY gateway gateway
 COPY wasm_plugins wasm_plugins
 COPY gpu_backend gpu_backend
@@ -22,7 +25,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/build && /opt/build/bin/pip install --no-cache-dir --upgrade pip
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
+COPY edgecore edgecore
 COPY gateway gateway
 COPY wasm_plugins wasm_plugins
 COPY gpu_backend gpu_backend

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.context import Answer, RequestContext, Usage
+from gateway.errors import GatewayError
 from gateway.ingress.api import GENERATE, SPECS, completions_to_generate, parse_completion
 from gateway.pipeline.overhead import upstream_timed
 from gateway.pipeline.rename import rename_json, rename_stream
@@ -51,12 +52,22 @@ class Pipeline:
         """Run the request stages, forward, then the response stages. Raises GatewayError."""
         ran = ctx.ran
         trace = ctx.trace
+        if trace is not None:
+            trace.mark()  # each stage that runs is a span (`RequestTrace.mark`)
         reply: Reply | None = None
         for stage in self.stages:
             if not stage.enabled_for(ctx):
                 continue
             ran.append(stage)
-            reply = await stage.on_request(ctx) if trace is None else await trace.stage(stage, ctx)
+            if trace is None:
+                reply = await stage.on_request(ctx)
+            else:
+                try:
+                    reply = await stage.on_request(ctx)
+                except BaseException as exc:
+                    trace.mark(exc.code if isinstance(exc, GatewayError) else type(exc).__name__)
+                    raise
+                trace.mark()
             if reply is not None:
                 break
         if reply is None:

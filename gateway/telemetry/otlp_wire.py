@@ -28,6 +28,12 @@ from typing import Any
 
 log = logging.getLogger("gateway.telemetry.otlp_wire")
 
+_compiled: Callable[[int, Span, Sequence[Span], bool], bytes | None] | None = None
+try:
+    from gateway.telemetry._otlp import encode_spans as _compiled
+except ImportError:  # built without a C compiler: the Python encoder
+    pass
+
 _CACHE_ENTRIES = 4096  # per cache; a full one is emptied (names and values from requests are unbounded)
 _INT64 = (-(1 << 63), 1 << 63)
 _MASK64 = (1 << 64) - 1
@@ -64,6 +70,15 @@ def varint(n: int) -> bytes:
 _SMALL = tuple(bytes((n,)) for n in range(0x80))
 
 
+def utf8(text: str) -> bytes:
+    """`text` as UTF-8; a lone surrogate (JSON can carry one) becomes U+FFFD: protobuf strings must be
+    valid UTF-8, and a collector refuses a whole batch over one."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
 def field(tag: int, payload: bytes) -> bytes:
     """A length-delimited field: its tag byte, the payload's length and the payload."""
     return bytes((tag,)) + varint(len(payload)) + payload
@@ -74,7 +89,7 @@ def any_value(value: Any) -> bytes | None:
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, str):
-        return field(0x0A, value.encode())
+        return field(0x0A, utf8(value))
     if isinstance(value, int):
         return b"\x18" + varint(value & _MASK64) if _INT64[0] <= value < _INT64[1] else None
     if isinstance(value, float):
@@ -99,11 +114,14 @@ def any_value(value: Any) -> bytes | None:
 def key_value(key: str, value: Any) -> bytes | None:
     """A `KeyValue` message's bytes (key 1, value 2)."""
     encoded = any_value(value)
-    return None if encoded is None else field(0x0A, key.encode()) + field(0x12, encoded)
+    return None if encoded is None else field(0x0A, utf8(key)) + field(0x12, encoded)
 
 
 def _attribute(key: str, value: Any) -> bytes:
-    """A span's `attributes` (9) field; empty (the attribute left out, logged) where the SDK would fail."""
+    """A span's `attributes` (9) field; empty (the attribute left out, logged) where the SDK would fail,
+    and for None (an attribute not set)."""
+    if value is None:
+        return b""
     pair = key_value(key, value)
     if pair is None:
         log.warning("span attribute %s: %s values are not exported", key, type(value).__name__)
@@ -117,7 +135,7 @@ class _Keys(dict[str, tuple[bytes, int]]):
     def __missing__(self, key: str) -> tuple[bytes, int]:
         if len(self) >= _CACHE_ENTRIES:
             self.clear()
-        encoded = field(0x0A, key.encode())
+        encoded = field(0x0A, utf8(key))
         found = self[key] = (encoded, len(encoded))
         return found
 
@@ -173,8 +191,8 @@ Shape = tuple[int, bytes, bytes]  # a span's constant parts: their size, name an
 
 
 def _shape(name: str, kind: int, error: str | None, remote: bool, head: int) -> Shape:
-    name_kind = field(0x2A, name.encode()) + _KIND[kind]
-    status = _STATUS_OK if error is None else field(0x7A, field(0x12, error.encode()) + _STATUS_ERROR_CODE)
+    name_kind = field(0x2A, utf8(name)) + _KIND[kind]
+    status = _STATUS_OK if error is None else field(0x7A, field(0x12, utf8(error)) + _STATUS_ERROR_CODE)
     status_flags = status + (FLAGS_REMOTE if remote else FLAGS_LOCAL)
     return head + _TIMES.size + len(name_kind) + len(status_flags), name_kind, status_flags
 
@@ -202,11 +220,22 @@ def _slow_attributes(attributes: dict[str, Any]) -> bytes:
 def encode_spans(trace_id: int, root: Span, children: Sequence[Span], remote_parent: bool = False) -> bytes:
     """A request's spans, each a `ScopeSpans.spans` (2) field, concatenated: `root` (the server span,
     whose parent is remote when `remote_parent`, and may be none) and `children` (each with a parent).
+    Fields are in field-number order.
 
-    Written for instruction count, as the request path runs it: per span two `struct` packs (the ids
+    The compiled encoder (`_otlp.c`, built by setup.py where a C compiler is) writes them when it can
+    (it hands a request with an unusual value back: None); else `python_encode_spans`."""
+    if _compiled is not None:
+        encoded = _compiled(trace_id, root, children, remote_parent)
+        if encoded is not None:
+            return encoded
+    return python_encode_spans(trace_id, root, children, remote_parent)
+
+
+def python_encode_spans(trace_id: int, root: Span, children: Sequence[Span], remote_parent: bool = False) -> bytes:
+    """`encode_spans` in Python. Written for instruction count: per span two `struct` packs (the ids
     big-endian, the times little-endian), every attribute in one C-level `map` over a table of encoded
     (key, value) pairs, one table lookup for the constant parts (name, kind, status, flags) and one for
-    the length prefix. Fields are in field-number order."""
+    the length prefix."""
     pre = b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08"  # trace_id (1), the tag of span_id (2)
     ids, times, shapes, prefixes, join = _IDS.pack, _TIMES.pack, _shapes, _prefixes, b"".join
     attribute, length = _attributes.__getitem__, len

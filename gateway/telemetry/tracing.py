@@ -34,10 +34,10 @@ from gateway.telemetry.config import NAME, RouteTelemetry, TelemetryConfig
 from gateway.telemetry.export import SpanExport
 from gateway.telemetry.metrics import count_dropped
 from gateway.telemetry.otlp_wire import CLIENT, INTERNAL, SERVER, BatchHead, Span, encode_spans
+from gateway.telemetry.propagation import traceparent
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
-    from gateway.pipeline.stage import Stage
 
 T = TypeVar("T")
 
@@ -53,7 +53,6 @@ _GEN_PARAMS: dict[str, tuple[str, type]] = {
     "max_tokens": ("gen_ai.request.max_tokens", int), "temperature": ("gen_ai.request.temperature", float),
     "top_p": ("gen_ai.request.top_p", float), "frequency_penalty": ("gen_ai.request.frequency_penalty", float),
     "seed": ("gen_ai.request.seed", int)}
-_GEN_KEYS = frozenset(_GEN_PARAMS)
 
 
 class Tracing:
@@ -84,7 +83,7 @@ class Tracing:
         if not sampled:
             ctx.trace_context = (trace_id, _random_bits(64) or 1)  # `propagation.propagate_unsampled`
             return None
-        return RequestTrace(self, trace_id, parent, ctx)
+        return RequestTrace(self, trace_id, parent)
 
     async def stop(self) -> None:
         """Send what is queued (bounded by the export timeout) and stop the export thread."""
@@ -94,26 +93,28 @@ class Tracing:
 
 
 class RequestTrace:
-    """The spans of one sampled request (`ctx.trace`). A span is recorded once it has ended, as an
-    `otlp_wire.Span` tuple in `spans`; the server and inference spans end in `finish`."""
+    """The spans of one sampled request (`ctx.trace`).
 
-    __slots__ = ("tracing", "trace_id", "remote_parent", "spans", "root", "server_id", "server_name",
-                 "server_attrs", "server_start", "parent", "inference", "record_content", "first_token_at",
-                 "started")
+    Recorded cheaply as the request runs: the pipeline `mark`s the time as its stages begin and after
+    each one's `on_request` (stage i of `ctx.ran` spans marks i to i + 1); plugins, upstream attempts and
+    earlier inference spans are `otlp_wire.Span` tuples in `spans`. `finish` makes the server, stage and
+    inference spans and encodes them all. Span ids: the server span's is random (at least 2**32), every
+    other one is it XOR a small number (stage i: i + 1; the rest from 256 up): distinct and never 0."""
 
-    def __init__(self, tracing: Tracing, trace_id: int, remote_parent: SpanContext | None,
-                 ctx: RequestContext) -> None:
+    __slots__ = ("tracing", "trace_id", "remote_parent", "spans", "root", "server_id", "server_start", "marks",
+                 "failed", "next_id", "inference", "record_content", "first_token_at", "started")
+
+    def __init__(self, tracing: Tracing, trace_id: int, remote_parent: SpanContext | None) -> None:
         self.tracing = tracing
         self.trace_id = trace_id
         self.remote_parent = remote_parent
         self.spans: list[Span] = []
         self.root: Span | None = None  # the server span, once `finish` ended it
-        method, path = ctx.method, ctx.path
-        self.server_id = self.parent = _random_bits(64) or 1  # `parent`: where a plugin's span goes
-        self.server_name = f"{method} {path}"
-        self.server_attrs: dict[str, Any] = {"http.request.method": method, "url.path": path, "http.route": path,
-                                             "client.address": ctx.client_ip, "edgegw.request_id": ctx.request_id}
+        self.server_id = _random_bits(64) | _ID_FLOOR
         self.server_start = _now()
+        self.marks: list[int] = []
+        self.failed: str | None = None  # the error of the stage that raised
+        self.next_id = 256
         self.inference: tuple[str, int, dict[str, Any], int] | None = None  # name, span id, attributes, start
         self.record_content = False
         self.first_token_at: float | None = None
@@ -121,27 +122,16 @@ class RequestTrace:
 
     # --- pipeline ----------------------------------------------------------------------------------
 
-    async def stage(self, stage: Stage, ctx: RequestContext) -> Any:
-        """Run `stage.on_request` in a span of its own."""
-        span_id = self.parent = _random_bits(64) or 1
-        attrs: dict[str, Any] = {}
-        error = None
-        start = _now()
-        try:
-            return await stage.on_request(ctx)
-        except GatewayError as exc:
-            attrs["error.type"] = error = exc.code
-            raise
-        finally:
-            end = _now()
-            if ctx.cache_status is not None and stage.name == "cache":
-                attrs["edgegw.cache.status"] = ctx.cache_status
-            self.spans.append((stage.name, span_id, self.server_id, INTERNAL, attrs, start, end, error))
-            self.parent = self.server_id
+    def mark(self, error: str | None = None) -> None:
+        """Now, as the stages begin and after each stage; `error`: the stage raised it."""
+        self.marks.append(_now())
+        if error is not None:
+            self.failed = error
 
     async def plugin(self, name: str, version: str, run: Awaitable[T]) -> T:
-        """Run one plugin of a phase in a span of its own, under the phase's."""
-        span_id, parent = _random_bits(64) or 1, self.parent
+        """Run one plugin of a phase in a span of its own, under the phase's (the running stage's)."""
+        server = self.server_id
+        span_id, parent = server ^ self._new_id(), server ^ len(self.marks) if self.marks else server
         attrs: dict[str, Any] = {"edgegw.plugin.name": name, "edgegw.plugin.version": version}
         error = None
         start = _now()
@@ -153,6 +143,10 @@ class RequestTrace:
         finally:
             self.spans.append((f"plugin {name}", span_id, parent, INTERNAL, attrs, start, _now(), error))
 
+    def _new_id(self) -> int:
+        n = self.next_id = self.next_id + 1
+        return n
+
     # --- upstream ----------------------------------------------------------------------------------
 
     def begin_inference(self, ctx: RequestContext) -> None:
@@ -161,55 +155,57 @@ class RequestTrace:
         if self.inference is not None:
             name, span_id, attrs, start = self.inference
             self.spans.append((name, span_id, self.server_id, CLIENT, attrs, start, _now(), None))
+        model, pool = ctx.model, ctx.pool
         op = _operations.get(ctx.path) or _operation(ctx.path)
-        body = ctx.body_json or {}
-        attrs = {"gen_ai.operation.name": op, "gen_ai.provider.name": "edgegw"}
-        if ctx.model:
-            attrs["gen_ai.request.model"] = ctx.model
-        if ctx.pool is not None:
-            attrs["edgegw.pool"] = ctx.pool.name
-        for key in _GEN_KEYS.intersection(body):
-            value, (attr, kind) = body[key], _GEN_PARAMS[key]
-            if type(value) is int:
-                attrs[attr] = float(value) if kind is float else value
-            elif type(value) is float and (kind is float or value.is_integer()):
-                attrs[attr] = value if kind is float else int(value)
+        attrs = {"gen_ai.operation.name": op, "gen_ai.provider.name": "edgegw", "gen_ai.request.model": model,
+                 "edgegw.pool": pool.name if pool is not None else None}
+        body = ctx.body_json
+        if body:
+            for key, (attr, kind) in _GEN_PARAMS.items():
+                value = body.get(key)
+                if value is None:
+                    continue
+                if type(value) is int:
+                    attrs[attr] = float(value) if kind is float else value
+                elif type(value) is float and (kind is float or value.is_integer()):
+                    attrs[attr] = value if kind is float else int(value)
         if ctx.stream:
             attrs["edgegw.stream"] = True
         route = ctx.route
         settings = route.sections.get(NAME) if route is not None else None  # `config.route_telemetry`
-        self.record_content = isinstance(settings, RouteTelemetry) and settings.record_content
-        if self.record_content:
-            attrs["gen_ai.input.messages"] = _text(body.get("messages", body.get("prompt")))
-            ctx.collect_response = True  # the answer's text, for `finish`
-        self.inference = (f"{op} {ctx.model}" if ctx.model else op, _random_bits(64) or 1, attrs, _now())
+        if settings is not None:
+            self.record_content = isinstance(settings, RouteTelemetry) and settings.record_content
+            if self.record_content:
+                attrs["gen_ai.input.messages"] = _text((body or {}).get("messages", (body or {}).get("prompt")))
+                ctx.collect_response = True  # the answer's text, for `finish`
+        self.inference = (f"{op} {model}" if model else op, self.server_id ^ self._new_id(), attrs, _now())
 
     async def run_attempt(self, endpoint: str, number: int, retry_reason: str | None, headers: dict[str, str],
                           run: Awaitable[T]) -> T:
         """Run one upstream attempt in its span (ended when the answer's head arrived or the attempt
         failed); the span's context goes to the backend as `traceparent`."""
-        attrs: dict[str, Any] = {"server.address": endpoint, "edgegw.upstream.attempt": number}
-        if retry_reason is not None:
-            attrs["edgegw.upstream.retry_reason"] = retry_reason
-        parent = self.inference[1] if self.inference is not None else self.server_id
-        span_id = _random_bits(64) or 1
+        server = self.server_id
+        parent = self.inference[1] if self.inference is not None else server
+        span_id = server ^ self._new_id()
         headers.pop("tracestate", None)
-        headers["traceparent"] = f"00-{self.trace_id:032x}-{span_id:016x}-01"
+        headers["traceparent"] = traceparent(self.trace_id, span_id, True)
         error = None
+        status = None
         start = _now()
         try:
             result = await run
         except BaseException as exc:
-            attrs["error.type"] = error = exc.code if isinstance(exc, GatewayError) else type(exc).__name__
+            error = exc.code if isinstance(exc, GatewayError) else type(exc).__name__
             raise
         else:
             status = getattr(result, "status", None)
-            if isinstance(status, int):
-                attrs["http.response.status_code"] = status
             if isinstance(result, GatewayError):
-                attrs["error.type"] = error = result.code
+                error = result.code
             return result
         finally:
+            attrs = {"server.address": endpoint, "edgegw.upstream.attempt": number,
+                     "edgegw.upstream.retry_reason": retry_reason,
+                     "http.response.status_code": status if isinstance(status, int) else None, "error.type": error}
             self.spans.append((f"upstream attempt {number}", span_id, parent, CLIENT, attrs, start, _now(), error))
 
     def first_token(self) -> None:
@@ -222,46 +218,66 @@ class RequestTrace:
         """GenAI response attributes and HTTP status; end the open spans and export them all."""
         now = _now()
         status = ctx.status
+        server = self.server_id
+        spans = self.spans
+        marks = self.marks
+        if marks:
+            ends = len(marks)
+            for i, stage in enumerate(ctx.ran):
+                k = i + 1
+                if k < ends:
+                    end, error = marks[k], (self.failed if k == ends - 1 else None)
+                else:  # it raised what the pipeline did not see (cancelled)
+                    end, error = now, None
+                attrs = {"error.type": error} if error is not None else _NO_ATTRS
+                if stage.name == "cache" and ctx.cache_status is not None:
+                    attrs = {**attrs, "edgegw.cache.status": ctx.cache_status}
+                spans.append((stage.name, server ^ k, server, INTERNAL, attrs, marks[i], end, error))
         if self.inference is not None:
-            name, span_id, attrs, start = self.inference
-            usage = ctx.usage
-            if usage is not None:
-                attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-                attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
-                if usage.cached_tokens:
-                    attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
-            answer = ctx.answer
-            if answer is not None:
-                if answer.model:
-                    attrs["gen_ai.response.model"] = answer.model
-                if answer.finish_reasons:
-                    attrs["gen_ai.response.finish_reasons"] = tuple(answer.finish_reasons)
-                if answer.id:
-                    attrs["gen_ai.response.id"] = answer.id
-            if self.first_token_at is not None:
-                attrs["gen_ai.server.time_to_first_token"] = self.first_token_at - self.started
-            if self.record_content and ctx.response_body is not None:
-                attrs["gen_ai.output.messages"] = _text(ctx.response_body)
-            error = None
-            if status >= 500 or ctx.error is not None and status >= 400:
-                attrs["error.type"] = error = ctx.error or str(status)
-            self.spans.append((name, span_id, self.server_id, CLIENT, attrs, start, now, error))
-        attrs = self.server_attrs
-        attrs["http.response.status_code"] = status
-        if ctx.route is not None:
-            attrs["edgegw.route"] = ctx.route.name
-        if ctx.subject is not None:
-            attrs["enduser.id"] = ctx.subject
+            spans.append(self._inference_span(ctx, status, now))
+        route = ctx.route
         error = None
         if status >= 500:
-            attrs["error.type"] = error = ctx.error or str(status)
-        elif ctx.error is not None:
-            attrs["error.type"] = ctx.error
+            error = ctx.error or str(status)
+        path = ctx.path
+        attrs = {"http.request.method": ctx.method, "url.path": path, "http.route": path,
+                 "client.address": ctx.client_ip, "edgegw.request_id": ctx.request_id,
+                 "http.response.status_code": status, "edgegw.route": route.name if route is not None else None,
+                 "enduser.id": ctx.subject, "error.type": error or ctx.error}
         remote = self.remote_parent
-        root = self.root = (self.server_name, self.server_id, remote.span_id if remote is not None else 0, SERVER,
+        root = self.root = (f"{ctx.method} {path}", server, remote.span_id if remote is not None else 0, SERVER,
                             attrs, self.server_start, now, error)
-        spans = self.spans  # encoded here and queued for the export thread (which never blocks this)
+        # encoded here and queued for the export thread (which never blocks this)
         self.tracing.queue.put(len(spans) + 1, encode_spans(self.trace_id, root, spans, remote is not None))
+
+    def _inference_span(self, ctx: RequestContext, status: int, now: int) -> Span:
+        name, span_id, attrs, start = self.inference  # type: ignore[misc]
+        usage = ctx.usage
+        if usage is not None:
+            attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
+            if usage.cached_tokens:
+                attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
+        answer = ctx.answer
+        if answer is not None:
+            if answer.model:
+                attrs["gen_ai.response.model"] = answer.model
+            if answer.finish_reasons:
+                attrs["gen_ai.response.finish_reasons"] = tuple(answer.finish_reasons)
+            if answer.id:
+                attrs["gen_ai.response.id"] = answer.id
+        if self.first_token_at is not None:
+            attrs["gen_ai.server.time_to_first_token"] = self.first_token_at - self.started
+        if self.record_content and ctx.response_body is not None:
+            attrs["gen_ai.output.messages"] = _text(ctx.response_body)
+        error = None
+        if status >= 500 or ctx.error is not None and status >= 400:
+            attrs["error.type"] = error = ctx.error or str(status)
+        return name, span_id, self.server_id, CLIENT, attrs, start, now, error
+
+
+_NO_ATTRS: dict[str, Any] = {}  # shared by stage spans without attributes (never written)
+_ID_FLOOR = 1 << 32  # set in the server span's id: XOR with a number below it is never 0
 
 
 _operations: dict[str, str] = {}  # gen_ai.operation.name by path (the routes' paths: a few)

@@ -143,6 +143,21 @@ def test_the_dockerfile_builds_wheels_on_the_python_that_installs_them() -> None
     assert stages["gateway"]["copies_from"] and stages["backend"]["copies_from"]
 
 
+def test_the_wheel_stages_copy_every_package_and_the_build_files() -> None:
+    """A stage that runs `pip wheel` has every package pyproject.toml installs (a missing edgecore once
+    made an image that could not import), and setup.py (the compiled span encoder)."""
+    import tomllib
+
+    packages = {p.rstrip("*") for p in tomllib.loads((ROOT / "pyproject.toml").read_text())
+                ["tool"]["setuptools"]["packages"]["find"]["include"]}
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    for stage in re.split(r"^FROM ", text, flags=re.M)[1:]:
+        if "pip wheel" not in stage:
+            continue
+        copied = {word for line in re.findall(r"^COPY (?!--from)(.+)$", stage, re.M) for word in line.split()[:-1]}
+        assert packages | {"pyproject.toml", "setup.py"} <= copied, f"{stage.split()[2]} lacks {packages - copied}"
+
+
 def test_the_gateway_image_sets_edgegw_config_to_the_policy_it_ships() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "COPY policies /etc/edgegw" in text

@@ -70,13 +70,16 @@ def _request(tracing: Tracing, remote: SpanContext | None, fail_stage: bool = Fa
     ctx.stream = True
     ctx.answer = Answer(model="tiny-0", id="cmpl-1", finish_reasons=["stop", "length"])
     request = RequestTrace(tracing, 0x0AF7651916CD43DD8448EB211C80319C if remote is None else remote.trace_id,
-                           remote, ctx)
-    _run(request.stage(_Stage("jwt_auth"), ctx))  # type: ignore[arg-type]
-    request.parent = request.server_id
-    _run(request.plugin("router", "v1 sha256:ab", _Stage("plugin").on_request(ctx)))
+                           remote)
+    request.mark()  # the pipeline's stages begin
+    ctx.ran.append(_Stage("jwt_auth"))  # type: ignore[arg-type]
+    request.mark()
+    ctx.ran.append(_Stage("wasm_routing"))  # type: ignore[arg-type]
+    _run(request.plugin("router", "v1 sha256:ab", _Stage("plugin").on_request(ctx)))  # inside that stage
+    request.mark()
     if fail_stage:
-        with pytest.raises(GatewayError):
-            _run(request.stage(_Stage("ratelimit", fails=True), ctx))  # type: ignore[arg-type]
+        ctx.ran.append(_Stage("ratelimit", fails=True))  # type: ignore[arg-type]
+        request.mark("rate_limited")
     request.begin_inference(ctx)
     assert request.inference is not None
     request.inference[2].update(ATTRIBUTES)  # every value type, on the span the gateway gives the most
@@ -99,7 +102,7 @@ def _sdk_request(tracing: Tracing, request: RequestTrace) -> ExportTraceServiceR
     if request.remote_parent is not None:
         contexts[request.remote_parent.span_id] = request.remote_parent
     readable = [ReadableSpan(name=name, context=contexts[span_id], parent=contexts.get(parent), resource=tracing.resource,
-                             attributes=attrs, kind=SpanKind(kind), start_time=start, end_time=end,
+                             attributes={k: v for k, v in attrs.items() if v is not None}, kind=SpanKind(kind), start_time=start, end_time=end,
                              status=Status(StatusCode.UNSET) if error is None else Status(StatusCode.ERROR, error),
                              instrumentation_scope=InstrumentationScope(SCOPE))
                 for name, span_id, parent, kind, attrs, start, end, error in spans]
@@ -132,7 +135,7 @@ def test_encoded_request_equals_the_sdk_encoders_message(tracing: Any, remote: S
     otlp_wire._attributes.clear()  # encoded first as misses, then again from the tables
     request = _request(tracing, remote, fail_stage=True)
     [(count, data)] = tracing.queue.chunks
-    assert request.root is not None and count == 7
+    assert request.root is not None and count == 8
     assert otlp_wire.encode_spans(request.trace_id, request.root, request.spans, remote is not None) == data
     ours = ExportTraceServiceRequest.FromString(BatchHead(tracing.resource.attributes, SCOPE).request([data], len(data)))
     sdk = _sdk_request(tracing, request)
@@ -151,7 +154,10 @@ def test_encoded_request_equals_the_sdk_encoders_message(tracing: Any, remote: S
     assert server.parent_span_id == (remote.span_id.to_bytes(8, "big") if remote else b"")
     assert decoded["chat tiny"].parent_span_id == server.span_id
     assert decoded["upstream attempt 2"].parent_span_id == decoded["chat tiny"].span_id
-    assert decoded["plugin router"].parent_span_id == server.span_id  # no phase span around it here
+    assert decoded["plugin router"].parent_span_id == decoded["wasm_routing"].span_id  # its phase's stage
+    assert decoded["jwt_auth"].parent_span_id == server.span_id
+    assert decoded["ratelimit"].end_time_unix_nano >= decoded["wasm_routing"].end_time_unix_nano
+    assert len({s.span_id for s in decoded.values()}) == len(decoded) == 8
 
 
 def test_batches_concatenate_requests_into_one_message(tracing: Any) -> None:
@@ -189,8 +195,8 @@ def test_export_sends_batches_through_the_sdk_http_client(tracing: Any) -> None:
         for _ in range(20):
             export.put(n, data)
         assert export.flush(10)
-        assert n == 6 and len(receiver.spans) == 120 and dropped == []
-        assert receiver.requests >= 10  # at most two six-span requests in a batch of 12
+        assert n == 7 and len(receiver.spans) == 140 and dropped == []
+        assert receiver.requests == 20  # a batch of 12 has room for one seven-span request
         assert {s.service for s in receiver.spans} == {"gw-wire"}
     finally:
         export.shutdown()
@@ -217,11 +223,11 @@ def test_a_full_queue_drops_the_oldest_and_counts_them_never_blocking(tracing: A
         for _ in range(10):
             export.put(n, data)
         assert time.perf_counter() - started < 0.05
-        assert export.queued == 18 and sum(k for _, k in dropped) == 42  # room for three six-span requests
+        assert export.queued == 14 and sum(k for _, k in dropped) == 56  # room for two seven-span requests
         assert {reason for reason, _ in dropped} == {"queue_full"}
         release.set()
         assert export.flush(10)
-        assert len(sent) == 4  # the stuck batch and the three newest requests
+        assert len(sent) == 3  # the stuck batch and the two newest requests
     finally:
         release.set()
         export.shutdown()
@@ -234,7 +240,7 @@ def test_refused_batches_are_counted_and_shutdown_is_bounded(tracing: Any) -> No
         for _ in range(4):
             export.put(*_chunk(tracing))
         assert export.flush(10)
-        assert sum(n for reason, n in dropped if reason == "export_failed") == 24
+        assert sum(n for reason, n in dropped if reason == "export_failed") == 28
     finally:
         receiver.stop()
     for _ in range(4):  # a collector gone at shutdown: what is queued is counted, shutdown returns
@@ -242,7 +248,7 @@ def test_refused_batches_are_counted_and_shutdown_is_bounded(tracing: Any) -> No
     started = time.perf_counter()
     export.shutdown()
     assert time.perf_counter() - started < 3
-    assert sum(n for reason, n in dropped if reason == "export_failed") == 48
+    assert sum(n for reason, n in dropped if reason == "export_failed") == 56
 
 
 def test_shutdown_sends_what_is_queued(tracing: Any) -> None:
@@ -251,6 +257,97 @@ def test_shutdown_sends_what_is_queued(tracing: Any) -> None:
     try:
         export.put(*_chunk(tracing))
         export.shutdown()
-        assert len(receiver.spans) == 6 and dropped == []
+        assert len(receiver.spans) == 7 and dropped == []
     finally:
         receiver.stop()
+
+
+class _Str(str):
+    pass
+
+
+# Values the compiled encoder hands back to the Python one (which encodes or leaves out and logs them).
+_HANDED_BACK: list[Any] = [{"a": 1}, 1 << 64, _Str("sub"), "lone \ud800 surrogate", [1, {"x": "y"}], object()]
+
+
+def _random_value(rng: Any, depth: int = 0) -> Any:
+    kind = rng.randrange(9 if depth == 0 else 8)
+    if kind == 0:
+        return rng.choice(["", "a", "modèle ☃", "x" * rng.randrange(300), "\x00\x7f"])
+    if kind == 1:
+        return rng.choice([0, 1, 127, 128, -1, 1 << 40, (1 << 63) - 1, -(1 << 63)])
+    if kind == 2:
+        return rng.choice([0.0, -2.5, 1e300, float("inf"), 0.85])
+    if kind == 3:
+        return rng.random() < 0.5
+    if kind == 4:
+        return None
+    if kind == 5:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(20)))
+    if kind in (6, 7):
+        items = [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))] if depth < 2 else []
+        return items if kind == 6 else tuple(items)
+    return rng.choice(_HANDED_BACK)
+
+
+def _random_span(rng: Any, root: bool) -> otlp_wire.Span:
+    values = [_random_value(rng) for _ in range(rng.randrange(12))]
+    # A key keeps one value type (the Python encoder's table relies on it: True == 1)
+    attrs = {rng.choice(["k", "gen_ai.usage.input_tokens", "é" * rng.randrange(1, 70)]) + type(v).__name__: v
+             for v in values}
+    return (rng.choice(["jwt_auth", "chat tiny", "n" * 200, "ünï"]), rng.randrange(1, 1 << 64),
+            0 if root and rng.random() < 0.5 else rng.randrange(1, 1 << 64), rng.randrange(5), attrs,
+            rng.randrange(1 << 63), rng.randrange(1 << 63), rng.choice([None, "rate_limited", "", "é" * 130]))
+
+
+def test_the_compiled_encoder_is_built_where_a_compiler_is() -> None:
+    import shutil
+
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert otlp_wire._compiled is not None, "setup.py builds gateway/telemetry/_otlp.c: reinstall (make install)"
+
+
+def test_compiled_and_python_encoders_write_the_same_bytes(caplog: Any) -> None:
+    """Random spans of every value type (and the values the compiled encoder hands back): both encoders
+    write the same bytes, which decode as the spans' OTLP messages."""
+    import random
+
+    rng = random.Random(20261206)
+    handed_back = 0
+    for _ in range(400):
+        trace_id, remote = rng.randrange(1, 1 << 128), rng.random() < 0.3
+        root, children = _random_span(rng, True), [_random_span(rng, False) for _ in range(rng.randrange(40))]
+        python = otlp_wire.python_encode_spans(trace_id, root, children, remote)
+        assert otlp_wire.encode_spans(trace_id, root, children, remote) == python
+        if otlp_wire._compiled is not None and otlp_wire._compiled(trace_id, root, children, remote) is None:
+            handed_back += 1
+        spans = ExportTraceServiceRequest.FromString(
+            BatchHead({}, SCOPE).request([python], len(python))).resource_spans[0].scope_spans[0].spans
+        assert [s.span_id for s in spans] == [s[1].to_bytes(8, "big") for s in (root, *children)]
+        assert all(s.trace_id == trace_id.to_bytes(16, "big") for s in spans)
+    assert otlp_wire._compiled is None or 0 < handed_back < 400
+
+
+def test_malformed_spans_raise_rather_than_encode() -> None:
+    import struct
+
+    span: Any = ("s", 1, 0, 0, {}, 1, 2, None)
+    for bad in [("s", -1, 0, 0, {}, 1, 2, None), ("s", 1, 0, 9, {}, 1, 2, None), ("s", 1, 0)]:
+        with pytest.raises((ValueError, TypeError, OverflowError, IndexError, struct.error)):
+            otlp_wire.encode_spans(1, bad, [], False)
+    with pytest.raises(OverflowError):
+        otlp_wire.encode_spans(1 << 128, span, [], False)
+
+
+def test_traceparent_compiled_and_python_agree() -> None:
+    import random
+
+    from gateway.telemetry import propagation
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        args = (rng.getrandbits(rng.choice([1, 64, 128])), rng.getrandbits(rng.choice([1, 64])), rng.random() < 0.5)
+        value = propagation.traceparent(*args)
+        assert value == propagation._traceparent(*args) and len(value) == 55
+    assert propagation.traceparent((1 << 127) | 0xAB, 0xF00D, True) == \
+        "00-800000000000000000000000000000ab-000000000000f00d-01"

@@ -1,0 +1,427 @@
+/* The compiled form of `gateway.telemetry.otlp_wire.encode_spans` (and of `propagation.traceparent`): a
+ * request's spans as OTLP protobuf bytes, the same bytes as the Python encoder writes
+ * (tests/telemetry/test_otlp_wire.py compares both with the SDK's encoder). Built by setup.py when a C
+ * compiler is present; without it the Python encoder runs.
+ *
+ * Two passes over the spans: the first sizes every span (protobuf prefixes each message with its
+ * length), the second writes straight into the result. What this does not encode (a value type other
+ * than str, bool, int in int64's range, float, bytes or a list or tuple of them; an attribute
+ * key that is not a str; a str that is not valid UTF-8) returns None: the Python encoder then handles
+ * the request, and logs what it leaves out. An attribute whose value is None is not set: left out. No
+ * Python code runs in here (exact types only), so the GIL is held throughout. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define UNSUPPORTED (-2) /* a size function's answer for a value this does not encode */
+
+static size_t varint_size(uint64_t n) {
+    size_t size = 1;
+    while (n >= 0x80) {
+        n >>= 7;
+        size++;
+    }
+    return size;
+}
+
+static unsigned char *put_varint(unsigned char *out, uint64_t n) {
+    while (n >= 0x80) {
+        *out++ = (unsigned char)(n | 0x80);
+        n >>= 7;
+    }
+    *out++ = (unsigned char)n;
+    return out;
+}
+
+static unsigned char *put_le64(unsigned char *out, uint64_t n) {
+    for (int i = 0; i < 8; i++) out[i] = (unsigned char)(n >> (8 * i));
+    return out + 8;
+}
+
+static unsigned char *put_be64(unsigned char *out, uint64_t n) {
+    for (int i = 0; i < 8; i++) out[i] = (unsigned char)(n >> (56 - 8 * i));
+    return out + 8;
+}
+
+/* A length-delimited field's size with its tag (one byte) and length prefix. */
+static size_t delimited(size_t payload) { return 1 + varint_size(payload) + payload; }
+
+static unsigned char *put_delimited(unsigned char *out, unsigned char tag, const void *data, size_t n) {
+    *out++ = tag;
+    out = put_varint(out, n);
+    memcpy(out, data, n);
+    return out + n;
+}
+
+/* A str's UTF-8 bytes (cached in the object by CPython); NULL, no exception set: not valid UTF-8. */
+static const char *utf8(PyObject *s, Py_ssize_t *n) {
+    const char *data = PyUnicode_AsUTF8AndSize(s, n);
+    if (data == NULL) PyErr_Clear();
+    return data;
+}
+
+/* ---- AnyValue ------------------------------------------------------------------------------------ */
+
+static Py_ssize_t value_size(PyObject *v);
+
+static Py_ssize_t array_payload(PyObject *seq) {
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), total = 0;
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t size = value_size(items[i]);
+        if (size < 0) return UNSUPPORTED;
+        total += (Py_ssize_t)delimited((size_t)size); /* ArrayValue.values (1) */
+    }
+    return total;
+}
+
+/* The size of an AnyValue message's payload for `v`, or UNSUPPORTED. */
+static Py_ssize_t value_size(PyObject *v) {
+    if (PyBool_Check(v)) return 2;
+    if (PyUnicode_CheckExact(v)) {
+        Py_ssize_t n;
+        if (utf8(v, &n) == NULL) return UNSUPPORTED;
+        return (Py_ssize_t)delimited((size_t)n);
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) return UNSUPPORTED;
+        return 1 + (Py_ssize_t)varint_size((uint64_t)x);
+    }
+    if (PyFloat_CheckExact(v)) return 9;
+    if (v == Py_None) return 0;
+    if (PyBytes_CheckExact(v)) return (Py_ssize_t)delimited((size_t)PyBytes_GET_SIZE(v));
+    if (PyTuple_CheckExact(v) || PyList_CheckExact(v)) {
+        Py_ssize_t payload = array_payload(v);
+        return payload < 0 ? UNSUPPORTED : (Py_ssize_t)delimited((size_t)payload);
+    }
+    return UNSUPPORTED;
+}
+
+/* Writes the AnyValue payload sized by `value_size` (which accepted `v`). */
+static unsigned char *put_value(unsigned char *out, PyObject *v) {
+    if (PyBool_Check(v)) {
+        *out++ = 0x10;
+        *out++ = v == Py_True;
+        return out;
+    }
+    if (PyUnicode_CheckExact(v)) {
+        Py_ssize_t n;
+        const char *s = utf8(v, &n);
+        return put_delimited(out, 0x0A, s, (size_t)n);
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        *out++ = 0x18;
+        return put_varint(out, (uint64_t)x);
+    }
+    if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        *out++ = 0x21;
+        return put_le64(out, bits);
+    }
+    if (v == Py_None) return out;
+    if (PyBytes_CheckExact(v)) return put_delimited(out, 0x3A, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
+    /* a list or a tuple: ArrayValue (5) of AnyValues */
+    *out++ = 0x2A;
+    out = put_varint(out, (uint64_t)array_payload(v));
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+    PyObject **items = PySequence_Fast_ITEMS(v);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        *out++ = 0x0A;
+        out = put_varint(out, (uint64_t)value_size(items[i]));
+        out = put_value(out, items[i]);
+    }
+    return out;
+}
+
+/* An int in [0, 2**64), read digit by digit: PyLong_AsUnsignedLongLong goes through a byte array (3.11),
+ * several times the cost for the five numbers of every span. -1 with OverflowError set otherwise. */
+static int as_u64(PyObject *v, uint64_t *out) {
+    if (!PyLong_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "span ids and times are ints");
+        return -1;
+    }
+    if (_PyLong_Sign(v) < 0 || (int64_t)_PyLong_NumBits(v) > 64) {
+        PyErr_SetString(PyExc_OverflowError, "span ids and times are unsigned 64-bit ints");
+        return -1;
+    }
+    *out = PyLong_AsUnsignedLongLongMask(v);
+    return 0;
+}
+
+/* ---- spans ---------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *name, *attrs, *error;
+    uint64_t span_id, parent, start, end;
+    int kind;
+    int remote; /* its parent is remote: flags CONTEXT_IS_REMOTE */
+    Py_ssize_t first, count; /* its attributes in the request's `Attrs` */
+} Span;
+
+/* An attribute as the sizing pass found it, for the writing pass. */
+typedef struct {
+    const char *key;
+    Py_ssize_t key_len;
+    PyObject *value;
+    size_t value_size; /* of its AnyValue payload */
+} Attr;
+
+#define STACK_ATTRS 128
+
+typedef struct {
+    Attr *items, stack[STACK_ATTRS];
+    Py_ssize_t len, cap;
+} Attrs;
+
+static Attr *next_attr(Attrs *a) {
+    if (a->len == a->cap) {
+        Py_ssize_t cap = a->cap * 2;
+        Attr *items = a->items == a->stack ? PyMem_Malloc(sizeof(Attr) * (size_t)cap)
+                                           : PyMem_Realloc(a->items, sizeof(Attr) * (size_t)cap);
+        if (items == NULL) return NULL;
+        if (a->items == a->stack) memcpy(items, a->stack, sizeof(a->stack));
+        a->items = items;
+        a->cap = cap;
+    }
+    return &a->items[a->len++];
+}
+
+/* Unpacks `(name, span_id, parent_id, kind, attributes, start_ns, end_ns, error)`; -1 with an exception
+ * set when it is not one (a bug in the caller, raised), UNSUPPORTED for values this does not encode. */
+static int unpack(PyObject *t, Span *s) {
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 8) {
+        PyErr_SetString(PyExc_TypeError, "a span is an 8-tuple");
+        return -1;
+    }
+    s->name = PyTuple_GET_ITEM(t, 0);
+    s->attrs = PyTuple_GET_ITEM(t, 4);
+    s->error = PyTuple_GET_ITEM(t, 7);
+    if (!PyUnicode_CheckExact(s->name) || !PyDict_CheckExact(s->attrs)) return UNSUPPORTED;
+    if (s->error != Py_None && !PyUnicode_CheckExact(s->error)) return UNSUPPORTED;
+    if (as_u64(PyTuple_GET_ITEM(t, 1), &s->span_id) < 0 || as_u64(PyTuple_GET_ITEM(t, 2), &s->parent) < 0 ||
+        as_u64(PyTuple_GET_ITEM(t, 5), &s->start) < 0 || as_u64(PyTuple_GET_ITEM(t, 6), &s->end) < 0)
+        return -1;
+    s->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 3));
+    if (s->kind == -1 && PyErr_Occurred()) return -1;
+    if (s->kind < 0 || s->kind > 4) {
+        PyErr_SetString(PyExc_ValueError, "span kind out of range");
+        return -1;
+    }
+    return 0;
+}
+
+static Py_ssize_t status_payload(PyObject *error) {
+    Py_ssize_t n;
+    if (utf8(error, &n) == NULL) return UNSUPPORTED;
+    return (Py_ssize_t)delimited((size_t)n) + 2; /* message (2), code (3) = ERROR */
+}
+
+/* The size of a Span message's payload, or UNSUPPORTED (-1 with an exception: out of memory); its
+ * attributes are noted in `attrs` for `put_span`. */
+static Py_ssize_t span_size(Span *s, Attrs *attrs) {
+    Py_ssize_t n, size = 18 + 10 + (s->parent ? 10 : 0) + 2 + 18 + 6; /* ids, kind, times, flags */
+    if (utf8(s->name, &n) == NULL) return UNSUPPORTED;
+    size += (Py_ssize_t)delimited((size_t)n);
+    if (s->error == Py_None) {
+        size += 2;
+    } else {
+        Py_ssize_t status = status_payload(s->error);
+        if (status < 0) return UNSUPPORTED;
+        size += (Py_ssize_t)delimited((size_t)status);
+    }
+    s->first = attrs->len;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(s->attrs, &pos, &key, &value)) {
+        if (value == Py_None) continue; /* not set */
+        const char *text;
+        if (!PyUnicode_CheckExact(key) || (text = utf8(key, &n)) == NULL) return UNSUPPORTED;
+        Py_ssize_t v = value_size(value);
+        if (v < 0) return UNSUPPORTED;
+        Attr *attr = next_attr(attrs);
+        if (attr == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *attr = (Attr){text, n, value, (size_t)v};
+        size += (Py_ssize_t)delimited(delimited((size_t)n) + delimited((size_t)v)); /* attributes (9) */
+    }
+    s->count = attrs->len - s->first;
+    return size;
+}
+
+static unsigned char *put_span(unsigned char *out, const Span *s, const Attrs *attrs, size_t size,
+                               const unsigned char *trace_id) {
+    Py_ssize_t n;
+    const char *text;
+    *out++ = 0x12; /* ScopeSpans.spans (2) */
+    out = put_varint(out, size);
+    *out++ = 0x0A; /* trace_id (1) */
+    *out++ = 16;
+    memcpy(out, trace_id, 16);
+    out += 16;
+    *out++ = 0x12; /* span_id (2) */
+    *out++ = 8;
+    out = put_be64(out, s->span_id);
+    if (s->parent) { /* parent_span_id (4) */
+        *out++ = 0x22;
+        *out++ = 8;
+        out = put_be64(out, s->parent);
+    }
+    text = utf8(s->name, &n);
+    out = put_delimited(out, 0x2A, text, (size_t)n); /* name (5) */
+    *out++ = 0x30; /* kind (6): the API's value + 1 */
+    *out++ = (unsigned char)(s->kind + 1);
+    *out++ = 0x39; /* start_time_unix_nano (7) */
+    out = put_le64(out, s->start);
+    *out++ = 0x41; /* end_time_unix_nano (8) */
+    out = put_le64(out, s->end);
+    for (const Attr *a = attrs->items + s->first, *end = a + s->count; a < end; a++) {
+        /* attributes (9): KeyValue { key (1), value (2) } */
+        *out++ = 0x4A;
+        out = put_varint(out, delimited((size_t)a->key_len) + delimited(a->value_size));
+        out = put_delimited(out, 0x0A, a->key, (size_t)a->key_len);
+        *out++ = 0x12;
+        out = put_varint(out, a->value_size);
+        out = put_value(out, a->value);
+    }
+    if (s->error == Py_None) { /* status (15): present and empty (UNSET), as the SDK writes it */
+        *out++ = 0x7A;
+        *out++ = 0;
+    } else {
+        text = utf8(s->error, &n);
+        *out++ = 0x7A;
+        out = put_varint(out, (uint64_t)status_payload(s->error));
+        out = put_delimited(out, 0x12, text, (size_t)n);
+        *out++ = 0x18;
+        *out++ = 2;
+    }
+    *out++ = 0x85; /* flags (16), fixed32: CONTEXT_HAS_IS_REMOTE, and IS_REMOTE for a remote parent */
+    *out++ = 0x01;
+    *out++ = 0;
+    *out++ = s->remote ? 3 : 1;
+    *out++ = 0;
+    *out++ = 0;
+    return out;
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+static void put_hex64(Py_UCS1 *out, uint64_t n) {
+    for (int i = 15; i >= 0; i--, n >>= 4) out[i] = (Py_UCS1)HEX[n & 0xF];
+}
+
+/* `traceparent(trace_id, span_id, sampled)`: the W3C header value, `00-{trace_id:032x}-{span_id:016x}-0{sampled}`
+ * (formatting the two ints in Python costs ~4k instructions, a cost every traced request pays). */
+static PyObject *traceparent(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3 || !PyLong_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "traceparent(trace_id, span_id, sampled)");
+        return NULL;
+    }
+    uint64_t high, low = PyLong_AsUnsignedLongLongMask(args[0]), span_id;
+    PyObject *shift = PyLong_FromLong(64), *upper = shift ? PyNumber_Rshift(args[0], shift) : NULL;
+    Py_XDECREF(shift);
+    if (upper == NULL) return NULL;
+    int bad = as_u64(upper, &high);
+    Py_DECREF(upper);
+    int sampled = bad < 0 ? -1 : PyObject_IsTrue(args[2]);
+    if (bad < 0 || as_u64(args[1], &span_id) < 0 || sampled < 0) return NULL;
+    PyObject *text = PyUnicode_New(55, 127);
+    if (text == NULL) return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(text);
+    memcpy(out, "00-", 3);
+    put_hex64(out + 3, high);
+    put_hex64(out + 19, low);
+    out[35] = '-';
+    put_hex64(out + 36, span_id);
+    memcpy(out + 52, sampled ? "-01" : "-00", 3);
+    return text;
+}
+
+#define STACK_SPANS 32
+
+static PyObject *encode_spans(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "encode_spans(trace_id, root, children, remote_parent)");
+        return NULL;
+    }
+    unsigned char trace_id[16];
+    if (!PyLong_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "trace_id is an int");
+        return NULL;
+    }
+    uint64_t low = PyLong_AsUnsignedLongLongMask(args[0]), high;
+    PyObject *shift = PyLong_FromLong(64), *upper = shift ? PyNumber_Rshift(args[0], shift) : NULL;
+    Py_XDECREF(shift);
+    if (upper == NULL) return NULL;
+    int bad = as_u64(upper, &high); /* beyond 128 bits, or negative: OverflowError */
+    Py_DECREF(upper);
+    if (bad < 0) return NULL;
+    put_be64(put_be64(trace_id, high), low);
+    PyObject *children = PySequence_Fast(args[2], "children is a sequence of spans");
+    if (children == NULL) return NULL;
+    int remote = PyObject_IsTrue(args[3]);
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(children) + 1;
+    Span stack[STACK_SPANS], *spans = count <= STACK_SPANS ? stack : PyMem_Malloc(sizeof(Span) * (size_t)count);
+    Py_ssize_t stack_sizes[STACK_SPANS], *sizes = count <= STACK_SPANS ? stack_sizes
+                                                                        : PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)count);
+    PyObject *result = NULL;
+    Attrs attrs = {.len = 0, .cap = STACK_ATTRS};
+    attrs.items = attrs.stack;
+    if (remote < 0 || spans == NULL || sizes == NULL) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int ok = unpack(i == 0 ? args[1] : PySequence_Fast_GET_ITEM(children, i - 1), &spans[i]);
+        spans[i].remote = i == 0 && remote;
+        if (ok == -1) goto done;
+        sizes[i] = ok == 0 ? span_size(&spans[i], &attrs) : UNSUPPORTED;
+        if (sizes[i] == -1) goto done;
+        if (sizes[i] < 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        total += delimited((size_t)sizes[i]);
+    }
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (result == NULL) goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < count; i++) out = put_span(out, &spans[i], &attrs, (size_t)sizes[i], trace_id);
+done:
+    if (spans != stack) PyMem_Free(spans);
+    if (sizes != stack_sizes) PyMem_Free(sizes);
+    if (attrs.items != attrs.stack) PyMem_Free(attrs.items);
+    Py_DECREF(children);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"encode_spans", (PyCFunction)(void (*)(void))encode_spans, METH_FASTCALL,
+     "encode_spans(trace_id, root, children, remote_parent) -> bytes | None: as otlp_wire.encode_spans; None "
+     "where a value needs the Python encoder."},
+    {"traceparent", (PyCFunction)(void (*)(void))traceparent, METH_FASTCALL,
+     "traceparent(trace_id, span_id, sampled) -> str: the W3C traceparent header value."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_otlp",
+    .m_doc = "Compiled OTLP span encoder (otlp_wire) and traceparent formatting (propagation).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__otlp(void) { return PyModule_Create(&module); }
