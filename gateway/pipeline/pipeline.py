@@ -179,8 +179,6 @@ def _read_answer(answer: Answer, data: Any) -> None:
 def _stream_answer(ctx: RequestContext, answer: Answer, chunk: bytes) -> None:
     if answer.first_chunk_s is None:
         answer.first_chunk_s = time.perf_counter() - ctx.started
-        if ctx.trace is not None:
-            ctx.trace.first_token()
     if answer.model is None or b'"finish_reason":"' in chunk:
         for line in chunk.split(b"\n"):
             if line.startswith(b"data: {"):

@@ -35,6 +35,18 @@ static unsigned char *put_varint(unsigned char *out, uint64_t n) {
     return out;
 }
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+static unsigned char *put_le64(unsigned char *out, uint64_t n) {
+    memcpy(out, &n, 8);
+    return out + 8;
+}
+
+static unsigned char *put_be64(unsigned char *out, uint64_t n) {
+    n = __builtin_bswap64(n);
+    memcpy(out, &n, 8);
+    return out + 8;
+}
+#else
 static unsigned char *put_le64(unsigned char *out, uint64_t n) {
     for (int i = 0; i < 8; i++) out[i] = (unsigned char)(n >> (8 * i));
     return out + 8;
@@ -44,6 +56,7 @@ static unsigned char *put_be64(unsigned char *out, uint64_t n) {
     for (int i = 0; i < 8; i++) out[i] = (unsigned char)(n >> (56 - 8 * i));
     return out + 8;
 }
+#endif
 
 /* A length-delimited field's size with its tag (one byte) and length prefix. */
 static size_t delimited(size_t payload) { return 1 + varint_size(payload) + payload; }
@@ -148,6 +161,17 @@ static int as_u64(PyObject *v, uint64_t *out) {
         PyErr_SetString(PyExc_TypeError, "span ids and times are ints");
         return -1;
     }
+#if PY_VERSION_HEX < 0x030C0000
+    /* 3.11's layout: the size's sign is the int's, digits of 30 bits, least significant first */
+    Py_ssize_t size = Py_SIZE(v);
+    const digit *d = ((PyLongObject *)v)->ob_digit;
+    if (size >= 0 && size <= 3 && (size < 3 || d[2] >> (64 - 2 * PyLong_SHIFT) == 0)) {
+        uint64_t n = 0;
+        for (Py_ssize_t i = size - 1; i >= 0; i--) n = n << PyLong_SHIFT | d[i];
+        *out = n;
+        return 0;
+    }
+#endif
     if (_PyLong_Sign(v) < 0 || (int64_t)_PyLong_NumBits(v) > 64) {
         PyErr_SetString(PyExc_OverflowError, "span ids and times are unsigned 64-bit ints");
         return -1;
@@ -376,7 +400,9 @@ static PyObject *encode_spans(PyObject *module, PyObject *const *args, Py_ssize_
     Py_ssize_t stack_sizes[STACK_SPANS], *sizes = count <= STACK_SPANS ? stack_sizes
                                                                         : PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)count);
     PyObject *result = NULL;
-    Attrs attrs = {.len = 0, .cap = STACK_ATTRS};
+    Attrs attrs; /* (its stack array is not zeroed: written before read) */
+    attrs.len = 0;
+    attrs.cap = STACK_ATTRS;
     attrs.items = attrs.stack;
     if (remote < 0 || spans == NULL || sizes == NULL) {
         if (!PyErr_Occurred()) PyErr_NoMemory();

@@ -7,8 +7,9 @@ as `traceparent`.
       chat MODEL (client; gen_ai.*)
         upstream attempt 1 (client; endpoint, attempt, retry reason)  -> the backend's spans
 
-A span is recorded as a plain tuple when it ends (`otlp_wire.Span`). When the request has ended, its
-spans are written as OTLP protobuf bytes (`otlp_wire`) and queued for the export thread (`export`),
+A span is recorded as a plain tuple when it ends (`otlp_wire.Span`); the pipeline's stages only mark
+the time (`RequestTrace.mark`). When the request has ended, its spans are written as OTLP protobuf
+bytes (`otlp_wire`, compiled where built) and queued for the export thread (`export`),
 which sends them in batches through the SDK OTLP exporter's HTTP client. The SDK's tracer, and its
 exporter's per-span protobuf messages, cost several times more per span (docs/benchmarks.md). Sampling is
 the SDK's `ParentBased(TraceIdRatioBased)` rule: a trusted parent's decision, else the trace id's low
@@ -33,7 +34,15 @@ from gateway.errors import GatewayError
 from gateway.telemetry.config import NAME, RouteTelemetry, TelemetryConfig
 from gateway.telemetry.export import SpanExport
 from gateway.telemetry.metrics import count_dropped
-from gateway.telemetry.otlp_wire import CLIENT, INTERNAL, SERVER, BatchHead, Span, encode_spans
+from gateway.telemetry.otlp_wire import (
+    CLIENT,
+    INTERNAL,
+    SERVER,
+    BatchHead,
+    Span,
+    compiled as _compiled,
+    encode_spans,
+)
 from gateway.telemetry.propagation import traceparent
 
 if TYPE_CHECKING:
@@ -53,6 +62,7 @@ _GEN_PARAMS: dict[str, tuple[str, type]] = {
     "max_tokens": ("gen_ai.request.max_tokens", int), "temperature": ("gen_ai.request.temperature", float),
     "top_p": ("gen_ai.request.top_p", float), "frequency_penalty": ("gen_ai.request.frequency_penalty", float),
     "seed": ("gen_ai.request.seed", int)}
+_GEN_KEYS = frozenset(_GEN_PARAMS)
 
 
 class Tracing:
@@ -102,7 +112,7 @@ class RequestTrace:
     other one is it XOR a small number (stage i: i + 1; the rest from 256 up): distinct and never 0."""
 
     __slots__ = ("tracing", "trace_id", "remote_parent", "spans", "root", "server_id", "server_start", "marks",
-                 "failed", "next_id", "inference", "record_content", "first_token_at", "started")
+                 "failed", "next_id", "inference", "record_content")
 
     def __init__(self, tracing: Tracing, trace_id: int, remote_parent: SpanContext | None) -> None:
         self.tracing = tracing
@@ -117,8 +127,6 @@ class RequestTrace:
         self.next_id = 256
         self.inference: tuple[str, int, dict[str, Any], int] | None = None  # name, span id, attributes, start
         self.record_content = False
-        self.first_token_at: float | None = None
-        self.started = time.perf_counter()
 
     # --- pipeline ----------------------------------------------------------------------------------
 
@@ -161,10 +169,8 @@ class RequestTrace:
                  "edgegw.pool": pool.name if pool is not None else None}
         body = ctx.body_json
         if body:
-            for key, (attr, kind) in _GEN_PARAMS.items():
-                value = body.get(key)
-                if value is None:
-                    continue
+            for key in _GEN_KEYS.intersection(body):
+                value, (attr, kind) = body[key], _GEN_PARAMS[key]
                 if type(value) is int:
                     attrs[attr] = float(value) if kind is float else value
                 elif type(value) is float and (kind is float or value.is_integer()):
@@ -180,37 +186,32 @@ class RequestTrace:
                 ctx.collect_response = True  # the answer's text, for `finish`
         self.inference = (f"{op} {model}" if model else op, self.server_id ^ self._new_id(), attrs, _now())
 
-    async def run_attempt(self, endpoint: str, number: int, retry_reason: str | None, headers: dict[str, str],
-                          run: Awaitable[T]) -> T:
-        """Run one upstream attempt in its span (ended when the answer's head arrived or the attempt
-        failed); the span's context goes to the backend as `traceparent`."""
-        server = self.server_id
-        parent = self.inference[1] if self.inference is not None else server
-        span_id = server ^ self._new_id()
+    def begin_attempt(self, headers: dict[str, str]) -> tuple[int, int]:
+        """An upstream attempt starts: its span's context goes to the backend as `traceparent`.
+        Returns what `end_attempt` takes: (span id, start)."""
+        n = self.next_id = self.next_id + 1
+        span_id = self.server_id ^ n
         headers.pop("tracestate", None)
         headers["traceparent"] = traceparent(self.trace_id, span_id, True)
-        error = None
-        status = None
-        start = _now()
-        try:
-            result = await run
-        except BaseException as exc:
-            error = exc.code if isinstance(exc, GatewayError) else type(exc).__name__
-            raise
-        else:
-            status = getattr(result, "status", None)
-            if isinstance(result, GatewayError):
-                error = result.code
-            return result
-        finally:
-            attrs = {"server.address": endpoint, "edgegw.upstream.attempt": number,
-                     "edgegw.upstream.retry_reason": retry_reason,
-                     "http.response.status_code": status if isinstance(status, int) else None, "error.type": error}
-            self.spans.append((f"upstream attempt {number}", span_id, parent, CLIENT, attrs, start, _now(), error))
+        return span_id, _now()
 
-    def first_token(self) -> None:
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
+    def end_attempt(self, begun: tuple[int, int], endpoint: str, number: int, retry_reason: str | None,
+                    result: object, raised: bool = False) -> None:
+        """The attempt's span ends: the answer's head arrived, or it failed (`result`: the response or
+        the retryable GatewayError it returned; `raised`: the exception it raised)."""
+        span_id, start = begun
+        status = None if raised else getattr(result, "status", None)
+        error = None
+        if isinstance(result, GatewayError):
+            error = result.code
+        elif raised:
+            error = type(result).__name__
+        attrs = {"server.address": endpoint, "edgegw.upstream.attempt": number, "edgegw.upstream.retry_reason":
+                 retry_reason, "http.response.status_code": status if type(status) is int else None,
+                 "error.type": error}
+        parent = self.inference[1] if self.inference is not None else self.server_id
+        name = _ATTEMPTS[number] if number < len(_ATTEMPTS) else f"upstream attempt {number}"
+        self.spans.append((name, span_id, parent, CLIENT, attrs, start, _now(), error))
 
     # --- the end -----------------------------------------------------------------------------------
 
@@ -222,17 +223,7 @@ class RequestTrace:
         spans = self.spans
         marks = self.marks
         if marks:
-            ends = len(marks)
-            for i, stage in enumerate(ctx.ran):
-                k = i + 1
-                if k < ends:
-                    end, error = marks[k], (self.failed if k == ends - 1 else None)
-                else:  # it raised what the pipeline did not see (cancelled)
-                    end, error = now, None
-                attrs = {"error.type": error} if error is not None else _NO_ATTRS
-                if stage.name == "cache" and ctx.cache_status is not None:
-                    attrs = {**attrs, "edgegw.cache.status": ctx.cache_status}
-                spans.append((stage.name, server ^ k, server, INTERNAL, attrs, marks[i], end, error))
+            self._stage_spans(ctx, marks, now)
         if self.inference is not None:
             spans.append(self._inference_span(ctx, status, now))
         route = ctx.route
@@ -248,7 +239,28 @@ class RequestTrace:
         root = self.root = (f"{ctx.method} {path}", server, remote.span_id if remote is not None else 0, SERVER,
                             attrs, self.server_start, now, error)
         # encoded here and queued for the export thread (which never blocks this)
-        self.tracing.queue.put(len(spans) + 1, encode_spans(self.trace_id, root, spans, remote is not None))
+        remote_parent = remote is not None
+        data = _compiled(self.trace_id, root, spans, remote_parent) if _compiled is not None else None
+        if data is None:  # (not built, or a value it hands back)
+            data = encode_spans(self.trace_id, root, spans, remote_parent)
+        self.tracing.queue.put(len(spans) + 1, data)
+
+    def _stage_spans(self, ctx: RequestContext, marks: list[int], now: int) -> None:
+        """Stage k of `ctx.ran` (from 1) ran from mark k - 1 to mark k; after the last mark, `failed`'s."""
+        server, append, last = self.server_id, self.spans.append, len(marks) - 1
+        start = marks[0]
+        for k, stage in enumerate(ctx.ran, 1):
+            if k < last:
+                end, error = marks[k], None
+            elif k == last:
+                end, error = marks[k], self.failed
+            else:  # it raised what the pipeline did not see (cancelled)
+                end, error = now, None
+            attrs = _NO_ATTRS if error is None else {"error.type": error}
+            if ctx.cache_status is not None and stage.name == "cache":
+                attrs = {**attrs, "edgegw.cache.status": ctx.cache_status}
+            append((stage.name, server ^ k, server, INTERNAL, attrs, start, end, error))
+            start = end
 
     def _inference_span(self, ctx: RequestContext, status: int, now: int) -> Span:
         name, span_id, attrs, start = self.inference  # type: ignore[misc]
@@ -266,8 +278,8 @@ class RequestTrace:
                 attrs["gen_ai.response.finish_reasons"] = tuple(answer.finish_reasons)
             if answer.id:
                 attrs["gen_ai.response.id"] = answer.id
-        if self.first_token_at is not None:
-            attrs["gen_ai.server.time_to_first_token"] = self.first_token_at - self.started
+        if answer is not None and answer.first_chunk_s is not None:
+            attrs["gen_ai.server.time_to_first_token"] = answer.first_chunk_s
         if self.record_content and ctx.response_body is not None:
             attrs["gen_ai.output.messages"] = _text(ctx.response_body)
         error = None
@@ -276,6 +288,7 @@ class RequestTrace:
         return name, span_id, self.server_id, CLIENT, attrs, start, now, error
 
 
+_ATTEMPTS = tuple(f"upstream attempt {n}" for n in range(16))  # span names by attempt number
 _NO_ATTRS: dict[str, Any] = {}  # shared by stage spans without attributes (never written)
 _ID_FLOOR = 1 << 32  # set in the server span's id: XOR with a number below it is never 0
 

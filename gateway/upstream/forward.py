@@ -180,10 +180,15 @@ class Upstreams:
             ctx.attempts = attempt + 1
             if trace is None:
                 result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
-            else:
-                result = await trace.run_attempt(
-                    endpoint.url, attempt + 1, last_error.code if last_error else None, headers,
-                    self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers))
+            else:  # in a span of its own, whose context the backend gets
+                begun = trace.begin_attempt(headers)
+                reason = last_error.code if last_error else None
+                try:
+                    result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
+                except BaseException as exc:
+                    trace.end_attempt(begun, endpoint.url, attempt + 1, reason, exc, raised=True)
+                    raise
+                trace.end_attempt(begun, endpoint.url, attempt + 1, reason, result)
             if isinstance(result, UpstreamResponse):
                 return result
             last_error = result
