@@ -39,6 +39,7 @@ class Answer:
     id: str | None = None
     finish_reasons: list[str] = field(default_factory=list)
     first_chunk_s: float | None = None  # a stream's first upstream chunk, seconds after the request began
+    details: bool = True  # read the model, id and finish reasons (for a traced request's span); else only the time
 
 
 @dataclass(slots=True)

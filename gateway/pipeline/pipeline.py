@@ -112,7 +112,7 @@ class Pipeline:
             if spec is GENERATE:
                 data = parse_completion(body, content_type)
                 ctx.usage = _usage(data)
-                if ctx.answer is not None:
+                if ctx.answer is not None and ctx.answer.details:
                     _read_answer(ctx.answer, data)
                 if ctx.served_model is not None and isinstance(data, dict):
                     data["model"] = ctx.served_model
@@ -156,7 +156,7 @@ def _read_usage(ctx: RequestContext, body: bytes) -> None:
     except orjson.JSONDecodeError:
         return  # passed on as the backend sent it
     ctx.usage = _usage(data)
-    if ctx.answer is not None:
+    if ctx.answer is not None and ctx.answer.details:
         _read_answer(ctx.answer, data)
 
 
@@ -179,7 +179,7 @@ def _read_answer(answer: Answer, data: Any) -> None:
 def _stream_answer(ctx: RequestContext, answer: Answer, chunk: bytes) -> None:
     if answer.first_chunk_s is None:
         answer.first_chunk_s = time.perf_counter() - ctx.started
-    if answer.model is None or b'"finish_reason":"' in chunk:
+    if answer.details and (answer.model is None or b'"finish_reason":"' in chunk):
         for line in chunk.split(b"\n"):
             if line.startswith(b"data: {"):
                 try:

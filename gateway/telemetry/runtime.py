@@ -49,9 +49,9 @@ class Telemetry:
 
     def begin(self, ctx: RequestContext) -> None:
         """As the request arrives: its server span (when traced)."""
-        ctx.answer = Answer()
         if self.tracing is not None:
             ctx.trace = self.tracing.begin(ctx)
+        ctx.answer = Answer(details=ctx.trace is not None)  # an untraced one's metrics need only its timing
 
     def end(self, ctx: RequestContext) -> None:
         """After the last byte: end its spans, observe the GenAI metrics, count the partner's usage."""

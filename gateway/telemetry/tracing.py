@@ -246,21 +246,30 @@ class RequestTrace:
         self.tracing.queue.put(len(spans) + 1, data)
 
     def _stage_spans(self, ctx: RequestContext, marks: list[int], now: int) -> None:
-        """Stage k of `ctx.ran` (from 1) ran from mark k - 1 to mark k; after the last mark, `failed`'s."""
-        server, append, last = self.server_id, self.spans.append, len(marks) - 1
+        """Stage k of `ctx.ran` (from 1) ran from mark k - 1 to mark k, and failed with `failed` when it
+        is the last marked; one without an end mark ran until now (it raised what the pipeline did not
+        see: cancelled)."""
+        server, spans, failed = self.server_id, self.spans, self.failed
+        last = len(marks) - 1
         start = marks[0]
         for k, stage in enumerate(ctx.ran, 1):
             if k < last:
-                end, error = marks[k], None
-            elif k == last:
-                end, error = marks[k], self.failed
-            else:  # it raised what the pipeline did not see (cancelled)
-                end, error = now, None
+                spans.append((stage.name, server ^ k, server, INTERNAL, _NO_ATTRS, start, marks[k], None))
+                start = marks[k]
+                continue
+            end, error = (marks[k], failed) if k == last else (now, None)
             attrs = _NO_ATTRS if error is None else {"error.type": error}
-            if ctx.cache_status is not None and stage.name == "cache":
-                attrs = {**attrs, "edgegw.cache.status": ctx.cache_status}
-            append((stage.name, server ^ k, server, INTERNAL, attrs, start, end, error))
+            spans.append((stage.name, server ^ k, server, INTERNAL, attrs, start, end, error))
             start = end
+        if ctx.cache_status is not None:
+            self._cache_status(ctx.cache_status)
+
+    def _cache_status(self, status: str) -> None:
+        for i, span in enumerate(self.spans):
+            if span[0] == "cache" and span[3] == INTERNAL:
+                name, span_id, parent, kind, attrs, start, end, error = span
+                self.spans[i] = (name, span_id, parent, kind, {**attrs, "edgegw.cache.status": status}, start, end,
+                                 error)
 
     def _inference_span(self, ctx: RequestContext, status: int, now: int) -> Span:
         name, span_id, attrs, start = self.inference  # type: ignore[misc]
