@@ -196,19 +196,12 @@ class RequestTrace:
         return span_id, _now()
 
     def end_attempt(self, begun: tuple[int, int], endpoint: str, number: int, retry_reason: str | None,
-                    result: object, raised: bool = False) -> None:
-        """The attempt's span ends: the answer's head arrived, or it failed (`result`: the response or
-        the retryable GatewayError it returned; `raised`: the exception it raised)."""
+                    status: int | None, error: str | None) -> None:
+        """The attempt's span ends: the answer's head arrived (`status`), or it failed (`error`: the
+        code of the GatewayError it returned or raised, or the name of another exception)."""
         span_id, start = begun
-        status = None if raised else getattr(result, "status", None)
-        error = None
-        if isinstance(result, GatewayError):
-            error = result.code
-        elif raised:
-            error = type(result).__name__
-        attrs = {"server.address": endpoint, "edgegw.upstream.attempt": number, "edgegw.upstream.retry_reason":
-                 retry_reason, "http.response.status_code": status if type(status) is int else None,
-                 "error.type": error}
+        attrs = {"server.address": endpoint, "edgegw.upstream.attempt": number,
+                 "edgegw.upstream.retry_reason": retry_reason, "http.response.status_code": status, "error.type": error}
         parent = self.inference[1] if self.inference is not None else self.server_id
         name = _ATTEMPTS[number] if number < len(_ATTEMPTS) else f"upstream attempt {number}"
         self.spans.append((name, span_id, parent, CLIENT, attrs, start, _now(), error))

@@ -186,9 +186,11 @@ class Upstreams:
                 try:
                     result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
                 except BaseException as exc:
-                    trace.end_attempt(begun, endpoint.url, attempt + 1, reason, exc, raised=True)
+                    trace.end_attempt(begun, endpoint.url, attempt + 1, reason, None,
+                                      exc.code if isinstance(exc, GatewayError) else type(exc).__name__)
                     raise
-                trace.end_attempt(begun, endpoint.url, attempt + 1, reason, result)
+                trace.end_attempt(begun, endpoint.url, attempt + 1, reason, result.status,
+                                  result.code if isinstance(result, GatewayError) else None)
             if isinstance(result, UpstreamResponse):
                 return result
             last_error = result

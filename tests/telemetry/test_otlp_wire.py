@@ -84,8 +84,8 @@ def _request(tracing: Tracing, remote: SpanContext | None, fail_stage: bool = Fa
     assert request.inference is not None
     request.inference[2].update(ATTRIBUTES)  # every value type, on the span the gateway gives the most
     headers: dict[str, str] = {}
-    request.end_attempt(request.begin_attempt(headers), "http://b:1", 1, None, _Answer())
-    request.end_attempt(request.begin_attempt(headers), "http://b:2", 2, "upstream_error", _Answer())
+    request.end_attempt(request.begin_attempt(headers), "http://b:1", 1, None, _Answer.status, None)
+    request.end_attempt(request.begin_attempt(headers), "http://b:2", 2, "upstream_error", _Answer.status, None)
     assert headers["traceparent"].startswith(f"00-{request.trace_id:032x}-")
     ctx.answer.first_chunk_s = 0.25
     ctx.status, ctx.error, ctx.usage = 502, "upstream_error", Usage(11, 3, 2)
