@@ -145,3 +145,29 @@ def test_a_failing_collector_never_slows_requests_and_drops_are_counted(tmp_path
         gw.proc.stop()
         if fault != "down":
             receiver.stop()
+
+
+def test_a_rejected_request_ends_its_failing_stage_span_with_the_error(tmp_path: Path, backend: Any) -> None:
+    """The stage that raised (here the JWT check) is the last stage span, in error; no inference span."""
+    receiver = OtlpReceiver().start()
+    gw = _gateway(tmp_path, backend, otlp_endpoint=receiver.url)
+    try:
+        resp = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, timeout=10,
+                          headers={"authorization": "Bearer not-a-token",
+                                   "traceparent": f"00-{CLIENT_TRACE}-b7ad6b7169203331-01"})
+        assert resp.status_code == 401
+        code = resp.json()["error"]["code"]
+        spans = {s.name: s for s in receiver.wait_for(lambda s: s.trace_id == CLIENT_TRACE and s.kind == 2)}
+        deadline = time.monotonic() + 10
+        while "jwt_auth" not in spans and time.monotonic() < deadline:
+            time.sleep(0.05)
+            spans = {s.name: s for s in receiver.trace(CLIENT_TRACE)}
+        server, auth = spans["POST /v1/chat/completions"], spans["jwt_auth"]
+        assert auth.parent_id == server.span_id and auth.status_code == 2  # ERROR
+        assert auth.attributes["error.type"] == code
+        assert server.attributes["http.response.status_code"] == 401 and server.attributes["error.type"] == code
+        assert server.start_ns <= auth.start_ns <= auth.end_ns <= server.end_ns
+        assert not any(name.startswith(("chat", "upstream attempt")) for name in spans)
+    finally:
+        gw.proc.stop()
+        receiver.stop()
