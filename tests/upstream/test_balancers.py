@@ -7,9 +7,7 @@ are never picked.
 
 from __future__ import annotations
 
-import random
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from gateway.errors import GatewayError
 from gateway.upstream.config import NAME, PoolOptions
 from gateway.upstream.pool import Endpoint, Pool
 from gateway.upstream.rollout import RolloutConfig
+from tests.upstream.conftest import seeded_random
 
 
 def _pool(balancer: str, *endpoints: tuple[str, int, str], **overrides: Any) -> Pool:
@@ -39,13 +38,7 @@ def _picks(pool: Pool, n: int, exclude: set[Endpoint] | None = None) -> list[str
     return [_host(pool.pick(exclude)) for _ in range(n)]
 
 
-@pytest.fixture(autouse=True)
-def _seeded() -> Iterator[None]:
-    """The balancers draw from `random`: a fixed seed makes each distribution test repeatable."""
-    state = random.getstate()
-    random.seed(1234)
-    yield
-    random.setstate(state)
+_seeded = seeded_random(1234)  # the balancers draw from `random`: repeatable distributions
 
 
 def _by_host(pool: Pool) -> dict[str, Endpoint]:

@@ -7,7 +7,6 @@ import asyncio
 import random
 import struct
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,16 +17,12 @@ from gateway.upstream.index_share import MAX_PENDING, IndexShare, decode, encode
 from gateway.upstream.pool import Pool
 from gateway.upstream.prompt_key import prompt_key
 from testkit.harness import RedisServer
+from tests.upstream.conftest import seeded_random
 
 URLS = [f"http://r{i}:8000" for i in range(4)]
 
 
-@pytest.fixture(autouse=True)
-def _seeded() -> Iterator[None]:
-    state = random.getstate()
-    random.seed(11)
-    yield
-    random.setstate(state)
+_seeded = seeded_random(11)  # the balancers draw from `random`: repeatable distributions
 
 
 def _router(redis_url: str, key: str, urls: list[str], retry_s: float = 1.0) -> tuple[Pool, IndexShare]:

@@ -10,23 +10,17 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from gateway.config.schema import EndpointConfig, PoolConfig
 from gateway.upstream.config import NAME, InferenceConfig, PoolOptions
 from gateway.upstream.pool import Pool
 from gateway.upstream.prompt_key import prompt_key
 from gateway.upstream.signals import EndpointSignals
+from tests.upstream.conftest import seeded_random
 
 URLS = [f"http://r{i}:8000" for i in range(4)]
 
 
-@pytest.fixture(autouse=True)
-def _seeded() -> Iterator[None]:
-    state = random.getstate()
-    random.seed(3)
-    yield
-    random.setstate(state)
+_seeded = seeded_random(3)  # the balancers draw from `random`: repeatable distributions
 
 
 def _pool(urls: list[str] = URLS) -> Pool:

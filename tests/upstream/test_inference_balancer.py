@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,16 +15,12 @@ from gateway.upstream.config import NAME, InferenceConfig, PoolOptions
 from gateway.upstream.pool import Endpoint, Pool
 from gateway.upstream.prompt_key import BLOCK_BYTES, MAX_BYTES, media_digest, prompt_key
 from gateway.upstream.signals import EndpointSignals, parse
+from tests.upstream.conftest import seeded_random
 
 SYSTEM = "You are a phone agent. " * 400  # ~9 KB, every session shares it
 
 
-@pytest.fixture(autouse=True)
-def _seeded() -> Iterator[None]:
-    state = random.getstate()
-    random.seed(7)
-    yield
-    random.setstate(state)
+_seeded = seeded_random(7)  # the balancers draw from `random`: repeatable distributions
 
 
 def _pool(n: int = 4, **inference: Any) -> Pool:
