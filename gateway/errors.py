@@ -53,6 +53,11 @@ class GatewayError(Exception):
                         media_type="application/json")
 
 
+def error_code(exc: BaseException) -> str:
+    """What failed, in a word (a span's `error.type`): a GatewayError's code, else the exception's class."""
+    return exc.code if isinstance(exc, GatewayError) else type(exc).__name__
+
+
 def error_body(message: str, type: str, code: str, param: str | None = None) -> dict[str, Any]:
     """The OpenAI-style error object every client-facing failure is rendered as (also inside SSE)."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}

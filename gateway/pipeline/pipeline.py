@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.context import Answer, RequestContext, Usage
-from gateway.errors import GatewayError
+from gateway.errors import error_code
 from gateway.ingress.api import GENERATE, SPECS, completions_to_generate, parse_completion
 from gateway.pipeline.overhead import upstream_timed
 from gateway.pipeline.rename import rename_json, rename_stream
@@ -65,7 +65,7 @@ class Pipeline:
                 try:
                     reply = await stage.on_request(ctx)
                 except BaseException as exc:
-                    trace.mark(exc.code if isinstance(exc, GatewayError) else type(exc).__name__)
+                    trace.mark(error_code(exc))
                     raise
                 trace.mark()
             if reply is not None:

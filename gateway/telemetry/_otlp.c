@@ -337,6 +337,21 @@ static unsigned char *put_span(unsigned char *out, const Span *s, const Attrs *a
     return out;
 }
 
+/* A 128-bit trace id's two halves; -1 with TypeError or OverflowError (negative, or beyond 128 bits). */
+static int trace_id_halves(PyObject *v, uint64_t *high, uint64_t *low) {
+    if (!PyLong_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "trace_id is an int");
+        return -1;
+    }
+    *low = PyLong_AsUnsignedLongLongMask(v);
+    PyObject *shift = PyLong_FromLong(64), *upper = shift ? PyNumber_Rshift(v, shift) : NULL;
+    Py_XDECREF(shift);
+    if (upper == NULL) return -1;
+    int bad = as_u64(upper, high);
+    Py_DECREF(upper);
+    return bad;
+}
+
 static const char HEX[] = "0123456789abcdef";
 
 static void put_hex64(Py_UCS1 *out, uint64_t n) {
@@ -347,18 +362,14 @@ static void put_hex64(Py_UCS1 *out, uint64_t n) {
  * (formatting the two ints in Python costs ~4k instructions, a cost every traced request pays). */
 static PyObject *traceparent(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 3 || !PyLong_Check(args[0])) {
+    if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "traceparent(trace_id, span_id, sampled)");
         return NULL;
     }
-    uint64_t high, low = PyLong_AsUnsignedLongLongMask(args[0]), span_id;
-    PyObject *shift = PyLong_FromLong(64), *upper = shift ? PyNumber_Rshift(args[0], shift) : NULL;
-    Py_XDECREF(shift);
-    if (upper == NULL) return NULL;
-    int bad = as_u64(upper, &high);
-    Py_DECREF(upper);
-    int sampled = bad < 0 ? -1 : PyObject_IsTrue(args[2]);
-    if (bad < 0 || as_u64(args[1], &span_id) < 0 || sampled < 0) return NULL;
+    uint64_t high, low, span_id;
+    if (trace_id_halves(args[0], &high, &low) < 0 || as_u64(args[1], &span_id) < 0) return NULL;
+    int sampled = PyObject_IsTrue(args[2]);
+    if (sampled < 0) return NULL;
     PyObject *text = PyUnicode_New(55, 127);
     if (text == NULL) return NULL;
     Py_UCS1 *out = PyUnicode_1BYTE_DATA(text);
@@ -380,17 +391,8 @@ static PyObject *encode_spans(PyObject *module, PyObject *const *args, Py_ssize_
         return NULL;
     }
     unsigned char trace_id[16];
-    if (!PyLong_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "trace_id is an int");
-        return NULL;
-    }
-    uint64_t low = PyLong_AsUnsignedLongLongMask(args[0]), high;
-    PyObject *shift = PyLong_FromLong(64), *upper = shift ? PyNumber_Rshift(args[0], shift) : NULL;
-    Py_XDECREF(shift);
-    if (upper == NULL) return NULL;
-    int bad = as_u64(upper, &high); /* beyond 128 bits, or negative: OverflowError */
-    Py_DECREF(upper);
-    if (bad < 0) return NULL;
+    uint64_t high, low;
+    if (trace_id_halves(args[0], &high, &low) < 0) return NULL;
     put_be64(put_be64(trace_id, high), low);
     PyObject *children = PySequence_Fast(args[2], "children is a sequence of spans");
     if (children == NULL) return NULL;

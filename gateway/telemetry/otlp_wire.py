@@ -29,11 +29,11 @@ from typing import Any
 
 log = logging.getLogger("gateway.telemetry.otlp_wire")
 
-compiled: Callable[[int, Span, Sequence[Span], bool], bytes | None] | None = None
-"""The compiled encoder where setup.py built it (None where not): `encode_spans`, or None for a request
-with a value it hands back to `python_encode_spans`."""
+# The compiled encoder where setup.py built it (None where not); it returns None for a request with a
+# value it hands back to `python_encode_spans`.
+_compiled: Callable[[int, Span, Sequence[Span], bool], bytes | None] | None = None
 try:
-    from gateway.telemetry._otlp import encode_spans as compiled
+    from gateway.telemetry._otlp import encode_spans as _compiled
 except ImportError:  # built without a C compiler: the Python encoder
     pass
 
@@ -227,8 +227,8 @@ def encode_spans(trace_id: int, root: Span, children: Sequence[Span], remote_par
 
     The compiled encoder (`_otlp.c`, built by setup.py where a C compiler is) writes them when it can
     (it hands a request with an unusual value back: None); else `python_encode_spans`."""
-    if compiled is not None:
-        encoded = compiled(trace_id, root, children, remote_parent)
+    if _compiled is not None:
+        encoded = _compiled(trace_id, root, children, remote_parent)
         if encoded is not None:
             return encoded
     return python_encode_spans(trace_id, root, children, remote_parent)

@@ -34,15 +34,7 @@ from gateway.errors import GatewayError
 from gateway.telemetry.config import NAME, RouteTelemetry, TelemetryConfig
 from gateway.telemetry.export import SpanExport
 from gateway.telemetry.metrics import count_dropped
-from gateway.telemetry.otlp_wire import (
-    CLIENT,
-    INTERNAL,
-    SERVER,
-    BatchHead,
-    Span,
-    compiled as _compiled,
-    encode_spans,
-)
+from gateway.telemetry.otlp_wire import CLIENT, INTERNAL, SERVER, BatchHead, Span, encode_spans
 from gateway.telemetry.propagation import traceparent
 
 if TYPE_CHECKING:
@@ -189,8 +181,7 @@ class RequestTrace:
     def begin_attempt(self, headers: dict[str, str]) -> tuple[int, int]:
         """An upstream attempt starts: its span's context goes to the backend as `traceparent`.
         Returns what `end_attempt` takes: (span id, start)."""
-        n = self.next_id = self.next_id + 1
-        span_id = self.server_id ^ n
+        span_id = self.server_id ^ self._new_id()
         headers.pop("tracestate", None)
         headers["traceparent"] = traceparent(self.trace_id, span_id, True)
         return span_id, _now()
@@ -232,11 +223,7 @@ class RequestTrace:
         root = self.root = (f"{ctx.method} {path}", server, remote.span_id if remote is not None else 0, SERVER,
                             attrs, self.server_start, now, error)
         # encoded here and queued for the export thread (which never blocks this)
-        remote_parent = remote is not None
-        data = _compiled(self.trace_id, root, spans, remote_parent) if _compiled is not None else None
-        if data is None:  # (not built, or a value it hands back)
-            data = encode_spans(self.trace_id, root, spans, remote_parent)
-        self.tracing.queue.put(len(spans) + 1, data)
+        self.tracing.queue.put(len(spans) + 1, encode_spans(self.trace_id, root, spans, remote is not None))
 
     def _stage_spans(self, ctx: RequestContext, marks: list[int], now: int) -> None:
         """Stage k of `ctx.ran` (from 1) ran from mark k - 1 to mark k, and failed with `failed` when it
@@ -246,11 +233,7 @@ class RequestTrace:
         last = len(marks) - 1
         start = marks[0]
         for k, stage in enumerate(ctx.ran, 1):
-            if k < last:
-                spans.append((stage.name, server ^ k, server, INTERNAL, _NO_ATTRS, start, marks[k], None))
-                start = marks[k]
-                continue
-            end, error = (marks[k], failed) if k == last else (now, None)
+            end, error = (marks[k], failed if k == last else None) if k <= last else (now, None)
             attrs = _NO_ATTRS if error is None else {"error.type": error}
             spans.append((stage.name, server ^ k, server, INTERNAL, attrs, start, end, error))
             start = end

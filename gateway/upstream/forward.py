@@ -14,7 +14,7 @@ import orjson
 from gateway import metrics
 from gateway.config.schema import PoolConfig
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, error_body
+from gateway.errors import GatewayError, error_body, error_code
 from gateway.telemetry.propagation import propagate_unsampled
 from gateway.upstream.config import pool_options
 from gateway.upstream.discovery import DnsDiscovery
@@ -186,8 +186,7 @@ class Upstreams:
                 try:
                     result = await self._attempt(ctx, pool, endpoint, session, timeout, path, body, headers)
                 except BaseException as exc:
-                    trace.end_attempt(begun, endpoint.url, attempt + 1, reason, None,
-                                      exc.code if isinstance(exc, GatewayError) else type(exc).__name__)
+                    trace.end_attempt(begun, endpoint.url, attempt + 1, reason, None, error_code(exc))
                     raise
                 trace.end_attempt(begun, endpoint.url, attempt + 1, reason, result.status,
                                   result.code if isinstance(result, GatewayError) else None)

@@ -303,7 +303,7 @@ def test_the_compiled_encoder_is_built_where_a_compiler_is() -> None:
     import shutil
 
     if shutil.which("cc") or shutil.which("gcc"):
-        assert otlp_wire.compiled is not None, "setup.py builds gateway/telemetry/_otlp.c: reinstall (make install)"
+        assert otlp_wire._compiled is not None, "setup.py builds gateway/telemetry/_otlp.c: reinstall (make install)"
 
 
 def test_compiled_and_python_encoders_write_the_same_bytes(caplog: Any) -> None:
@@ -318,13 +318,13 @@ def test_compiled_and_python_encoders_write_the_same_bytes(caplog: Any) -> None:
         root, children = _random_span(rng, True), [_random_span(rng, False) for _ in range(rng.randrange(40))]
         python = otlp_wire.python_encode_spans(trace_id, root, children, remote)
         assert otlp_wire.encode_spans(trace_id, root, children, remote) == python
-        if otlp_wire.compiled is not None and otlp_wire.compiled(trace_id, root, children, remote) is None:
+        if otlp_wire._compiled is not None and otlp_wire._compiled(trace_id, root, children, remote) is None:
             handed_back += 1
         spans = ExportTraceServiceRequest.FromString(
             BatchHead({}, SCOPE).request([python], len(python))).resource_spans[0].scope_spans[0].spans
         assert [s.span_id for s in spans] == [s[1].to_bytes(8, "big") for s in (root, *children)]
         assert all(s.trace_id == trace_id.to_bytes(16, "big") for s in spans)
-    assert otlp_wire.compiled is None or 0 < handed_back < 400
+    assert otlp_wire._compiled is None or 0 < handed_back < 400
 
 
 def test_malformed_spans_raise_rather_than_encode() -> None:
