@@ -8,7 +8,8 @@ The issue's bound is on requests *run*: "no replica runs more than 1.5x the requ
 loaded one while the others have free slots". A guard on in-flight load against the mean (what this
 balancer had alone) lets a replica holding popular prefixes run 1.5x the mean, and so more than 1.5x
 the least: requests that hit the cache finish sooner and hold fewer slots. So `Guard` bounds both:
-in flight under `ceil(load_factor x (total + 1) / endpoints)` (no hot spot in a burst), and routed
+in flight under `ceil(load_factor x (total + 1) / endpoints)` (no hot spot in a burst) or within
+`SLACK` of the least loaded (light load: no cache hit given up for one request in flight), and routed
 lately under `balance_ratio x floor + SLACK`, the floor being the least routed endpoint *with a free
 slot* (one whose server reports waiting requests is full: the others may run more than it).
 """
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from gateway.upstream.pool import Endpoint
 
 HALVE_EVERY = 256  # decisions between two halvings of the counts
-SLACK = 4.0  # requests an endpoint may be ahead of `balance_ratio` x the floor: a few sessions' steps
+SLACK = 4.0  # requests an endpoint may be ahead (of `balance_ratio` x the floor; in flight, of the least)
 
 
 def endpoint_salt(url: str) -> int:
@@ -69,7 +70,11 @@ class Guard:
     def __init__(self, config: InferenceConfig, candidates: list[Endpoint], loads: dict[Endpoint, float],
                  now: float, count: int, picks: int) -> None:
         self.loads = loads
-        self.bound = math.ceil(config.load_factor * (sum(loads.values()) + 1) / len(candidates))
+        # At light load the proportional bound refuses an endpoint for one request in flight while the
+        # others idle, and the request loses its cached prefix for nothing: a batching server takes a
+        # few more requests at almost no cost, a prefill of the whole prompt elsewhere is not free.
+        proportional = math.ceil(config.load_factor * (sum(loads.values()) + 1) / len(candidates))
+        self.bound = max(proportional, min(loads.values()) + SLACK)
         stale = now - config.stale_after_s
         floor = math.inf
         back: list[RoutedShare] = []

@@ -80,7 +80,7 @@ class InferenceConfig:
     scrape_timeout_s: float = 0.25
     stale_after_s: float = 0.5  # older signals count as unknown
     max_metrics_bytes: int = 1024 * 1024
-    load_factor: float = 1.5  # no endpoint takes more than this times the mean load (plus one)
+    load_factor: float = 1.5  # no endpoint takes more than this times the mean load (plus one), 4 ahead of the least
     balance_ratio: float = 1.25  # requests routed lately: at most this times the least's (with free slots) + 1
     index_blocks: int = 65536  # prefix blocks remembered per pool (per worker)
     session_header: str | None = None  # a client header naming the session (a hint, like `user`)

@@ -59,7 +59,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "pools[].inference.stale_after_s": "older signals count as unknown: the gateway's own in-flight count is used",
     "pools[].inference.max_metrics_bytes": "a larger metrics page is no reading",
     "pools[].inference.load_factor": "load guard: no endpoint takes a request at this times the mean load in "
-                                     "flight (+1)",
+                                     "flight (+1) unless within 4 of the least loaded",
     "pools[].inference.balance_ratio": "load guard: no endpoint takes a request once it was sent this times the "
                                        "requests of the least routed endpoint with a free slot, lately (+4)",
     "pools[].inference.index_blocks": "prefix blocks (512 bytes of prompt each) remembered per pool and worker",

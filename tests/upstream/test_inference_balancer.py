@@ -137,6 +137,22 @@ def test_load_guard_gives_way_before_a_hot_spot() -> None:
     assert pool.inference is not None and pool.inference.load(home, time.monotonic()) == 0
 
 
+def test_at_light_load_a_session_keeps_its_replica_with_a_few_requests_in_flight() -> None:
+    # A batching server takes a few more requests at almost no cost; the step's cached history elsewhere
+    # would be a prefill of the whole prompt. Only past the guard's slack (4 ahead of the least loaded)
+    # does the step move.
+    pool = _pool(3)
+    history = [("system", SYSTEM), ("user", "task 1"), ("assistant", "action " + "because " * 100),
+               ("user", "screen 1")]
+    home = pool.pick(None, _key(_chat(*history)))
+    history += [("assistant", "action 2"), ("user", "screen 2")]
+    for in_flight in (1, 2, 3):
+        home.in_flight = in_flight
+        assert pool.pick(None, _key(_chat(*history))) is home, in_flight
+    home.in_flight = 4
+    assert pool.pick(None, _key(_chat(*history))) is not home
+
+
 def test_a_failed_or_ejected_replica_loses_its_affinity_at_once() -> None:
     pool = _pool(2)
     assert pool.inference is not None
