@@ -8,11 +8,11 @@
  * than str, bool, int in int64's range, float, bytes or a list or tuple of them; an attribute
  * key that is not a str; a str that is not valid UTF-8) returns None: the Python encoder then handles
  * the request, and logs what it leaves out. An attribute whose value is None is not set: left out. No
- * Python code runs in here (exact types only), so the GIL is held throughout. */
+ * Python code runs in here (exact types only), so the GIL is held throughout. The module's stage spans
+ * (`tracing.python_stage_spans`) are in `_otlp_stages.c`. */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
+#include "_otlp.h"
+
 #include <string.h>
 
 #define UNSUPPORTED (-2) /* a size function's answer for a value this does not encode */
@@ -156,7 +156,7 @@ static unsigned char *put_value(unsigned char *out, PyObject *v) {
 
 /* An int in [0, 2**64), read digit by digit: PyLong_AsUnsignedLongLong goes through a byte array (3.11),
  * several times the cost for the five numbers of every span. -1 with OverflowError set otherwise. */
-static int as_u64(PyObject *v, uint64_t *out) {
+int otlp_as_u64(PyObject *v, uint64_t *out) {
     if (!PyLong_Check(v)) {
         PyErr_SetString(PyExc_TypeError, "span ids and times are ints");
         return -1;
@@ -230,8 +230,8 @@ static int unpack(PyObject *t, Span *s) {
     s->error = PyTuple_GET_ITEM(t, 7);
     if (!PyUnicode_CheckExact(s->name) || !PyDict_CheckExact(s->attrs)) return UNSUPPORTED;
     if (s->error != Py_None && !PyUnicode_CheckExact(s->error)) return UNSUPPORTED;
-    if (as_u64(PyTuple_GET_ITEM(t, 1), &s->span_id) < 0 || as_u64(PyTuple_GET_ITEM(t, 2), &s->parent) < 0 ||
-        as_u64(PyTuple_GET_ITEM(t, 5), &s->start) < 0 || as_u64(PyTuple_GET_ITEM(t, 6), &s->end) < 0)
+    if (otlp_as_u64(PyTuple_GET_ITEM(t, 1), &s->span_id) < 0 || otlp_as_u64(PyTuple_GET_ITEM(t, 2), &s->parent) < 0 ||
+        otlp_as_u64(PyTuple_GET_ITEM(t, 5), &s->start) < 0 || otlp_as_u64(PyTuple_GET_ITEM(t, 6), &s->end) < 0)
         return -1;
     s->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 3));
     if (s->kind == -1 && PyErr_Occurred()) return -1;
@@ -347,7 +347,7 @@ static int trace_id_halves(PyObject *v, uint64_t *high, uint64_t *low) {
     PyObject *shift = PyLong_FromLong(64), *upper = shift ? PyNumber_Rshift(v, shift) : NULL;
     Py_XDECREF(shift);
     if (upper == NULL) return -1;
-    int bad = as_u64(upper, high);
+    int bad = otlp_as_u64(upper, high);
     Py_DECREF(upper);
     return bad;
 }
@@ -367,7 +367,7 @@ static PyObject *traceparent(PyObject *module, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     uint64_t high, low, span_id;
-    if (trace_id_halves(args[0], &high, &low) < 0 || as_u64(args[1], &span_id) < 0) return NULL;
+    if (trace_id_halves(args[0], &high, &low) < 0 || otlp_as_u64(args[1], &span_id) < 0) return NULL;
     int sampled = PyObject_IsTrue(args[2]);
     if (sampled < 0) return NULL;
     PyObject *text = PyUnicode_New(55, 127);
@@ -441,15 +441,18 @@ static PyMethodDef methods[] = {
      "where a value needs the Python encoder."},
     {"traceparent", (PyCFunction)(void (*)(void))traceparent, METH_FASTCALL,
      "traceparent(trace_id, span_id, sampled) -> str: the W3C traceparent header value."},
+    {"stage_spans", (PyCFunction)(void (*)(void))otlp_stage_spans, METH_FASTCALL,
+     "stage_spans(spans, server_id, stages, marks, failed, now) -> None: appends the pipeline's stage spans, "
+     "as tracing.python_stage_spans."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_otlp",
-    .m_doc = "Compiled OTLP span encoder (otlp_wire) and traceparent formatting (propagation).",
+    .m_doc = "Compiled OTLP span encoder (otlp_wire), stage spans (tracing) and traceparent formatting (propagation).",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__otlp(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__otlp(void) { return otlp_stages_init() < 0 ? NULL : PyModule_Create(&module); }

@@ -302,8 +302,32 @@ def _random_span(rng: Any, root: bool) -> otlp_wire.Span:
 def test_the_compiled_encoder_is_built_where_a_compiler_is() -> None:
     import shutil
 
+    from gateway.telemetry import tracing
+
     if shutil.which("cc") or shutil.which("gcc"):
         assert otlp_wire._compiled is not None, "setup.py builds gateway/telemetry/_otlp.c: reinstall (make install)"
+        assert tracing.stage_spans is not tracing.python_stage_spans
+
+
+def test_compiled_and_python_stage_spans_agree() -> None:
+    """Random pipelines (stages that ran, marks taken, a failure or none): the same spans, appended after
+    what the list held."""
+    import random
+
+    from gateway.telemetry import tracing
+
+    rng = random.Random(11)
+    for _ in range(500):
+        stages = [_Stage(rng.choice(["jwt_auth", "cache", "ünï", ""])) for _ in range(rng.randrange(8))]
+        marks = sorted(rng.randrange(1 << 63) for _ in range(rng.randrange(1, len(stages) + 2)))
+        args = (rng.randrange(1 << 32, 1 << 64), stages, marks, rng.choice([None, "rate_limited"]), 1 << 62)
+        compiled: list[Any] = [("earlier",)]
+        python: list[Any] = [("earlier",)]
+        tracing.stage_spans(compiled, *args)
+        tracing.python_stage_spans(python, *args)
+        assert compiled == python and len(compiled) == len(stages) + 1
+    with pytest.raises((ValueError, IndexError)):
+        tracing.stage_spans([], 1 << 40, [_Stage("s")], [], None, 1)
 
 
 def test_compiled_and_python_encoders_write_the_same_bytes(caplog: Any) -> None:
