@@ -1,4 +1,7 @@
-/* The compiled form of `gateway.telemetry.metrics.python_tally`: one request's GenAI histogram observations
+/* The compiled GenAI helpers. `tally` (below) and `read_answer` (at the end: what an answer says about itself,
+ * `gateway.telemetry.answer.python_read_answer`, ~80 bytecodes on every traced request).
+ *
+ * `tally` is the compiled form of `gateway.telemetry.metrics.python_tally`: one request's GenAI histogram observations
  * (duration, tokens, time to first token, time per output token) counted into plain lists. Every inference
  * request pays it while telemetry is on; in Python it is ~100 bytecodes and four `bisect`s (~8k
  * instructions), here a fifth of that. tests/telemetry/test_genai_batching.py compares both on random
@@ -126,19 +129,100 @@ static PyObject *tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_TRUE;
 }
 
+/* ---- answers ------------------------------------------------------------------------------------- */
+
+static PyObject *MODEL, *ID, *CHOICES, *FINISH_REASON, *FINISH_REASONS; /* interned names */
+
+/* The reasons of `choices` (a list, or whatever else the answer held there) are plain: no dict or list
+ * subclass, whose methods Python code could override. */
+static int plain_choices(PyObject *choices) {
+    if (choices == NULL || !PyList_Check(choices)) return 1;
+    if (!PyList_CheckExact(choices)) return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(choices); i++) {
+        PyObject *choice = PyList_GET_ITEM(choices, i);
+        if (PyDict_Check(choice) && !PyDict_CheckExact(choice)) return 0;
+    }
+    return 1;
+}
+
+/* `dict.get(key)` of an exact dict: a borrowed reference, NULL for none (and NULL with an exception set). */
+static PyObject *get(PyObject *dict, PyObject *key) { return PyDict_GetItemWithError(dict, key); }
+
+/* Sets `answer.NAME` to `value` when that is a str. */
+static int set_str(PyObject *answer, PyObject *name, PyObject *value) {
+    if (value == NULL) return PyErr_Occurred() ? -1 : 0;
+    return PyUnicode_Check(value) ? PyObject_SetAttr(answer, name, value) : 0;
+}
+
+/* Writes what `data` (an exact dict, whose `choices` these are) says into `answer`; its finish reasons into
+ * `reasons` (an exact list). */
+static int read_plain(PyObject *answer, PyObject *data, PyObject *choices, PyObject *reasons) {
+    if (set_str(answer, MODEL, get(data, MODEL)) < 0 || set_str(answer, ID, get(data, ID)) < 0) return -1;
+    for (Py_ssize_t i = 0; choices != NULL && PyList_CheckExact(choices) && i < PyList_GET_SIZE(choices); i++) {
+        PyObject *choice = PyList_GET_ITEM(choices, i);
+        PyObject *reason = PyDict_CheckExact(choice) ? get(choice, FINISH_REASON) : NULL;
+        if (reason == NULL && PyErr_Occurred()) return -1;
+        if (reason != NULL && PyUnicode_Check(reason) && PyList_Append(reasons, reason) < 0) return -1;
+    }
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* `read_answer(answer, data)`, made by `answer_reader(fallback)`: as `answer.python_read_answer`, which
+ * (`fallback`, the function's self) reads what is not orjson's plain dicts and lists. */
+static PyObject *read_answer(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "read_answer(answer, data)");
+        return NULL;
+    }
+    PyObject *answer = args[0], *data = args[1];
+    if (!PyDict_Check(data)) Py_RETURN_NONE; /* not an object: nothing to read */
+    PyObject *reasons = PyObject_GetAttr(answer, FINISH_REASONS);
+    if (reasons == NULL) return NULL;
+    PyObject *choices = NULL;
+    int plain = PyDict_CheckExact(data) && PyList_CheckExact(reasons);
+    if (plain) {
+        choices = get(data, CHOICES);
+        plain = PyErr_Occurred() ? -1 : plain_choices(choices);
+    }
+    int read = plain == 1 ? read_plain(answer, data, choices, reasons) : plain;
+    Py_DECREF(reasons);
+    if (read < 0) return NULL;
+    return plain ? Py_NewRef(Py_None) : PyObject_Vectorcall(fallback, args, 2, NULL);
+}
+
+static PyMethodDef reader = {"read_answer", (PyCFunction)(void (*)(void))read_answer, METH_FASTCALL,
+                             "read_answer(answer, data) -> None: as answer.python_read_answer."};
+
+static PyObject *answer_reader(PyObject *module, PyObject *fallback) {
+    (void)module;
+    return PyCFunction_New(&reader, fallback);
+}
+
 static PyMethodDef methods[] = {
     {"tally", (PyCFunction)(void (*)(void))tally, METH_FASTCALL,
      "tally(bounds, counts, sums, elapsed, input_tokens, output_tokens, first_s) -> bool: as "
      "metrics.python_tally; False (nothing counted) for values it hands back."},
+    {"answer_reader", answer_reader, METH_O,
+     "answer_reader(fallback) -> read_answer: the compiled answer.python_read_answer, which calls `fallback` "
+     "(that function) for answers other than plain dicts and lists."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_genai",
-    .m_doc = "Compiled GenAI histogram tally (gateway.telemetry.metrics).",
+    .m_doc = "Compiled GenAI helpers: the histogram tally (gateway.telemetry.metrics) and an answer's model, id and "
+              "finish reasons (gateway.telemetry.answer).",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__genai(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__genai(void) {
+    MODEL = PyUnicode_InternFromString("model");
+    ID = PyUnicode_InternFromString("id");
+    CHOICES = PyUnicode_InternFromString("choices");
+    FINISH_REASON = PyUnicode_InternFromString("finish_reason");
+    FINISH_REASONS = PyUnicode_InternFromString("finish_reasons");
+    if (!MODEL || !ID || !CHOICES || !FINISH_REASON || !FINISH_REASONS) return NULL;
+    return PyModule_Create(&module);
+}

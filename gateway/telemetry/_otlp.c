@@ -70,6 +70,10 @@ static unsigned char *put_delimited(unsigned char *out, unsigned char tag, const
 
 /* A str's UTF-8 bytes (cached in the object by CPython); NULL, no exception set: not valid UTF-8. */
 static const char *utf8(PyObject *s, Py_ssize_t *n) {
+    if (PyUnicode_IS_READY(s) && PyUnicode_IS_COMPACT_ASCII(s)) { /* its own bytes: most, without a call */
+        *n = PyUnicode_GET_LENGTH(s);
+        return (const char *)PyUnicode_DATA(s);
+    }
     const char *data = PyUnicode_AsUTF8AndSize(s, n);
     if (data == NULL) PyErr_Clear();
     return data;
@@ -343,6 +347,18 @@ static int trace_id_halves(PyObject *v, uint64_t *high, uint64_t *low) {
         PyErr_SetString(PyExc_TypeError, "trace_id is an int");
         return -1;
     }
+#if PY_VERSION_HEX < 0x030C0000 && defined(__SIZEOF_INT128__)
+    /* as in otlp_as_u64: up to five digits of 30 bits, without the shift's new int */
+    Py_ssize_t size = Py_SIZE(v);
+    const digit *d = ((PyLongObject *)v)->ob_digit;
+    if (size >= 0 && size <= 5 && (size < 5 || d[4] >> (128 - 4 * PyLong_SHIFT) == 0)) {
+        unsigned __int128 n = 0;
+        for (Py_ssize_t i = size - 1; i >= 0; i--) n = n << PyLong_SHIFT | d[i];
+        *high = (uint64_t)(n >> 64);
+        *low = (uint64_t)n;
+        return 0;
+    }
+#endif
     *low = PyLong_AsUnsignedLongLongMask(v);
     PyObject *shift = PyLong_FromLong(64), *upper = shift ? PyNumber_Rshift(v, shift) : NULL;
     Py_XDECREF(shift);
@@ -435,7 +451,28 @@ done:
     return result;
 }
 
+/* `encoder(fallback)`'s function: `encode_spans`, and for a request it hands back `fallback(...)` (the Python
+ * encoder) with the same arguments, in one call from Python instead of two and a Python frame. */
+static PyObject *encode_or_fall_back(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *encoded = encode_spans(NULL, args, nargs);
+    if (encoded != Py_None) return encoded; /* the bytes, or NULL: an error */
+    Py_DECREF(encoded);
+    return PyObject_Vectorcall(fallback, args, (size_t)nargs, NULL);
+}
+
+static PyMethodDef encoder_method = {
+    "encode_spans", (PyCFunction)(void (*)(void))encode_or_fall_back, METH_FASTCALL,
+    "encode_spans(trace_id, root, children, remote_parent) -> bytes: as otlp_wire.encode_spans."};
+
+static PyObject *encoder(PyObject *module, PyObject *fallback) {
+    (void)module;
+    return PyCFunction_New(&encoder_method, fallback);
+}
+
 static PyMethodDef methods[] = {
+    {"encoder", encoder, METH_O,
+     "encoder(fallback) -> encode_spans: the compiled encoder, calling `fallback` (the Python encoder, with the "
+     "same arguments) for a request it hands back."},
     {"encode_spans", (PyCFunction)(void (*)(void))encode_spans, METH_FASTCALL,
      "encode_spans(trace_id, root, children, remote_parent) -> bytes | None: as otlp_wire.encode_spans; None "
      "where a value needs the Python encoder."},
