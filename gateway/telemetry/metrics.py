@@ -2,10 +2,11 @@
 (`edgecore.genai`), dropped spans and the per-partner usage counters.
 
 The GenAI histograms are observed on every inference request, so they are batched like the
-gateway's per-request counters (`edgecore.metrics`): an observation is a bisect and two additions
-into plain numbers (`GenAiSeries`), moved into the Prometheus children by `flush`, which runs before
-every collection, so no scrape reads stale values. The client's own `observe` takes a lock per value
-update and loops over the buckets in Python: several times the cost.
+gateway's per-request counters (`edgecore.metrics`): an observation is a bucket search and two
+additions per histogram into plain lists (`GenAiSeries`; one C call, `_genai.c`, where setup.py built
+it), moved into the Prometheus children by `flush`, which runs before every collection, so no scrape
+reads stale values. The client's own `observe` takes a lock per value update and loops over the
+buckets in Python: several times the cost.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class GenAiSeries:
             schedule()
         self.n += 1
         if not tally(_BOUNDS, self.counts, self.sums, elapsed, input_tokens, output_tokens, first_s):
+            # handed back by the compiled tally (an int beyond 64 bits, a float subclass)
             python_tally(_BOUNDS, self.counts, self.sums, elapsed, input_tokens, output_tokens, first_s)
 
     def flush(self) -> None:
@@ -118,10 +120,11 @@ class GenAiSeries:
             return
         for h, child in enumerate(self.children):
             counts, done = self.counts[h], self.done_counts[h]
-            for i, count in enumerate(counts):
-                if count != done[i]:
-                    child._buckets[i].inc(count - done[i])
-                    done[i] = count
+            if counts != done:  # (one C-level comparison: a histogram not observed since costs no loop)
+                for i, count in enumerate(counts):
+                    if count != done[i]:
+                        child._buckets[i].inc(count - done[i])
+                        done[i] = count
             total = self.sums[h]
             if total != self.done_sums[h]:
                 child._sum.inc(total - self.done_sums[h])

@@ -80,7 +80,7 @@ class Tracing:
         if parent is not None:
             trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
         else:
-            trace_id = random.getrandbits(128) or 1
+            trace_id = _random_bits(128) or 1
             sampled = trace_id & _LOW_64 < self.bound
         if not sampled:
             ctx.trace_context = (trace_id, _random_bits(64) or 1)  # `propagation.propagate_unsampled`
