@@ -5,7 +5,8 @@
 from setuptools import Extension, setup
 
 setup(ext_modules=[
-    Extension("gateway.telemetry._otlp", ["gateway/telemetry/_otlp.c", "gateway/telemetry/_otlp_stages.c"],
+    Extension("gateway.telemetry._otlp", ["gateway/telemetry/_otlp.c", "gateway/telemetry/_otlp_values.c",
+                                          "gateway/telemetry/_otlp_stages.c"],
               depends=["gateway/telemetry/_otlp.h"], optional=True, extra_compile_args=["-O2"]),
     Extension("gateway.telemetry._genai", ["gateway/telemetry/_genai.c"], optional=True, extra_compile_args=["-O2"]),
 ])

@@ -8,155 +8,11 @@
  * than str, bool, int in int64's range, float, bytes or a list or tuple of them; an attribute
  * key that is not a str; a str that is not valid UTF-8) returns None: the Python encoder then handles
  * the request, and logs what it leaves out. An attribute whose value is None is not set: left out. No
- * Python code runs in here (exact types only), so the GIL is held throughout. The module's stage spans
- * (`tracing.python_stage_spans`) are in `_otlp_stages.c`. */
+ * Python code runs in here (exact types only), so the GIL is held throughout. Attribute values are
+ * sized and written by `_otlp_values.c`; the module's stage spans (`tracing.python_stage_spans`) are in
+ * `_otlp_stages.c`. */
 
 #include "_otlp.h"
-
-#include <string.h>
-
-#define UNSUPPORTED (-2) /* a size function's answer for a value this does not encode */
-
-static size_t varint_size(uint64_t n) {
-    size_t size = 1;
-    while (n >= 0x80) {
-        n >>= 7;
-        size++;
-    }
-    return size;
-}
-
-static unsigned char *put_varint(unsigned char *out, uint64_t n) {
-    while (n >= 0x80) {
-        *out++ = (unsigned char)(n | 0x80);
-        n >>= 7;
-    }
-    *out++ = (unsigned char)n;
-    return out;
-}
-
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
-static unsigned char *put_le64(unsigned char *out, uint64_t n) {
-    memcpy(out, &n, 8);
-    return out + 8;
-}
-
-static unsigned char *put_be64(unsigned char *out, uint64_t n) {
-    n = __builtin_bswap64(n);
-    memcpy(out, &n, 8);
-    return out + 8;
-}
-#else
-static unsigned char *put_le64(unsigned char *out, uint64_t n) {
-    for (int i = 0; i < 8; i++) out[i] = (unsigned char)(n >> (8 * i));
-    return out + 8;
-}
-
-static unsigned char *put_be64(unsigned char *out, uint64_t n) {
-    for (int i = 0; i < 8; i++) out[i] = (unsigned char)(n >> (56 - 8 * i));
-    return out + 8;
-}
-#endif
-
-/* A length-delimited field's size with its tag (one byte) and length prefix. */
-static size_t delimited(size_t payload) { return 1 + varint_size(payload) + payload; }
-
-static unsigned char *put_delimited(unsigned char *out, unsigned char tag, const void *data, size_t n) {
-    *out++ = tag;
-    out = put_varint(out, n);
-    memcpy(out, data, n);
-    return out + n;
-}
-
-/* A str's UTF-8 bytes (cached in the object by CPython); NULL, no exception set: not valid UTF-8. */
-static const char *utf8(PyObject *s, Py_ssize_t *n) {
-    if (PyUnicode_IS_READY(s) && PyUnicode_IS_COMPACT_ASCII(s)) { /* its own bytes: most, without a call */
-        *n = PyUnicode_GET_LENGTH(s);
-        return (const char *)PyUnicode_DATA(s);
-    }
-    const char *data = PyUnicode_AsUTF8AndSize(s, n);
-    if (data == NULL) PyErr_Clear();
-    return data;
-}
-
-/* ---- AnyValue ------------------------------------------------------------------------------------ */
-
-static Py_ssize_t value_size(PyObject *v);
-
-static Py_ssize_t array_payload(PyObject *seq) {
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), total = 0;
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t size = value_size(items[i]);
-        if (size < 0) return UNSUPPORTED;
-        total += (Py_ssize_t)delimited((size_t)size); /* ArrayValue.values (1) */
-    }
-    return total;
-}
-
-/* The size of an AnyValue message's payload for `v`, or UNSUPPORTED. */
-static Py_ssize_t value_size(PyObject *v) {
-    if (PyBool_Check(v)) return 2;
-    if (PyUnicode_CheckExact(v)) {
-        Py_ssize_t n;
-        if (utf8(v, &n) == NULL) return UNSUPPORTED;
-        return (Py_ssize_t)delimited((size_t)n);
-    }
-    if (PyLong_CheckExact(v)) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow) return UNSUPPORTED;
-        return 1 + (Py_ssize_t)varint_size((uint64_t)x);
-    }
-    if (PyFloat_CheckExact(v)) return 9;
-    if (v == Py_None) return 0;
-    if (PyBytes_CheckExact(v)) return (Py_ssize_t)delimited((size_t)PyBytes_GET_SIZE(v));
-    if (PyTuple_CheckExact(v) || PyList_CheckExact(v)) {
-        Py_ssize_t payload = array_payload(v);
-        return payload < 0 ? UNSUPPORTED : (Py_ssize_t)delimited((size_t)payload);
-    }
-    return UNSUPPORTED;
-}
-
-/* Writes the AnyValue payload sized by `value_size` (which accepted `v`). */
-static unsigned char *put_value(unsigned char *out, PyObject *v) {
-    if (PyBool_Check(v)) {
-        *out++ = 0x10;
-        *out++ = v == Py_True;
-        return out;
-    }
-    if (PyUnicode_CheckExact(v)) {
-        Py_ssize_t n;
-        const char *s = utf8(v, &n);
-        return put_delimited(out, 0x0A, s, (size_t)n);
-    }
-    if (PyLong_CheckExact(v)) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        *out++ = 0x18;
-        return put_varint(out, (uint64_t)x);
-    }
-    if (PyFloat_CheckExact(v)) {
-        double d = PyFloat_AS_DOUBLE(v);
-        uint64_t bits;
-        memcpy(&bits, &d, 8);
-        *out++ = 0x21;
-        return put_le64(out, bits);
-    }
-    if (v == Py_None) return out;
-    if (PyBytes_CheckExact(v)) return put_delimited(out, 0x3A, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
-    /* a list or a tuple: ArrayValue (5) of AnyValues */
-    *out++ = 0x2A;
-    out = put_varint(out, (uint64_t)array_payload(v));
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
-    PyObject **items = PySequence_Fast_ITEMS(v);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        *out++ = 0x0A;
-        out = put_varint(out, (uint64_t)value_size(items[i]));
-        out = put_value(out, items[i]);
-    }
-    return out;
-}
 
 /* An int in [0, 2**64), read digit by digit: PyLong_AsUnsignedLongLong goes through a byte array (3.11),
  * several times the cost for the five numbers of every span. -1 with OverflowError set otherwise. */
@@ -272,7 +128,7 @@ static Py_ssize_t span_size(Span *s, Attrs *attrs) {
         if (value == Py_None) continue; /* not set */
         const char *text;
         if (!PyUnicode_CheckExact(key) || (text = utf8(key, &n)) == NULL) return UNSUPPORTED;
-        Py_ssize_t v = value_size(value);
+        Py_ssize_t v = otlp_value_size(value);
         if (v < 0) return UNSUPPORTED;
         Attr *attr = next_attr(attrs);
         if (attr == NULL) {
@@ -319,7 +175,7 @@ static unsigned char *put_span(unsigned char *out, const Span *s, const Attrs *a
         out = put_delimited(out, 0x0A, a->key, (size_t)a->key_len);
         *out++ = 0x12;
         out = put_varint(out, a->value_size);
-        out = put_value(out, a->value);
+        out = otlp_put_value(out, a->value);
     }
     if (s->error == Py_None) { /* status (15): present and empty (UNSET), as the SDK writes it */
         *out++ = 0x7A;

@@ -1,5 +1,5 @@
-"""The compiled helpers (`_otlp.c`, `_otlp_stages.c`): see `otlp_wire.encode_spans`, `tracing.python_stage_spans`
-and `propagation.traceparent`."""
+"""The compiled helpers (`_otlp.c`, `_otlp_values.c`, `_otlp_stages.c`): see `otlp_wire.encode_spans`,
+`tracing.python_stage_spans` and `propagation.traceparent`."""
 
 from collections.abc import Sequence
 from typing import Any
