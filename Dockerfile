@@ -9,7 +9,7 @@ ARG BACKEND_BASE=nvidia/cuda:12.8.0-runtime-ubuntu24.04
 # --- build: wheels for the gateway and its dependencies ------------------------------------------------
 FROM ${GATEWAY_BASE} AS build
 WORKDIR /src
-# gcc builds the compiled OTLP span encoder (setup.py; without it the Python encoder runs)
+# gcc builds the compiled telemetry helpers: OTLP span encoder, GenAI tally (setup.py; without it they run in Python)
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
  && pip install --no-cache-dir --upgrade pip
 COPY pyproject.toml setup.py README.md ./

@@ -7,8 +7,8 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint plugins bench bench-backend bench-plugins bench-ratelimit bench-routing bench-routing-backends bench-judge install clean
 
-# setup.py and the C source: an editable install builds the compiled span encoder in place
-$(STAMP): pyproject.toml setup.py gateway/telemetry/_otlp.c
+# setup.py and the C sources: an editable install builds the compiled telemetry helpers in place
+$(STAMP): pyproject.toml setup.py $(wildcard gateway/telemetry/*.c gateway/telemetry/*.h)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: the CPU build comes from local disk where the machine provides it.

@@ -23,6 +23,7 @@ from gateway.pipeline.overhead import upstream_timed
 from gateway.pipeline.rename import rename_json, rename_stream
 from gateway.pipeline.stage import Stage
 from gateway.reply import Reply
+from gateway.telemetry.answer import read_answer
 
 if TYPE_CHECKING:
     from gateway.upstream.fallback import FallbackSender, ModelPlans
@@ -113,7 +114,7 @@ class Pipeline:
                 data = parse_completion(body, content_type)
                 ctx.usage = _usage(data)
                 if ctx.answer is not None and ctx.answer.details:
-                    _read_answer(ctx.answer, data)
+                    read_answer(ctx.answer, data)
                 if ctx.served_model is not None and isinstance(data, dict):
                     data["model"] = ctx.served_model
                 body = orjson.dumps(completions_to_generate(data))
@@ -157,23 +158,7 @@ def _read_usage(ctx: RequestContext, body: bytes) -> None:
         return  # passed on as the backend sent it
     ctx.usage = _usage(data)
     if ctx.answer is not None and ctx.answer.details:
-        _read_answer(ctx.answer, data)
-
-
-def _read_answer(answer: Answer, data: Any) -> None:
-    """The model, id and finish reasons of an OpenAI-style answer (or one streamed chunk of it)."""
-    if not isinstance(data, dict):
-        return
-    model, ident, choices = data.get("model"), data.get("id"), data.get("choices")
-    if isinstance(model, str):
-        answer.model = model
-    if isinstance(ident, str):
-        answer.id = ident
-    if isinstance(choices, list):
-        for choice in choices:
-            reason = choice.get("finish_reason") if isinstance(choice, dict) else None
-            if isinstance(reason, str):
-                answer.finish_reasons.append(reason)
+        read_answer(ctx.answer, data)
 
 
 def _stream_answer(ctx: RequestContext, answer: Answer, chunk: bytes) -> None:
@@ -183,7 +168,7 @@ def _stream_answer(ctx: RequestContext, answer: Answer, chunk: bytes) -> None:
         for line in chunk.split(b"\n"):
             if line.startswith(b"data: {"):
                 try:
-                    _read_answer(answer, orjson.loads(line[6:]))
+                    read_answer(answer, orjson.loads(line[6:]))
                 except orjson.JSONDecodeError:
                     continue
 

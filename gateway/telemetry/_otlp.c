@@ -8,155 +8,15 @@
  * than str, bool, int in int64's range, float, bytes or a list or tuple of them; an attribute
  * key that is not a str; a str that is not valid UTF-8) returns None: the Python encoder then handles
  * the request, and logs what it leaves out. An attribute whose value is None is not set: left out. No
- * Python code runs in here (exact types only), so the GIL is held throughout. */
+ * Python code runs in here (exact types only), so the GIL is held throughout. Attribute values are
+ * sized and written by `_otlp_values.c`; the module's stage spans (`tracing.python_stage_spans`) are in
+ * `_otlp_stages.c`. */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <string.h>
-
-#define UNSUPPORTED (-2) /* a size function's answer for a value this does not encode */
-
-static size_t varint_size(uint64_t n) {
-    size_t size = 1;
-    while (n >= 0x80) {
-        n >>= 7;
-        size++;
-    }
-    return size;
-}
-
-static unsigned char *put_varint(unsigned char *out, uint64_t n) {
-    while (n >= 0x80) {
-        *out++ = (unsigned char)(n | 0x80);
-        n >>= 7;
-    }
-    *out++ = (unsigned char)n;
-    return out;
-}
-
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
-static unsigned char *put_le64(unsigned char *out, uint64_t n) {
-    memcpy(out, &n, 8);
-    return out + 8;
-}
-
-static unsigned char *put_be64(unsigned char *out, uint64_t n) {
-    n = __builtin_bswap64(n);
-    memcpy(out, &n, 8);
-    return out + 8;
-}
-#else
-static unsigned char *put_le64(unsigned char *out, uint64_t n) {
-    for (int i = 0; i < 8; i++) out[i] = (unsigned char)(n >> (8 * i));
-    return out + 8;
-}
-
-static unsigned char *put_be64(unsigned char *out, uint64_t n) {
-    for (int i = 0; i < 8; i++) out[i] = (unsigned char)(n >> (56 - 8 * i));
-    return out + 8;
-}
-#endif
-
-/* A length-delimited field's size with its tag (one byte) and length prefix. */
-static size_t delimited(size_t payload) { return 1 + varint_size(payload) + payload; }
-
-static unsigned char *put_delimited(unsigned char *out, unsigned char tag, const void *data, size_t n) {
-    *out++ = tag;
-    out = put_varint(out, n);
-    memcpy(out, data, n);
-    return out + n;
-}
-
-/* A str's UTF-8 bytes (cached in the object by CPython); NULL, no exception set: not valid UTF-8. */
-static const char *utf8(PyObject *s, Py_ssize_t *n) {
-    const char *data = PyUnicode_AsUTF8AndSize(s, n);
-    if (data == NULL) PyErr_Clear();
-    return data;
-}
-
-/* ---- AnyValue ------------------------------------------------------------------------------------ */
-
-static Py_ssize_t value_size(PyObject *v);
-
-static Py_ssize_t array_payload(PyObject *seq) {
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), total = 0;
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t size = value_size(items[i]);
-        if (size < 0) return UNSUPPORTED;
-        total += (Py_ssize_t)delimited((size_t)size); /* ArrayValue.values (1) */
-    }
-    return total;
-}
-
-/* The size of an AnyValue message's payload for `v`, or UNSUPPORTED. */
-static Py_ssize_t value_size(PyObject *v) {
-    if (PyBool_Check(v)) return 2;
-    if (PyUnicode_CheckExact(v)) {
-        Py_ssize_t n;
-        if (utf8(v, &n) == NULL) return UNSUPPORTED;
-        return (Py_ssize_t)delimited((size_t)n);
-    }
-    if (PyLong_CheckExact(v)) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow) return UNSUPPORTED;
-        return 1 + (Py_ssize_t)varint_size((uint64_t)x);
-    }
-    if (PyFloat_CheckExact(v)) return 9;
-    if (v == Py_None) return 0;
-    if (PyBytes_CheckExact(v)) return (Py_ssize_t)delimited((size_t)PyBytes_GET_SIZE(v));
-    if (PyTuple_CheckExact(v) || PyList_CheckExact(v)) {
-        Py_ssize_t payload = array_payload(v);
-        return payload < 0 ? UNSUPPORTED : (Py_ssize_t)delimited((size_t)payload);
-    }
-    return UNSUPPORTED;
-}
-
-/* Writes the AnyValue payload sized by `value_size` (which accepted `v`). */
-static unsigned char *put_value(unsigned char *out, PyObject *v) {
-    if (PyBool_Check(v)) {
-        *out++ = 0x10;
-        *out++ = v == Py_True;
-        return out;
-    }
-    if (PyUnicode_CheckExact(v)) {
-        Py_ssize_t n;
-        const char *s = utf8(v, &n);
-        return put_delimited(out, 0x0A, s, (size_t)n);
-    }
-    if (PyLong_CheckExact(v)) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        *out++ = 0x18;
-        return put_varint(out, (uint64_t)x);
-    }
-    if (PyFloat_CheckExact(v)) {
-        double d = PyFloat_AS_DOUBLE(v);
-        uint64_t bits;
-        memcpy(&bits, &d, 8);
-        *out++ = 0x21;
-        return put_le64(out, bits);
-    }
-    if (v == Py_None) return out;
-    if (PyBytes_CheckExact(v)) return put_delimited(out, 0x3A, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
-    /* a list or a tuple: ArrayValue (5) of AnyValues */
-    *out++ = 0x2A;
-    out = put_varint(out, (uint64_t)array_payload(v));
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
-    PyObject **items = PySequence_Fast_ITEMS(v);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        *out++ = 0x0A;
-        out = put_varint(out, (uint64_t)value_size(items[i]));
-        out = put_value(out, items[i]);
-    }
-    return out;
-}
+#include "_otlp.h"
 
 /* An int in [0, 2**64), read digit by digit: PyLong_AsUnsignedLongLong goes through a byte array (3.11),
  * several times the cost for the five numbers of every span. -1 with OverflowError set otherwise. */
-static int as_u64(PyObject *v, uint64_t *out) {
+int otlp_as_u64(PyObject *v, uint64_t *out) {
     if (!PyLong_Check(v)) {
         PyErr_SetString(PyExc_TypeError, "span ids and times are ints");
         return -1;
@@ -230,8 +90,8 @@ static int unpack(PyObject *t, Span *s) {
     s->error = PyTuple_GET_ITEM(t, 7);
     if (!PyUnicode_CheckExact(s->name) || !PyDict_CheckExact(s->attrs)) return UNSUPPORTED;
     if (s->error != Py_None && !PyUnicode_CheckExact(s->error)) return UNSUPPORTED;
-    if (as_u64(PyTuple_GET_ITEM(t, 1), &s->span_id) < 0 || as_u64(PyTuple_GET_ITEM(t, 2), &s->parent) < 0 ||
-        as_u64(PyTuple_GET_ITEM(t, 5), &s->start) < 0 || as_u64(PyTuple_GET_ITEM(t, 6), &s->end) < 0)
+    if (otlp_as_u64(PyTuple_GET_ITEM(t, 1), &s->span_id) < 0 || otlp_as_u64(PyTuple_GET_ITEM(t, 2), &s->parent) < 0 ||
+        otlp_as_u64(PyTuple_GET_ITEM(t, 5), &s->start) < 0 || otlp_as_u64(PyTuple_GET_ITEM(t, 6), &s->end) < 0)
         return -1;
     s->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 3));
     if (s->kind == -1 && PyErr_Occurred()) return -1;
@@ -268,7 +128,7 @@ static Py_ssize_t span_size(Span *s, Attrs *attrs) {
         if (value == Py_None) continue; /* not set */
         const char *text;
         if (!PyUnicode_CheckExact(key) || (text = utf8(key, &n)) == NULL) return UNSUPPORTED;
-        Py_ssize_t v = value_size(value);
+        Py_ssize_t v = otlp_value_size(value);
         if (v < 0) return UNSUPPORTED;
         Attr *attr = next_attr(attrs);
         if (attr == NULL) {
@@ -315,7 +175,7 @@ static unsigned char *put_span(unsigned char *out, const Span *s, const Attrs *a
         out = put_delimited(out, 0x0A, a->key, (size_t)a->key_len);
         *out++ = 0x12;
         out = put_varint(out, a->value_size);
-        out = put_value(out, a->value);
+        out = otlp_put_value(out, a->value);
     }
     if (s->error == Py_None) { /* status (15): present and empty (UNSET), as the SDK writes it */
         *out++ = 0x7A;
@@ -343,11 +203,23 @@ static int trace_id_halves(PyObject *v, uint64_t *high, uint64_t *low) {
         PyErr_SetString(PyExc_TypeError, "trace_id is an int");
         return -1;
     }
+#if PY_VERSION_HEX < 0x030C0000 && defined(__SIZEOF_INT128__)
+    /* as in otlp_as_u64: up to five digits of 30 bits, without the shift's new int */
+    Py_ssize_t size = Py_SIZE(v);
+    const digit *d = ((PyLongObject *)v)->ob_digit;
+    if (size >= 0 && size <= 5 && (size < 5 || d[4] >> (128 - 4 * PyLong_SHIFT) == 0)) {
+        unsigned __int128 n = 0;
+        for (Py_ssize_t i = size - 1; i >= 0; i--) n = n << PyLong_SHIFT | d[i];
+        *high = (uint64_t)(n >> 64);
+        *low = (uint64_t)n;
+        return 0;
+    }
+#endif
     *low = PyLong_AsUnsignedLongLongMask(v);
     PyObject *shift = PyLong_FromLong(64), *upper = shift ? PyNumber_Rshift(v, shift) : NULL;
     Py_XDECREF(shift);
     if (upper == NULL) return -1;
-    int bad = as_u64(upper, high);
+    int bad = otlp_as_u64(upper, high);
     Py_DECREF(upper);
     return bad;
 }
@@ -367,7 +239,7 @@ static PyObject *traceparent(PyObject *module, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     uint64_t high, low, span_id;
-    if (trace_id_halves(args[0], &high, &low) < 0 || as_u64(args[1], &span_id) < 0) return NULL;
+    if (trace_id_halves(args[0], &high, &low) < 0 || otlp_as_u64(args[1], &span_id) < 0) return NULL;
     int sampled = PyObject_IsTrue(args[2]);
     if (sampled < 0) return NULL;
     PyObject *text = PyUnicode_New(55, 127);
@@ -435,21 +307,45 @@ done:
     return result;
 }
 
+/* `encoder(fallback)`'s function: `encode_spans`, and for a request it hands back `fallback(...)` (the Python
+ * encoder) with the same arguments, in one call from Python instead of two and a Python frame. */
+static PyObject *encode_or_fall_back(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *encoded = encode_spans(NULL, args, nargs);
+    if (encoded != Py_None) return encoded; /* the bytes, or NULL: an error */
+    Py_DECREF(encoded);
+    return PyObject_Vectorcall(fallback, args, (size_t)nargs, NULL);
+}
+
+static PyMethodDef encoder_method = {
+    "encode_spans", (PyCFunction)(void (*)(void))encode_or_fall_back, METH_FASTCALL,
+    "encode_spans(trace_id, root, children, remote_parent) -> bytes: as otlp_wire.encode_spans."};
+
+static PyObject *encoder(PyObject *module, PyObject *fallback) {
+    (void)module;
+    return PyCFunction_New(&encoder_method, fallback);
+}
+
 static PyMethodDef methods[] = {
+    {"encoder", encoder, METH_O,
+     "encoder(fallback) -> encode_spans: the compiled encoder, calling `fallback` (the Python encoder, with the "
+     "same arguments) for a request it hands back."},
     {"encode_spans", (PyCFunction)(void (*)(void))encode_spans, METH_FASTCALL,
      "encode_spans(trace_id, root, children, remote_parent) -> bytes | None: as otlp_wire.encode_spans; None "
      "where a value needs the Python encoder."},
     {"traceparent", (PyCFunction)(void (*)(void))traceparent, METH_FASTCALL,
      "traceparent(trace_id, span_id, sampled) -> str: the W3C traceparent header value."},
+    {"stage_spans", (PyCFunction)(void (*)(void))otlp_stage_spans, METH_FASTCALL,
+     "stage_spans(spans, server_id, stages, marks, failed, now) -> None: appends the pipeline's stage spans, "
+     "as tracing.python_stage_spans."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_otlp",
-    .m_doc = "Compiled OTLP span encoder (otlp_wire) and traceparent formatting (propagation).",
+    .m_doc = "Compiled OTLP span encoder (otlp_wire), stage spans (tracing) and traceparent formatting (propagation).",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__otlp(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__otlp(void) { return otlp_stages_init() < 0 ? NULL : PyModule_Create(&module); }

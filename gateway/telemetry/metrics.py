@@ -2,15 +2,17 @@
 (`edgecore.genai`), dropped spans and the per-partner usage counters.
 
 The GenAI histograms are observed on every inference request, so they are batched like the
-gateway's per-request counters (`edgecore.metrics`): an observation is a bisect and two additions
-into plain numbers (`GenAiSeries`), moved into the Prometheus children by `flush`, which runs before
-every collection, so no scrape reads stale values. The client's own `observe` takes a lock per value
-update and loops over the buckets in Python: several times the cost.
+gateway's per-request counters (`edgecore.metrics`): an observation is a bucket search and two
+additions per histogram into plain lists (`GenAiSeries`; one C call, `_genai.c`, where setup.py built
+it), moved into the Prometheus children by `flush`, which runs before every collection, so no scrape
+reads stale values. The client's own `observe` takes a lock per value update and loops over the
+buckets in Python: several times the cost.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter
@@ -38,10 +40,41 @@ def count_dropped(reason: str, spans: int) -> None:
 
 
 _INF = float("inf")
-_DURATION = [*DURATION_BUCKETS, _INF]  # upper bounds as the client keeps them (+Inf last)
-_TOKENS = [*TOKEN_BUCKETS, _INF]
-_TTFT = [*TTFT_BUCKETS, _INF]
-_TPOT = [*TPOT_BUCKETS, _INF]
+_DURATION = [*map(float, DURATION_BUCKETS), _INF]  # upper bounds as the client keeps them (floats, +Inf last)
+_TOKENS = [*map(float, TOKEN_BUCKETS), _INF]
+_TTFT = [*map(float, TTFT_BUCKETS), _INF]
+_TPOT = [*map(float, TPOT_BUCKETS), _INF]
+_BOUNDS = (_DURATION, _TOKENS, _TOKENS, _TTFT, _TPOT)  # by histogram, in `GenAiSeries.counts`' order
+
+
+def python_tally(bounds: tuple[list[float], ...], counts: list[list[int]], sums: list[float], elapsed: float,
+                 input_tokens: int | None, output_tokens: int, first_s: float | None) -> bool:
+    """Count one request's observations (as `GenAiSeries.observe` takes them) into `counts` (per histogram,
+    per bucket: not cumulative) and `sums`. Compiled in `_genai.c` (`tally`) where setup.py built it:
+    that one returns False, having counted nothing, for values it hands back to this one."""
+    counts[0][bisect_left(bounds[0], elapsed)] += 1  # the first bucket whose bound is >= the value
+    sums[0] += elapsed
+    if input_tokens is not None:
+        counts[1][bisect_left(bounds[1], input_tokens)] += 1
+        sums[1] += input_tokens
+        counts[2][bisect_left(bounds[2], output_tokens)] += 1
+        sums[2] += output_tokens
+    if first_s is not None:
+        counts[3][bisect_left(bounds[3], first_s)] += 1
+        sums[3] += first_s
+        if input_tokens is not None and output_tokens > 1:
+            tpot = max(0.0, elapsed - first_s) / (output_tokens - 1)
+            counts[4][bisect_left(bounds[4], tpot)] += 1
+            sums[4] += tpot
+    return True
+
+
+tally: Callable[[tuple[list[float], ...], list[list[int]], list[float], float, int | None, int, float | None], bool]
+tally = python_tally
+try:
+    from gateway.telemetry._genai import tally
+except ImportError:  # built without a C compiler
+    pass
 
 
 class GenAiSeries:
@@ -62,11 +95,10 @@ class GenAiSeries:
             genai.request_duration.labels(operation, model), genai.token_usage.labels(operation, model, "input"),
             genai.token_usage.labels(operation, model, "output"), genai.time_to_first_token.labels(operation, model),
             genai.time_per_output_token.labels(operation, model))
-        bounds = (_DURATION, _TOKENS, _TOKENS, _TTFT, _TPOT)
-        for child, upper in zip(self.children, bounds, strict=True):
+        for child, upper in zip(self.children, _BOUNDS, strict=True):
             assert list(child._upper_bounds) == upper, "edgecore.genai's buckets changed"
-        self.counts = [[0] * len(b) for b in bounds]
-        self.done_counts = [[0] * len(b) for b in bounds]
+        self.counts = [[0] * len(b) for b in _BOUNDS]
+        self.done_counts = [[0] * len(b) for b in _BOUNDS]
         self.sums = [0.0] * 5
         self.done_sums = [0.0] * 5
         self.n = self.done_n = 0
@@ -78,21 +110,9 @@ class GenAiSeries:
         if self.n == self.done_n:
             schedule()
         self.n += 1
-        counts, sums = self.counts, self.sums
-        counts[0][bisect_left(_DURATION, elapsed)] += 1  # the first bucket whose bound is >= the value
-        sums[0] += elapsed
-        if input_tokens is not None:
-            counts[1][bisect_left(_TOKENS, input_tokens)] += 1
-            sums[1] += input_tokens
-            counts[2][bisect_left(_TOKENS, output_tokens)] += 1
-            sums[2] += output_tokens
-        if first_s is not None:
-            counts[3][bisect_left(_TTFT, first_s)] += 1
-            sums[3] += first_s
-            if input_tokens is not None and output_tokens > 1:
-                tpot = max(0.0, elapsed - first_s) / (output_tokens - 1)
-                counts[4][bisect_left(_TPOT, tpot)] += 1
-                sums[4] += tpot
+        if not tally(_BOUNDS, self.counts, self.sums, elapsed, input_tokens, output_tokens, first_s):
+            # handed back by the compiled tally (an int beyond 64 bits, a float subclass)
+            python_tally(_BOUNDS, self.counts, self.sums, elapsed, input_tokens, output_tokens, first_s)
 
     def flush(self) -> None:
         n = self.n
@@ -100,10 +120,11 @@ class GenAiSeries:
             return
         for h, child in enumerate(self.children):
             counts, done = self.counts[h], self.done_counts[h]
-            for i, count in enumerate(counts):
-                if count != done[i]:
-                    child._buckets[i].inc(count - done[i])
-                    done[i] = count
+            if counts != done:  # (one C-level comparison: a histogram not observed since costs no loop)
+                for i, count in enumerate(counts):
+                    if count != done[i]:
+                        child._buckets[i].inc(count - done[i])
+                        done[i] = count
             total = self.sums[h]
             if total != self.done_sums[h]:
                 child._sum.inc(total - self.done_sums[h])

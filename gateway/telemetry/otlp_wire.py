@@ -29,11 +29,11 @@ from typing import Any
 
 log = logging.getLogger("gateway.telemetry.otlp_wire")
 
-# The compiled encoder where setup.py built it (None where not); it returns None for a request with a
-# value it hands back to `python_encode_spans`.
-_compiled: Callable[[int, Span, Sequence[Span], bool], bytes | None] | None = None
+# The compiled encoder where setup.py built it (None where not): `_encoder(fallback)` is it, calling
+# `fallback` (`python_encode_spans`) for a request with a value it hands back.
+_encoder: Callable[[Encoder], Encoder] | None = None
 try:
-    from gateway.telemetry._otlp import encode_spans as _compiled
+    from gateway.telemetry._otlp import encoder as _encoder
 except ImportError:  # built without a C compiler: the Python encoder
     pass
 
@@ -212,26 +212,13 @@ _root_shapes = _Table(lambda k: _shape(k[0], k[1], k[2], k[3], 0))
 # failed span (None: status UNSET). Attribute values: str, int, float, bool or a tuple of them, one
 # type per key (`_Attributes`).
 Span = tuple[str, int, int, int, dict[str, Any], int, int, "str | None"]
+Encoder = Callable[[int, Span, Sequence[Span], bool], bytes]  # `encode_spans`
 
 
 def _slow_attributes(attributes: dict[str, Any]) -> bytes:
     """The attributes of a span with a value the table cannot take (an unhashable one)."""
     return b"".join(_attributes[kv] if type(kv[1]) in (str, int, float, bool) else _attribute(*kv)
                     for kv in attributes.items())
-
-
-def encode_spans(trace_id: int, root: Span, children: Sequence[Span], remote_parent: bool = False) -> bytes:
-    """A request's spans, each a `ScopeSpans.spans` (2) field, concatenated: `root` (the server span,
-    whose parent is remote when `remote_parent`, and may be none) and `children` (each with a parent).
-    Fields are in field-number order.
-
-    The compiled encoder (`_otlp.c`, built by setup.py where a C compiler is) writes them when it can
-    (it hands a request with an unusual value back: None); else `python_encode_spans`."""
-    if _compiled is not None:
-        encoded = _compiled(trace_id, root, children, remote_parent)
-        if encoded is not None:
-            return encoded
-    return python_encode_spans(trace_id, root, children, remote_parent)
 
 
 def python_encode_spans(trace_id: int, root: Span, children: Sequence[Span], remote_parent: bool = False) -> bytes:
@@ -257,6 +244,18 @@ def python_encode_spans(trace_id: int, root: Span, children: Sequence[Span], rem
     except TypeError:  # an attribute value the table cannot take (unhashable): the slow way
         return _encode_slowly(pre, root, children, remote_parent)
     return join(out)
+
+
+encode_spans: Encoder = python_encode_spans
+"""`encode_spans(trace_id, root, children, remote_parent)`: a request's spans, each a `ScopeSpans.spans` (2)
+field, concatenated: `root` (the server span, whose parent is remote when `remote_parent`, and may be none)
+and `children` (each with a parent). Fields are in field-number order.
+
+The compiled encoder (`_otlp.c`, built by setup.py where a C compiler is) writes them where built; it hands a
+request with an unusual value to `python_encode_spans` itself (one C call per request: a Python function
+choosing between the two cost ~1k instructions more)."""
+if _encoder is not None:
+    encode_spans = _encoder(python_encode_spans)
 
 
 def _encode_slowly(pre: bytes, root: Span, children: Sequence[Span], remote_parent: bool) -> bytes:

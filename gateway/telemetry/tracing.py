@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
@@ -80,7 +80,7 @@ class Tracing:
         if parent is not None:
             trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
         else:
-            trace_id = random.getrandbits(128) or 1
+            trace_id = _random_bits(128) or 1
             sampled = trace_id & _LOW_64 < self.bound
         if not sampled:
             ctx.trace_context = (trace_id, _random_bits(64) or 1)  # `propagation.propagate_unsampled`
@@ -207,7 +207,9 @@ class RequestTrace:
         spans = self.spans
         marks = self.marks
         if marks:
-            self._stage_spans(ctx, marks, now)
+            stage_spans(spans, server, ctx.ran, marks, self.failed, now)
+            if ctx.cache_status is not None:
+                self._cache_status(ctx.cache_status)
         if self.inference is not None:
             spans.append(self._inference_span(ctx, status, now))
         route = ctx.route
@@ -224,21 +226,6 @@ class RequestTrace:
                             attrs, self.server_start, now, error)
         # encoded here and queued for the export thread (which never blocks this)
         self.tracing.queue.put(len(spans) + 1, encode_spans(self.trace_id, root, spans, remote is not None))
-
-    def _stage_spans(self, ctx: RequestContext, marks: list[int], now: int) -> None:
-        """Stage k of `ctx.ran` (from 1) ran from mark k - 1 to mark k, and failed with `failed` when it
-        is the last marked; one without an end mark ran until now (it raised what the pipeline did not
-        see: cancelled)."""
-        server, spans, failed = self.server_id, self.spans, self.failed
-        last = len(marks) - 1
-        start = marks[0]
-        for k, stage in enumerate(ctx.ran, 1):
-            end, error = (marks[k], failed if k == last else None) if k <= last else (now, None)
-            attrs = _NO_ATTRS if error is None else {"error.type": error}
-            spans.append((stage.name, server ^ k, server, INTERNAL, attrs, start, end, error))
-            start = end
-        if ctx.cache_status is not None:
-            self._cache_status(ctx.cache_status)
 
     def _cache_status(self, status: str) -> None:
         for i, span in enumerate(self.spans):
@@ -276,6 +263,28 @@ class RequestTrace:
 _ATTEMPTS = tuple(f"upstream attempt {n}" for n in range(16))  # span names by attempt number
 _NO_ATTRS: dict[str, Any] = {}  # shared by stage spans without attributes (never written)
 _ID_FLOOR = 1 << 32  # set in the server span's id: XOR with a number below it is never 0
+
+
+def python_stage_spans(spans: list[Span], server: int, stages: Sequence[Any], marks: list[int], failed: str | None,
+                       now: int) -> None:
+    """Append the pipeline's stage spans to `spans`, children of the server span `server`: stage k of
+    `stages` (from 1; `ctx.ran`) ran from mark k - 1 to mark k, and failed with `failed` when it is the
+    last marked; one without an end mark ran until `now` (it raised what the pipeline did not see:
+    cancelled). Compiled in `_otlp_stages.c` (`stage_spans`) where setup.py built it."""
+    last = len(marks) - 1
+    start = marks[0]
+    for k, stage in enumerate(stages, 1):
+        end, error = (marks[k], failed if k == last else None) if k <= last else (now, None)
+        attrs = _NO_ATTRS if error is None else {"error.type": error}
+        spans.append((stage.name, server ^ k, server, INTERNAL, attrs, start, end, error))
+        start = end
+
+
+stage_spans: Callable[[list[Span], int, Sequence[Any], list[int], str | None, int], None] = python_stage_spans
+try:
+    from gateway.telemetry._otlp import stage_spans
+except ImportError:  # built without a C compiler
+    pass
 
 
 _operations: dict[str, str] = {}  # gen_ai.operation.name by path (the routes' paths: a few)

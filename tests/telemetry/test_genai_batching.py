@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from edgecore.genai import genai_metrics
 from gateway.metrics import registry
+from gateway.telemetry import metrics
 from gateway.telemetry.metrics import GenAiSeries
 
 MODEL = "batching-test-model"
@@ -67,3 +68,29 @@ def test_a_flush_from_another_thread_loses_no_observation() -> None:
     assert sorted(counts) == [("gen_ai_client_token_usage_count", "input", 20_000),
                               ("gen_ai_client_token_usage_count", "output", 20_000),
                               ("gen_ai_server_request_duration_seconds_count", None, 20_000)]
+
+
+def test_compiled_and_python_tallies_count_the_same() -> None:
+    """Random observations, edges included (NaN, +Inf, bools, ints beyond 64 bits, which the compiled tally
+    hands back): both tallies leave the same counts and sums."""
+    import math
+    import shutil
+
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert metrics.tally is not metrics.python_tally, "setup.py builds gateway/telemetry/_genai.c"
+    rng = random.Random(3)
+    shape = [[0] * len(b) for b in metrics._BOUNDS]
+    ours, theirs = ([list(c) for c in shape], [0.0] * 5), ([list(c) for c in shape], [0.0] * 5)
+    handed_back = 0
+    for _ in range(5000):
+        args = (rng.choice([0.0, 0.01, 0.3, 2.56, 100.0, rng.random() * 5, 1e300, math.inf, math.nan]),
+                rng.choice([None, rng.randrange(5000), 67108864, 67108865, True, -5, 1 << 60, 1 << 70]),
+                rng.choice([0, 1, 2, rng.randrange(300), False, (1 << 53) + 1, 1 << 70]),
+                rng.choice([None, rng.random() * 5, 0.001, math.nan]))
+        if not metrics.tally(metrics._BOUNDS, *ours, *args):
+            handed_back += 1
+            metrics.python_tally(metrics._BOUNDS, *ours, *args)
+        metrics.python_tally(metrics._BOUNDS, *theirs, *args)
+        assert ours[0] == theirs[0]
+        assert all(a == b or math.isnan(a) and math.isnan(b) for a, b in zip(ours[1], theirs[1], strict=True))
+    assert metrics.tally is metrics.python_tally or 0 < handed_back < 5000

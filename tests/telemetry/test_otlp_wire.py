@@ -265,6 +265,14 @@ class _Str(str):
     pass
 
 
+# The compiled encoder alone (None: a request it hands back to the Python one), where setup.py built it.
+_compiled: Any = None
+try:
+    from gateway.telemetry._otlp import encode_spans as _compiled
+except ImportError:  # built without a C compiler
+    pass
+
+
 # Values the compiled encoder hands back to the Python one (which encodes or leaves out and logs them).
 _HANDED_BACK: list[Any] = [{"a": 1}, 1 << 64, _Str("sub"), "lone \ud800 surrogate", [1, {"x": "y"}], object()]
 
@@ -302,8 +310,33 @@ def _random_span(rng: Any, root: bool) -> otlp_wire.Span:
 def test_the_compiled_encoder_is_built_where_a_compiler_is() -> None:
     import shutil
 
+    from gateway.telemetry import tracing
+
     if shutil.which("cc") or shutil.which("gcc"):
-        assert otlp_wire._compiled is not None, "setup.py builds gateway/telemetry/_otlp.c: reinstall (make install)"
+        assert _compiled is not None, "setup.py builds gateway/telemetry/_otlp.c: reinstall (make install)"
+        assert otlp_wire.encode_spans is not otlp_wire.python_encode_spans
+        assert tracing.stage_spans is not tracing.python_stage_spans
+
+
+def test_compiled_and_python_stage_spans_agree() -> None:
+    """Random pipelines (stages that ran, marks taken, a failure or none): the same spans, appended after
+    what the list held."""
+    import random
+
+    from gateway.telemetry import tracing
+
+    rng = random.Random(11)
+    for _ in range(500):
+        stages = [_Stage(rng.choice(["jwt_auth", "cache", "ünï", ""])) for _ in range(rng.randrange(8))]
+        marks = sorted(rng.randrange(1 << 63) for _ in range(rng.randrange(1, len(stages) + 2)))
+        args = (rng.randrange(1 << 32, 1 << 64), stages, marks, rng.choice([None, "rate_limited"]), 1 << 62)
+        compiled: list[Any] = [("earlier",)]
+        python: list[Any] = [("earlier",)]
+        tracing.stage_spans(compiled, *args)
+        tracing.python_stage_spans(python, *args)
+        assert compiled == python and len(compiled) == len(stages) + 1
+    with pytest.raises((ValueError, IndexError)):
+        tracing.stage_spans([], 1 << 40, [_Stage("s")], [], None, 1)
 
 
 def test_compiled_and_python_encoders_write_the_same_bytes(caplog: Any) -> None:
@@ -318,13 +351,13 @@ def test_compiled_and_python_encoders_write_the_same_bytes(caplog: Any) -> None:
         root, children = _random_span(rng, True), [_random_span(rng, False) for _ in range(rng.randrange(40))]
         python = otlp_wire.python_encode_spans(trace_id, root, children, remote)
         assert otlp_wire.encode_spans(trace_id, root, children, remote) == python
-        if otlp_wire._compiled is not None and otlp_wire._compiled(trace_id, root, children, remote) is None:
+        if _compiled is not None and _compiled(trace_id, root, children, remote) is None:
             handed_back += 1
         spans = ExportTraceServiceRequest.FromString(
             BatchHead({}, SCOPE).request([python], len(python))).resource_spans[0].scope_spans[0].spans
         assert [s.span_id for s in spans] == [s[1].to_bytes(8, "big") for s in (root, *children)]
         assert all(s.trace_id == trace_id.to_bytes(16, "big") for s in spans)
-    assert otlp_wire._compiled is None or 0 < handed_back < 400
+    assert _compiled is None or 0 < handed_back < 400
 
 
 def test_malformed_spans_raise_rather_than_encode() -> None:
