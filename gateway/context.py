@@ -31,15 +31,25 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Answer:
     """What the answer said about itself, read only while telemetry is on (`gateway.telemetry`)."""
 
-    model: str | None = None
-    id: str | None = None
-    finish_reasons: list[str] = field(default_factory=list)
-    first_chunk_s: float | None = None  # a stream's first upstream chunk, seconds after the request began
-    details: bool = True  # read the model, id and finish reasons (for a traced request's span); else only the time
+    model: str | None
+    id: str | None
+    finish_reasons: list[str]
+    first_chunk_s: float | None  # a stream's first upstream chunk, seconds after the request began
+    details: bool  # read the model, id and finish reasons (for a traced request's span); else only the time
+
+    # Written out: made on every request while telemetry is on, and the generated one (keyword call,
+    # default factory) costs twice the instructions.
+    def __init__(self, details: bool = True, model: str | None = None, id: str | None = None,  # noqa: A002
+                 finish_reasons: list[str] | None = None, first_chunk_s: float | None = None) -> None:
+        self.details = details
+        self.model = model
+        self.id = id
+        self.finish_reasons = [] if finish_reasons is None else finish_reasons
+        self.first_chunk_s = first_chunk_s
 
 
 @dataclass(slots=True)

@@ -43,7 +43,7 @@ int otlp_as_u64(PyObject *v, uint64_t *out) {
 /* ---- spans ---------------------------------------------------------------------------------------- */
 
 typedef struct {
-    PyObject *name, *attrs, *error;
+    PyObject *name, *keys, *values, *error; /* keys and values: its attributes (two tuples) */
     uint64_t span_id, parent, start, end;
     int kind;
     int remote; /* its parent is remote: flags CONTEXT_IS_REMOTE */
@@ -86,9 +86,16 @@ static int unpack(PyObject *t, Span *s) {
         return -1;
     }
     s->name = PyTuple_GET_ITEM(t, 0);
-    s->attrs = PyTuple_GET_ITEM(t, 4);
+    PyObject *attrs = PyTuple_GET_ITEM(t, 4);
     s->error = PyTuple_GET_ITEM(t, 7);
-    if (!PyUnicode_CheckExact(s->name) || !PyDict_CheckExact(s->attrs)) return UNSUPPORTED;
+    if (!PyUnicode_CheckExact(s->name) || !PyTuple_CheckExact(attrs) || PyTuple_GET_SIZE(attrs) != 2)
+        return UNSUPPORTED;
+    s->keys = PyTuple_GET_ITEM(attrs, 0);
+    s->values = PyTuple_GET_ITEM(attrs, 1);
+    /* (lists, or keys and values of different lengths: the Python encoder's, which raises for the latter) */
+    if (!PyTuple_CheckExact(s->keys) || !PyTuple_CheckExact(s->values) ||
+        PyTuple_GET_SIZE(s->keys) != PyTuple_GET_SIZE(s->values))
+        return UNSUPPORTED;
     if (s->error != Py_None && !PyUnicode_CheckExact(s->error)) return UNSUPPORTED;
     if (otlp_as_u64(PyTuple_GET_ITEM(t, 1), &s->span_id) < 0 || otlp_as_u64(PyTuple_GET_ITEM(t, 2), &s->parent) < 0 ||
         otlp_as_u64(PyTuple_GET_ITEM(t, 5), &s->start) < 0 || otlp_as_u64(PyTuple_GET_ITEM(t, 6), &s->end) < 0)
@@ -122,9 +129,8 @@ static Py_ssize_t span_size(Span *s, Attrs *attrs) {
         size += (Py_ssize_t)delimited((size_t)status);
     }
     s->first = attrs->len;
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(s->attrs, &pos, &key, &value)) {
+    for (Py_ssize_t i = 0, count = PyTuple_GET_SIZE(s->keys); i < count; i++) {
+        PyObject *key = PyTuple_GET_ITEM(s->keys, i), *value = PyTuple_GET_ITEM(s->values, i);
         if (value == Py_None) continue; /* not set */
         const char *text;
         if (!PyUnicode_CheckExact(key) || (text = utf8(key, &n)) == NULL) return UNSUPPORTED;

@@ -5,15 +5,15 @@
 
 #include "_otlp.h"
 
-static PyObject *NAME;       /* "name": a stage's name attribute */
-static PyObject *ERROR_TYPE; /* "error.type": the attribute of the failed stage's span */
-static PyObject *NO_ATTRS;   /* the attributes of every other stage span: shared, never written */
+static PyObject *NAME;     /* "name": a stage's name attribute */
+static PyObject *ERROR_KEYS; /* ("error.type",): the attribute keys of the failed stage's span */
+static PyObject *NO_ATTRS;   /* ((), ()): the attributes of every other stage span */
 
 int otlp_stages_init(void) {
     NAME = PyUnicode_InternFromString("name");
-    ERROR_TYPE = PyUnicode_InternFromString("error.type");
-    NO_ATTRS = PyDict_New();
-    return NAME == NULL || ERROR_TYPE == NULL || NO_ATTRS == NULL ? -1 : 0;
+    ERROR_KEYS = Py_BuildValue("(s)", "error.type");
+    NO_ATTRS = Py_BuildValue("(()())");
+    return NAME == NULL || ERROR_KEYS == NULL || NO_ATTRS == NULL ? -1 : 0;
 }
 
 /* One stage span: `(name, server_id ^ k, server_id, INTERNAL, attributes, start, end, error)`; NULL with an
@@ -23,10 +23,9 @@ static PyObject *stage_span(PyObject *stage, uint64_t id, PyObject *server, PyOb
     PyObject *name = PyObject_GetAttr(stage, NAME);
     PyObject *span_id = PyLong_FromUnsignedLongLong(id);
     PyObject *kind = PyLong_FromLong(0); /* INTERNAL */
-    PyObject *attrs = error == Py_None ? Py_NewRef(NO_ATTRS) : PyDict_New();
+    PyObject *attrs = error == Py_None ? Py_NewRef(NO_ATTRS) : Py_BuildValue("(O(O))", ERROR_KEYS, error);
     PyObject *span = PyTuple_New(8);
-    if (name == NULL || span_id == NULL || kind == NULL || attrs == NULL || span == NULL ||
-        (error != Py_None && PyDict_SetItem(attrs, ERROR_TYPE, error) < 0)) {
+    if (name == NULL || span_id == NULL || kind == NULL || attrs == NULL || span == NULL) {
         Py_XDECREF(name);
         Py_XDECREF(span_id);
         Py_XDECREF(kind);

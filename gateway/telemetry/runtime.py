@@ -51,7 +51,7 @@ class Telemetry:
         """As the request arrives: its server span (when traced)."""
         if self.tracing is not None:
             ctx.trace = self.tracing.begin(ctx)
-        ctx.answer = Answer(details=ctx.trace is not None)  # an untraced one's metrics need only its timing
+        ctx.answer = Answer(ctx.trace is not None)  # an untraced one's metrics need only its timing
 
     def end(self, ctx: RequestContext) -> None:
         """After the last byte: end its spans, observe the GenAI metrics, count the partner's usage."""

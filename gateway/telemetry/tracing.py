@@ -34,7 +34,16 @@ from gateway.errors import GatewayError
 from gateway.telemetry.config import NAME, RouteTelemetry, TelemetryConfig
 from gateway.telemetry.export import SpanExport
 from gateway.telemetry.metrics import count_dropped
-from gateway.telemetry.otlp_wire import CLIENT, INTERNAL, SERVER, BatchHead, Span, encode_spans
+from gateway.telemetry.otlp_wire import (
+    CLIENT,
+    INTERNAL,
+    NO_ATTRIBUTES,
+    SERVER,
+    Attributes,
+    BatchHead,
+    Span,
+    encode_spans,
+)
 from gateway.telemetry.propagation import traceparent
 
 if TYPE_CHECKING:
@@ -48,13 +57,24 @@ _LOW_64 = (1 << 64) - 1
 SCOPE = "edgegw"  # the instrumentation scope of the gateway's spans
 _random_bits = random.getrandbits
 _now = time.time_ns
-# Request parameters recorded on the inference span: attribute and semantic-convention type. Each
-# attribute key keeps one value type (`otlp_wire`'s cache needs it): an int temperature is a float here.
-_GEN_PARAMS: dict[str, tuple[str, type]] = {
-    "max_tokens": ("gen_ai.request.max_tokens", int), "temperature": ("gen_ai.request.temperature", float),
-    "top_p": ("gen_ai.request.top_p", float), "frequency_penalty": ("gen_ai.request.frequency_penalty", float),
-    "seed": ("gen_ai.request.seed", int)}
-_GEN_KEYS = frozenset(_GEN_PARAMS)
+# Each kind of span's attribute keys (`otlp_wire.Attributes`): its values are a tuple in this order.
+_SERVER_KEYS = ("http.request.method", "url.path", "http.route", "client.address", "edgegw.request_id",
+                "http.response.status_code", "edgegw.route", "enduser.id", "error.type")
+_PLUGIN_KEYS = ("edgegw.plugin.name", "edgegw.plugin.version", "error.type")
+_ATTEMPT_KEYS = ("server.address", "edgegw.upstream.attempt", "edgegw.upstream.retry_reason",
+                 "http.response.status_code", "error.type")
+# The inference span's: what the request asked (known as the first attempt begins), then the answer's.
+_REQUEST_KEYS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "edgegw.pool",
+                 "gen_ai.request.max_tokens", "gen_ai.request.temperature", "gen_ai.request.top_p",
+                 "gen_ai.request.frequency_penalty", "gen_ai.request.seed", "edgegw.stream", "gen_ai.input.messages")
+_INFERENCE_KEYS = (*_REQUEST_KEYS, "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
+                   "gen_ai.usage.cache_read.input_tokens", "gen_ai.response.model", "gen_ai.response.finish_reasons",
+                   "gen_ai.response.id", "gen_ai.server.time_to_first_token", "gen_ai.output.messages", "error.type")
+# Request parameters recorded on the inference span: their place among the generation parameters (keys
+# 4 to 8 above) and semantic-convention type. Each attribute key keeps one value type (`otlp_wire`'s
+# cache needs it): an int temperature is a float here.
+_GEN_PARAMS: dict[str, tuple[int, type]] = {"max_tokens": (0, int), "temperature": (1, float), "top_p": (2, float),
+                                            "frequency_penalty": (3, float), "seed": (4, int)}
 
 
 class Tracing:
@@ -117,7 +137,8 @@ class RequestTrace:
         self.marks: list[int] = []
         self.failed: str | None = None  # the error of the stage that raised
         self.next_id = 256
-        self.inference: tuple[str, int, dict[str, Any], int] | None = None  # name, span id, attributes, start
+        # name, span id, the values of its `_REQUEST_KEYS`, start
+        self.inference: tuple[str, int, tuple[Any, ...], int] | None = None
         self.record_content = False
 
     # --- pipeline ----------------------------------------------------------------------------------
@@ -132,16 +153,16 @@ class RequestTrace:
         """Run one plugin of a phase in a span of its own, under the phase's (the running stage's)."""
         server = self.server_id
         span_id, parent = server ^ self._new_id(), server ^ len(self.marks) if self.marks else server
-        attrs: dict[str, Any] = {"edgegw.plugin.name": name, "edgegw.plugin.version": version}
         error = None
         start = _now()
         try:
             return await run
         except GatewayError as exc:
-            attrs["error.type"] = error = exc.code
+            error = exc.code
             raise
         finally:
-            self.spans.append((f"plugin {name}", span_id, parent, INTERNAL, attrs, start, _now(), error))
+            self.spans.append((f"plugin {name}", span_id, parent, INTERNAL, (_PLUGIN_KEYS, (name, version, error)),
+                               start, _now(), error))
 
     def _new_id(self) -> int:
         n = self.next_id = self.next_id + 1
@@ -153,30 +174,34 @@ class RequestTrace:
         """The GenAI client span around every attempt to the pool (`gen_ai.*` request attributes). A
         fallback to another model begins another: the previous one ends here."""
         if self.inference is not None:
-            name, span_id, attrs, start = self.inference
-            self.spans.append((name, span_id, self.server_id, CLIENT, attrs, start, _now(), None))
+            name, span_id, values, start = self.inference
+            self.spans.append((name, span_id, self.server_id, CLIENT, (_REQUEST_KEYS, values), start, _now(), None))
         model, pool = ctx.model, ctx.pool
         op = _operations.get(ctx.path) or _operation(ctx.path)
-        attrs = {"gen_ai.operation.name": op, "gen_ai.provider.name": "edgegw", "gen_ai.request.model": model,
-                 "edgegw.pool": pool.name if pool is not None else None}
+        params: list[Any] = [None, None, None, None, None]
         body = ctx.body_json
         if body:
-            for key in _GEN_KEYS.intersection(body):
-                value, (attr, kind) = body[key], _GEN_PARAMS[key]
+            for key in body:  # (a few keys: cheaper than a set intersection)
+                param = _GEN_PARAMS.get(key)
+                if param is None:
+                    continue
+                value, (i, kind) = body[key], param
                 if type(value) is int:
-                    attrs[attr] = float(value) if kind is float else value
+                    params[i] = float(value) if kind is float else value
                 elif type(value) is float and (kind is float or value.is_integer()):
-                    attrs[attr] = value if kind is float else int(value)
-        if ctx.stream:
-            attrs["edgegw.stream"] = True
+                    params[i] = value if kind is float else int(value)
+        messages = None
         route = ctx.route
         settings = route.sections.get(NAME) if route is not None else None  # `config.route_telemetry`
         if settings is not None:
             self.record_content = isinstance(settings, RouteTelemetry) and settings.record_content
             if self.record_content:
-                attrs["gen_ai.input.messages"] = _text((body or {}).get("messages", (body or {}).get("prompt")))
+                messages = _text((body or {}).get("messages", (body or {}).get("prompt")))
                 ctx.collect_response = True  # the answer's text, for `finish`
-        self.inference = (f"{op} {model}" if model else op, self.server_id ^ self._new_id(), attrs, _now())
+        max_tokens, temperature, top_p, penalty, seed = params
+        values = (op, "edgegw", model, pool.name if pool is not None else None, max_tokens, temperature, top_p, penalty,
+                  seed, True if ctx.stream else None, messages)
+        self.inference = (f"{op} {model}" if model else op, self.server_id ^ self._new_id(), values, _now())
 
     def begin_attempt(self, headers: dict[str, str]) -> tuple[int, int]:
         """An upstream attempt starts: its span's context goes to the backend as `traceparent`.
@@ -191,8 +216,7 @@ class RequestTrace:
         """The attempt's span ends: the answer's head arrived (`status`), or it failed (`error`: the
         code of the GatewayError it returned or raised, or the name of another exception)."""
         span_id, start = begun
-        attrs = {"server.address": endpoint, "edgegw.upstream.attempt": number,
-                 "edgegw.upstream.retry_reason": retry_reason, "http.response.status_code": status, "error.type": error}
+        attrs = (_ATTEMPT_KEYS, (endpoint, number, retry_reason, status, error))
         parent = self.inference[1] if self.inference is not None else self.server_id
         name = _ATTEMPTS[number] if number < len(_ATTEMPTS) else f"upstream attempt {number}"
         self.spans.append((name, span_id, parent, CLIENT, attrs, start, _now(), error))
@@ -217,10 +241,8 @@ class RequestTrace:
         if status >= 500:
             error = ctx.error or str(status)
         path = ctx.path
-        attrs = {"http.request.method": ctx.method, "url.path": path, "http.route": path,
-                 "client.address": ctx.client_ip, "edgegw.request_id": ctx.request_id,
-                 "http.response.status_code": status, "edgegw.route": route.name if route is not None else None,
-                 "enduser.id": ctx.subject, "error.type": error or ctx.error}
+        attrs = (_SERVER_KEYS, (ctx.method, path, path, ctx.client_ip, ctx.request_id, status,
+                                route.name if route is not None else None, ctx.subject, error or ctx.error))
         remote = self.remote_parent
         root = self.root = (f"{ctx.method} {path}", server, remote.span_id if remote is not None else 0, SERVER,
                             attrs, self.server_start, now, error)
@@ -230,38 +252,34 @@ class RequestTrace:
     def _cache_status(self, status: str) -> None:
         for i, span in enumerate(self.spans):
             if span[0] == "cache" and span[3] == INTERNAL:
-                name, span_id, parent, kind, attrs, start, end, error = span
-                self.spans[i] = (name, span_id, parent, kind, {**attrs, "edgegw.cache.status": status}, start, end,
-                                 error)
+                name, span_id, parent, kind, (keys, values), start, end, error = span
+                attrs = ((*keys, "edgegw.cache.status"), (*values, status))
+                self.spans[i] = (name, span_id, parent, kind, attrs, start, end, error)
 
     def _inference_span(self, ctx: RequestContext, status: int, now: int) -> Span:
-        name, span_id, attrs, start = self.inference  # type: ignore[misc]
+        name, span_id, request, start = self.inference  # type: ignore[misc]
         usage = ctx.usage
+        input_tokens = output_tokens = cached = None
         if usage is not None:
-            attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-            attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
-            if usage.cached_tokens:
-                attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
+            input_tokens, output_tokens, cached = usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens or None
         answer = ctx.answer
+        model = ident = reasons = first_s = None
         if answer is not None:
-            if answer.model:
-                attrs["gen_ai.response.model"] = answer.model
+            model, ident, first_s = answer.model or None, answer.id or None, answer.first_chunk_s
             if answer.finish_reasons:
-                attrs["gen_ai.response.finish_reasons"] = tuple(answer.finish_reasons)
-            if answer.id:
-                attrs["gen_ai.response.id"] = answer.id
-        if answer is not None and answer.first_chunk_s is not None:
-            attrs["gen_ai.server.time_to_first_token"] = answer.first_chunk_s
+                reasons = tuple(answer.finish_reasons)
+        text = None
         if self.record_content and ctx.response_body is not None:
-            attrs["gen_ai.output.messages"] = _text(ctx.response_body)
+            text = _text(ctx.response_body)
         error = None
         if status >= 500 or ctx.error is not None and status >= 400:
-            attrs["error.type"] = error = ctx.error or str(status)
+            error = ctx.error or str(status)
+        attrs = (_INFERENCE_KEYS, request + (input_tokens, output_tokens, cached, model, reasons, ident, first_s, text,
+                                             error))
         return name, span_id, self.server_id, CLIENT, attrs, start, now, error
 
 
 _ATTEMPTS = tuple(f"upstream attempt {n}" for n in range(16))  # span names by attempt number
-_NO_ATTRS: dict[str, Any] = {}  # shared by stage spans without attributes (never written)
 _ID_FLOOR = 1 << 32  # set in the server span's id: XOR with a number below it is never 0
 
 
@@ -275,7 +293,7 @@ def python_stage_spans(spans: list[Span], server: int, stages: Sequence[Any], ma
     start = marks[0]
     for k, stage in enumerate(stages, 1):
         end, error = (marks[k], failed if k == last else None) if k <= last else (now, None)
-        attrs = _NO_ATTRS if error is None else {"error.type": error}
+        attrs: Attributes = NO_ATTRIBUTES if error is None else (("error.type",), (error,))
         spans.append((stage.name, server ^ k, server, INTERNAL, attrs, start, end, error))
         start = end
 

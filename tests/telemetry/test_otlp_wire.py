@@ -61,8 +61,11 @@ def _run(coro: Any) -> Any:
     raise AssertionError("suspended")
 
 
-def _request(tracing: Tracing, remote: SpanContext | None, fail_stage: bool = False) -> RequestTrace:
-    """One request through the RequestTrace hooks, as the pipeline and the forwarder call them."""
+def _request(tracing: Tracing, remote: SpanContext | None, fail_stage: bool = False,
+             all_values: bool = False) -> RequestTrace:
+    """One request through the RequestTrace hooks, as the pipeline and the forwarder call them
+    (`all_values`: and a cache stage that missed, and a span with every value type under the inference
+    span)."""
     ctx = RequestContext("req-1", "POST", "/v1/chat/completions", {}, "10.0.0.7")
     ctx.route = RouteConfig(name="r", paths=("/v1/chat/completions",))
     ctx.model, ctx.subject, ctx.pool = "tiny", "partner-7", SimpleNamespace(name="p")  # type: ignore[assignment]
@@ -77,12 +80,18 @@ def _request(tracing: Tracing, remote: SpanContext | None, fail_stage: bool = Fa
     ctx.ran.append(_Stage("wasm_routing"))  # type: ignore[arg-type]
     _run(request.plugin("router", "v1 sha256:ab", _Stage("plugin").on_request(ctx)))  # inside that stage
     request.mark()
+    if all_values:
+        ctx.ran.append(_Stage("cache"))  # type: ignore[arg-type]
+        request.mark()
+        ctx.cache_status = "MISS"
     if fail_stage:
         ctx.ran.append(_Stage("ratelimit", fails=True))  # type: ignore[arg-type]
         request.mark("rate_limited")
     request.begin_inference(ctx)
     assert request.inference is not None
-    request.inference[2].update(ATTRIBUTES)  # every value type, on the span the gateway gives the most
+    if all_values:
+        request.spans.append(("values", request.server_id ^ 0xFFFF, request.inference[1], otlp_wire.INTERNAL,
+                              (tuple(ATTRIBUTES), tuple(ATTRIBUTES.values())), 1, 2, None))
     headers: dict[str, str] = {}
     request.end_attempt(request.begin_attempt(headers), "http://b:1", 1, None, _Answer.status, None)
     request.end_attempt(request.begin_attempt(headers), "http://b:2", 2, "upstream_error", _Answer.status, None)
@@ -101,7 +110,7 @@ def _sdk_request(tracing: Tracing, request: RequestTrace) -> ExportTraceServiceR
     if request.remote_parent is not None:
         contexts[request.remote_parent.span_id] = request.remote_parent
     readable = [ReadableSpan(name=name, context=contexts[span_id], parent=contexts.get(parent), resource=tracing.resource,
-                             attributes={k: v for k, v in attrs.items() if v is not None}, kind=SpanKind(kind), start_time=start, end_time=end,
+                             attributes={k: v for k, v in zip(*attrs, strict=True) if v is not None}, kind=SpanKind(kind), start_time=start, end_time=end,
                              status=Status(StatusCode.UNSET) if error is None else Status(StatusCode.ERROR, error),
                              instrumentation_scope=InstrumentationScope(SCOPE))
                 for name, span_id, parent, kind, attrs, start, end, error in spans]
@@ -132,9 +141,9 @@ def tracing() -> Any:
                                                       SAMPLED)], ids=["new-trace", "remote-parent"])
 def test_encoded_request_equals_the_sdk_encoders_message(tracing: Any, remote: SpanContext | None) -> None:
     otlp_wire._attributes.clear()  # encoded first as misses, then again from the tables
-    request = _request(tracing, remote, fail_stage=True)
+    request = _request(tracing, remote, fail_stage=True, all_values=True)
     [(count, data)] = tracing.queue.chunks
-    assert request.root is not None and count == 8
+    assert request.root is not None and count == 10
     assert otlp_wire.encode_spans(request.trace_id, request.root, request.spans, remote is not None) == data
     ours = ExportTraceServiceRequest.FromString(BatchHead(tracing.resource.attributes, SCOPE).request([data], len(data)))
     sdk = _sdk_request(tracing, request)
@@ -142,8 +151,10 @@ def test_encoded_request_equals_the_sdk_encoders_message(tracing: Any, remote: S
     assert ours.SerializeToString(deterministic=True) == sdk.SerializeToString(deterministic=True)
     decoded = {s.name: s for s in ours.resource_spans[0].scope_spans[0].spans}
     inference = {a.key: a.value for a in decoded["chat tiny"].attributes}
-    assert set(ATTRIBUTES) | {"gen_ai.request.temperature", "gen_ai.response.finish_reasons", "edgegw.stream",
-                              "gen_ai.usage.cache_read.input_tokens", "gen_ai.server.time_to_first_token"} <= set(inference)
+    assert {a.key for a in decoded["values"].attributes} == set(ATTRIBUTES)
+    assert {"gen_ai.request.temperature", "gen_ai.response.finish_reasons", "edgegw.stream", "error.type",
+            "gen_ai.usage.cache_read.input_tokens", "gen_ai.server.time_to_first_token"} <= set(inference)
+    assert "gen_ai.input.messages" not in inference and "gen_ai.output.messages" not in inference  # not opted in
     assert inference["gen_ai.request.temperature"].double_value == 1.0  # an int in the request: a double
     assert inference["gen_ai.request.seed"].int_value == 7  # a whole float: an int
     assert [v.string_value for v in inference["gen_ai.response.finish_reasons"].array_value.values] == ["stop", "length"]
@@ -156,7 +167,8 @@ def test_encoded_request_equals_the_sdk_encoders_message(tracing: Any, remote: S
     assert decoded["plugin router"].parent_span_id == decoded["wasm_routing"].span_id  # its phase's stage
     assert decoded["jwt_auth"].parent_span_id == server.span_id
     assert decoded["ratelimit"].end_time_unix_nano >= decoded["wasm_routing"].end_time_unix_nano
-    assert len({s.span_id for s in decoded.values()}) == len(decoded) == 8
+    assert len({s.span_id for s in decoded.values()}) == len(decoded) == 10
+    assert [(a.key, a.value.string_value) for a in decoded["cache"].attributes] == [("edgegw.cache.status", "MISS")]
 
 
 def test_batches_concatenate_requests_into_one_message(tracing: Any) -> None:
@@ -300,8 +312,11 @@ def _random_value(rng: Any, depth: int = 0) -> Any:
 def _random_span(rng: Any, root: bool) -> otlp_wire.Span:
     values = [_random_value(rng) for _ in range(rng.randrange(12))]
     # A key keeps one value type (the Python encoder's table relies on it: True == 1)
-    attrs = {rng.choice(["k", "gen_ai.usage.input_tokens", "é" * rng.randrange(1, 70)]) + type(v).__name__: v
+    pairs = {rng.choice(["k", "gen_ai.usage.input_tokens", "é" * rng.randrange(1, 70)]) + type(v).__name__: v
              for v in values}
+    # keys and values as tuples (the gateway's), now and then as lists (handed back: encoded in Python)
+    container: Any = list if rng.random() < 0.05 else tuple
+    attrs = (container(pairs), container(pairs.values()))
     return (rng.choice(["jwt_auth", "chat tiny", "n" * 200, "ünï"]), rng.randrange(1, 1 << 64),
             0 if root and rng.random() < 0.5 else rng.randrange(1, 1 << 64), rng.randrange(5), attrs,
             rng.randrange(1 << 63), rng.randrange(1 << 63), rng.choice([None, "rate_limited", "", "é" * 130]))
@@ -363,8 +378,9 @@ def test_compiled_and_python_encoders_write_the_same_bytes(caplog: Any) -> None:
 def test_malformed_spans_raise_rather_than_encode() -> None:
     import struct
 
-    span: Any = ("s", 1, 0, 0, {}, 1, 2, None)
-    for bad in [("s", -1, 0, 0, {}, 1, 2, None), ("s", 1, 0, 9, {}, 1, 2, None), ("s", 1, 0)]:
+    span: Any = ("s", 1, 0, 0, ((), ()), 1, 2, None)
+    for bad in [("s", -1, 0, 0, ((), ()), 1, 2, None), ("s", 1, 0, 9, ((), ()), 1, 2, None), ("s", 1, 0),
+                ("s", 1, 0, 0, (("a", "b"), (1,)), 1, 2, None)]:  # (the last: a key without its value)
         with pytest.raises((ValueError, TypeError, OverflowError, IndexError, struct.error)):
             otlp_wire.encode_spans(1, bad, [], False)
     with pytest.raises(OverflowError):
