@@ -1,6 +1,7 @@
 """The compiled parts, both optional (without a C compiler the same code runs in Python):
 `gateway.telemetry._otlp`, the OTLP span encoder and stage spans (`otlp_wire.py`, `tracing.py`), and
-`gateway.telemetry._genai`, the GenAI histogram tally (`metrics.py`). Everything else is in pyproject.toml."""
+`gateway.telemetry._genai`, the GenAI histogram tally, answer and request readers (`metrics.py`, `answer.py`,
+`request_params.py`). Everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 

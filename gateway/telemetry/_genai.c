@@ -1,5 +1,6 @@
-/* The compiled GenAI helpers. `tally` (below) and `read_answer` (at the end: what an answer says about itself,
- * `gateway.telemetry.answer.python_read_answer`, ~80 bytecodes on every traced request).
+/* The compiled GenAI helpers. `tally` (below), `read_answer` (what an answer says about itself,
+ * `gateway.telemetry.answer.python_read_answer`, ~80 bytecodes on every traced request) and `request_params`
+ * (what the request asked for, `gateway.telemetry.request_params.python_request_params`).
  *
  * `tally` is the compiled form of `gateway.telemetry.metrics.python_tally`: one request's GenAI histogram observations
  * (duration, tokens, time to first token, time per output token) counted into plain lists. Every inference
@@ -198,7 +199,55 @@ static PyObject *answer_reader(PyObject *module, PyObject *fallback) {
     return PyCFunction_New(&reader, fallback);
 }
 
+/* ---- a request's generation parameters ------------------------------------------------------------ */
+
+static PyObject *GET;            /* "get" */
+static PyObject *PARAM_KEYS[5];  /* as `request_params.PARAMS` */
+static const int PARAM_IS_FLOAT[5] = {0, 1, 1, 1, 0};
+
+/* `body.get(key)`: a new reference (None for none), NULL with an exception set. */
+static PyObject *lookup(PyObject *body, PyObject *key) {
+    if (!PyDict_CheckExact(body)) return PyObject_CallMethodOneArg(body, GET, key);
+    PyObject *value = PyDict_GetItemWithError(body, key);
+    return value != NULL ? Py_NewRef(value) : PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+}
+
+/* One parameter's value as its convention's type, or None (as `python_request_params`); steals `value`. */
+static PyObject *param(PyObject *value, int is_float) {
+    PyObject *out = NULL;
+    if (PyFloat_CheckExact(value)) {
+        double d = PyFloat_AS_DOUBLE(value);
+        if (is_float) out = Py_NewRef(value);
+        else if (d >= -0x1p63 && d < 0x1p63 && (double)(long long)d == d) out = PyLong_FromLongLong((long long)d);
+    } else if (PyLong_CheckExact(value)) {
+        int overflow;
+        long long n = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (!overflow) out = is_float ? PyFloat_FromDouble((double)n) : Py_NewRef(value);
+    }
+    Py_DECREF(value);
+    return out != NULL || PyErr_Occurred() ? out : Py_NewRef(Py_None);
+}
+
+/* `request_params(body)`: as `request_params.python_request_params`. */
+static PyObject *request_params(PyObject *module, PyObject *body) {
+    (void)module;
+    PyObject *out = PyTuple_New(5);
+    if (out == NULL) return NULL;
+    for (int i = 0; i < 5; i++) {
+        PyObject *value = lookup(body, PARAM_KEYS[i]);
+        PyObject *item = value != NULL ? param(value, PARAM_IS_FLOAT[i]) : NULL;
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"request_params", request_params, METH_O,
+     "request_params(body) -> tuple: as request_params.python_request_params."},
     {"tally", (PyCFunction)(void (*)(void))tally, METH_FASTCALL,
      "tally(bounds, counts, sums, elapsed, input_tokens, output_tokens, first_s) -> bool: as "
      "metrics.python_tally; False (nothing counted) for values it hands back."},
@@ -211,8 +260,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_genai",
-    .m_doc = "Compiled GenAI helpers: the histogram tally (gateway.telemetry.metrics) and an answer's model, id and "
-              "finish reasons (gateway.telemetry.answer).",
+    .m_doc = "Compiled GenAI helpers: the histogram tally (gateway.telemetry.metrics), an answer's model, id and "
+              "finish reasons (gateway.telemetry.answer) and a request's parameters (gateway.telemetry.request_params).",
     .m_size = -1,
     .m_methods = methods,
 };
@@ -224,5 +273,9 @@ PyMODINIT_FUNC PyInit__genai(void) {
     FINISH_REASON = PyUnicode_InternFromString("finish_reason");
     FINISH_REASONS = PyUnicode_InternFromString("finish_reasons");
     if (!MODEL || !ID || !CHOICES || !FINISH_REASON || !FINISH_REASONS) return NULL;
+    static const char *params[5] = {"max_tokens", "temperature", "top_p", "frequency_penalty", "seed"};
+    for (int i = 0; i < 5; i++)
+        if ((PARAM_KEYS[i] = PyUnicode_InternFromString(params[i])) == NULL) return NULL;
+    if ((GET = PyUnicode_InternFromString("get")) == NULL) return NULL;
     return PyModule_Create(&module);
 }

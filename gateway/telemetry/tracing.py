@@ -45,6 +45,7 @@ from gateway.telemetry.otlp_wire import (
     encode_spans,
 )
 from gateway.telemetry.propagation import traceparent
+from gateway.telemetry.request_params import NONE, PARAMS, request_params
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -65,16 +66,10 @@ _ATTEMPT_KEYS = ("server.address", "edgegw.upstream.attempt", "edgegw.upstream.r
                  "http.response.status_code", "error.type")
 # The inference span's: what the request asked (known as the first attempt begins), then the answer's.
 _REQUEST_KEYS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "edgegw.pool",
-                 "gen_ai.request.max_tokens", "gen_ai.request.temperature", "gen_ai.request.top_p",
-                 "gen_ai.request.frequency_penalty", "gen_ai.request.seed", "edgegw.stream", "gen_ai.input.messages")
+                 *(f"gen_ai.request.{key}" for key, _ in PARAMS), "edgegw.stream", "gen_ai.input.messages")
 _INFERENCE_KEYS = (*_REQUEST_KEYS, "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
                    "gen_ai.usage.cache_read.input_tokens", "gen_ai.response.model", "gen_ai.response.finish_reasons",
                    "gen_ai.response.id", "gen_ai.server.time_to_first_token", "gen_ai.output.messages", "error.type")
-# Request parameters recorded on the inference span: their place among the generation parameters (keys
-# 4 to 8 above) and semantic-convention type. Each attribute key keeps one value type (`otlp_wire`'s
-# cache needs it): an int temperature is a float here.
-_GEN_PARAMS: dict[str, tuple[int, type]] = {"max_tokens": (0, int), "temperature": (1, float), "top_p": (2, float),
-                                            "frequency_penalty": (3, float), "seed": (4, int)}
 
 
 class Tracing:
@@ -152,7 +147,8 @@ class RequestTrace:
     async def plugin(self, name: str, version: str, run: Awaitable[T]) -> T:
         """Run one plugin of a phase in a span of its own, under the phase's (the running stage's)."""
         server = self.server_id
-        span_id, parent = server ^ self._new_id(), server ^ len(self.marks) if self.marks else server
+        n = self.next_id = self.next_id + 1
+        span_id, parent = server ^ n, server ^ len(self.marks) if self.marks else server
         error = None
         start = _now()
         try:
@@ -164,10 +160,6 @@ class RequestTrace:
             self.spans.append((f"plugin {name}", span_id, parent, INTERNAL, (_PLUGIN_KEYS, (name, version, error)),
                                start, _now(), error))
 
-    def _new_id(self) -> int:
-        n = self.next_id = self.next_id + 1
-        return n
-
     # --- upstream ----------------------------------------------------------------------------------
 
     def begin_inference(self, ctx: RequestContext) -> None:
@@ -178,18 +170,8 @@ class RequestTrace:
             self.spans.append((name, span_id, self.server_id, CLIENT, (_REQUEST_KEYS, values), start, _now(), None))
         model, pool = ctx.model, ctx.pool
         op = _operations.get(ctx.path) or _operation(ctx.path)
-        params: list[Any] = [None, None, None, None, None]
         body = ctx.body_json
-        if body:
-            for key in body:  # (a few keys: cheaper than a set intersection)
-                param = _GEN_PARAMS.get(key)
-                if param is None:
-                    continue
-                value, (i, kind) = body[key], param
-                if type(value) is int:
-                    params[i] = float(value) if kind is float else value
-                elif type(value) is float and (kind is float or value.is_integer()):
-                    params[i] = value if kind is float else int(value)
+        max_tokens, temperature, top_p, penalty, seed = request_params(body) if body else NONE
         messages = None
         route = ctx.route
         settings = route.sections.get(NAME) if route is not None else None  # `config.route_telemetry`
@@ -198,15 +180,16 @@ class RequestTrace:
             if self.record_content:
                 messages = _text((body or {}).get("messages", (body or {}).get("prompt")))
                 ctx.collect_response = True  # the answer's text, for `finish`
-        max_tokens, temperature, top_p, penalty, seed = params
         values = (op, "edgegw", model, pool.name if pool is not None else None, max_tokens, temperature, top_p, penalty,
                   seed, True if ctx.stream else None, messages)
-        self.inference = (f"{op} {model}" if model else op, self.server_id ^ self._new_id(), values, _now())
+        n = self.next_id = self.next_id + 1
+        self.inference = (f"{op} {model}" if model else op, self.server_id ^ n, values, _now())
 
     def begin_attempt(self, headers: dict[str, str]) -> tuple[int, int]:
         """An upstream attempt starts: its span's context goes to the backend as `traceparent`.
         Returns what `end_attempt` takes: (span id, start)."""
-        span_id = self.server_id ^ self._new_id()
+        n = self.next_id = self.next_id + 1
+        span_id = self.server_id ^ n
         headers.pop("tracestate", None)
         headers["traceparent"] = traceparent(self.trace_id, span_id, True)
         return span_id, _now()
