@@ -25,7 +25,7 @@ class _Body(dict[str, Any]):
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    return len(a) == len(b) and all(type(x) is type(y) and (x == y or x != x and y != y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(type(x) is type(y) and (x == y or x != x and y != y) for x, y in zip(a, b, strict=True))
 
 
 def test_values_take_their_conventions_types() -> None:
