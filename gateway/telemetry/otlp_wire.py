@@ -220,16 +220,10 @@ Span = tuple[str, int, int, int, Attributes, int, int, "str | None"]
 Encoder = Callable[[int, Span, Sequence[Span], bool], bytes]  # `encode_spans`
 
 
-def attribute_pairs(attributes: Attributes) -> zip[tuple[str, Any]]:
-    """(key, value) pairs of a span's attributes, None values included."""
-    keys, values = attributes
-    return zip(keys, values, strict=True)
-
-
 def _slow_attributes(attributes: Attributes) -> bytes:
     """The attributes of a span with a value the table cannot take (an unhashable one)."""
     return b"".join(_attributes[kv] if type(kv[1]) in (str, int, float, bool) else _attribute(*kv)
-                    for kv in attribute_pairs(attributes))
+                    for kv in zip(*attributes, strict=True))
 
 
 def python_encode_spans(trace_id: int, root: Span, children: Sequence[Span], remote_parent: bool = False) -> bytes:

@@ -147,8 +147,7 @@ class RequestTrace:
     async def plugin(self, name: str, version: str, run: Awaitable[T]) -> T:
         """Run one plugin of a phase in a span of its own, under the phase's (the running stage's)."""
         server = self.server_id
-        n = self.next_id = self.next_id + 1
-        span_id, parent = server ^ n, server ^ len(self.marks) if self.marks else server
+        span_id, parent = server ^ self._new_id(), server ^ len(self.marks) if self.marks else server
         error = None
         start = _now()
         try:
@@ -159,6 +158,10 @@ class RequestTrace:
         finally:
             self.spans.append((f"plugin {name}", span_id, parent, INTERNAL, (_PLUGIN_KEYS, (name, version, error)),
                                start, _now(), error))
+
+    def _new_id(self) -> int:
+        n = self.next_id = self.next_id + 1
+        return n
 
     # --- upstream ----------------------------------------------------------------------------------
 
@@ -182,14 +185,12 @@ class RequestTrace:
                 ctx.collect_response = True  # the answer's text, for `finish`
         values = (op, "edgegw", model, pool.name if pool is not None else None, max_tokens, temperature, top_p, penalty,
                   seed, True if ctx.stream else None, messages)
-        n = self.next_id = self.next_id + 1
-        self.inference = (f"{op} {model}" if model else op, self.server_id ^ n, values, _now())
+        self.inference = (f"{op} {model}" if model else op, self.server_id ^ self._new_id(), values, _now())
 
     def begin_attempt(self, headers: dict[str, str]) -> tuple[int, int]:
         """An upstream attempt starts: its span's context goes to the backend as `traceparent`.
         Returns what `end_attempt` takes: (span id, start)."""
-        n = self.next_id = self.next_id + 1
-        span_id = self.server_id ^ n
+        span_id = self.server_id ^ self._new_id()
         headers.pop("tracestate", None)
         headers["traceparent"] = traceparent(self.trace_id, span_id, True)
         return span_id, _now()
