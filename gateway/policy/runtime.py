@@ -96,18 +96,23 @@ class PolicyRuntime:
 
     async def reload_file(self, origin: str) -> PolicyVersion | None:
         """Load the file if its text differs from the running version; a refusal is logged, not raised."""
-        try:
-            text = Path(self.path).read_text()
-        except OSError as exc:
-            log.warning("policy %s unreadable (%s): keeping version %s", self.path, exc.strerror,
-                        self.current.version)
-            return None
-        if policy_hash(text) == self.current.version:
-            return None
-        try:
-            return await self.apply(text, origin)
-        except PolicyRefused:
-            return None
+        # The file is read under the lock: read before it, the text could be overtaken while waiting
+        # by a PUT to this worker that publishes a newer one, and applying it after would leave this
+        # worker on a text the file no longer holds, with nothing left to notice.
+        async with self._lock:
+            try:
+                text = Path(self.path).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+                log.warning("policy %s unreadable (%s): keeping version %s", self.path, why,
+                            self.current.version)
+                return None
+            if policy_hash(text) == self.current.version:
+                return None
+            try:
+                return await self._apply(text, origin, publish=False)
+            except PolicyRefused:
+                return None
 
     async def apply(self, text: str, origin: str, publish: bool = False) -> PolicyVersion:
         """Validate and install `text`; raises PolicyRefused (the running version keeps serving).
@@ -115,63 +120,67 @@ class PolicyRuntime:
         `publish`: also write it to the policy file, once its parts have started and before they are
         installed, so the file only ever holds a text that applied (and this worker runs the file)."""
         async with self._lock:
-            version = policy_hash(text)
-            if version == self.current.version:
-                if publish and self._file_text() != text:
-                    self._publish_running(origin)
-                return self.current
-            started = time.perf_counter()
-            try:
-                # Off the event loop: parsing a 10,000-route policy takes seconds, and requests
-                # (and /healthz) must keep being answered meanwhile (docs/security.md).
-                config = await asyncio.to_thread(validate_policy, text, self.path)
-            except ConfigError as exc:
-                raise self._refuse(version, origin, refusal_text(exc)) from None
-            old = self.parts
-            parts: Parts | None = None
-            try:
-                upstreams = await merge_upstreams(config, old.upstreams, old.config)
-                parts = build_parts(config, self.features, old, upstreams)
-                await start_parts(parts)
-            except Exception as exc:  # a part that cannot start (a plugin, a JWKS file)
-                if parts is not None:
-                    self.retire(parts, old)
-                if isinstance(exc, ConfigError):
-                    raise self._refuse(version, origin, refusal_text(exc)) from None
-                # No traceback: its values may hold a `${VAR}`'s value; the message names the variable.
-                raise self._refuse(version, origin, hide_values(f"cannot start: {exc}",
-                                                                environment_values(text))) from None
-            if publish:
-                try:
-                    self._write_file(text)
-                except OSError as exc:
-                    self.retire(parts, old)
-                    raise self._unwritable(version, origin, exc) from None
-            # Against what this process started with: that is what the socket and workers still are.
-            pending = [c["key"] for c in report(self.started.config, config) if c["applies"] == RESTART]
-            self.install(parts)  # from here new requests use it
-            for feature in self.features:
-                if feature.installed is not None:
-                    feature.installed(config)
-            self.parts = parts
-            previous = self.current
-            self.current = PolicyVersion.of(text, config, origin)
-            self.history.push(self.current)
-            self.refusal = None
-            self.pending_restart = pending
-            if pending:
-                log.warning("policy %s: these changes wait for a restart: %s", self.current.version,
-                            ", ".join(pending))
-            elapsed = time.perf_counter() - started
-            pm.policy_reload_seconds.set(elapsed)
-            pm.policy_reloads_total.labels(origin, "applied").inc()
-            self._info(self.current)
-            self.retire(old, parts)
-            log.info("policy %s -> %s applied (%s, %.0f ms, %d routes, %d pools)", previous.version,
-                     self.current.version, origin, elapsed * 1000, len(config.routes), len(config.pools))
-            if self.on_applied is not None:
-                self.on_applied(self.current)
+            return await self._apply(text, origin, publish)
+
+    async def _apply(self, text: str, origin: str, publish: bool) -> PolicyVersion:
+        """`apply`, with the lock held."""
+        version = policy_hash(text)
+        if version == self.current.version:
+            if publish and self._file_text() != text:
+                self._publish_running(origin)
             return self.current
+        started = time.perf_counter()
+        try:
+            # Off the event loop: parsing a 10,000-route policy takes seconds, and requests
+            # (and /healthz) must keep being answered meanwhile (docs/security.md).
+            config = await asyncio.to_thread(validate_policy, text, self.path)
+        except ConfigError as exc:
+            raise self._refuse(version, origin, refusal_text(exc)) from None
+        old = self.parts
+        parts: Parts | None = None
+        try:
+            upstreams = await merge_upstreams(config, old.upstreams, old.config)
+            parts = build_parts(config, self.features, old, upstreams)
+            await start_parts(parts)
+        except Exception as exc:  # a part that cannot start (a plugin, a JWKS file)
+            if parts is not None:
+                self.retire(parts, old)
+            if isinstance(exc, ConfigError):
+                raise self._refuse(version, origin, refusal_text(exc)) from None
+            # No traceback: its values may hold a `${VAR}`'s value; the message names the variable.
+            raise self._refuse(version, origin, hide_values(f"cannot start: {exc}",
+                                                            environment_values(text))) from None
+        if publish:
+            try:
+                self._write_file(text)
+            except OSError as exc:
+                self.retire(parts, old)
+                raise self._unwritable(version, origin, exc) from None
+        # Against what this process started with: that is what the socket and workers still are.
+        pending = [c["key"] for c in report(self.started.config, config) if c["applies"] == RESTART]
+        self.install(parts)  # from here new requests use it
+        for feature in self.features:
+            if feature.installed is not None:
+                feature.installed(config)
+        self.parts = parts
+        previous = self.current
+        self.current = PolicyVersion.of(text, config, origin)
+        self.history.push(self.current)
+        self.refusal = None
+        self.pending_restart = pending
+        if pending:
+            log.warning("policy %s: these changes wait for a restart: %s", self.current.version,
+                        ", ".join(pending))
+        elapsed = time.perf_counter() - started
+        pm.policy_reload_seconds.set(elapsed)
+        pm.policy_reloads_total.labels(origin, "applied").inc()
+        self._info(self.current)
+        self.retire(old, parts)
+        log.info("policy %s -> %s applied (%s, %.0f ms, %d routes, %d pools)", previous.version,
+                 self.current.version, origin, elapsed * 1000, len(config.routes), len(config.pools))
+        if self.on_applied is not None:
+            self.on_applied(self.current)
+        return self.current
 
     async def publish(self, text: str, origin: str = "admin") -> PolicyVersion:
         """Apply `text` here and write it to the policy file (so every other worker follows).

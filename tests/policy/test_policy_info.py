@@ -31,7 +31,7 @@ def test_one_series_per_worker_after_many_reloads(tmp_path: Path) -> None:
             assert resp.status_code == 200, resp.text
         version = policy_hash(text)
         wait_until(lambda: set(worker_versions(gw.url).values()) == {version}
-                   and len(worker_versions(gw.url)) == 2, 5)
+                   and len(worker_versions(gw.url)) == 2, 15)
         lines = series(gw.url)
         assert len(lines) == 2, lines
         assert all(f'version="{version}"' in line and line.endswith(" 1.0") for line in lines), lines

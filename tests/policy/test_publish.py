@@ -71,6 +71,59 @@ def test_a_rename_landing_between_write_and_stat_is_still_noticed(tmp_path: Path
     assert path.read_text() == theirs
 
 
+def test_a_file_change_noticed_during_a_publish_here_does_not_undo_it(tmp_path: Path) -> None:
+    """Worker A's rename lands while this worker publishes a newer text (a PUT holding the lock); the
+    watcher notices A's file meanwhile. Once the PUT is done, the file and this worker hold the PUT's
+    text: the reload reads the file after the PUT, not A's text from before it (it used to, and the
+    worker stayed on A's text with nothing left to notice)."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy(["start"])))
+    theirs = yaml.safe_dump(policy(["theirs"]))
+    mine = yaml.safe_dump(policy(["mine"]))
+
+    async def run() -> tuple[str, str]:
+        rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
+        await rt.start()
+        try:
+            other = tmp_path / "other.tmp"
+            other.write_text(theirs)
+            os.replace(other, path)  # worker A's PUT, written before this worker's PUT arrives
+            put = asyncio.create_task(rt.publish(mine))
+            await asyncio.sleep(0)  # the PUT holds the lock, validating off the event loop
+            assert rt._lock.locked()
+            await rt.reload_file("file")  # what the watcher calls on seeing A's rename
+            await put
+            return rt.current.text, path.read_text()
+        finally:
+            await rt.stop()
+            await rt.parts.upstreams.stop()
+
+    running, file_text = asyncio.run(run())
+    assert file_text == mine
+    assert running == mine
+
+
+def test_an_unreadable_or_binary_file_keeps_the_running_version(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    start = yaml.safe_dump(policy(["start"]))
+    path.write_text(start)
+
+    async def run() -> list[object]:
+        rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
+        await rt.start()
+        try:
+            path.write_bytes(b"\xff\xfe not text")
+            binary = await rt.reload_file("file")
+            path.unlink()
+            missing = await rt.reload_file("file")
+            return [binary, missing, rt.current.text]
+        finally:
+            await rt.stop()
+            await rt.parts.upstreams.stop()
+
+    assert asyncio.run(run()) == [None, None, start]
+
+
 @pytest.mark.parametrize("access_log", ["dir", "missing/access.log", "readonly/access.log"])
 def test_a_policy_start_up_would_fail_on_is_refused_everywhere_and_never_published(
         tmp_path: Path, access_log: str) -> None:
