@@ -22,7 +22,7 @@ from prometheus_client import Counter
 
 from edgecore.files import BadFile, locked, read_json_file, set_aside, write_atomic
 from gateway.metrics import registry
-from gateway.policy.watch import FileWatcher, file_state
+from gateway.policy.watch import FileWatcher
 
 log = logging.getLogger("edgegw.policy")
 
@@ -70,10 +70,11 @@ class StateFile:
 
     async def watch(self, changed: Callable[[], Awaitable[object]], *, now: bool = False) -> None:
         """Call `changed()` on every change of the file (and once at once with `now`)."""
+        # The watcher records the file's state before `changed()` reads it: a change landing during
+        # that first read is then still noticed (recorded after it, it would be taken as seen).
         self._watcher = FileWatcher(self.path, changed)
         if now:
             await changed()
-            self._watcher.state = file_state(self.path)
         self._watcher.start()
 
     async def stop(self) -> None:

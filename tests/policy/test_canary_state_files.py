@@ -4,6 +4,7 @@ it is set aside with a log line and a metric, and the gateway serves the stable 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import orjson
 import pytest
 import yaml
 
+from edgecore.files import write_atomic
 from gateway.policy.canary_control import canary_problem
 from gateway.policy.rollout_sync import rollouts_problem
 from gateway.policy.state_file import StateFile
@@ -133,3 +135,30 @@ def test_the_gateway_starts_on_the_stable_policy_past_bad_state_files(tmp_path: 
         if gw is not None:
             gw.proc.stop()
         backend.proc.stop()
+
+
+def test_a_change_during_the_first_read_is_still_noticed(tmp_path: Path) -> None:
+    """`watch(now=True)` reads the file at once; another worker's verdict landing during that read is
+    followed by a second call (it used to be taken as seen, and missed until the next change)."""
+    path = tmp_path / ".policy.yaml.canary.json"
+    path.write_bytes(orjson.dumps({"n": 1}))
+    state = StateFile(str(path), "canary", lambda data: None)
+    seen: list[Any] = []
+
+    async def changed() -> None:
+        seen.append(state.read())
+        if len(seen) == 1:
+            write_atomic(path, orjson.dumps({"n": 2}))  # the other worker's write, during this read
+
+    async def run() -> None:
+        await state.watch(changed, now=True)
+        try:
+            for _ in range(40):  # 2 s; the watcher polls every 0.25 s
+                if len(seen) > 1:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await state.stop()
+
+    asyncio.run(run())
+    assert seen == [{"n": 1}, {"n": 2}]
