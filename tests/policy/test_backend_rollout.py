@@ -144,7 +144,7 @@ def test_a_verdict_in_one_worker_reaches_every_worker(tmp_path: Path) -> None:
             # A new connection each time, so both workers are asked.
             return all(rollout_state(gw, admin)["state"] == "rolled_back" for _ in range(8))
 
-        wait_until(every_worker_rolled_back, 3)
+        wait_until(every_worker_rolled_back, 15)
         assert "aborted by ops" in rollout_state(gw, admin)["events"][0]["detail"]
         canary_before = canary.stats()["requests"]
         token = {"authorization": f"Bearer {gw.token('user')}"}

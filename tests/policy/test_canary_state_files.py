@@ -57,7 +57,7 @@ def test_an_abort_that_cannot_be_written_is_not_reported_as_done(tmp_path: Path)
         assert resp.status_code == 500, resp.text
         error = resp.json()["error"]
         assert error["code"] == "canary_not_shared" and "this worker only" in error["message"], error
-        wait_until(lambda: "the verdict could not be written" in gw.proc.log(), 5)
+        wait_until(lambda: "the verdict could not be written" in gw.proc.log(), 15)
         assert orjson.loads(path.read_bytes())["state"] == "running"  # what the other workers still see
     finally:
         gw.proc.stop()
@@ -117,7 +117,7 @@ def test_the_gateway_starts_on_the_stable_policy_past_bad_state_files(tmp_path: 
             gw = start_gateway_file(policy, workers=2)
             token = {"authorization": f"Bearer {gw.token()}"}
             assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=token, timeout=10).status_code == 200
-            wait_until(lambda g=gw: g.metric("edgegw_state_files_set_aside_total") >= 1, 5)
+            wait_until(lambda g=gw: g.metric("edgegw_state_files_set_aside_total") >= 1, 15)
             log = gw.proc.log()
             assert "state file" in log and "set aside as" in log, log[-2000:]
             assert "Traceback" not in log and "startup failed" not in log.lower(), log[-3000:]

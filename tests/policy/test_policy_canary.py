@@ -81,7 +81,7 @@ def test_a_sound_canary_is_promoted_to_every_worker(tmp_path: Path, two_workers:
         out = cli("rollout", str(new), "--gateway", gw.url, "--token", admin_token, "--steps", "25,100",
                   "--min-requests", "20", "--min-step-s", "0.5", "--max-overhead-ratio", "20",
                   "--max-latency-ratio", "20", "--wait")
-        wait_until(lambda: set(worker_versions(gw.url).values()) == {policy_hash(text)}, 5)
+        wait_until(lambda: set(worker_versions(gw.url).values()) == {policy_hash(text)}, 15)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "promoted" in out.stdout
     assert gw.config_path.read_text() == text

@@ -51,7 +51,7 @@ def test_invalid_policies_are_refused_and_the_running_version_keeps_serving(tmp_
             for text in (bad_yaml, unknown_key):
                 expected = check_config_message(text, str(path), tmp_path)
                 path.write_text(text)
-                wait_until(lambda exp=expected: (refused(gw, admin) or {}).get("message") == exp, 3)
+                wait_until(lambda exp=expected: (refused(gw, admin) or {}).get("message") == exp, 15)
                 assert set(worker_versions(gw.url).values()) == {version}
             # 2. SIGHUP (to the supervisor, passed on to the workers): refused again.
             path.write_text(missing_secret)
