@@ -90,7 +90,9 @@ def test_sigterm_drains_in_flight_requests(tiny_model: Path) -> None:
     result: dict[str, object] = {}
 
     def request() -> None:
-        r = httpx.post(backend.url + "/v1/completions", json={**LONG, "max_tokens": 150}, timeout=60)
+        # ~3 s of decoding: long enough to still be running once a busy machine has sent the checks below
+        # (150 tokens, 0.3 s, could finish first; then the backend exits and refuses the connection).
+        r = httpx.post(backend.url + "/v1/completions", json={**LONG, "max_tokens": 1500}, timeout=60)
         result["status"], result["body"] = r.status_code, r.json()
 
     worker = threading.Thread(target=request)
@@ -102,7 +104,7 @@ def test_sigterm_drains_in_flight_requests(tiny_model: Path) -> None:
     assert refused.status_code == 503
     worker.join(60)
     assert result["status"] == 200
-    assert result["body"]["usage"]["completion_tokens"] == 150  # finished, not cut off
+    assert result["body"]["usage"]["completion_tokens"] == 1500  # finished, not cut off
     backend.proc.popen.wait(30)
     assert backend.proc.popen.returncode == 0
 
