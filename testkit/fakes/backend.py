@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import random
@@ -149,7 +150,13 @@ class FakeBackend:
                         "headers": [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]})
             return await send({"type": "http.response.body", "body": payload})
         if fault == "stall":
-            await asyncio.sleep(3600)
+            # Never answers, but lets go once the client hangs up: a handler left sleeping would hold
+            # this server's shutdown for the harness's whole stop timeout.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3600):
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+            return
         if fault.startswith("slow:"):
             await asyncio.sleep(float(fault[5:]))
         try:
