@@ -7,21 +7,12 @@ from pathlib import Path
 
 import httpx
 
-from testkit.harness import EDGEGW, Proc, free_port
+from testkit.harness import EDGEGW, Proc, free_ports
 from tests.backend.conftest import OFFLINE
 
 
 def test_two_replicas_on_consecutive_ports(tiny_model: Path) -> None:
-    port = free_port()
-    while True:  # need port and port+1 free
-        try:
-            import socket
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            break
-        except OSError:
-            port = free_port()
+    port = free_ports(2)
     proc = Proc([*EDGEGW, "backend", "--model", str(tiny_model), "--port", str(port), "--replicas", "2",
                  "--served-model-name", "tiny"], env=OFFLINE, name="replicas")
     try:

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from testkit.harness import EDGEGW, ROOT, Proc, free_port
+from testkit.harness import EDGEGW, ROOT, Proc, free_ports
 from tests.conftest import gateway_config, start_gateway
 
 
@@ -19,9 +19,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("e2e")
     model_dir = tmp / "tiny"
     subprocess.run([*EDGEGW, "make-tiny-model", str(model_dir)], check=True, cwd=ROOT, capture_output=True)
-    port = free_port()
-    while free_port() == port + 1:  # want two consecutive free ports; retry on the rare clash
-        port = free_port()
+    port = free_ports(2)  # the replicas listen on port and port + 1
     replicas = Proc([*EDGEGW, "backend", "--model", str(model_dir), "--served-model-name", "tiny",
                      "--replicas", "2", "--port", str(port), "--max-batch-size", "8"], name="replicas")
     try:
