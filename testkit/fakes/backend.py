@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import hashlib
 import os
 import random
@@ -152,11 +151,7 @@ class FakeBackend:
         if fault == "stall":
             # Never answers, but lets go once the client hangs up: a handler left sleeping would hold
             # this server's shutdown for the harness's whole stop timeout.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(3600):
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-            return
+            return await _hung_up(receive)
         if fault.startswith("slow:"):
             await asyncio.sleep(float(fault[5:]))
         try:
@@ -206,8 +201,7 @@ class FakeBackend:
         disconnected = asyncio.Event()
 
         async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await _hung_up(receive)
             disconnected.set()
 
         watcher = asyncio.create_task(watch())
@@ -280,6 +274,12 @@ def _finish_chunk(head: dict[str, Any], chat: bool) -> bytes:
     choice = ({"index": 0, "delta": {}, "finish_reason": "length"} if chat else
               {"index": 0, "text": "", "finish_reason": "length"})
     return b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
+
+
+async def _hung_up(receive: Any) -> None:
+    """Returns once the client has disconnected (the request's body already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _json(send: Any, status: int, payload: Any) -> None:
