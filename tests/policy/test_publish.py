@@ -4,8 +4,10 @@ another worker's rename lands right after its own; and a text that cannot apply 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,18 @@ def policy(routes: list[str], **server: Any) -> dict[str, Any]:
     return config
 
 
+@contextlib.asynccontextmanager
+async def started_runtime(path: Path) -> AsyncIterator[PolicyRuntime]:
+    """One worker's policy runtime on `path`, started (its file watcher too), stopped on leaving."""
+    rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
+    await rt.start()
+    try:
+        yield rt
+    finally:
+        await rt.stop()
+        await rt.parts.upstreams.stop()
+
+
 def test_a_rename_landing_between_write_and_stat_is_still_noticed(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Worker A writes its text; worker B's rename lands before A records the file's state. A must
@@ -51,21 +65,16 @@ def test_a_rename_landing_between_write_and_stat_is_still_noticed(tmp_path: Path
         return written
 
     async def run() -> str:
-        rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
-        await rt.start()
-        assert rt._watcher is not None
-        rt._watcher.interval_s = 0.02
-        monkeypatch.setattr(runtime_module, "write_atomic", write_then_other_worker)
-        try:
+        async with started_runtime(path) as rt:
+            assert rt._watcher is not None
+            rt._watcher.interval_s = 0.02
+            monkeypatch.setattr(runtime_module, "write_atomic", write_then_other_worker)
             await rt.publish(mine)
             for _ in range(100):  # 2 s
                 if rt.current.text == theirs:
                     break
                 await asyncio.sleep(0.02)
             return rt.current.text
-        finally:
-            await rt.stop()
-            await rt.parts.upstreams.stop()
 
     assert asyncio.run(run()) == theirs
     assert path.read_text() == theirs
@@ -82,9 +91,7 @@ def test_a_file_change_noticed_during_a_publish_here_does_not_undo_it(tmp_path: 
     mine = yaml.safe_dump(policy(["mine"]))
 
     async def run() -> tuple[str, str]:
-        rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
-        await rt.start()
-        try:
+        async with started_runtime(path) as rt:
             other = tmp_path / "other.tmp"
             other.write_text(theirs)
             os.replace(other, path)  # worker A's PUT, written before this worker's PUT arrives
@@ -94,9 +101,6 @@ def test_a_file_change_noticed_during_a_publish_here_does_not_undo_it(tmp_path: 
             await rt.reload_file("file")  # what the watcher calls on seeing A's rename
             await put
             return rt.current.text, path.read_text()
-        finally:
-            await rt.stop()
-            await rt.parts.upstreams.stop()
 
     running, file_text = asyncio.run(run())
     assert file_text == mine
@@ -109,17 +113,12 @@ def test_an_unreadable_or_binary_file_keeps_the_running_version(tmp_path: Path) 
     path.write_text(start)
 
     async def run() -> list[object]:
-        rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
-        await rt.start()
-        try:
+        async with started_runtime(path) as rt:
             path.write_bytes(b"\xff\xfe not text")
             binary = await rt.reload_file("file")
             path.unlink()
             missing = await rt.reload_file("file")
             return [binary, missing, rt.current.text]
-        finally:
-            await rt.stop()
-            await rt.parts.upstreams.stop()
 
     assert asyncio.run(run()) == [None, None, start]
 
@@ -173,16 +172,11 @@ def test_a_text_that_cannot_start_is_not_written(tmp_path: Path, monkeypatch: py
         raise RuntimeError("cannot start this part")
 
     async def run() -> None:
-        rt = PolicyRuntime(load_config(path), FEATURES, lambda parts: None)
-        await rt.start()
-        monkeypatch.setattr(runtime_module, "start_parts", broken_start)
-        try:
+        async with started_runtime(path) as rt:
+            monkeypatch.setattr(runtime_module, "start_parts", broken_start)
             with pytest.raises(PolicyRefused):
                 await rt.publish(other)
             assert rt.current.text == start
-        finally:
-            await rt.stop()
-            await rt.parts.upstreams.stop()
 
     asyncio.run(run())
     assert path.read_text() == start
